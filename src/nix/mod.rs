@@ -1,0 +1,9 @@
+//! Pure Nix formats: no network I/O, no threads (`nix-protocols.md` §1–§6).
+
+pub mod hash;
+pub mod nar;
+pub mod narinfo;
+pub mod nix32;
+pub mod path_info;
+pub mod signing;
+pub mod store_path;

@@ -1,0 +1,63 @@
+//! The synchronous store layer: one small trait, two backends (`nix-protocols.md`
+//! §7 daemon protocol, §8 SQLite).
+//!
+//! Every worker thread owns one `Box<dyn Store>`, made by [`Opener::open`]; no
+//! lock is taken on the hot path.
+
+use std::io::{self, Read};
+
+use thiserror::Error;
+
+use crate::nix::path_info::PathInfo;
+use crate::nix::store_path::{HashPart, StoreDir, StorePath};
+
+pub mod daemon;
+pub mod local;
+pub mod uri;
+pub mod wire;
+
+pub use uri::Opener;
+
+/// What can go wrong asking the store. The HTTP layer maps each variant to a
+/// status in one exhaustive `match`; the text goes to the log, never the body.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The store cannot be reached now (daemon down, socket missing, database
+    /// locked past the retry budget). Transient: clients should retry (503).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The daemon answered with an error message (ANSI escapes stripped).
+    #[error("nix-daemon: {0}")]
+    Daemon(String),
+    /// The peer broke the protocol; the connection has been dropped.
+    #[error("daemon protocol: {0}")]
+    Protocol(String),
+    /// A read or write on the store connection timed out.
+    #[error("store timed out: {0}")]
+    Timeout(String),
+    /// Data in the store that does not parse (bad hash, bad path in the DB).
+    #[error("corrupt store data: {0}")]
+    Corrupt(String),
+    /// I/O on the store's files (a path that vanished mid-request, say).
+    #[error("store I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// One connection to a Nix store. Not shared between threads.
+pub trait Store: Send {
+    /// The logical store directory (`/nix/store` usually).
+    fn store_dir(&self) -> &StoreDir;
+
+    /// Hot path: the info of the valid path whose hash part is `hash`, or
+    /// `None` when there is none. One round trip where the backend allows it.
+    fn path_info_by_hash(&mut self, hash: &HashPart) -> Result<Option<PathInfo>, StoreError>;
+
+    /// The info of `path`, or `None` when it is not valid.
+    fn path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, StoreError>;
+
+    fn is_valid_path(&mut self, path: &StorePath) -> Result<bool, StoreError>;
+
+    /// The NAR of the valid path `info`, starting at byte `offset`: exactly
+    /// `info.nar_size - offset` bytes, or an error (never short or wrong bytes).
+    fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<Box<dyn Read + '_>, StoreError>;
+}
