@@ -21,7 +21,6 @@ use crate::nix::store_path::{HashPart, StoreDir, StorePath};
 mod row;
 
 use row::RawRow;
-pub use row::RowError;
 
 /// How long one statement may wait on a lock before the look-up fails as
 /// `Unavailable`. WAL readers only meet `SQLITE_BUSY` in brief windows (WAL
