@@ -264,11 +264,7 @@ impl Store for DaemonStore {
             {
                 Ok(Box::new(self.nar_from_daemon(info, offset)?))
             }
-            Err(NarError::Io { path, source }) => Err(StoreError::Io(io::Error::new(
-                source.kind(),
-                format!("{path}: {source}"),
-            ))),
-            Err(e @ NarError::FileType { .. }) => Err(StoreError::Corrupt(e.to_string())),
+            Err(e) => Err(e.into()),
         }
     }
 }

@@ -7,14 +7,14 @@
 //! back for long.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Params};
 
 use super::{Store, StoreError};
-use crate::nix::nar::{NarError, NarReader};
+use crate::nix::nar::NarReader;
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
 
@@ -195,7 +195,7 @@ impl Store for LocalStore {
     /// an I/O error, never "absent": the client was just told it exists (§8).
     fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<Box<dyn Read + '_>, StoreError> {
         let path = self.loc.real_store.join(info.path.base_name());
-        let reader = NarReader::open_at(&path, offset).map_err(nar_error)?;
+        let reader = NarReader::open_at(&path, offset)?;
         if reader.nar_size() != info.nar_size {
             // Files changed behind Nix's back: never send bytes that do not
             // match the promised length and hash.
@@ -208,14 +208,6 @@ impl Store for LocalStore {
         }
         Ok(Box::new(reader))
     }
-}
-
-fn nar_error(e: NarError) -> StoreError {
-    let kind = match &e {
-        NarError::Io { source, .. } => source.kind(),
-        NarError::FileType { .. } => io::ErrorKind::InvalidData,
-    };
-    StoreError::Io(io::Error::new(kind, e))
 }
 
 /// Maps a SQLite failure to what it means for a request.
