@@ -10,7 +10,7 @@ use std::process::Command;
 use common::Fixtures;
 use nix_serve_sd::nix::hash::Sha256;
 use nix_serve_sd::nix::store_path::StoreDir;
-use nix_serve_sd::store::{Opener, Store, StoreError};
+use nix_serve_sd::store::{Opener, StoreError};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
