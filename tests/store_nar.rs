@@ -7,22 +7,13 @@ mod common;
 use std::io::Read;
 use std::process::Command;
 
-use common::Fixtures;
+use common::{nix_store_dump, run, Fixtures, Scratch};
 use nix_serve_sd::nix::hash::Sha256;
 use nix_serve_sd::nix::store_path::StoreDir;
 use nix_serve_sd::store::{Opener, StoreError};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
-}
-
-fn dump(path: &str) -> Vec<u8> {
-    let out = Command::new("nix-store")
-        .args(["--dump", path])
-        .output()
-        .expect("run nix-store --dump");
-    assert!(out.status.success(), "nix-store --dump {path} failed");
-    out.stdout
 }
 
 fn read_all(mut r: Box<dyn Read + '_>) -> Vec<u8> {
@@ -42,7 +33,7 @@ fn check_backend(uri: &str) {
             .path_info(&path)
             .unwrap()
             .unwrap_or_else(|| panic!("{name} is valid"));
-        let want = dump(full);
+        let want = nix_store_dump(full);
         assert_eq!(info.nar_size, want.len() as u64, "{uri}: {name} size");
         assert_eq!(info.nar_hash, Sha256::digest(&want), "{uri}: {name} hash");
         let got = read_all(store.nar(&info, 0).unwrap());
@@ -82,25 +73,18 @@ fn vanished_files_are_an_io_error_not_absent() {
     let _ = Fixtures::load();
     // A path valid in a chroot store whose files we then delete behind
     // Nix's back: the database still lists it.
-    let root = std::env::temp_dir().join(format!("nssd-vanish-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
+    let scratch = Scratch::new("vanish");
+    let root = scratch.path();
     let src = root.join("gone.txt");
     std::fs::write(&src, "soon gone\n").unwrap();
     let store_arg = format!("local?root={}", root.display());
-    let out = Command::new("nix-store")
+    let added = run(Command::new("nix-store")
         .args(["--store", &store_arg, "--add"])
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "nix-store --add into the chroot store"
-    );
-    let full = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        .arg(&src));
+    let full = added.trim();
     let opener = Opener::resolve(&store_arg, &env).unwrap();
     let mut store = opener.open().unwrap();
-    let path = StoreDir::default().parse_path(&full).unwrap();
+    let path = StoreDir::default().parse_path(full).unwrap();
     let info = store
         .path_info(&path)
         .unwrap()
@@ -112,10 +96,10 @@ fn vanished_files_are_an_io_error_not_absent() {
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     std::fs::set_permissions(physical.parent().unwrap(), perms).unwrap();
     std::fs::remove_file(&physical).unwrap();
-    match store.nar(&info, 0) {
+    let nar = store.nar(&info, 0);
+    match nar {
         Err(StoreError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
         Err(other) => panic!("expected an I/O error, got {other}"),
         Ok(_) => panic!("a NAR of vanished files"),
     }
-    let _ = std::fs::remove_dir_all(&root);
 }
