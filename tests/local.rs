@@ -1,84 +1,24 @@
 //! The local backend against the real Nix here, with `nix path-info --json`
 //! as the oracle (`nix-protocols.md` §8). Needs the fixtures: run scripts/test.
-//!
-//! serde_json (dev only) reads the oracle's JSON; nothing else prints
-//! signatures and content addresses.
+
+mod common;
 
 use std::collections::HashMap;
 use std::env;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::mpsc;
-use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix_serve_sd::nix::hash::Sha256;
 use nix_serve_sd::nix::path_info::PathInfo;
 use nix_serve_sd::nix::store_path::{HashPart, StoreDir, StorePath};
 use nix_serve_sd::store::local::{LocalLocation, LocalStore};
 use nix_serve_sd::store::{Opener, Store};
-use serde_json::Value;
 
-const FIXTURE_NAMES: &[&str] = &[
-    "empty",
-    "big-10M",
-    "big-10M-flat",
-    "hello-exe",
-    "tree",
-    "text-with-ref",
-    "dep-leaf",
-    "dep-mid",
-    "dep-top",
-    "many-files",
-    "compressible-10M",
-    "multi-output.out",
-    "multi-output.lib",
-    "multi-output.dev",
-    "multi-output.drv",
-];
-
-/// Tests here count file descriptors and chmod directories: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn fixture_dir() -> PathBuf {
-    let dir = env::var_os("NIX_SERVE_SD_FIXTURES").expect(
-        "NIX_SERVE_SD_FIXTURES is unset: it must name the fixture directory (scripts/test)",
-    );
-    PathBuf::from(dir)
-}
-
-/// `(name, full store path)` for every fixture, all present on disk.
-fn fixtures() -> Vec<(String, String)> {
-    let tsv = fixture_dir().join("paths.tsv");
-    let text = fs::read_to_string(&tsv).unwrap_or_else(|e| panic!("{}: {e}", tsv.display()));
-    let all: Vec<(String, String)> = text
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(n, p)| (n.to_owned(), p.to_owned()))
-        .collect();
-    for name in FIXTURE_NAMES {
-        let (_, path) = all
-            .iter()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("fixture {name} missing from {}", tsv.display()));
-        assert!(
-            Path::new(path).exists(),
-            "fixture {name}: {path} does not exist"
-        );
-    }
-    all
-}
-
-fn fixture(all: &[(String, String)], name: &str) -> String {
-    all.iter().find(|(n, _)| n == name).unwrap().1.clone()
-}
+use common::{nix_on, nix_path_infos, open_fds, run, serial, Fixtures, Scratch};
 
 fn no_env(_: &str) -> Option<String> {
     None
@@ -92,112 +32,12 @@ fn store_path(full: &str) -> StorePath {
     dir().parse_path(full).unwrap()
 }
 
-/// A directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir =
-            env::temp_dir().join(format!("nix-serve-sd-{tag}-{}-{nanos}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs `nix <args> <paths>`, returning stdout per call. A `.drv` path needs
-/// `--derivation`, or the `nix` command acts on its outputs instead.
-fn nix_on_paths(args: &[&str], store: Option<&Path>, paths: &[String]) -> Vec<String> {
-    let (drvs, others): (Vec<&String>, Vec<&String>) =
-        paths.iter().partition(|p| p.ends_with(".drv"));
-    let mut outs = Vec::new();
-    for (group, flag) in [(drvs, Some("--derivation")), (others, None)] {
-        if group.is_empty() {
-            continue;
-        }
-        let mut cmd = Command::new("nix");
-        cmd.args(args).args(flag).args(group);
-        if let Some(s) = store {
-            cmd.arg("--store").arg(s);
-        }
-        outs.push(run(&mut cmd));
-    }
-    outs
-}
-
 /// A chroot store at `<scratch>/chroot` holding `paths` and their closures.
-fn chroot_with(scratch: &Scratch, paths: &[String]) -> PathBuf {
-    let root = scratch.0.join("chroot");
+fn chroot_with(scratch: &Scratch, paths: &[&str]) -> PathBuf {
+    let root = scratch.join("chroot");
     let to = root.to_str().unwrap();
-    nix_on_paths(&["copy", "--no-check-sigs", "--to", to], None, paths);
+    nix_on(&["copy", "--no-check-sigs", "--to", to], paths);
     root
-}
-
-/// What `nix path-info --json` says about `paths` (in `store`, or the
-/// machine's).
-fn oracle(store: Option<&Path>, paths: &[String]) -> HashMap<String, PathInfo> {
-    let mut found = HashMap::new();
-    for out in nix_on_paths(&["path-info", "--json"], store, paths) {
-        let json: Value = serde_json::from_str(&out).unwrap();
-        for v in json.as_array().unwrap() {
-            let info = from_json(v);
-            found.insert(dir().display_path(&info.path), info);
-        }
-    }
-    for p in paths {
-        assert!(
-            found.contains_key(p),
-            "nix path-info said nothing about {p}"
-        );
-    }
-    found
-}
-
-fn from_json(v: &Value) -> PathInfo {
-    let text = |k: &str| v.get(k).and_then(Value::as_str);
-    let mut references: Vec<StorePath> = v["references"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| store_path(r.as_str().unwrap()))
-        .collect();
-    references.sort();
-    PathInfo {
-        path: store_path(text("path").unwrap()),
-        deriver: text("deriver").map(store_path),
-        nar_hash: Sha256::parse_prefixed(text("narHash").unwrap()).unwrap(),
-        nar_size: v["narSize"].as_u64().unwrap(),
-        references,
-        registration_time: v["registrationTime"].as_u64().unwrap(),
-        ultimate: v.get("ultimate").and_then(Value::as_bool).unwrap_or(false),
-        sigs: v
-            .get("signatures")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
-            .unwrap_or_default(),
-        ca: text("ca").map(str::to_owned),
-    }
 }
 
 /// `hash` with its last character changed: a hash no path has.
@@ -231,8 +71,9 @@ fn assert_answers(store: &mut dyn Store, want: &HashMap<String, PathInfo>, what:
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn path_info_matches_nix_path_info() {
     let _serial = serial();
-    let paths: Vec<String> = fixtures().into_iter().map(|(_, p)| p).collect();
-    let want = oracle(None, &paths);
+    let fx = Fixtures::load();
+    let paths = fx.full_paths();
+    let want = nix_path_infos(None, &paths);
     // The oracle must exercise every column we read.
     assert!(want.values().any(|i| i.deriver.is_some()));
     assert!(want.values().any(|i| i.ca.is_some()));
@@ -252,19 +93,23 @@ fn path_info_matches_nix_path_info() {
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn chroot_store_answers_like_nix() {
     let _serial = serial();
-    let paths: Vec<String> = fixtures().into_iter().map(|(_, p)| p).collect();
+    let fx = Fixtures::load();
+    let paths = fx.full_paths();
     let scratch = Scratch::new("chroot");
     let root = chroot_with(&scratch, &paths);
     // Signatures in the chroot's database, so the comparison covers them.
-    let key = fixture_dir().join("keys/secret");
-    let key = key.to_str().unwrap();
-    nix_on_paths(&["store", "sign", "--key-file", key], Some(&root), &paths);
-    let want = oracle(Some(&root), &paths);
+    let key = fx.key("secret");
+    let (key, store) = (key.to_str().unwrap(), root.to_str().unwrap());
+    nix_on(
+        &["store", "sign", "--key-file", key, "--store", store],
+        &paths,
+    );
+    let want = nix_path_infos(Some(&root), &paths);
     assert!(
         want.values().all(|i| !i.sigs.is_empty()),
         "nix store sign did not sign"
     );
-    let system = oracle(None, &paths);
+    let system = nix_path_infos(None, &paths);
     for (full, info) in &want {
         let sys = &system[full];
         // Copying keeps what the path is; registration and trust may differ.
@@ -304,12 +149,12 @@ fn lookups_never_block_a_writer() {
     const WRITES: usize = 40;
     const LOOKUPS: usize = 2_000;
     let _serial = serial();
-    let fx = fixtures();
+    let fx = Fixtures::load();
     let scratch = Scratch::new("writer");
-    let root = chroot_with(&scratch, &[fixture(&fx, "dep-top")]);
+    let root = chroot_with(&scratch, &[fx.path("dep-top")]);
     let present: Vec<StorePath> = ["dep-top", "dep-mid", "dep-leaf", "tree", "empty"]
         .iter()
-        .map(|n| store_path(&fixture(&fx, n)))
+        .map(|n| store_path(fx.path(n)))
         .collect();
     let mut store = Opener::resolve(root.to_str().unwrap(), &no_env)
         .unwrap()
@@ -317,7 +162,7 @@ fn lookups_never_block_a_writer() {
         .unwrap();
 
     let (added_tx, added_rx) = mpsc::channel();
-    let src = scratch.0.join("src");
+    let src = scratch.join("src");
     fs::create_dir(&src).unwrap();
     let writer_root = root.clone();
     let writer = thread::spawn(move || {
@@ -376,20 +221,16 @@ fn lookups_never_block_a_writer() {
     eprintln!("information only: {lookups} look-ups while Nix added {WRITES} paths");
 }
 
-fn open_fds() -> usize {
-    fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
 #[test]
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn lookups_leak_no_file_descriptors() {
     const LOOKUPS: u32 = 10_000;
     let _serial = serial();
-    let fx = fixtures();
+    let fx = Fixtures::load();
     let scratch = Scratch::new("fds");
-    let root = chroot_with(&scratch, &[fixture(&fx, "dep-top")]);
+    let root = chroot_with(&scratch, &[fx.path("dep-top")]);
     let opener = Opener::resolve(root.to_str().unwrap(), &no_env).unwrap();
-    let hit = store_path(&fixture(&fx, "dep-mid")).hash_part();
+    let hit = store_path(fx.path("dep-mid")).hash_part();
     let miss = neighbour(&hit);
     let mut store = opener.open().unwrap();
     store
@@ -438,14 +279,14 @@ fn read_only_database_without_wal_files() {
         return read_only_child(&arg);
     }
     let _serial = serial();
-    let fx = fixtures();
+    let fx = Fixtures::load();
     assert_eq!(
         fs::metadata("/proc/self").unwrap().uid(),
         0,
         "this test must run as root (it runs a part of itself as nobody)"
     );
     let scratch = Scratch::new("readonly");
-    let root = chroot_with(&scratch, &[fixture(&fx, "dep-leaf")]);
+    let root = chroot_with(&scratch, &[fx.path("dep-leaf")]);
     let db_dir = root.join("nix/var/nix/db");
     for f in ["db.sqlite-wal", "db.sqlite-shm"] {
         assert!(!db_dir.join(f).exists(), "{f} left behind by nix copy");
@@ -496,7 +337,7 @@ fn read_only_database_without_wal_files() {
 
 fn read_only_child(arg: &str) {
     let (expect, root) = arg.split_once(':').unwrap();
-    let leaf = store_path(&fixture(&fixtures(), "dep-leaf"));
+    let leaf = store_path(Fixtures::load().path("dep-leaf"));
     let local = format!("local?root={root}");
     match expect {
         "refused" => {
