@@ -3,15 +3,18 @@
 //! there). The trees are built at test time because git does not keep modes,
 //! odd names or symlink targets the way Nix would see them.
 
+mod common;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use nix_serve_sd::nix::nar::NarReader;
+
+use common::{nix_store_dump, write_file, Scratch};
 
 type Make = fn(&Path);
 
@@ -56,31 +59,6 @@ fn make_tree(root: &Path) {
     symlink("sub", root.join("dirlink")).unwrap();
 }
 
-fn write_file(path: &Path, contents: &[u8], executable: bool) {
-    fs::write(path, contents).unwrap();
-    let mode = if executable { 0o755 } else { 0o644 };
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("nix-serve-sd-golden-{}-{tag}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 fn golden_path(stem: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{stem}.nar"))
 }
@@ -106,8 +84,8 @@ fn assert_same(what: &str, ours: &[u8], theirs: &[u8]) {
 #[test]
 fn our_nar_equals_the_golden_bytes() {
     for (stem, make) in GOLDEN {
-        let tmp = TempDir::new(stem);
-        let path = tmp.0.join(stem);
+        let tmp = Scratch::new(&format!("golden-{stem}"));
+        let path = tmp.join(stem);
         make(&path);
         let mut reader = NarReader::open(&path).unwrap();
         let mut ours = Vec::new();
@@ -124,24 +102,14 @@ fn our_nar_equals_the_golden_bytes() {
 fn golden_files_are_nix_store_dump_bytes() {
     let write = std::env::var_os("NIX_SERVE_SD_WRITE_GOLDEN").is_some_and(|v| v == "1");
     for (stem, make) in GOLDEN {
-        let tmp = TempDir::new(&format!("nix-{stem}"));
-        let path = tmp.0.join(stem);
+        let tmp = Scratch::new(&format!("golden-nix-{stem}"));
+        let path = tmp.join(stem);
         make(&path);
-        let out = Command::new("nix-store")
-            .arg("--dump")
-            .arg(&path)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run nix-store (is Nix installed?): {e}"));
-        assert!(
-            out.status.success(),
-            "nix-store --dump {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let nix = nix_store_dump(&path);
         if write {
-            fs::write(golden_path(stem), &out.stdout).unwrap();
+            fs::write(golden_path(stem), &nix).unwrap();
         } else {
-            assert_same(stem, &read_golden(stem), &out.stdout);
+            assert_same(stem, &read_golden(stem), &nix);
         }
     }
 }

@@ -6,17 +6,21 @@
 //! Run: `NIX_SERVE_SD_FIXTURES=/tmp/nix-fixtures cargo test --test nar_nix
 //! -- --include-ignored`. `NIX_SERVE_SD_NAR_SEED=<n>` replays one random tree.
 
+mod common;
+
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Cursor, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::symlink;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use nix_serve_sd::nix::hash::Sha256;
 use nix_serve_sd::nix::nar::{nar_hash_and_size, NarError, NarReader, READ_BUF_SIZE};
+
+use common::{run, write_file, Fixtures, Scratch};
 
 /// Nix's NAR is kept in memory for the offset checks up to this size;
 /// larger ones are dumped again for every start offset.
@@ -27,16 +31,7 @@ const SMALL: u64 = 1024 * 1024;
 const ALL_SPANS: usize = 64;
 
 fn nix_store(args: &[&OsStr]) -> String {
-    let out = Command::new("nix-store")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run nix-store (is Nix installed?): {e}"));
-    assert!(
-        out.status.success(),
-        "nix-store {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    run(Command::new("nix-store").args(args)).trim().to_string()
 }
 
 /// `nix-store --dump path`, its stdout piped.
@@ -217,26 +212,17 @@ fn check_path(label: &str, path: &Path, in_store: bool) {
 #[test]
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn fixture_paths_match_nix_store_dump() {
-    let dir = std::env::var_os("NIX_SERVE_SD_FIXTURES")
-        .expect("NIX_SERVE_SD_FIXTURES is unset: point it at the fixture directory (paths.tsv)");
-    let tsv = Path::new(&dir).join("paths.tsv");
-    let text = fs::read_to_string(&tsv).unwrap_or_else(|e| panic!("{}: {e}", tsv.display()));
+    let fx = Fixtures::load();
     let mut count = 0;
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        let (name, path) = line
-            .split_once('\t')
-            .unwrap_or_else(|| panic!("bad line {line:?}"));
-        let path = Path::new(path);
-        // symlink_metadata, not exists(): a fixture may be a dangling symlink.
-        assert!(
-            path.symlink_metadata().is_ok(),
-            "fixture {name}: {} is missing",
-            path.display()
-        );
-        check_path(name, path, true);
+    for (name, path) in &fx.paths {
+        check_path(name, Path::new(path), true);
         count += 1;
     }
-    assert!(count >= 10, "{}: only {count} fixture paths", tsv.display());
+    assert!(
+        count >= 10,
+        "{}: only {count} fixture paths",
+        fx.dir.display()
+    );
 }
 
 /// splitmix64: small, deterministic, good enough to pick shapes.
@@ -340,12 +326,11 @@ fn random_dir(rng: &mut Rng, cov: &mut Coverage, dir: &Path, depth: u32, entries
                     300 => rng.below(300) as usize,
                     &n => n,
                 };
-                fs::write(&path, rng.bytes(len)).unwrap();
+                let contents = rng.bytes(len);
                 cov.sizes.insert(len);
                 let executable = rng.below(3) == 0;
                 cov.executables += u32::from(executable);
-                let mode = if executable { 0o755 } else { 0o644 };
-                fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+                write_file(&path, &contents, executable);
             }
             6 | 7 if depth > 0 => {
                 let entries = rng.below(6);
@@ -362,25 +347,6 @@ fn random_dir(rng: &mut Rng, cov: &mut Coverage, dir: &Path, depth: u32, entries
                 symlink(OsStr::from_bytes(target), &path).unwrap();
             }
         }
-    }
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("nix-serve-sd-narnix-{}-{tag}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
 
@@ -405,8 +371,8 @@ fn random_trees_match_nix_store_dump() {
     let mut cov = Coverage::default();
     for seed in seeds {
         let mut rng = Rng(seed);
-        let tmp = TempDir::new(&format!("rand-{seed}"));
-        let root = tmp.0.join(format!("nar-rand-{seed}"));
+        let tmp = Scratch::new(&format!("narnix-rand-{seed}"));
+        let root = tmp.join(format!("nar-rand-{seed}"));
         let depth = 1 + rng.below(4) as u32;
         let entries = 3 + rng.below(6);
         random_dir(&mut rng, &mut cov, &root, depth, entries);
@@ -433,11 +399,11 @@ fn random_trees_match_nix_store_dump() {
 fn file_larger_than_the_read_buffer_and_not_a_multiple_of_8() {
     let len = 2 * READ_BUF_SIZE + 3;
     assert!(len > READ_BUF_SIZE && len % 8 != 0);
-    let tmp = TempDir::new("large");
-    let file = tmp.0.join("large-odd.bin");
+    let tmp = Scratch::new("narnix-large");
+    let file = tmp.join("large-odd.bin");
     fs::write(&file, Rng(42).bytes(len)).unwrap();
     check_and_add("large file", &file);
-    let dir = tmp.0.join("large-odd-dir");
+    let dir = tmp.join("large-odd-dir");
     fs::create_dir(&dir).unwrap();
     fs::copy(&file, dir.join("big")).unwrap();
     fs::write(dir.join("small"), b"after the big one").unwrap();

@@ -14,7 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use fixtures::{Fixtures, SETUP_NIX_FIXTURES};
 pub use nix::{nix_command, nix_on, nix_path_info, nix_path_infos, nix_store_dump, output_of, run};
-pub use scratch::Scratch;
+pub use scratch::{write_file, Scratch};
 
 /// Tests that count the process's file descriptors, chmod directories or
 /// kill daemons take this first: one at a time within a test binary.

@@ -47,3 +47,11 @@ impl Drop for Scratch {
         let _ = fs::remove_dir_all(&self.0);
     }
 }
+
+/// A regular file, executable or not: the two kinds Nix keeps apart (the
+/// NAR's `executable` flag); mode 0644 or 0755 whatever the umask.
+pub fn write_file(path: &Path, contents: &[u8], executable: bool) {
+    fs::write(path, contents).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mode = if executable { 0o755 } else { 0o644 };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
