@@ -2,13 +2,17 @@
 //! schema (`nix-protocols.md` §8): the edge cases a real store rarely has.
 //! Needs no Nix.
 
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix_serve_sd::nix::store_path::{HashPart, StoreDir};
 use nix_serve_sd::store::local::{LocalLocation, LocalStore};
 use nix_serve_sd::store::{Opener, Store, StoreError};
 use rusqlite::{params, Connection};
+
+use common::Scratch;
 
 /// Nix 2.8's schema 10, as `.schema` prints it (§8), triggers left out.
 const SCHEMA: &str = "
@@ -26,28 +30,6 @@ create table DerivationOutputs (drv integer not null, id text not null, path tex
 
 const HASH16: &str = "sha256:5412b0b0b18448967acb7ebc7822c77c446c9ba7ccea468b1b3b63219a2edfea";
 const HASH32: &str = "sha256:1snz5sd22qrv3f5ldsnclydnqi3wqwi7ig3yrdx9cj44n6qb04jl";
-
-/// A directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("nix-serve-sd-{tag}-{}-{nanos}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A chroot store at `root` (db and empty store dir); `wal` picks the
 /// journal mode Nix uses by default.
@@ -110,7 +92,7 @@ const C: &str = "/nix/store/0000000000000000000000000000000d-c";
 fn reads_rows_as_nix_does() {
     let dir = Scratch::new("rows");
     make_store(
-        &dir.0,
+        dir.path(),
         true,
         &[
             (A, HASH16, Some(176)),
@@ -119,7 +101,7 @@ fn reads_rows_as_nix_does() {
         ],
         &[(1, 3), (1, 1), (1, 2), (2, 2)],
     );
-    let conn = Connection::open(dir.0.join("nix/var/nix/db/db.sqlite")).unwrap();
+    let conn = Connection::open(dir.join("nix/var/nix/db/db.sqlite")).unwrap();
     conn.execute(
         "update ValidPaths set ultimate = 1, sigs = 'k:AA== j:BB==', ca = '', deriver = ?1 \
          where id = 1",
@@ -127,7 +109,7 @@ fn reads_rows_as_nix_does() {
     )
     .unwrap();
     drop(conn);
-    let mut store = open(&dir.0);
+    let mut store = open(dir.path());
     let a = store
         .path_info_by_hash(&hash("0000000000000000000000000000000a"))
         .unwrap()
@@ -157,12 +139,12 @@ fn reads_rows_as_nix_does() {
 fn a_hash_between_two_paths_is_absent() {
     let dir = Scratch::new("neighbours");
     make_store(
-        &dir.0,
+        dir.path(),
         true,
         &[(A, HASH16, Some(1)), (B, HASH16, Some(1))],
         &[],
     );
-    let mut store = open(&dir.0);
+    let mut store = open(dir.path());
     // Nix's open `path >= ?` would land on B for these.
     for absent in [
         "0000000000000000000000000000000b",
@@ -219,8 +201,8 @@ fn unreadable_rows_are_corrupt_not_absent() {
     ];
     for (rows, refs, what) in cases {
         let dir = Scratch::new("corrupt");
-        make_store(&dir.0, true, rows, refs);
-        let got = open(&dir.0).path_info_by_hash(&hash("0000000000000000000000000000000a"));
+        make_store(dir.path(), true, rows, refs);
+        let got = open(dir.path()).path_info_by_hash(&hash("0000000000000000000000000000000a"));
         match got {
             Err(StoreError::Corrupt(msg)) => assert!(msg.contains("db.sqlite"), "{what}: {msg}"),
             other => panic!("{what}: expected Corrupt, got {other:?}"),
@@ -231,8 +213,8 @@ fn unreadable_rows_are_corrupt_not_absent() {
 #[test]
 fn a_database_not_in_wal_mode_is_refused() {
     let dir = Scratch::new("rollback");
-    make_store(&dir.0, false, &[(A, HASH16, Some(1))], &[]);
-    let uri = format!("local?root={}", dir.0.display());
+    make_store(dir.path(), false, &[(A, HASH16, Some(1))], &[]);
+    let uri = format!("local?root={}", dir.path().display());
     let err = Opener::resolve(&uri, &|_| None).unwrap_err().to_string();
     assert!(
         err.contains("not WAL") && err.contains("db.sqlite"),
@@ -243,8 +225,8 @@ fn a_database_not_in_wal_mode_is_refused() {
 #[test]
 fn auto_names_everything_it_tried() {
     let dir = Scratch::new("nothing");
-    let state = dir.0.join("state");
-    let socket = dir.0.join("sock");
+    let state = dir.join("state");
+    let socket = dir.join("sock");
     let env = |name: &str| match name {
         "NIX_STATE_DIR" => Some(state.display().to_string()),
         "NIX_DAEMON_SOCKET_PATH" => Some(socket.display().to_string()),
@@ -265,8 +247,8 @@ fn auto_names_everything_it_tried() {
 #[test]
 fn store_uri_forms_open_the_same_store() {
     let dir = Scratch::new("forms");
-    make_store(&dir.0, true, &[(A, HASH16, Some(1))], &[]);
-    let root = dir.0.display().to_string();
+    make_store(dir.path(), true, &[(A, HASH16, Some(1))], &[]);
+    let root = dir.path().display().to_string();
     for uri in [format!("local?root={root}"), root.clone()] {
         let opener = Opener::resolve(&uri, &|_| None).unwrap();
         assert_eq!(
@@ -285,9 +267,9 @@ fn store_uri_forms_open_the_same_store() {
 #[test]
 fn a_missing_store_directory_is_reported() {
     let dir = Scratch::new("nostore");
-    make_store(&dir.0, true, &[], &[]);
-    fs::remove_dir(dir.0.join("nix/store")).unwrap();
-    let err = LocalStore::open(location(&dir.0))
+    make_store(dir.path(), true, &[], &[]);
+    fs::remove_dir(dir.join("nix/store")).unwrap();
+    let err = LocalStore::open(location(dir.path()))
         .unwrap()
         .check()
         .unwrap_err()
