@@ -85,17 +85,6 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
         .map(|p| SecretKey::from_file(p).map_err(|e| format!("signing key {}: {e}", p.display())))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let env = |k: &str| std::env::var(k).ok();
-    let opener = Opener::resolve(&config.store_uri, &env)
-        .map_err(|e| format!("store {:?}: {e}", config.store_uri))?;
-    let mut slots = Vec::with_capacity(config.workers);
-    for _ in 0..config.workers {
-        let conn = opener
-            .open()
-            .map_err(|e| format!("store {:?}: {e}", config.store_uri))?;
-        slots.push(StoreSlot::new(Some(conn)));
-    }
-
     let mut unix_paths: Vec<PathBuf> = Vec::new();
     let listeners = if activated {
         log::info(&format!(
@@ -113,6 +102,18 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
         }
         all
     };
+
+    // The store last: binding is the cheaper check, and both fail before READY.
+    let env = |k: &str| std::env::var(k).ok();
+    let opener = Opener::resolve(&config.store_uri, &env)
+        .map_err(|e| format!("store {:?}: {e}", config.store_uri))?;
+    let mut slots = Vec::with_capacity(config.workers);
+    for _ in 0..config.workers {
+        let conn = opener
+            .open()
+            .map_err(|e| format!("store {:?}: {e}", config.store_uri))?;
+        slots.push(StoreSlot::new(Some(conn)));
+    }
 
     // Before the threads start, so a SIGTERM from now on drains cleanly.
     let term = Arc::new(AtomicBool::new(false));
