@@ -82,7 +82,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
     let keys = config
         .key_files
         .iter()
-        .map(|p| SecretKey::from_file(p).map_err(|e| format!("signing key {}: {e}", p.display())))
+        .map(|p| SecretKey::from_file(p).map_err(|e| format!("signing key: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
 
     let mut unix_paths: Vec<PathBuf> = Vec::new();
