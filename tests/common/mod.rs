@@ -14,10 +14,12 @@ pub struct Fixtures {
 
 impl Fixtures {
     pub fn load() -> Fixtures {
-        let dir = std::env::var_os("NIX_SERVE_SD_FIXTURES").map(PathBuf::from).expect(
-            "NIX_SERVE_SD_FIXTURES is not set: this test needs a real Nix and the \
+        let dir = std::env::var_os("NIX_SERVE_SD_FIXTURES")
+            .map(PathBuf::from)
+            .expect(
+                "NIX_SERVE_SD_FIXTURES is not set: this test needs a real Nix and the \
              fixture store paths; run it through scripts/test",
-        );
+            );
         let tsv = dir.join("paths.tsv");
         let text = std::fs::read_to_string(&tsv)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", tsv.display()));
@@ -28,7 +30,11 @@ impl Fixtures {
                 (name.to_owned(), path.to_owned())
             })
             .collect();
-        assert!(paths.len() >= 15, "{} lists too few fixtures", tsv.display());
+        assert!(
+            paths.len() >= 15,
+            "{} lists too few fixtures",
+            tsv.display()
+        );
         Fixtures { dir, paths }
     }
 
