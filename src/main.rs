@@ -88,7 +88,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
     let mut unix_paths: Vec<PathBuf> = Vec::new();
     let listeners = if activated {
         log::info(&format!(
-            "using {} socket(s) from systemd; --listen/--port/--socket ignored",
+            "listening on the {} socket(s) passed by systemd (--listen, --port and --socket are not used)",
             inherited.len()
         ));
         inherited
@@ -105,13 +105,11 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
 
     // The store last: binding is the cheaper check, and both fail before READY.
     let env = |k: &str| std::env::var(k).ok();
-    let opener = Opener::resolve(&config.store_uri, &env)
-        .map_err(|e| format!("store {:?}: {e}", config.store_uri))?;
+    // The store's errors name the store: no prefix needed.
+    let opener = Opener::resolve(&config.store_uri, &env).map_err(|e| e.to_string())?;
     let mut slots = Vec::with_capacity(config.workers);
     for _ in 0..config.workers {
-        let conn = opener
-            .open()
-            .map_err(|e| format!("store {:?}: {e}", config.store_uri))?;
+        let conn = opener.open().map_err(|e| e.to_string())?;
         slots.push(StoreSlot::new(Some(conn)));
     }
 
