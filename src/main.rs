@@ -145,10 +145,10 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
     let mut server =
         Server::start(listeners, slots, shared).map_err(|e| format!("cannot start: {e}"))?;
 
-    let notifier = Notifier::from_env();
+    let notifier = Notifier::from_env(&env);
     let what = format!(
         "Serving store {} on {} with {} workers, {} signing key(s)",
-        config.store_uri,
+        opener.describe(),
         server.describe(),
         config.workers,
         config.key_files.len()

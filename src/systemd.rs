@@ -45,11 +45,10 @@ pub struct Notifier {
 impl Notifier {
     /// Reads `WATCHDOG_USEC`/`WATCHDOG_PID`; keeps `NOTIFY_SOCKET` in the
     /// environment (nothing we start needs it, and sd-notify reads it per call).
-    pub fn from_env() -> Self {
-        let mut usec = 0u64;
-        let watchdog =
-            sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec));
-        Notifier { watchdog }
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Self {
+        Notifier {
+            watchdog: watchdog_interval(env, std::process::id()),
+        }
     }
 
     fn send(&self, states: &[NotifyState]) {
@@ -77,5 +76,49 @@ impl Notifier {
 
     pub fn ping(&self) {
         self.send(&[NotifyState::Watchdog]);
+    }
+}
+
+/// The watchdog interval, as sd_watchdog_enabled(3) reads it: a positive
+/// `WATCHDOG_USEC`, and `WATCHDOG_PID`, when set, naming us (else it is meant
+/// for another process). sd-notify's own helper also refuses an unset `WATCHDOG_PID`.
+pub fn watchdog_interval(env: &dyn Fn(&str) -> Option<String>, pid: u32) -> Option<Duration> {
+    let usec: u64 = env("WATCHDOG_USEC")?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&u| u > 0)?;
+    match env("WATCHDOG_PID") {
+        Some(p) if p.trim().parse::<u32>().ok() != Some(pid) => None,
+        _ => Some(Duration::from_micros(usec)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchdog_settings() {
+        let table: [(Option<&str>, Option<&str>, Option<u64>); 6] = [
+            (None, None, None),
+            (Some("30000000"), None, Some(30_000_000)),
+            (Some("30000000"), Some("42"), Some(30_000_000)),
+            (Some("30000000"), Some("43"), None),
+            (Some("0"), None, None),
+            (Some("soon"), None, None),
+        ];
+        for (usec, pid, want) in table {
+            let env = |k: &str| match k {
+                "WATCHDOG_USEC" => usec.map(str::to_owned),
+                "WATCHDOG_PID" => pid.map(str::to_owned),
+                _ => None,
+            };
+            assert_eq!(
+                watchdog_interval(&env, 42),
+                want.map(Duration::from_micros),
+                "{usec:?} {pid:?}"
+            );
+        }
     }
 }

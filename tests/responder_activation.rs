@@ -6,7 +6,7 @@
 mod common;
 mod responder_common;
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
@@ -18,7 +18,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::Fixtures;
-use responder_common::{exchange, get, tmpdir, wait_exit, Reply, BIN};
+use responder_common::{exchange, get, tmpdir, wait_exit, Reply, Running, BIN};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -53,25 +53,43 @@ fn get_unix_when_listening(path: &Path, target: &str) -> Reply {
     }
 }
 
-fn socket_activate(listen: &str) -> Child {
-    Command::new("systemd-socket-activate")
-        .args(["-l", listen, "--fdname=http", BIN, "--idle-timeout", "1s"])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("systemd-socket-activate (Debian package systemd)")
+/// Starts `systemd-socket-activate -l LISTEN` (killed when dropped) once it
+/// says it listens. `listen` is called again when the address was taken
+/// meanwhile: other test suites share this machine's ports.
+fn socket_activate(listen: impl Fn() -> String) -> (Running, String) {
+    for _ in 0..5 {
+        let at = listen();
+        let mut child = Command::new("systemd-socket-activate")
+            .args(["-l", &at, "--fdname=http", BIN, "--idle-timeout", "1s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("systemd-socket-activate (Debian package systemd)");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let listening = lines.by_ref().map_while(Result::ok).any(|l| {
+            eprintln!("{l}");
+            l.starts_with("Listening on")
+        });
+        if listening {
+            thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("{l}")));
+            return (Running { child }, at);
+        }
+        let _ = child.wait();
+    }
+    panic!("systemd-socket-activate could not listen");
 }
 
 #[test]
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn systemd_socket_activate_tcp_first_connection_then_idle_exit() {
     let _fx = Fixtures::load();
-    let port = responder_common::free_port();
-    let mut child = socket_activate(&format!("127.0.0.1:{port}"));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (mut sa, at) = socket_activate(|| format!("127.0.0.1:{}", responder_common::free_port()));
+    let addr: SocketAddr = at.parse().unwrap();
     let r = get_when_listening(addr, "/nix-cache-info");
     assert_eq!(r.status, 200);
     assert!(r.text().starts_with("StoreDir: /nix/store\n"));
-    let status = wait_exit(&mut child, LIMIT).expect("exits once idle");
+    let status = wait_exit(&mut sa.child, LIMIT).expect("exits once idle");
     assert!(status.success(), "idle exit is status 0: {status}");
 }
 
@@ -81,10 +99,10 @@ fn systemd_socket_activate_unix_first_connection_then_idle_exit() {
     let _fx = Fixtures::load();
     let dir = tmpdir("activate-unix");
     let sock = dir.join("http.sock");
-    let mut child = socket_activate(sock.to_str().unwrap());
+    let (mut sa, _) = socket_activate(|| sock.to_str().unwrap().to_owned());
     let r = get_unix_when_listening(&sock, "/nix-cache-info");
     assert_eq!(r.status, 200);
-    let status = wait_exit(&mut child, LIMIT).expect("exits once idle");
+    let status = wait_exit(&mut sa.child, LIMIT).expect("exits once idle");
     assert!(status.success(), "idle exit is status 0: {status}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -117,6 +135,8 @@ enum Event {
 struct Activator {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// The NOTIFY_SOCKET reader outlives the supervisor, to hear the last STOPPING=1.
+    reader_stop: Arc<AtomicBool>,
     events: Arc<Mutex<Vec<Event>>>,
     notes: Arc<Mutex<Vec<String>>>,
     threads: Vec<JoinHandle<()>>,
@@ -134,6 +154,7 @@ impl Activator {
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
+        let reader_stop = Arc::new(AtomicBool::new(false));
         let events = Arc::new(Mutex::new(Vec::new()));
         let notes = Arc::new(Mutex::new(Vec::new()));
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -166,11 +187,12 @@ impl Activator {
                     let fd = OwnedFd::from(listener.try_clone().unwrap());
                     let c = Command::new("sh")
                         .arg("-c")
-                        .arg("exec 3<&0 0</dev/null; export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\" \"$@\"")
+                        .arg("exec 3<&0 0</dev/null; export LISTEN_PID=$$ LISTEN_FDS=1 WATCHDOG_PID=$$; exec \"$0\" \"$@\"")
                         .arg(BIN)
                         .args(&args)
                         .stdin(Stdio::from(fd))
                         .env("NOTIFY_SOCKET", &notify_path)
+                        .env("WATCHDOG_USEC", "2000000")
                         .env_remove("LISTEN_FDNAMES")
                         .spawn()
                         .unwrap();
@@ -182,7 +204,7 @@ impl Activator {
             }
         });
 
-        let (s, n) = (stop.clone(), notes.clone());
+        let (s, n) = (reader_stop.clone(), notes.clone());
         let reader = thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while !s.load(Ordering::SeqCst) {
@@ -196,6 +218,7 @@ impl Activator {
         Activator {
             addr,
             stop,
+            reader_stop,
             events,
             notes,
             threads: vec![supervisor, reader],
@@ -262,7 +285,12 @@ impl Activator {
 
     fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
+        let mut threads = self.threads.drain(..);
+        if let Some(supervisor) = threads.next() {
+            let _ = supervisor.join();
+        }
+        self.reader_stop.store(true, Ordering::SeqCst);
+        for t in threads {
             let _ = t.join();
         }
     }
@@ -358,5 +386,9 @@ fn playing_systemd_idle_exit_and_reactivation_lose_nothing() {
         "each process exited before the next started"
     );
     assert_eq!(sd.count_notes("READY=1"), sd.started());
+    assert!(
+        sd.count_notes("WATCHDOG=1") >= sd.started(),
+        "a watchdog ping per process"
+    );
     eprintln!("{} activations", sd.started());
 }

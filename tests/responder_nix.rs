@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::Fixtures;
-use responder_common::{free_port, get, tmpdir, wait_listening, Running};
+use responder_common::{free_port, get, start_on_any_port, tmpdir, wait_listening, Running};
 
 /// The closure we copy: input-addressed paths (so a wrong key must be
 /// refused), references, a multi-output derivation, a big file.
@@ -23,19 +23,10 @@ const COPIED: [&str; 5] = [
 ];
 
 fn serve(fx: &Fixtures, extra: &[&str]) -> (Running, SocketAddr) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let key = fx.key("secret");
-    let mut args = vec![
-        "--listen",
-        &listen,
-        "--sign-key-file",
-        key.to_str().unwrap(),
-    ];
+    let mut args = vec!["--sign-key-file", key.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let running = Running::start(&args, Stdio::inherit());
-    let addr: SocketAddr = listen.parse().unwrap();
-    wait_listening(addr, Duration::from_secs(30));
+    let (running, addr, _) = start_on_any_port(&args);
     (running, addr)
 }
 
@@ -184,24 +175,15 @@ fn served_nars_are_byte_identical() {
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn drop_in_command_line() {
     let fx = Fixtures::load();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let server = Running::start(
-        &[
-            "--listen",
-            &listen,
-            "--workers",
-            "4",
-            "--preload-app",
-            "--access-log",
-            "/dev/stderr",
-            "--priority",
-            "40",
-        ],
-        Stdio::piped(),
-    );
-    let addr: SocketAddr = listen.parse().unwrap();
-    wait_listening(addr, Duration::from_secs(30));
+    let (server, addr, log) = start_on_any_port(&[
+        "--workers",
+        "4",
+        "--preload-app",
+        "--access-log",
+        "/dev/stderr",
+        "--priority",
+        "40",
+    ]);
     let info = get(addr, "/nix-cache-info");
     assert_eq!(
         info.text(),
@@ -209,26 +191,9 @@ fn drop_in_command_line() {
     );
     let hash = &fx.path("dep-top")["/nix/store/".len()..][..32];
     assert_eq!(get(addr, &format!("/{hash}.narinfo")).status, 200);
-    let mut child = server;
-    let status = {
-        let pid = child.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        child.child.wait().unwrap()
-    };
+    let status = server.terminate();
     assert!(status.success(), "SIGTERM is a clean exit: {status}");
-    let mut stderr = String::new();
-    use std::io::Read;
-    child
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = log.lock().unwrap().clone();
     assert!(
         stderr.contains("\"GET /nix-cache-info HTTP/1.1\" 200"),
         "access log: {stderr}"

@@ -3,11 +3,12 @@
 //! client (a test should not trust the server's own code to check it).
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -129,6 +130,53 @@ impl Running {
             .success());
         wait_exit(&mut self.child, Duration::from_secs(60)).expect("exits after SIGTERM")
     }
+}
+
+/// Starts the binary with `--listen 127.0.0.1:0` (no port to steal between
+/// choosing and binding: other test suites share this machine) and reads the
+/// address it bound from its start-up line. Its stderr is collected in the
+/// returned buffer from then on.
+pub fn start_on_any_port(args: &[&str]) -> (Running, SocketAddr, Arc<Mutex<String>>) {
+    let mut all = vec!["--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut running = Running::start(&all, Stdio::piped());
+    let mut lines = BufReader::new(running.child.stderr.take().unwrap()).lines();
+    let mut early = String::new();
+    let addr = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| {
+                panic!(
+                    "nix-serve exited before serving: {:?}",
+                    running.child.wait()
+                )
+            })
+            .unwrap();
+        eprintln!("{line}");
+        early.push_str(&line);
+        early.push('\n');
+        if let Some(rest) = line.split_once("Serving store ").map(|(_, r)| r) {
+            let on = rest
+                .split_once(" on ")
+                .expect("' on ' in the start-up line")
+                .1;
+            break on
+                .split_once(" with ")
+                .expect("' with ' in the start-up line")
+                .0
+                .parse()
+                .unwrap();
+        }
+    };
+    let log = Arc::new(Mutex::new(early));
+    let sink = log.clone();
+    thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            eprintln!("{line}");
+            sink.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    (running, addr, log)
 }
 
 /// Waits until `addr` accepts connections, panicking after `limit`.
