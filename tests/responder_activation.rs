@@ -56,21 +56,28 @@ fn get_unix_when_listening(path: &Path, target: &str) -> Reply {
 /// Starts `systemd-socket-activate -l LISTEN` (killed when dropped) once it
 /// says it listens. `listen` is called again when the address was taken
 /// meanwhile: other test suites share this machine's ports.
-fn socket_activate(listen: impl Fn() -> String) -> (Running, String) {
+fn socket_activate(listen: impl Fn() -> Vec<String>) -> (Running, Vec<String>) {
     for _ in 0..5 {
         let at = listen();
+        let mut args: Vec<&str> = at.iter().flat_map(|a| ["-l", a.as_str()]).collect();
+        args.extend(["--fdname=http", BIN, "--idle-timeout", "1s"]);
         let mut child = Command::new("systemd-socket-activate")
-            .args(["-l", &at, "--fdname=http", BIN, "--idle-timeout", "1s"])
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("systemd-socket-activate (Debian package systemd)");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let listening = lines.by_ref().map_while(Result::ok).any(|l| {
+        let mut listening = 0;
+        for l in lines.by_ref().map_while(Result::ok) {
             eprintln!("{l}");
-            l.starts_with("Listening on")
-        });
+            listening += usize::from(l.starts_with("Listening on"));
+            if listening == at.len() {
+                break;
+            }
+        }
+        let listening = listening == at.len();
         if listening {
             thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("{l}")));
             return (Running { child }, at);
@@ -84,8 +91,9 @@ fn socket_activate(listen: impl Fn() -> String) -> (Running, String) {
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn systemd_socket_activate_tcp_first_connection_then_idle_exit() {
     let _fx = Fixtures::load();
-    let (mut sa, at) = socket_activate(|| format!("127.0.0.1:{}", responder_common::free_port()));
-    let addr: SocketAddr = at.parse().unwrap();
+    let (mut sa, at) =
+        socket_activate(|| vec![format!("127.0.0.1:{}", responder_common::free_port())]);
+    let addr: SocketAddr = at[0].parse().unwrap();
     let r = get_when_listening(addr, "/nix-cache-info");
     assert_eq!(r.status, 200);
     assert!(r.text().starts_with("StoreDir: /nix/store\n"));
@@ -99,9 +107,37 @@ fn systemd_socket_activate_unix_first_connection_then_idle_exit() {
     let _fx = Fixtures::load();
     let dir = tmpdir("activate-unix");
     let sock = dir.join("http.sock");
-    let (mut sa, _) = socket_activate(|| sock.to_str().unwrap().to_owned());
+    let (mut sa, _) = socket_activate(|| vec![sock.to_str().unwrap().to_owned()]);
     let r = get_unix_when_listening(&sock, "/nix-cache-info");
     assert_eq!(r.status, 200);
+    let status = wait_exit(&mut sa.child, LIMIT).expect("exits once idle");
+    assert!(status.success(), "idle exit is status 0: {status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Several sockets at once, TCP and Unix: both are served by the one process.
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn systemd_socket_activate_tcp_and_unix_together() {
+    let _fx = Fixtures::load();
+    let dir = tmpdir("activate-both");
+    let sock = dir.join("http.sock");
+    let (mut sa, at) = socket_activate(|| {
+        vec![
+            format!("127.0.0.1:{}", responder_common::free_port()),
+            sock.to_str().unwrap().to_owned(),
+        ]
+    });
+    // Both connect before the process runs: it must accept from both.
+    let unix = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let tcp = TcpStream::connect(at[0].parse::<SocketAddr>().unwrap()).unwrap();
+    unix.set_read_timeout(Some(LIMIT)).unwrap();
+    tcp.set_read_timeout(Some(LIMIT)).unwrap();
+    assert_eq!(
+        exchange(unix, "GET", "/nix-cache-info").unwrap().status,
+        200
+    );
+    assert_eq!(exchange(tcp, "GET", "/nix-cache-info").unwrap().status, 200);
     let status = wait_exit(&mut sa.child, LIMIT).expect("exits once idle");
     assert!(status.success(), "idle exit is status 0: {status}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -176,3 +176,25 @@ fn address_in_use_is_one_line_and_status_1() {
     drop(taken);
     std::thread::sleep(Duration::from_millis(10));
 }
+
+#[test]
+fn error_log_file_gets_the_failure_too() {
+    let dir = tmpdir("error-log-file");
+    let log = dir.join("errors.log");
+    let (out, _) = run(
+        "error-log",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--error-log",
+            log.to_str().unwrap(),
+            "--sign-key-file",
+            "/nonexistent/key",
+        ],
+    );
+    assert!(!out.status.success());
+    let logged = std::fs::read_to_string(&log).expect("--error-log file created");
+    assert!(logged.contains("/nonexistent/key"), "{logged}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/key"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -22,8 +22,8 @@ use super::{OpenStore, Service, StoreSlot};
 
 /// How often a waiting read wakes to look at the drain flag.
 const POLL: Duration = Duration::from_millis(200);
-/// The body copy buffer: fixed, reused for the whole response.
-const COPY_BUF: usize = 64 * 1024;
+/// The body copy buffer: fixed, one per worker, reused for every response.
+pub const COPY_BUF: usize = 64 * 1024;
 
 pub enum Stream {
     Tcp(TcpStream),
@@ -118,11 +118,10 @@ enum HeadRead {
     TooLarge,
 }
 
-/// Serves `stream` until it closes. `buf` is the worker's reusable buffer.
-pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot) {
+/// Serves `stream` until it closes. `copy_buf` is the worker's body buffer.
+pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot, copy_buf: &mut [u8]) {
     let limits = shared.limits;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut copy_buf = vec![0u8; COPY_BUF];
     let mut first = true;
     loop {
         let wait = if first {
@@ -145,13 +144,13 @@ pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot) {
                     Response::text(408, "Request timeout.\n"),
                     false,
                     false,
-                    &mut copy_buf,
+                    copy_buf,
                 );
                 return;
             }
             Ok(HeadRead::TooLarge) => {
                 let r = Response::text(431, "Request header too large.\n");
-                let _ = write_response(&mut stream, r, false, false, &mut copy_buf);
+                let _ = write_response(&mut stream, r, false, false, copy_buf);
                 return;
             }
         };
@@ -161,7 +160,7 @@ pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot) {
             Err(e) => {
                 log::info(&format!("bad request from {}: {e}", stream.peer()));
                 let r = Response::text(e.status(), "Bad request.\n");
-                let _ = write_response(&mut stream, r, false, false, &mut copy_buf);
+                let _ = write_response(&mut stream, r, false, false, copy_buf);
                 return;
             }
         };
@@ -184,7 +183,7 @@ pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot) {
             };
             let status = resp.status;
             let len = resp.body.len();
-            let result = write_response(&mut stream, resp, head_only, keep, &mut copy_buf);
+            let result = write_response(&mut stream, resp, head_only, keep, copy_buf);
             if shared.access_log {
                 log::access(&access_line(
                     &stream.peer(),

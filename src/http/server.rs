@@ -272,6 +272,7 @@ fn worker(
     activity: &Activity,
     queue: &Mutex<Receiver<Stream>>,
 ) {
+    let mut copy_buf = vec![0u8; conn::COPY_BUF];
     loop {
         let next = {
             let rx = queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -280,7 +281,7 @@ fn worker(
         match next {
             Ok(stream) => {
                 shared.waiting.fetch_sub(1, Ordering::SeqCst);
-                conn::serve(stream, shared, &mut slot);
+                conn::serve(stream, shared, &mut slot, &mut copy_buf);
                 activity.closed(1);
             }
             Err(RecvTimeoutError::Timeout) => {}

@@ -113,6 +113,9 @@ impl Running {
             .args(args)
             .env_remove("LISTEN_FDS")
             .env_remove("NOTIFY_SOCKET")
+            // DynamicUser= services have no home: nothing may depend on one.
+            .env_remove("HOME")
+            .env_remove("USER")
             .stdin(Stdio::null())
             .stderr(stderr)
             .spawn()
