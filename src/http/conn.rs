@@ -20,6 +20,9 @@ use super::request::{self, Head, Method};
 use super::response::{self, Body, HandlerError, Response};
 use super::{OpenStore, Service, StoreSlot};
 
+/// How long and how much `linger_close` reads before closing anyway.
+const LINGER: Duration = Duration::from_millis(200);
+const LINGER_BYTES: usize = 256 * 1024;
 /// How often a waiting read wakes to look at the drain flag.
 const POLL: Duration = Duration::from_millis(200);
 /// The body copy buffer: fixed, one per worker, reused for every response.
@@ -43,6 +46,13 @@ impl Stream {
             Stream::Tcp(s) => s.set_write_timeout(d),
             Stream::Unix(s) => s.set_write_timeout(d),
         }
+    }
+
+    pub fn shutdown_write(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(Shutdown::Write),
+        };
     }
 
     pub fn shutdown(&self) {
@@ -151,6 +161,7 @@ pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot, copy_buf
             Ok(HeadRead::TooLarge) => {
                 let r = Response::text(431, "Request header too large.\n");
                 let _ = write_response(&mut stream, r, false, false, copy_buf);
+                linger_close(stream, copy_buf);
                 return;
             }
         };
@@ -161,6 +172,7 @@ pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot, copy_buf
                 log::info(&format!("bad request from {}: {e}", stream.peer()));
                 let r = Response::text(e.status(), "Bad request.\n");
                 let _ = write_response(&mut stream, r, false, false, copy_buf);
+                linger_close(stream, copy_buf);
                 return;
             }
         };
@@ -222,8 +234,31 @@ pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot, copy_buf
             return;
         }
         if !keep {
-            let _ = stream.flush();
+            if head.has_body {
+                linger_close(stream, copy_buf);
+            }
             return;
+        }
+    }
+}
+
+/// Closes after a reply while the client may still be sending (a body we do
+/// not read, a head we refused): closing with unread input makes the kernel
+/// send a reset, which can destroy the reply before the client reads it. So
+/// stop writing, then read and drop what comes, a little and briefly.
+fn linger_close(mut stream: Stream, buf: &mut [u8]) {
+    stream.shutdown_write();
+    let deadline = Instant::now() + LINGER;
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        let now = Instant::now();
+        if now >= deadline || stream.set_read_timeout(Some(deadline - now)).is_err() {
+            return;
+        }
+        let want = buf.len().min(left);
+        match stream.read(&mut buf[..want]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left -= n,
         }
     }
 }
