@@ -370,7 +370,7 @@ fn write_response(
 
 /// Combined Log Format, as Starman's `--access-log` writes.
 fn access_line(peer: &str, head: &Head, status: u16, bytes: u64) -> String {
-    let date = response::http_date(SystemTime::now());
+    let date = response::clf_date(SystemTime::now());
     let target = head.target.replace('"', "%22");
     let ua = head.user_agent.as_deref().unwrap_or("-").replace('"', "'");
     format!(

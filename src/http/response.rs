@@ -190,9 +190,6 @@ pub fn http_date(t: SystemTime) -> String {
     let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
     format!(
         "{}, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
         DAYS[((secs / 86_400) % 7) as usize],
@@ -202,6 +199,28 @@ pub fn http_date(t: SystemTime) -> String {
         rem % 60
     )
 }
+
+/// Common Log Format time, as Starman's access log writes it:
+/// `25/Nov/2026:14:51:38 +0000`.
+pub fn clf_date(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(mo - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// Days since 1970-01-01 to (year, month 1..=12, day 1..=31), proleptic
 /// Gregorian (the well-known era/day-of-era arithmetic).
@@ -229,6 +248,10 @@ mod tests {
         assert_eq!(at(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(at(1_795_618_298), "Wed, 25 Nov 2026 14:51:38 GMT");
         assert_eq!(at(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(
+            clf_date(UNIX_EPOCH + Duration::from_secs(1_795_618_298)),
+            "25/Nov/2026:14:51:38 +0000"
+        );
     }
 
     #[test]
