@@ -208,7 +208,7 @@ fn watch(server: &mut Server, config: &Config, notifier: &Notifier, term: &Atomi
             let counts = server.activity().counts();
             if counts != last_counts {
                 notifier.status(&format!(
-                    "Serving: {} open connection(s), {} served",
+                    "Serving: {} open connection(s), {} served so far",
                     counts.0, counts.1
                 ));
                 last_counts = counts;

@@ -357,3 +357,20 @@ fn activity_counts_connections_and_stopping_accept_loses_nothing() {
     let server = h.server.take().unwrap();
     assert!(server.drain(Duration::from_secs(10)));
 }
+
+#[test]
+fn a_panicking_handler_costs_one_connection_not_the_worker() {
+    let h = start(1, vec![], limits());
+    let mut s = TcpStream::connect(h.addr).unwrap();
+    s.write_all(format!("GET /{PANIC}.narinfo HTTP/1.1\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    // The only worker still serves, and the connection is no longer counted.
+    assert_alive(h.addr);
+    let server = h.server.as_ref().unwrap();
+    while server.activity().idle_for().is_none() {
+        thread::sleep(Duration::from_millis(20));
+    }
+}

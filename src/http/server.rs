@@ -15,6 +15,7 @@
 use std::io::{self, ErrorKind};
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -281,7 +282,16 @@ fn worker(
         match next {
             Ok(stream) => {
                 shared.waiting.fetch_sub(1, Ordering::SeqCst);
-                conn::serve(stream, shared, &mut slot, &mut copy_buf);
+                // A bug in a handler must cost one connection, not a worker:
+                // a dead worker would also leave its connection counted open
+                // forever, and the idle exit would never come.
+                let served = panic::catch_unwind(AssertUnwindSafe(|| {
+                    conn::serve(stream, shared, &mut slot, &mut copy_buf)
+                }));
+                if served.is_err() {
+                    log::error("a request handler panicked; its connection was dropped");
+                    slot.reset();
+                }
                 activity.closed(1);
             }
             Err(RecvTimeoutError::Timeout) => {}

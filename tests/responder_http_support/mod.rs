@@ -21,6 +21,8 @@ pub const HELLO: &str = "i9pmrzmpshapij2kin22pff6fc2adavx";
 pub const BIG: &str = "n3mwipp8ivi7pmw8czjkzkzlnh2qsni5";
 pub const SHORT: &str = "cs893g027bbckhhhxb7pyd6gsr3v152h";
 pub const DOWN: &str = "r4av4lz1if6mhz07i5mk5zl7c58rby4x";
+/// The store panics on this one: a bug must not take a worker down.
+pub const PANIC: &str = "2h400ahvwbbr7km4x95411kcfqzxlfah";
 pub const ABSENT: &str = "00000000000000000000000000000000";
 /// The throw-away test key of `nix-protocols.md` §5.3.
 pub const SECRET: &str = "test-cache-1:FJHot+xBwwdaU6W5DUXXFJOfUdnPmAfasjihN7wK2/xDXLbXhV7FiiSbrkFeHUnzgLkRm6xKsCJAwi7MxtJUQg==";
@@ -64,6 +66,11 @@ impl Store for FakeStore {
     }
 
     fn path_info_by_hash(&mut self, hash: &HashPart) -> Result<Option<PathInfo>, StoreError> {
+        assert_ne!(
+            hash.as_str(),
+            PANIC,
+            "fake store bug (expected by the test)"
+        );
         if hash.as_str() == DOWN {
             return Err(StoreError::Unavailable("daemon socket gone".into()));
         }
