@@ -204,7 +204,7 @@ impl Config {
         if listen.is_empty() {
             let port = cli.port.unwrap_or(DEFAULT_PORT);
             listen.push(match cli.host.as_deref() {
-                None | Some("") | Some("*") => ListenSpec::AllAddresses(port),
+                None => ListenSpec::AllAddresses(port),
                 Some(host) => parse_listen(&format!("{}:{port}", bracket_v6(host)))?,
             });
         }
@@ -387,6 +387,10 @@ mod tests {
                 7000
             ))])]
         );
+        let c = resolve(&["--host", "*", "--port", "7000"], &[], false).unwrap();
+        assert_eq!(c.listen, vec![ListenSpec::AllAddresses(7000)]);
+        let c = resolve(&["--host", "*6"], &[], false).unwrap();
+        assert_eq!(c.listen, vec![ListenSpec::AllAddresses(5000)]);
         let c = resolve(&["-S", "/tmp/a.sock", "-l", ":1"], &[], false).unwrap();
         assert_eq!(
             c.listen,

@@ -31,8 +31,23 @@ pub fn parse_listen(spec: &str) -> Result<ListenSpec, ConfigError> {
         .rsplit_once(':')
         .ok_or_else(|| err("expected HOST:PORT, :PORT, [V6]:PORT or a socket path"))?;
     let port: u16 = port.parse().map_err(|_| err("invalid port"))?;
-    if host.is_empty() || host == "*" {
-        return Ok(ListenSpec::AllAddresses(port));
+    // nix-serve-ng's --host takes warp's wildcards too: `*4`/`*6` prefer a
+    // family but take both, `!4`/`!6` take only one.
+    match host {
+        "" | "*" | "*4" | "*6" => return Ok(ListenSpec::AllAddresses(port)),
+        "!4" => {
+            return Ok(ListenSpec::Tcp(vec![SocketAddr::from((
+                Ipv4Addr::UNSPECIFIED,
+                port,
+            ))]))
+        }
+        "!6" => {
+            return Ok(ListenSpec::Tcp(vec![SocketAddr::from((
+                Ipv6Addr::UNSPECIFIED,
+                port,
+            ))]))
+        }
+        _ => {}
     }
     if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         let ip: Ipv6Addr = v6.parse().map_err(|_| err("invalid IPv6 address"))?;
@@ -111,6 +126,11 @@ mod tests {
         );
         assert_eq!(parse_listen(":8080"), Ok(ListenSpec::AllAddresses(8080)));
         assert_eq!(parse_listen("*:8080"), Ok(ListenSpec::AllAddresses(8080)));
+        assert_eq!(parse_listen("*4:8080"), Ok(ListenSpec::AllAddresses(8080)));
+        assert_eq!(
+            parse_listen("!4:8080"),
+            Ok(ListenSpec::Tcp(vec![v4("0.0.0.0")]))
+        );
         assert_eq!(
             parse_listen("[::1]:8080"),
             Ok(ListenSpec::Tcp(vec![SocketAddr::from((
