@@ -62,10 +62,22 @@ fn dump(store: Option<&Path>, path: &str) -> Vec<u8> {
 #[test]
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn nix_copy_trusting_only_the_test_key() {
+    nix_copy_through(&[]);
+}
+
+/// The same through the nix-daemon backend (`auto` picks the local database
+/// when it is readable, as it is for root here).
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn nix_copy_through_the_daemon_backend() {
+    nix_copy_through(&["--store", "daemon"]);
+}
+
+fn nix_copy_through(store_args: &[&str]) {
     let fx = Fixtures::load();
-    let (_server, addr) = serve(&fx, &[]);
+    let (_server, addr) = serve(&fx, store_args);
     let url = format!("http://{addr}");
-    let work = tmpdir("nix-copy");
+    let work = tmpdir(&format!("nix-copy{}", store_args.len()));
     let public = std::fs::read_to_string(fx.key("public")).unwrap();
     let wrong = std::fs::read_to_string(fx.key("wrong.public")).unwrap();
     let paths: Vec<&str> = COPIED.iter().map(|n| fx.path(n)).collect();
@@ -258,4 +270,100 @@ fn unreachable_store_fails_before_ready() {
         "something was sent to NOTIFY_SOCKET"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A daemon that goes away is a 503 (clients retry; a 404 would be cached
+/// for an hour, `nix-protocols.md` §4.4), and service resumes when it is back.
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn daemon_restart_is_503_then_recovers() {
+    let fx = Fixtures::load();
+    let dir = tmpdir("daemon-restart");
+    let socket = dir.join("daemon.sock");
+    let start_daemon = || {
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new("nix-daemon")
+            .env("NIX_DAEMON_SOCKET_PATH", &socket)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("nix-daemon");
+        let start = std::time::Instant::now();
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "nix-daemon did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    };
+    let stop_daemon = |mut child: std::process::Child| {
+        // Its per-connection processes run in sessions of their own and
+        // outlive SIGTERM (Nix 2.8): kill those by pid (children of this
+        // daemon only), then stop the daemon.
+        let workers = children_of(child.id());
+        for pid in &workers {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().unwrap();
+        let start = std::time::Instant::now();
+        while workers
+            .iter()
+            .any(|p| Path::new(&format!("/proc/{p}/stat")).exists())
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "daemon processes linger"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let daemon = start_daemon();
+    let uri = format!("unix://{}", socket.display());
+    let (_server, addr) = serve(&fx, &["--store", &uri, "--workers", "1"]);
+    let hash = &fx.path("dep-top")["/nix/store/".len()..][..32];
+    let narinfo = format!("/{hash}.narinfo");
+    assert_eq!(get(addr, &narinfo).status, 200);
+
+    stop_daemon(daemon);
+    for _ in 0..2 {
+        let r = get(addr, &narinfo);
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.header("Cache-Control"), Some("no-store"));
+    }
+
+    let daemon = start_daemon();
+    assert_eq!(
+        get(addr, &narinfo).status,
+        200,
+        "service resumes with the daemon"
+    );
+    stop_daemon(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The pids whose parent is `parent`, from /proc.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        if ppid.and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out
 }
