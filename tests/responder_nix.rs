@@ -367,3 +367,40 @@ fn children_of(parent: u32) -> Vec<u32> {
     }
     out
 }
+
+/// SIGTERM while a NAR is being sent: the transfer completes, then the
+/// process exits 0.
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn sigterm_finishes_the_request_in_flight() {
+    use std::io::{Read, Write};
+    let fx = Fixtures::load();
+    let (server, addr) = serve(&fx, &[]);
+    let big = fx.path("big-10M");
+    let hash = &big["/nix/store/".len()..][..32];
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(format!("GET /nar/{hash}.nar HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut first = vec![0u8; 64 * 1024];
+    s.read_exact(&mut first).unwrap();
+
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    let mut all = first;
+    all.extend_from_slice(&rest);
+    let body = &all[all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    assert!(
+        body == dump(None, big),
+        "the NAR in flight was cut or changed"
+    );
+    let mut server = server;
+    let status = responder_common::wait_exit(&mut server.child, Duration::from_secs(60));
+    assert!(status.expect("exits after SIGTERM").success());
+}
