@@ -44,6 +44,15 @@ pub fn parse(method: &Method, target: &str) -> Result<Route, RouteError> {
     if !matches!(method, Method::Get | Method::Head) {
         return Err(RouteError::Method);
     }
+    // Absolute form (`GET http://host/x`), which RFC 9112 §3.2.2 says a
+    // server must accept; proxies send it.
+    let target = match target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+    {
+        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => target,
+    };
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
@@ -133,6 +142,11 @@ mod tests {
             Ok(Route::NarInfo(hash))
         );
         assert_eq!(get("/nix-cache-info"), Ok(Route::CacheInfo));
+        assert_eq!(
+            get("http://cache.example/nix-cache-info"),
+            Ok(Route::CacheInfo)
+        );
+        assert_eq!(get("http://cache.example"), Err(RouteError::NotFound));
         assert_eq!(
             get(&format!("/nar/{H}-{N}.nar")),
             Ok(Route::Nar {
