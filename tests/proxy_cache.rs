@@ -1,0 +1,185 @@
+//! README "Scaling past one machine": Debian's nginx with `proxy_cache` in
+//! front of the server, configured with the README's own block. A second
+//! narinfo request is answered from nginx's cache (our `Cache-Control` allows
+//! it), a 404 is never cached (`no-store`), and the NAR comes through intact.
+
+mod common;
+#[path = "support/markdown.rs"]
+mod markdown;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Fixtures;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Stops the child when the test ends, passed or not: SIGTERM first, so that
+/// nginx's master takes its workers with it (SIGKILL would orphan them).
+struct Reaper(Child);
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One HTTP/1.0 GET: (status, the header block in lower case, body).
+fn get(port: u16, path: &str) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete header");
+    let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+    let status = head[9..12].parse().unwrap();
+    (status, head, raw[split + 4..].to_vec())
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .map(str::trim)
+}
+
+fn nginx_conf(dir: &Path, nginx_port: u16, server_port: u16) -> PathBuf {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let blocks = markdown::fenced_blocks(&readme, "nginx");
+    assert_eq!(blocks.len(), 1, "README.md has one nginx block");
+    let cache = dir.join("cache");
+    let block = blocks[0]
+        .replace("/var/cache/nginx/nix-serve", cache.to_str().unwrap())
+        .replace("listen 8080;", &format!("listen 127.0.0.1:{nginx_port};"))
+        .replace("127.0.0.1:5000", &format!("127.0.0.1:{server_port}"));
+    assert!(
+        block.contains(&format!("127.0.0.1:{server_port}"))
+            && block.contains(&format!(":{nginx_port};")),
+        "the README block uses 'listen 8080;' and 127.0.0.1:5000"
+    );
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nworker_processes 1;\npid {pid};\nerror_log {err} info;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {tmp}/body;\n  \
+             proxy_temp_path {tmp}/proxy;\n  fastcgi_temp_path {tmp}/fcgi;\n  \
+             uwsgi_temp_path {tmp}/uwsgi;\n  scgi_temp_path {tmp}/scgi;\n{block}\n}}\n",
+            pid = dir.join("nginx.pid").display(),
+            err = dir.join("error.log").display(),
+            tmp = dir.display(),
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+#[test]
+#[ignore = "needs real Nix, fixtures and Debian's nginx: run scripts/test"]
+fn nginx_caches_narinfo_but_not_404() {
+    let fixtures = Fixtures::load();
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("nginx is not installed (scripts/test installs Debian's nginx as root)");
+    let dir = std::env::temp_dir().join(format!("nssd-proxy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let server_port = free_port();
+    let _server = Reaper(
+        Command::new(env!("CARGO_BIN_EXE_nix-serve"))
+            .args(["--listen", &format!("127.0.0.1:{server_port}")])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start nix-serve"),
+    );
+    wait_for_port(server_port);
+
+    let nginx_port = free_port();
+    let conf = nginx_conf(&dir, nginx_port, server_port);
+    let _nginx = Reaper(
+        Command::new(nginx)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx"),
+    );
+    wait_for_port(nginx_port);
+
+    let path = fixtures.path("dep-top");
+    let hash = &path["/nix/store/".len()..][..32];
+    let narinfo = format!("/{hash}.narinfo");
+    let (s1, h1, b1) = get(nginx_port, &narinfo);
+    let (s2, h2, b2) = get(nginx_port, &narinfo);
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(header(&h1, "x-cache-status"), Some("miss"), "{h1}");
+    assert_eq!(header(&h2, "x-cache-status"), Some("hit"), "{h2}");
+    assert_eq!(b1, b2);
+    let (_, _, direct) = get(server_port, &narinfo);
+    assert_eq!(b1, direct, "nginx passes our narinfo through unchanged");
+
+    let absent = "/00000000000000000000000000000000.narinfo";
+    for _ in 0..2 {
+        let (s, h, _) = get(nginx_port, absent);
+        assert_eq!(s, 404);
+        assert_ne!(
+            header(&h, "x-cache-status"),
+            Some("HIT"),
+            "a 404 was cached: {h}"
+        );
+    }
+
+    // The NAR through the cache, twice: identical to nix-store --dump.
+    let url = String::from_utf8(b1)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: ").map(str::to_owned))
+        .expect("URL line");
+    let want = Command::new("nix-store")
+        .args(["--dump", path])
+        .output()
+        .unwrap()
+        .stdout;
+    for round in 0..2 {
+        let (s, _, nar) = get(nginx_port, &format!("/{url}"));
+        assert_eq!(s, 200);
+        assert!(nar == want, "NAR through nginx differs (round {round})");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
