@@ -39,9 +39,13 @@ pub enum ConfigError {
 pub const MAX_WORKERS: usize = 256;
 
 #[derive(Parser, Debug, Default)]
+// A flag given twice: the last one wins, as in nix-serve's Perl option parser
+// (Getopt::Long), so a unit's own --idle-timeout plus one in extraParams, or
+// --priority twice, still starts. Repeatable flags keep every value.
 #[command(
     name = "nix-serve",
     version,
+    args_override_self = true,
     about = "Serve the Nix store as an HTTP binary cache (drop-in for nix-serve, socket-activatable)"
 )]
 pub struct Cli {
@@ -317,6 +321,38 @@ mod tests {
             .collect();
         let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         Config::resolve(cli, &lookup, activated, 2)
+    }
+
+    #[test]
+    fn a_repeated_flag_takes_the_last_value_and_lists_keep_all() {
+        let c = resolve(
+            &[
+                "--priority",
+                "40",
+                "--priority",
+                "50",
+                "--idle-timeout",
+                "5s",
+                "--idle-timeout",
+                "0",
+                "-l",
+                "127.0.0.1:1",
+                "-l",
+                "127.0.0.1:2",
+            ],
+            &[],
+            true,
+        )
+        .unwrap();
+        assert_eq!(c.priority, 50);
+        assert_eq!(c.idle_timeout, None);
+        let c = resolve(
+            &["-l", "127.0.0.1:1", "--listen", "127.0.0.1:2"],
+            &[],
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.listen.len(), 2, "{:?}", c.listen);
     }
 
     #[test]
