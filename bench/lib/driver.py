@@ -53,6 +53,7 @@ def main():
     spec_of = {s.name: s for s in specs}
     results = {s.name: {} for s in specs}
     notes, failed = [], set()
+    reconnects = {}  # name -> wrk figure -> connections accepted per request
 
     running = {}
     for spec in specs:
@@ -98,7 +99,7 @@ def main():
             except measure.MeasureError as e:
                 notes.append(f"{name}, {key}: {one_line(e)}")
                 continue
-            record(results, notes, name, key, scenario, r)
+            record(results, notes, reconnects, name, key, scenario, r)
 
     # Each round runs every figure against every server in turn; the second
     # round in the opposite order. Per figure the best round counts: load from
@@ -178,11 +179,14 @@ def main():
     for a in activators:
         a.close()
 
+    for name, per_key in reconnects.items():
+        notes.append(f"{name} closed keep-alive connections (wrk reconnected; connections accepted "
+                     "per request): " + ", ".join(f"{k} {v:.2f}" for k, v in per_key.items()))
     report(opts, results, notes, [s.name for s in ours], idle)
     sys.exit(1 if failed else 0)
 
 
-def record(results, notes, name, key, scenario, r):
+def record(results, notes, reconnects, name, key, scenario, r):
     """Keeps the best value over rounds: least time, most requests or bytes."""
     if key.startswith("seq."):
         values = {f"{key}.p50": r["p50_us"] / 1e6, f"{key}.p99": r["p99_us"] / 1e6}
@@ -193,6 +197,9 @@ def record(results, notes, name, key, scenario, r):
         values, better = {key: r["bytes"] / r["seconds"]}, max
     for k, v in values.items():
         results[name][k] = better(results[name][k], v) if k in results[name] else v
+    conns = 1 if key.startswith("seq.") else int(key.rsplit(".", 1)[1])
+    if r["accepted"] > 2 * conns + 20 and r["requests"]:
+        reconnects.setdefault(name, {})[key] = r["accepted"] / r["requests"]
     errors = r["connect_errors"] + r["read_errors"] + r["write_errors"]
     if errors:
         notes.append(f"{name}, {key}: {errors} socket errors "
@@ -278,6 +285,7 @@ def hashpart(store_path):
 
 
 def report(opts, results, notes, ours_names, idle):
+    ctx = {"idle": idle, "trials": opts.trials, "warm": opts.trials * measure.WARM_PER_TRIAL}
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rev = subprocess.run(["git", "-C", os.path.dirname(__file__), "describe", "--always", "--dirty"],
                          capture_output=True, text=True).stdout.strip()
@@ -287,12 +295,12 @@ def report(opts, results, notes, ours_names, idle):
              f"Ours signs (test key) unless marked unsigned; daemon = through a nix-daemon. "
              f"÷ nginx = ours / nginx as measured (for req/s and MB/s higher is better, "
              f"for the rest lower).", "",
-             figures.table(results, "nginx", ours_names, idle, opts.trials)]
+             figures.table(results, "nginx", ours_names, ctx)]
     w = figures.worst(results, "nginx", ours_names)
     if w:
         s, key, name = w
         label = next(lbl for k, lbl, _, _ in figures.FIGURES if k == key)
-        lines += ["", f"Furthest behind nginx (medians and throughput): {label.format(idle=idle, trials=opts.trials)} ({name}), {s:.2f}× worse."]
+        lines += ["", f"Furthest behind nginx (medians and throughput): {label.format(**ctx)} ({name}), {s:.2f}× worse."]
     if not opts.binary:
         lines += ["", "DRY RUN: no binary given, every column is nginx."]
     if notes:

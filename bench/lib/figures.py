@@ -20,7 +20,7 @@ FIGURES = [
     ("load.1G.32", "1 GiB NAR, 32 conns", "MB/s", 1e-6),
     ("load.1G.256", "1 GiB NAR, 256 conns", "MB/s", 1e-6),
     ("start.cold", "cold start (socket activation) to narinfo: median of {trials}", "ms", 1e3),
-    ("start.warm", "same request once warm, new conn: median of {trials}", "ms", 1e3),
+    ("start.warm", "same request once warm, new conn: median of {warm}", "ms", 1e3),
     ("mem.start", "RSS after start", "MiB", 1 / 1024),
     ("mem.peak256", "RSS peak under 256 conns", "MiB", 1 / 1024),
     ("mem.slow.max", "RSS streaming 1 GiB to a slow reader: max", "MiB", 1 / 1024),
@@ -57,15 +57,16 @@ def slowdown(key, ours, nginx):
     return nginx / ours if key in HIGHER_IS_BETTER else ours / nginx
 
 
-def table(results, nginx_name, ours_names, idle, trials):
-    """results: name -> key -> value. ratio = ours / nginx as measured."""
+def table(results, nginx_name, ours_names, ctx):
+    """results: name -> key -> value; ctx fills the labels' {placeholders}.
+    The ratio is ours / nginx as measured."""
     head = ["figure", "unit", nginx_name]
     for name in ours_names:
         head += [name, "÷ nginx"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, label, unit, scale in FIGURES:
         base = key.removesuffix(".unsigned")
-        row = [label.format(idle=idle, trials=trials), unit, fmt(results[nginx_name].get(base), scale)]
+        row = [label.format(**ctx), unit, fmt(results[nginx_name].get(base), scale)]
         shown = False
         for name in ours_names:
             ours = results.get(name, {}).get(key)
