@@ -4,7 +4,13 @@
 //! - [`nix`]: the pure Nix formats (nix32, store paths, narinfo, signing, NAR);
 //!   no network, no threads.
 //! - [`store`]: the synchronous store layer (nix-daemon client, local SQLite).
+//! - [`http`]: route table, one handler per endpoint, responses, server loop.
+//! - [`systemd`]: inherited sockets and sd-notify; [`config`], [`log`].
 #![deny(unsafe_code)]
 
+pub mod config;
+pub mod http;
+pub mod log;
 pub mod nix;
 pub mod store;
+pub mod systemd;

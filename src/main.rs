@@ -1,7 +1,220 @@
+//! `nix-serve`: take systemd's sockets first, resolve the command line into a
+//! [`Config`], load keys, open the store, serve, and exit 0 when idle or told
+//! to stop (`design.md` "Life cycle").
 #![deny(unsafe_code)]
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use nix_serve_sd::config::{Cli, Config, ListenSpec};
+use nix_serve_sd::http::conn::{Limits, Shared};
+use nix_serve_sd::http::server::{Listener, Server};
+use nix_serve_sd::http::{listen, Service, StoreSlot};
+use nix_serve_sd::log;
+use nix_serve_sd::nix::signing::SecretKey;
+use nix_serve_sd::store::Opener;
+use nix_serve_sd::systemd::{self, Notifier};
+
+/// How long SIGTERM waits for requests in flight before exiting anyway
+/// (systemd's own TimeoutStopSec default is 90 s).
+const DRAIN_BOUND: Duration = Duration::from_secs(30);
+/// How often the main thread looks at signals, idleness and the watchdog.
+const TICK: Duration = Duration::from_millis(100);
+const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    // First, before any thread exists: listenfd reads and clears LISTEN_FDS.
+    let inherited = match systemd::take_inherited() {
+        Ok(l) => l,
+        Err(e) => {
+            log::fatal(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let activated = !inherited.is_empty();
+    let cli = Cli::parse();
+    let env = |k: &str| std::env::var(k).ok();
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let config = match Config::resolve(cli, &env, activated, cores) {
+        Ok(c) => c,
+        Err(e) => {
+            log::fatal(&e.to_string());
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = log::init(
+        log::under_systemd(&env, activated),
+        config.error_log.as_deref(),
+        config.access_log.as_deref(),
+    ) {
+        log::fatal(&e);
+        return ExitCode::FAILURE;
+    }
+    match run(&config, inherited) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::fatal(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Exit {
+    Idle(Duration),
+    Signal,
+}
+
+fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
+    let activated = !inherited.is_empty();
+    for flag in &config.ignored {
+        log::warn(&format!(
+            "{flag}: accepted for compatibility, has no effect here"
+        ));
+    }
+    // Keys once, before anything is served: a bad key never yields a server
+    // that signs nothing.
+    let keys = config
+        .key_files
+        .iter()
+        .map(|p| SecretKey::from_file(p).map_err(|e| format!("signing key: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut unix_paths: Vec<PathBuf> = Vec::new();
+    let listeners = if activated {
+        log::info(&format!(
+            "listening on the {} socket(s) passed by systemd (--listen, --port and --socket are not used)",
+            inherited.len()
+        ));
+        inherited
+    } else {
+        let mut all = Vec::new();
+        for spec in &config.listen {
+            all.extend(listen::bind(spec, config.backlog).map_err(|e| e.to_string())?);
+            if let ListenSpec::Unix(p) = spec {
+                unix_paths.push(p.clone());
+            }
+        }
+        all
+    };
+
+    // The store last: binding is the cheaper check, and both fail before READY.
+    let env = |k: &str| std::env::var(k).ok();
+    // The store's errors name the store: no prefix needed.
+    let opener = Opener::resolve(&config.store_uri, &env).map_err(|e| e.to_string())?;
+    let mut slots = Vec::with_capacity(config.workers);
+    for _ in 0..config.workers {
+        let conn = opener.open().map_err(|e| e.to_string())?;
+        slots.push(StoreSlot::new(Some(conn)));
+    }
+
+    // Before the threads start, so a SIGTERM from now on drains cleanly.
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, term.clone())
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+
+    if let Some(p) = &config.pid_file {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write --pid {}: {e}", p.display()))?;
+    }
+
+    let open_opener = opener.clone();
+    let shared = Shared {
+        svc: Service {
+            keys,
+            priority: config.priority,
+        },
+        open: Box::new(move || open_opener.open()),
+        limits: Limits {
+            read_timeout: config.read_timeout,
+            keepalive_timeout: config.keepalive_timeout,
+            write_timeout: config.write_timeout,
+            keepalive: config.keepalive,
+        },
+        draining: AtomicBool::new(false),
+        waiting: AtomicUsize::new(0),
+        access_log: log::access_enabled(),
+    };
+    let mut server =
+        Server::start(listeners, slots, shared).map_err(|e| format!("cannot start: {e}"))?;
+
+    let notifier = Notifier::from_env(&env);
+    let what = format!(
+        "Serving store {} on {} with {} workers, {} signing key(s)",
+        opener.describe(),
+        server.describe(),
+        config.workers,
+        config.key_files.len()
+    );
+    log::info(&what);
+    notifier.ready(&what);
+
+    let exit = watch(&mut server, config, &notifier, &term);
+    let why = match exit {
+        Exit::Idle(d) => format!("No connection for {}s, exiting", d.as_secs()),
+        Exit::Signal => "Stopping: finishing requests in flight".to_owned(),
+    };
+    log::info(&why);
+    notifier.stopping(&why);
+    if !server.drain(DRAIN_BOUND) {
+        log::warn("requests still in flight after the drain bound; exiting anyway");
+    }
+    for p in unix_paths.iter().chain(&config.pid_file) {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+/// The main thread's loop: signals, the watchdog, idleness, status lines.
+fn watch(server: &mut Server, config: &Config, notifier: &Notifier, term: &AtomicBool) -> Exit {
+    let ping_every = notifier.watchdog_period();
+    let mut next_ping = Instant::now();
+    let mut next_status = Instant::now() + STATUS_EVERY;
+    let mut last_counts = server.activity().counts();
+    loop {
+        if term.load(Ordering::SeqCst) {
+            return Exit::Signal;
+        }
+        let now = Instant::now();
+        if let Some(every) = ping_every {
+            if now >= next_ping {
+                notifier.ping();
+                next_ping = now + every;
+            }
+        }
+        if let Some(idle) = config.idle_timeout {
+            if server.activity().idle_for().is_some_and(|d| d >= idle) {
+                // Stop taking connections, then look again: one accepted in
+                // between is served, and we go on; the rest waits in systemd's
+                // socket for the next process. No request is ever cut.
+                server.stop_accepting();
+                if server.activity().idle_for().is_some_and(|d| d >= idle) {
+                    return Exit::Idle(idle);
+                }
+                if let Err(e) = server.resume_accepting() {
+                    log::error(&format!("cannot resume accepting: {e}"));
+                    return Exit::Signal;
+                }
+            }
+        }
+        if now >= next_status {
+            let counts = server.activity().counts();
+            if counts != last_counts {
+                notifier.status(&format!(
+                    "Serving: {} open connection(s), {} served so far",
+                    counts.0, counts.1
+                ));
+                last_counts = counts;
+            }
+            next_status = now + STATUS_EVERY;
+        }
+        thread::sleep(TICK);
+    }
 }

@@ -1,11 +1,37 @@
 //! Streaming NAR encoder (`nix-protocols.md` §3).
 //!
-//! STUB: interface fixed, bodies to be written.
+//! [`NarReader::open_at`] plans the whole tree first (see `plan.rs`), so the
+//! NAR size is known before the first byte and streaming can start at any
+//! offset without producing the bytes before it: an HTTP `Range` request
+//! costs one walk of the tree, not a re-encode. File contents are read only
+//! when the stream reaches them, straight into the caller's buffer, one file
+//! open at a time; the reader holds no content buffer of its own.
+//!
+//! The plan is a snapshot. A regular file is re-checked when it is opened
+//! (still a regular file, same size and executable bit) and while it is read
+//! (no shorter, no longer): a change is an error, never wrong bytes under a
+//! promised length (style.md "fail, don't desync"). Directories and symlinks
+//! are streamed as planned.
 
-use std::io::{self, Read};
+mod plan;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::min;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use thiserror::Error;
+
+use super::hash::Sha256;
+use plan::{Kind, Part, Plan};
+
+/// The read size [`nar_hash_and_size`] uses, and a good minimum for any
+/// caller: contents are read straight into the caller's buffer, so its size
+/// is the syscall size.
+pub const READ_BUF_SIZE: usize = 128 * 1024;
 
 #[derive(Debug, Error)]
 pub enum NarError {
@@ -15,19 +41,87 @@ pub enum NarError {
         #[source]
         source: io::Error,
     },
-    #[error("{path}: unsupported file type")]
+    #[error("{path}: unsupported file type (only regular files, directories and symlinks)")]
     FileType { path: String },
+    #[error("{path}: changed while its NAR was streamed: {what}")]
+    Changed { path: String, what: String },
+    #[error("NAR offset {offset} is past the end of the {size}-byte NAR")]
+    OffsetPastEnd { offset: u64, size: u64 },
+    #[error("{path}: NAR size overflows 64 bits")]
+    TooLarge { path: String },
+    #[error("NAR stream read after it failed")]
+    Aborted,
+    #[error("NAR stream ended after {streamed} bytes, planned {planned}")]
+    Length { planned: u64, streamed: u64 },
+}
+
+impl NarError {
+    /// Recovers the `NarError` a [`NarReader::read`] error carries; any other
+    /// I/O error is attributed to `path`.
+    pub fn from_read_error(path: &Path, error: io::Error) -> Self {
+        if error.get_ref().is_some_and(|inner| inner.is::<NarError>()) {
+            if let Some(Ok(nar)) = error.into_inner().map(|inner| inner.downcast::<NarError>()) {
+                return *nar;
+            }
+            unreachable!("checked with is::<NarError>() just above");
+        }
+        NarError::Io {
+            path: path.display().to_string(),
+            source: error,
+        }
+    }
+
+    fn into_io(self) -> io::Error {
+        let kind = match &self {
+            NarError::Io { source, .. } => source.kind(),
+            _ => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, self)
+    }
 }
 
 /// A `Read` over the NAR serialisation of a filesystem path.
-pub struct NarReader {}
+///
+/// Read errors are `io::Error`s wrapping a [`NarError`]
+/// (see [`NarError::from_read_error`]); after one, every read fails.
+#[derive(Debug)]
+pub struct NarReader {
+    plan: Plan,
+    /// The piece being streamed; `plan.pieces.len()` once at the end.
+    piece: usize,
+    /// Bytes of the current piece already streamed.
+    done: u64,
+    /// The current head or tail piece, rendered; valid when
+    /// `rendered == Some(piece)`. Grows to the largest head (a name and a
+    /// symlink target, both bounded by the OS), then is reused.
+    scratch: Vec<u8>,
+    rendered: Option<usize>,
+    /// The file of the current contents piece, once opened.
+    file: Option<File>,
+    failed: bool,
+}
 
 impl NarReader {
     /// Walks `path` (without reading file contents) to plan the NAR and learn
     /// its size; streaming starts at `offset`.
     pub fn open_at(path: &Path, offset: u64) -> Result<Self, NarError> {
-        let _ = (path, offset);
-        todo!()
+        let plan = Plan::new(path)?;
+        if offset > plan.size {
+            return Err(NarError::OffsetPastEnd {
+                offset,
+                size: plan.size,
+            });
+        }
+        let (piece, done) = plan.locate(offset);
+        Ok(NarReader {
+            plan,
+            piece,
+            done,
+            scratch: Vec::new(),
+            rendered: None,
+            file: None,
+            failed: false,
+        })
     }
 
     pub fn open(path: &Path) -> Result<Self, NarError> {
@@ -36,13 +130,191 @@ impl NarReader {
 
     /// Total NAR size, known before the first byte.
     pub fn nar_size(&self) -> u64 {
-        todo!()
+        self.plan.size
+    }
+
+    /// Fills `buf` from as many pieces as fit.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, NarError> {
+        let mut n = 0;
+        while n < buf.len() {
+            let Some(&piece) = self.plan.pieces.get(self.piece) else {
+                break;
+            };
+            let len = self.plan.piece_len(self.piece);
+            if piece.part == Part::Contents {
+                n += self.read_contents(piece.node, len, &mut buf[n..])?;
+                continue;
+            }
+            if self.done == len {
+                self.next_piece();
+                continue;
+            }
+            if self.rendered != Some(self.piece) {
+                self.plan.render(piece, &mut self.scratch);
+                self.rendered = Some(self.piece);
+                // The plan measured this piece with the same renderer.
+                if self.scratch.len() as u64 != len {
+                    return Err(NarError::Length {
+                        planned: len,
+                        streamed: self.scratch.len() as u64,
+                    });
+                }
+            }
+            let from = self.done as usize;
+            let k = min(buf.len() - n, self.scratch.len() - from);
+            buf[n..n + k].copy_from_slice(&self.scratch[from..from + k]);
+            n += k;
+            self.done += k as u64;
+        }
+        Ok(n)
+    }
+
+    /// Streams the contents of file `node` (`len` bytes planned) into `buf`,
+    /// opening it first; at its end checks it has no more bytes, closes it
+    /// and moves on. An empty file is still opened and checked.
+    fn read_contents(&mut self, node: usize, len: u64, buf: &mut [u8]) -> Result<usize, NarError> {
+        let file = match self.file {
+            Some(ref mut file) => file,
+            None => self.file.insert(open_planned(&self.plan, node, self.done)?),
+        };
+        if self.done == len {
+            if read_retrying(file, &mut [0u8; 1], &self.plan, node)? != 0 {
+                return Err(changed(
+                    &self.plan,
+                    node,
+                    format!("now longer than {len} bytes"),
+                ));
+            }
+            self.file = None;
+            self.next_piece();
+            return Ok(0);
+        }
+        let want = min(buf.len() as u64, len - self.done) as usize;
+        let k = read_retrying(file, &mut buf[..want], &self.plan, node)?;
+        if k == 0 {
+            let what = format!("now shorter than {len} bytes (ended at {})", self.done);
+            return Err(changed(&self.plan, node, what));
+        }
+        self.done += k as u64;
+        Ok(k)
+    }
+
+    fn next_piece(&mut self) {
+        self.piece += 1;
+        self.done = 0;
     }
 }
 
 impl Read for NarReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let _ = buf;
-        todo!()
+        if self.failed {
+            return Err(NarError::Aborted.into_io());
+        }
+        self.fill(buf).map_err(|e| {
+            // The cursor may sit mid-piece with bytes already handed out;
+            // nothing after an error could be trusted, so stop for good.
+            self.failed = true;
+            self.file = None;
+            e.into_io()
+        })
     }
+}
+
+/// Opens the planned regular file `node`, positioned `skip` bytes in, after
+/// checking it is still what the plan recorded.
+fn open_planned(plan: &Plan, node: usize, skip: u64) -> Result<File, NarError> {
+    let Kind::Regular { size, executable } = plan.nodes[node].kind else {
+        unreachable!("contents pieces belong to regular files");
+    };
+    let path = plan.path_of(node);
+    // O_NOFOLLOW: a symlink put in the file's place fails (ELOOP) instead of
+    // being followed. O_NONBLOCK: a FIFO put there fails the check below
+    // instead of blocking open(); it does nothing to a regular file.
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path);
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(changed(plan, node, "vanished".into()))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(changed(plan, node, "no longer a regular file".into()))
+        }
+        Err(source) => {
+            let path = path.display().to_string();
+            return Err(NarError::Io { path, source });
+        }
+    };
+    let io_error = |source| NarError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let meta = file.metadata().map_err(io_error)?;
+    if !meta.file_type().is_file() {
+        return Err(changed(plan, node, "no longer a regular file".into()));
+    }
+    if meta.len() != size {
+        let what = format!("size {} bytes, planned {size}", meta.len());
+        return Err(changed(plan, node, what));
+    }
+    if (meta.mode() & libc::S_IXUSR != 0) != executable {
+        return Err(changed(plan, node, "executable bit flipped".into()));
+    }
+    if skip > 0 {
+        file.seek(SeekFrom::Start(skip)).map_err(io_error)?;
+    }
+    Ok(file)
+}
+
+fn read_retrying(
+    file: &mut File,
+    buf: &mut [u8],
+    plan: &Plan,
+    node: usize,
+) -> Result<usize, NarError> {
+    loop {
+        match file.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result => {
+                return result.map_err(|source| NarError::Io {
+                    path: plan.path_of(node).display().to_string(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+fn changed(plan: &Plan, node: usize, what: String) -> NarError {
+    NarError::Changed {
+        path: plan.path_of(node).display().to_string(),
+        what,
+    }
+}
+
+/// sha256 and length of the NAR of `path`, streamed with a fixed
+/// [`READ_BUF_SIZE`] buffer (the narHash and narSize of §3).
+pub fn nar_hash_and_size(path: &Path) -> Result<(Sha256, u64), NarError> {
+    use sha2::Digest;
+    let mut reader = NarReader::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; READ_BUF_SIZE];
+    let mut streamed = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(NarError::from_read_error(path, e)),
+        };
+        hasher.update(&buf[..n]);
+        streamed += n as u64;
+    }
+    let planned = reader.nar_size();
+    if streamed != planned {
+        return Err(NarError::Length { planned, streamed });
+    }
+    Ok((Sha256(hasher.finalize().into()), streamed))
 }

@@ -1,65 +1,261 @@
 //! Nix binary-cache signing keys and signatures (`nix-protocols.md` §5).
 //!
-//! STUB: interface fixed, bodies to be written.
+//! Keys are `name:base64(bytes)`: 64 bytes for a secret key (32-byte seed,
+//! then the 32-byte public key, libsodium's layout) and 32 for a public key.
+//! Signatures are pure Ed25519 over the ASCII fingerprint (§5.1), written
+//! `name:base64(64 bytes)`.
+//!
+//! No error message ever contains key material: errors name the key, the
+//! file and lengths, never bytes.
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD as BASE64};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use thiserror::Error;
+
+const SECRET_KEY_LEN: usize = 64;
+const SEED_LEN: usize = 32;
+const PUBLIC_KEY_LEN: usize = 32;
+const SIGNATURE_LEN: usize = 64;
+/// A key file is one short line; refuse to slurp anything much bigger.
+const MAX_KEY_FILE_LEN: u64 = 64 * 1024;
+
+/// Decodes as leniently as Nix's `base64Decode` does where it matters for
+/// real key files and signatures: `=` padding optional, unused trailing bits
+/// ignored. Everything outside the alphabet is still an error (§5.2).
+const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
 
 #[derive(Debug, Error)]
 pub enum KeyError {
     #[error("cannot read key file {path}: {source}")]
     Read {
-        path: String,
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("key {0}")]
-    Malformed(String),
+    #[error("key file {path} is larger than {MAX_KEY_FILE_LEN} bytes")]
+    FileTooLarge { path: PathBuf },
+    /// A well-read file whose content is malformed; `reason` says how.
+    #[error("key file {path}: {reason}")]
+    InFile {
+        path: PathBuf,
+        reason: Box<KeyError>,
+    },
+    #[error("key is not of the form <name>:<base64>: it has no ':'")]
+    NoColon,
+    #[error("key has an empty name before the ':'")]
+    EmptyName,
+    #[error("{kind} key {name:?}: invalid base64 after the ':'")]
+    Base64 { kind: KeyKind, name: String },
+    #[error("{kind} key {name:?}: decodes to {actual} bytes, expected {expected}")]
+    Length {
+        kind: KeyKind,
+        name: String,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("secret key {name:?}: its public half does not match its seed")]
+    PublicMismatch { name: String },
+    #[error("public key {name:?}: not a valid Ed25519 point")]
+    InvalidPublicKey { name: String },
+}
+
+/// Which kind of key an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    Secret,
+    Public,
+}
+
+impl fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyKind::Secret => "secret",
+            KeyKind::Public => "public",
+        })
+    }
 }
 
 /// An Ed25519 signing key with its Nix key name.
 pub struct SecretKey {
     pub name: String,
+    key: SigningKey,
 }
 
 /// An Ed25519 public key with its Nix key name.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PublicKey {
     pub name: String,
+    key: VerifyingKey,
 }
 
 impl SecretKey {
     /// Reads `name:base64(64 bytes)` from a file, whitespace around it tolerated.
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
-        let _ = path;
-        todo!()
+        let text = read_key_file(path)?;
+        Self::parse(&text).map_err(|e| KeyError::InFile {
+            path: path.to_owned(),
+            reason: Box::new(e),
+        })
     }
 
+    /// Parses `name:base64(seed ‖ public)`. Surrounding whitespace is trimmed,
+    /// as nix-serve's `chomp` does, since Nix's own decoder would choke on it
+    /// (§5.2).
     pub fn parse(text: &str) -> Result<Self, KeyError> {
-        let _ = text;
-        todo!()
+        let (name, mut bytes) = split_key(text, KeyKind::Secret, SECRET_KEY_LEN)?;
+        let mut seed = [0u8; SEED_LEN];
+        seed.copy_from_slice(&bytes[..SEED_LEN]);
+        let key = SigningKey::from_bytes(&seed);
+        // libsodium stores the public key beside the seed; a file whose two
+        // halves disagree was damaged or hand-assembled, and would sign
+        // with a key no client trusts.
+        let matches = key.verifying_key().as_bytes()[..] == bytes[SEED_LEN..];
+        // Best effort: do not leave copies of the seed behind (`SigningKey`
+        // wipes its own on drop).
+        seed.fill(0);
+        bytes.fill(0);
+        if !matches {
+            return Err(KeyError::PublicMismatch { name });
+        }
+        Ok(SecretKey { name, key })
     }
 
     /// `name:base64(signature)` over `fingerprint`.
     pub fn sign(&self, fingerprint: &str) -> String {
-        let _ = fingerprint;
-        todo!()
+        let sig = self.key.sign(fingerprint.as_bytes());
+        format_named(&self.name, &sig.to_bytes())
     }
 
     pub fn public_key(&self) -> PublicKey {
-        todo!()
+        PublicKey {
+            name: self.name.clone(),
+            key: self.key.verifying_key(),
+        }
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    /// Names the key, never shows it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretKey")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
 impl PublicKey {
+    /// Parses `name:base64(32 bytes)`, surrounding whitespace trimmed.
     pub fn parse(text: &str) -> Result<Self, KeyError> {
-        let _ = text;
-        todo!()
+        let (name, bytes) = split_key(text, KeyKind::Public, PUBLIC_KEY_LEN)?;
+        let mut raw = [0u8; PUBLIC_KEY_LEN];
+        raw.copy_from_slice(&bytes);
+        match VerifyingKey::from_bytes(&raw) {
+            Ok(key) => Ok(PublicKey { name, key }),
+            Err(_) => Err(KeyError::InvalidPublicKey { name }),
+        }
     }
 
-    /// Whether `sig` (`name:base64`) is this key's valid signature of `fingerprint`.
+    /// Whether `sig` (`name:base64`) is this key's valid signature of
+    /// `fingerprint`. A signature under another key name, or one that is not
+    /// 64 bytes of base64, is simply not valid.
+    ///
+    /// Strict verification (no small-order keys or points, canonical
+    /// scalars) matches libsodium's `crypto_sign_verify_detached`, which Nix
+    /// uses.
     pub fn verify(&self, fingerprint: &str, sig: &str) -> bool {
-        let _ = (fingerprint, sig);
-        todo!()
+        let Some((name, data)) = sig.split_once(':') else {
+            return false;
+        };
+        if name != self.name {
+            return false;
+        }
+        let Some(bytes) = LENIENT
+            .decode(data)
+            .ok()
+            .and_then(|b| <[u8; SIGNATURE_LEN]>::try_from(b).ok())
+        else {
+            return false;
+        };
+        let sig = Signature::from_bytes(&bytes);
+        self.key.verify_strict(fingerprint.as_bytes(), &sig).is_ok()
     }
 }
+
+impl fmt::Display for PublicKey {
+    /// `name:base64(32 bytes)`, the form of a `trusted-public-keys` entry.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_named(&self.name, self.key.as_bytes()))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({self})")
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<String, KeyError> {
+    use std::io::Read;
+    let read_err = |source| KeyError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut text = String::new();
+    file.take(MAX_KEY_FILE_LEN + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > MAX_KEY_FILE_LEN {
+        return Err(KeyError::FileTooLarge {
+            path: path.to_owned(),
+        });
+    }
+    Ok(text)
+}
+
+/// Splits `name:base64` at the first `:` (so names cannot contain one, as in
+/// Nix, §5.2) and decodes exactly `expected` bytes.
+fn split_key(text: &str, kind: KeyKind, expected: usize) -> Result<(String, Vec<u8>), KeyError> {
+    let (name, data) = text.trim().split_once(':').ok_or(KeyError::NoColon)?;
+    if name.is_empty() {
+        return Err(KeyError::EmptyName);
+    }
+    let name = name.to_owned();
+    // The decoder's own error would quote the offending byte: key material.
+    let bytes = match LENIENT.decode(data) {
+        Ok(bytes) => bytes,
+        Err(_) => return Err(KeyError::Base64 { kind, name }),
+    };
+    if bytes.len() != expected {
+        return Err(KeyError::Length {
+            kind,
+            name,
+            expected,
+            actual: bytes.len(),
+        });
+    }
+    Ok((name, bytes))
+}
+
+fn format_named(name: &str, bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(name.len() + 1 + bytes.len().div_ceil(3) * 4);
+    out.push_str(name);
+    out.push(':');
+    BASE64.encode_string(bytes, &mut out);
+    out
+}
+
+#[cfg(test)]
+#[path = "signing_tests.rs"]
+mod tests;

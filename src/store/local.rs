@@ -1,1 +1,245 @@
 //! Read-only direct access to a local store: SQLite and the store directory (`nix-protocols.md` §8).
+//!
+//! The connection is opened `SQLITE_OPEN_READ_ONLY` and never `immutable=1`: an
+//! immutable reader skips WAL and locking and would serve stale or torn data
+//! while Nix writes (§8). A read-only WAL reader does not block Nix's writers;
+//! each look-up is one short read transaction, so checkpoints are never held
+//! back for long.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Params};
+
+use super::{Store, StoreError};
+use crate::nix::nar::NarReader;
+use crate::nix::path_info::PathInfo;
+use crate::nix::store_path::{HashPart, StoreDir, StorePath};
+
+mod row;
+
+use row::RawRow;
+
+/// How long one statement may wait on a lock before the look-up fails as
+/// `Unavailable`. WAL readers only meet `SQLITE_BUSY` in brief windows (WAL
+/// recovery, a non-WAL writer), so a second is plenty and keeps a request
+/// from hanging on Nix's one-hour writer timeout.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Nix's info query (§8) with `path` added, in [`RawRow::read`]'s column order.
+macro_rules! info_query {
+    ($where:literal) => {
+        concat!(
+            "select id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca ",
+            "from ValidPaths where ",
+            $where
+        )
+    };
+}
+
+/// Nix's hash-part query (§8), as a closed range: the row whose path starts
+/// with `<dir>/<hash>-` (`'.'` is the byte after `'-'`). A range, unlike
+/// Nix's open `>=`, can never return a neighbour.
+const BY_HASH: &str = info_query!("path > ?1 and path < ?2 order by path limit 1");
+const BY_PATH: &str = info_query!("path = ?1");
+const REFS: &str = "select path from Refs join ValidPaths on reference = id where referrer = ?1";
+const IS_VALID: &str = "select 1 from ValidPaths where path = ?1";
+
+/// Where a local store's files are: the database and the physical store
+/// directory. Resolved from the store URI by `uri.rs`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalLocation {
+    /// The logical store directory, as the database spells paths.
+    pub store_dir: StoreDir,
+    /// Where the store's files are on this machine (`<root>/nix/store` for
+    /// a chroot store).
+    pub real_store: PathBuf,
+    /// `<state>/db/db.sqlite`.
+    pub db: PathBuf,
+}
+
+/// A read-only connection to a local store. One per worker thread.
+pub struct LocalStore {
+    conn: Connection,
+    loc: LocalLocation,
+}
+
+impl LocalStore {
+    /// Opens the database read-only. Cheap: SQLite reads the schema and the
+    /// WAL index on the first query, see [`LocalStore::check`].
+    pub fn open(loc: LocalLocation) -> Result<Self, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(&loc.db, flags).map_err(|e| sql_error(&loc.db, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| sql_error(&loc.db, e))?;
+        Ok(LocalStore { conn, loc })
+    }
+
+    pub fn location(&self) -> &LocalLocation {
+        &self.loc
+    }
+
+    /// Checks once that this store can serve: the database reads, has the
+    /// columns we query, is in WAL mode, and the store directory is readable.
+    pub fn check(&mut self) -> Result<(), StoreError> {
+        let db = &self.loc.db;
+        // The first read is where a read-only WAL database without its
+        // -shm file fails (§8): keep it first so that is the error shown.
+        self.conn
+            .query_row(
+                "select count(*) from (select 1 from ValidPaths limit 1)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| sql_error(db, e))?;
+        for sql in [BY_HASH, BY_PATH, REFS, IS_VALID] {
+            self.conn
+                .prepare_cached(sql)
+                .map_err(|e| sql_error(db, e))?;
+        }
+        let mode: String = self
+            .conn
+            .query_row("pragma journal_mode", [], |r| r.get(0))
+            .map_err(|e| sql_error(db, e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            // Without WAL Nix locks through the unix-dotfile VFS, which a
+            // reader on the default VFS does not see (§8).
+            return Err(StoreError::Unavailable(format!(
+                "local database {}: journal mode is {mode:?}, not WAL: Nix then locks it in a way \
+                 a direct reader cannot honour",
+                db.display()
+            )));
+        }
+        fs::read_dir(&self.loc.real_store).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "local store directory {}: {e}",
+                self.loc.real_store.display()
+            ))
+        })?;
+        Ok(())
+    }
+
+    /// One row and its references, read in one transaction so that a path
+    /// deleted between the two queries cannot come back without references
+    /// (which would sign a wrong fingerprint).
+    fn query_info(&mut self, sql: &str, args: impl Params) -> Result<Option<PathInfo>, StoreError> {
+        let found =
+            read_row_and_refs(&mut self.conn, sql, args).map_err(|e| sql_error(&self.loc.db, e))?;
+        let Some((row, refs)) = found else {
+            return Ok(None);
+        };
+        row.into_info(&self.loc.store_dir, refs)
+            .map(Some)
+            .map_err(|e| {
+                StoreError::Corrupt(format!("local database {}: {e}", self.loc.db.display()))
+            })
+    }
+}
+
+fn read_row_and_refs(
+    conn: &mut Connection,
+    sql: &str,
+    args: impl Params,
+) -> rusqlite::Result<Option<(RawRow, Vec<String>)>> {
+    let tx = conn.transaction()?;
+    let row = tx
+        .prepare_cached(sql)?
+        .query_row(args, RawRow::read)
+        .optional()?;
+    let found = match row {
+        None => None,
+        Some(row) => {
+            let refs = tx
+                .prepare_cached(REFS)?
+                .query_map([row.id], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Some((row, refs))
+        }
+    };
+    tx.commit()?;
+    Ok(found)
+}
+
+impl Store for LocalStore {
+    fn store_dir(&self) -> &StoreDir {
+        &self.loc.store_dir
+    }
+
+    fn path_info_by_hash(&mut self, hash: &HashPart) -> Result<Option<PathInfo>, StoreError> {
+        let dir = self.loc.store_dir.as_str();
+        let (lo, hi) = (format!("{dir}/{hash}-"), format!("{dir}/{hash}."));
+        let info = self.query_info(BY_HASH, params![lo, hi])?;
+        // The range already implies it; checked anyway as Nix does (§8).
+        Ok(info.filter(|i| i.path.hash_part() == *hash))
+    }
+
+    fn path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {
+        let full = self.loc.store_dir.display_path(path);
+        self.query_info(BY_PATH, [&full])
+    }
+
+    fn is_valid_path(&mut self, path: &StorePath) -> Result<bool, StoreError> {
+        let full = self.loc.store_dir.display_path(path);
+        let db = &self.loc.db;
+        let mut stmt = self
+            .conn
+            .prepare_cached(IS_VALID)
+            .map_err(|e| sql_error(db, e))?;
+        stmt.exists([&full]).map_err(|e| sql_error(db, e))
+    }
+
+    /// A path whose files have gone (garbage-collected since the look-up) is
+    /// an I/O error, never "absent": the client was just told it exists (§8).
+    fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<Box<dyn Read + '_>, StoreError> {
+        let path = self.loc.real_store.join(info.path.base_name());
+        let reader = NarReader::open_at(&path, offset)?;
+        if reader.nar_size() != info.nar_size {
+            // Files changed behind Nix's back: never send bytes that do not
+            // match the promised length and hash.
+            return Err(StoreError::Corrupt(format!(
+                "{}: NAR is {} bytes, the database says {}",
+                path.display(),
+                reader.nar_size(),
+                info.nar_size
+            )));
+        }
+        Ok(Box::new(reader))
+    }
+}
+
+/// Maps a SQLite failure to what it means for a request.
+fn sql_error(db: &Path, e: rusqlite::Error) -> StoreError {
+    let at = db.display();
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                StoreError::Unavailable(format!(
+                    "local database {at}: still locked after {} ms: {e}",
+                    BUSY_TIMEOUT.as_millis()
+                ))
+            }
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
+                StoreError::Corrupt(format!("local database {at}: {e}"))
+            }
+            // §8: a WAL database opens read-only only if its -wal and -shm
+            // files exist or its directory is writable.
+            ErrorCode::ReadOnly | ErrorCode::CannotOpen if db.exists() => {
+                StoreError::Unavailable(format!(
+                    "local database {at}: {e} (a WAL database can be read without write access to \
+                     its directory only while Nix holds it open)"
+                ))
+            }
+            _ => StoreError::Unavailable(format!("local database {at}: {e}")),
+        },
+        rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::Utf8Error(..) => {
+            StoreError::Corrupt(format!("local database {at}: unexpected value: {e}"))
+        }
+        _ => StoreError::Unavailable(format!("local database {at}: {e}")),
+    }
+}

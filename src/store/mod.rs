@@ -8,6 +8,7 @@ use std::io::{self, Read};
 
 use thiserror::Error;
 
+use crate::nix::nar::NarError;
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
 
@@ -41,6 +42,20 @@ pub enum StoreError {
     /// I/O on the store's files (a path that vanished mid-request, say).
     #[error("store I/O: {0}")]
     Io(#[from] io::Error),
+}
+
+/// A NAR that cannot be made from the files: I/O keeps its kind (a vanished
+/// path is still an I/O error, never "absent"); anything else means the files
+/// are not what the store recorded.
+impl From<NarError> for StoreError {
+    fn from(e: NarError) -> Self {
+        match e {
+            NarError::Io { path, source } => {
+                StoreError::Io(io::Error::new(source.kind(), format!("{path}: {source}")))
+            }
+            other => StoreError::Corrupt(other.to_string()),
+        }
+    }
 }
 
 /// One connection to a Nix store. Not shared between threads.

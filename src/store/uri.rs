@@ -1,23 +1,368 @@
-//! Choosing the store: `--store URI` / `NIX_REMOTE`, Nix's conventions.
+//! Choosing the store: `--store URI` / `NIX_REMOTE`, Nix's conventions
+//! (`nix-protocols.md` §7.1, §8).
 //!
-//! STUB: interface fixed, bodies to be written.
+//! [`parse`] is pure (URI plus an injected environment → [`Target`]);
+//! [`Opener::resolve`] then probes the target once and settles on a backend.
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::daemon::DaemonStore;
+use super::local::{LocalLocation, LocalStore};
 use super::{Store, StoreError};
+use crate::nix::store_path::{StoreDir, StorePathError};
+
+const DEFAULT_STORE_DIR: &str = "/nix/store";
+const DEFAULT_STATE_DIR: &str = "/nix/var/nix";
+/// Read and write timeout of daemon connections unless the caller sets one.
+pub const DEFAULT_DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
+
+const SUPPORTED: &str =
+    "use 'auto', 'daemon', 'unix:///path/to/socket', 'local', 'local?root=/path' or '/path'";
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum UriError {
+    #[error(
+        "unsupported store URI '{0}': nix-serve reads a store on this machine only; {SUPPORTED}"
+    )]
+    Unsupported(String),
+    #[error("store URI '{uri}': unknown parameter '{name}' (this store type takes {allowed})")]
+    Parameter {
+        uri: String,
+        name: String,
+        allowed: &'static str,
+    },
+    #[error("store URI '{uri}': parameter '{name}' given twice")]
+    Repeated { uri: String, name: String },
+    #[error("store URI '{uri}': {what} must be an absolute path, not '{value}'")]
+    NotAbsolute {
+        uri: String,
+        what: &'static str,
+        value: String,
+    },
+    #[error("store URI '{0}': bad percent-encoding")]
+    Encoding(String),
+    #[error("store directory: {0}")]
+    StoreDir(#[source] StorePathError),
+}
+
+/// What a URI names, before anything is opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The local database if it can be read, else the daemon.
+    Auto {
+        local: LocalLocation,
+        socket: PathBuf,
+    },
+    Local(LocalLocation),
+    Daemon {
+        socket: PathBuf,
+        store_dir: StoreDir,
+    },
+}
+
+/// Resolves `uri` with `NIX_STORE_DIR` (legacy `NIX_STORE`), `NIX_STATE_DIR`
+/// and `NIX_DAEMON_SOCKET_PATH` read through `env`. An empty URI is `auto`.
+pub fn parse(uri: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Target, UriError> {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty());
+    let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let params = Params::parse(uri, query)?;
+    let store_dir = params
+        .get("store")
+        .or_else(|| var("NIX_STORE_DIR"))
+        .or_else(|| var("NIX_STORE"))
+        .unwrap_or_else(|| DEFAULT_STORE_DIR.to_owned());
+    let store_dir = StoreDir::new(&store_dir).map_err(UriError::StoreDir)?;
+    let state_dir = PathBuf::from(var("NIX_STATE_DIR").unwrap_or_else(|| DEFAULT_STATE_DIR.into()));
+    // §7.1: the daemon's socket follows the machine's state dir, whatever a
+    // chroot store's own state dir is.
+    let default_socket = var("NIX_DAEMON_SOCKET_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir.join("daemon-socket/socket"));
+    let daemon = |socket: PathBuf, params: &Params| -> Result<Target, UriError> {
+        params.only(&["store"], "only 'store'")?;
+        Ok(Target::Daemon {
+            socket,
+            store_dir: store_dir.clone(),
+        })
+    };
+    const LOCAL_PARAMS: &[&str] = &["root", "state", "store", "real"];
+    const LOCAL_ALLOWED: &str = "'root', 'state', 'store' and 'real'";
+    match base {
+        "" | "auto" => {
+            params.only(&["store"], "only 'store'")?;
+            Ok(Target::Auto {
+                local: local_location(uri, None, &params, &store_dir, &state_dir)?,
+                socket: default_socket,
+            })
+        }
+        "daemon" => daemon(default_socket, &params),
+        "local" => {
+            params.only(LOCAL_PARAMS, LOCAL_ALLOWED)?;
+            let root = params.get("root");
+            let loc = local_location(uri, root.as_deref(), &params, &store_dir, &state_dir)?;
+            Ok(Target::Local(loc))
+        }
+        _ => {
+            if let Some(socket) = base.strip_prefix("unix://") {
+                if socket.is_empty() {
+                    return daemon(default_socket, &params);
+                }
+                absolute(uri, "the socket", socket)?;
+                daemon(PathBuf::from(socket), &params)
+            } else if base.starts_with('/') {
+                // Nix: a bare absolute path is a chroot store, `local?root=`.
+                params.only(&["state", "store", "real"], "'state', 'store' and 'real'")?;
+                let loc = local_location(uri, Some(base), &params, &store_dir, &state_dir)?;
+                Ok(Target::Local(loc))
+            } else {
+                Err(UriError::Unsupported(uri.to_owned()))
+            }
+        }
+    }
+}
+
+/// Nix's local-store settings: with a `root`, state is `<root>/nix/var/nix`
+/// and the files are in `<root>/nix/store` (Nix hard-codes `/nix/store` there,
+/// whatever the logical store dir); without, the machine's dirs.
+fn local_location(
+    uri: &str,
+    root: Option<&str>,
+    params: &Params,
+    store_dir: &StoreDir,
+    state_dir: &Path,
+) -> Result<LocalLocation, UriError> {
+    let root = root
+        .map(|r| absolute(uri, "the root", r).map(|r| r.trim_end_matches('/')))
+        .transpose()?;
+    let state = match (params.get("state"), root) {
+        (Some(s), _) => PathBuf::from(absolute(uri, "'state'", &s)?),
+        (None, Some(r)) => PathBuf::from(format!("{r}/nix/var/nix")),
+        (None, None) => state_dir.to_owned(),
+    };
+    let real_store = match (params.get("real"), root) {
+        (Some(s), _) => PathBuf::from(absolute(uri, "'real'", &s)?),
+        (None, Some(r)) => PathBuf::from(format!("{r}/nix/store")),
+        (None, None) => PathBuf::from(store_dir.as_str()),
+    };
+    Ok(LocalLocation {
+        store_dir: store_dir.clone(),
+        real_store,
+        db: state.join("db/db.sqlite"),
+    })
+}
+
+fn absolute<'a>(uri: &str, what: &'static str, value: &'a str) -> Result<&'a str, UriError> {
+    if value.starts_with('/') {
+        Ok(value)
+    } else {
+        Err(UriError::NotAbsolute {
+            uri: uri.to_owned(),
+            what,
+            value: value.to_owned(),
+        })
+    }
+}
+
+/// The `?a=b&c=d` part of a store URI, percent-decoded.
+struct Params<'u> {
+    uri: &'u str,
+    pairs: Vec<(String, String)>,
+}
+
+impl<'u> Params<'u> {
+    fn parse(uri: &'u str, query: &str) -> Result<Self, UriError> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for item in query.split('&').filter(|s| !s.is_empty()) {
+            let (k, v) = item.split_once('=').unwrap_or((item, ""));
+            let (k, v) = (decode(uri, k)?, decode(uri, v)?);
+            if pairs.iter().any(|(seen, _)| *seen == k) {
+                return Err(UriError::Repeated {
+                    uri: uri.to_owned(),
+                    name: k,
+                });
+            }
+            pairs.push((k, v));
+        }
+        Ok(Params { uri, pairs })
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn only(&self, names: &[&str], allowed: &'static str) -> Result<(), UriError> {
+        match self
+            .pairs
+            .iter()
+            .find(|(k, _)| !names.contains(&k.as_str()))
+        {
+            Some((name, _)) => Err(UriError::Parameter {
+                uri: self.uri.to_owned(),
+                name: name.clone(),
+                allowed,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+fn decode(uri: &str, s: &str) -> Result<String, UriError> {
+    let bad = || UriError::Encoding(uri.to_owned());
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).ok_or_else(bad)?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+/// The backend settled on by [`Opener::resolve`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Backend {
+    Local(LocalLocation),
+    Daemon {
+        socket: PathBuf,
+        store_dir: StoreDir,
+    },
+}
 
 /// Makes one store connection per worker, all to the same store.
 #[derive(Clone, Debug)]
-pub struct Opener {}
+pub struct Opener {
+    backend: Backend,
+    daemon_timeout: Duration,
+}
 
 impl Opener {
     /// Resolves `uri` (`auto`, `daemon`, `unix://…`, `local`, `local?root=…`, an
     /// absolute path) with `NIX_STORE_DIR`/`NIX_STATE_DIR`/`NIX_DAEMON_SOCKET_PATH`
     /// from `env`, and checks once that the store can be reached.
     pub fn resolve(uri: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, StoreError> {
-        let _ = (uri, env);
-        todo!()
+        Self::resolve_with_timeout(uri, env, DEFAULT_DAEMON_TIMEOUT)
     }
 
+    /// [`Opener::resolve`] with the read/write timeout of daemon connections.
+    pub fn resolve_with_timeout(
+        uri: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        daemon_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let target = parse(uri, env).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let shown = if uri.is_empty() { "auto" } else { uri };
+        let backend = decide(
+            shown,
+            target,
+            &mut |loc| LocalStore::open(loc.clone())?.check(),
+            &mut |socket, dir| {
+                DaemonStore::new(socket.to_owned(), dir.clone(), daemon_timeout).check()
+            },
+            &mut note,
+        )?;
+        Ok(Opener {
+            backend,
+            daemon_timeout,
+        })
+    }
+
+    /// A fresh connection for one worker. Cheap: the daemon backend connects
+    /// on first use, the local one reads the database on first query.
     pub fn open(&self) -> Result<Box<dyn Store>, StoreError> {
-        todo!()
+        match &self.backend {
+            Backend::Local(loc) => Ok(Box::new(LocalStore::open(loc.clone())?)),
+            Backend::Daemon { socket, store_dir } => Ok(Box::new(DaemonStore::new(
+                socket.clone(),
+                store_dir.clone(),
+                self.daemon_timeout,
+            ))),
+        }
+    }
+
+    /// `local /nix/var/nix/db/db.sqlite` or `daemon /path/to/socket`, for logs.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Local(loc) => format!("local {}", loc.db.display()),
+            Backend::Daemon { socket, .. } => format!("daemon {}", socket.display()),
+        }
+    }
+
+    pub fn store_dir(&self) -> &StoreDir {
+        match &self.backend {
+            Backend::Local(loc) => &loc.store_dir,
+            Backend::Daemon { store_dir, .. } => store_dir,
+        }
     }
 }
+
+/// Where start-up notes go until the logging module exists.
+fn note(msg: &str) {
+    eprintln!("nix-serve: {msg}");
+}
+
+/// Probes `target` and picks the backend; in `auto`, the daemon when the
+/// local database cannot be read (typically §8's read-only WAL case), said
+/// once through `note`. Failure is one line naming everything tried.
+fn decide(
+    uri: &str,
+    target: Target,
+    probe_local: &mut dyn FnMut(&LocalLocation) -> Result<(), StoreError>,
+    probe_daemon: &mut dyn FnMut(&Path, &StoreDir) -> Result<(), StoreError>,
+    note: &mut dyn FnMut(&str),
+) -> Result<Backend, StoreError> {
+    let fail = |why: String| StoreError::Unavailable(format!("cannot open store '{uri}': {why}"));
+    let daemon_why =
+        |socket: &Path, e: StoreError| format!("daemon socket {}: {}", socket.display(), reason(e));
+    match target {
+        Target::Local(loc) => match probe_local(&loc) {
+            Ok(()) => Ok(Backend::Local(loc)),
+            Err(e) => Err(fail(reason(e))),
+        },
+        Target::Daemon { socket, store_dir } => match probe_daemon(&socket, &store_dir) {
+            Ok(()) => Ok(Backend::Daemon { socket, store_dir }),
+            Err(e) => Err(fail(daemon_why(&socket, e))),
+        },
+        Target::Auto { local, socket } => {
+            let local_err = match probe_local(&local) {
+                Ok(()) => return Ok(Backend::Local(local)),
+                Err(e) => reason(e),
+            };
+            match probe_daemon(&socket, &local.store_dir) {
+                Ok(()) => {
+                    note(&format!(
+                        "store 'auto': using the daemon at {} ({local_err})",
+                        socket.display()
+                    ));
+                    Ok(Backend::Daemon {
+                        socket,
+                        store_dir: local.store_dir,
+                    })
+                }
+                Err(e) => Err(fail(format!("{local_err}; {}", daemon_why(&socket, e)))),
+            }
+        }
+    }
+}
+
+/// The message of `e` without the "store unavailable: " its `Display` adds.
+fn reason(e: StoreError) -> String {
+    match e {
+        StoreError::Unavailable(why) => why,
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

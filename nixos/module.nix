@@ -1,0 +1,256 @@
+# nix-serve-sd for NixOS: extends the `services.nix-serve` module that nixpkgs
+# ships (nixos/modules/services/networking/nix-serve.nix); it declares none of
+# that module's options again. Import it next to it:
+#
+#   imports = [ nix-serve-sd.nixosModules.default ];   # or ./nixos/module.nix
+#   services.nix-serve.enable = true;
+#
+# Importing it makes nix-serve-sd the default `package`. With that package:
+#   - the server is started by a socket (`nix-serve.socket`, wanted by
+#     sockets.target) and exits when idle; the service is no longer wanted by
+#     multi-user.target;
+#   - `bindAddress` "0.0.0.0" (upstream's default) means every IPv4 *and* IPv6
+#     address;
+#   - the service is Type=notify and sandboxed like systemd/nix-serve.service.
+# With any other package (nix-serve, nix-serve-ng) nothing here applies and the
+# upstream module behaves exactly as before.
+#
+# Where upstream defines a value we must change (its `script`, Restart=always,
+# wantedBy multi-user.target) we override it at priority 90: that beats
+# upstream's plain definitions (100) and still loses to a user's mkForce (50).
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  inherit (lib)
+    concatStringsSep
+    hasInfix
+    literalExpression
+    mkDefault
+    mkIf
+    mkMerge
+    mkOption
+    mkOverride
+    optional
+    optionals
+    types
+    ;
+
+  cfg = config.services.nix-serve;
+
+  # Beats upstream's plain definitions, loses to the user's mkForce.
+  mkOverUpstream = mkOverride 90;
+
+  # The servers that understand systemd's sockets, READY=1 and the flags below.
+  isSd = lib.getName cfg.package == "nix-serve-sd";
+
+  # Upstream's default "0.0.0.0" meant "every address" when IPv6 was an
+  # afterthought; to a socket unit a bare port means every IPv4 and IPv6
+  # address (with BindIPv6Only=both), which is what such a configuration wants.
+  wildcards = [
+    "0.0.0.0"
+    "::"
+    "[::]"
+    ""
+  ];
+  isWildcard = builtins.elem cfg.bindAddress wildcards;
+  # An IPv6 literal needs brackets before ":port"; accept it with or without.
+  isBareV6 = hasInfix ":" cfg.bindAddress && !(lib.hasPrefix "[" cfg.bindAddress);
+  hostPort =
+    if isBareV6 then
+      "[${cfg.bindAddress}]:${toString cfg.port}"
+    else
+      "${cfg.bindAddress}:${toString cfg.port}";
+  # systemd parses ListenStream= itself and resolves no host names.
+  isIpLiteral = builtins.match "[0-9.]+|\\[?[0-9a-fA-F.]*:[0-9a-fA-F:.]*]?" cfg.bindAddress != null;
+
+  listenStream = if isWildcard then toString cfg.port else hostPort;
+  # Bound by the server itself: ":PORT" is every IPv4 and IPv6 address.
+  listenFlag = if isWildcard then ":${toString cfg.port}" else hostPort;
+
+  # extraParams went through a shell in upstream's `script`, where "%" is an
+  # ordinary character; in ExecStart= systemd would read it as a specifier.
+  extraParams = lib.replaceStrings [ "%" ] [ "%%" ] cfg.extraParams;
+
+  execStart = concatStringsSep " " (
+    [ "${cfg.package}/bin/nix-serve" ]
+    ++ (
+      if cfg.socketActivation then
+        [ "--idle-timeout ${toString cfg.idleTimeout}s" ]
+      else
+        [ "--listen ${listenFlag}" ]
+    )
+    ++ optional (cfg.priority != null) "--priority ${toString cfg.priority}"
+    # Last, so that the flags a user already has keep their place and meaning.
+    ++ optional (extraParams != "") extraParams
+  );
+in
+{
+  options.services.nix-serve = {
+    socketActivation = mkOption {
+      type = types.bool;
+      default = isSd;
+      defaultText = literalExpression ''lib.getName config.services.nix-serve.package == "nix-serve-sd"'';
+      description = ''
+        Start the server on the first connection to `nix-serve.socket` and let
+        it exit after {option}`services.nix-serve.idleTimeout`. The socket,
+        not the service, is then wanted at boot. The service has no network
+        of its own: systemd hands it the listening socket. Needs a server that
+        accepts systemd's sockets (nix-serve-sd).
+      '';
+    };
+
+    idleTimeout = mkOption {
+      type = types.ints.unsigned;
+      default = 60;
+      description = ''
+        Seconds without any open connection after which the socket-activated
+        server exits (status 0); the next client starts it again and waits
+        only for its start-up. 0 keeps it running once started. Used only with
+        {option}`services.nix-serve.socketActivation`.
+      '';
+    };
+
+    priority = mkOption {
+      type = types.nullOr types.ints.unsigned;
+      default = null;
+      example = 40;
+      description = ''
+        The `Priority` this cache announces in `/nix-cache-info` (clients try
+        caches with lower numbers first). `null` keeps the server's default,
+        30, as nix-serve announces.
+      '';
+    };
+  };
+
+  config = mkIf cfg.enable (mkMerge [
+    {
+      # Importing this module is asking for nix-serve-sd. The overlay's
+      # package wins when present, so overrides of it apply here too.
+      services.nix-serve.package = mkDefault (
+        pkgs.nix-serve-sd or (pkgs.callPackage ./package.nix { })
+      );
+
+      assertions = [
+        {
+          assertion = cfg.socketActivation -> isSd;
+          message =
+            "services.nix-serve.socketActivation needs a server that accepts systemd's sockets; "
+            + "${lib.getName cfg.package} does not. Use nix-serve-sd or set socketActivation = false.";
+        }
+        {
+          assertion = cfg.socketActivation -> (isWildcard || isIpLiteral);
+          message =
+            "services.nix-serve.bindAddress = \"${cfg.bindAddress}\" is not an IP address; "
+            + "a socket unit (socketActivation) resolves no host names.";
+        }
+      ];
+    }
+
+    # nix-serve-sd, socket-activated or not.
+    (mkIf isSd {
+      systemd.services.nix-serve = {
+        # Upstream starts the server from a shell script; ours needs no shell
+        # (the key path comes from the environment below) and execs directly,
+        # so the main PID is the server and its READY=1 is accepted.
+        script = mkOverUpstream "";
+        # Upstream's LoadCredential= (id NIX_SECRET_KEY_FILE) stays as it is;
+        # only the variable the server reads is set without a shell.
+        environment.NIX_SECRET_KEY_FILE = mkIf (
+          cfg.secretKeyFile != null
+        ) "%d/NIX_SECRET_KEY_FILE";
+        wants = [ "nix-daemon.socket" ];
+        after = [ "nix-daemon.socket" ];
+
+        serviceConfig = {
+          ExecStart = execStart;
+          Type = "notify";
+          WatchdogSec = "30s";
+          TimeoutStopSec = "30s";
+
+          # The same sandbox as systemd/nix-serve.service; the reasons are
+          # written there. NixOS's daemon socket is world-connectable, so no
+          # SupplementaryGroups= is needed here.
+          NoNewPrivileges = true;
+          RestrictSUIDSGID = true;
+          RemoveIPC = true;
+          CapabilityBoundingSet = "";
+          AmbientCapabilities = "";
+          ProtectSystem = "strict";
+          ProtectHome = true;
+          PrivateTmp = true;
+          PrivateDevices = true;
+          DevicePolicy = "closed";
+          PrivateMounts = true;
+          PrivateIPC = true;
+          ProtectProc = "invisible";
+          ProcSubset = "pid";
+          ProtectKernelTunables = true;
+          ProtectKernelModules = true;
+          ProtectKernelLogs = true;
+          ProtectControlGroups = true;
+          ProtectClock = true;
+          ProtectHostname = true;
+          UMask = "0077";
+          KeyringMode = "private";
+          RestrictNamespaces = true;
+          RestrictRealtime = true;
+          LockPersonality = true;
+          MemoryDenyWriteExecute = true;
+          SystemCallArchitectures = "native";
+          SystemCallFilter = [
+            "@system-service"
+            "~@privileged @resources"
+          ];
+          SystemCallErrorNumber = "EPERM";
+          # Without socket activation the server binds its own sockets and
+          # needs IP; with it, none (below).
+          RestrictAddressFamilies = [
+            "AF_UNIX"
+          ]
+          ++ optionals (!cfg.socketActivation) [
+            "AF_INET"
+            "AF_INET6"
+          ];
+        };
+      };
+    })
+
+    (mkIf cfg.socketActivation {
+      systemd.sockets.nix-serve = {
+        description = "nix-serve binary cache server (socket)";
+        wantedBy = [ "sockets.target" ];
+        listenStreams = [ listenStream ];
+        socketConfig = {
+          Accept = false;
+          NoDelay = true;
+        }
+        // lib.optionalAttrs isWildcard { BindIPv6Only = "both"; };
+      };
+
+      systemd.services.nix-serve = {
+        # The socket is wanted at boot; the service only when a client comes.
+        wantedBy = mkOverUpstream [ ];
+        # Started without its socket it would listen in its empty network
+        # namespace and serve nobody.
+        requires = [ "nix-serve.socket" ];
+        after = [ "nix-serve.socket" ];
+        serviceConfig = {
+          # The idle exit is status 0 and must not bring the process back:
+          # the socket does that when the next client arrives.
+          Restart = mkOverUpstream "on-failure";
+          # The listening socket is handed in; the sockets the server opens
+          # are AF_UNIX only (daemon, journal, sd_notify). A service's IP
+          # access list does not reach sockets passed in by activation
+          # (systemd.resource-control(5)).
+          PrivateNetwork = true;
+          IPAddressDeny = "any";
+        };
+      };
+    })
+  ]);
+}

@@ -1,0 +1,432 @@
+//! The command line and environment, resolved once into a read-only [`Config`].
+//!
+//! Drop-in rule: every flag that nix-serve (Starman, Plack::Runner) and
+//! nix-serve-ng accept is accepted, so existing `services.nix-serve.extraParams`
+//! never break start-up. Flags that map to something here do it; the others are
+//! listed in [`Config::ignored`] and `main` logs one warning line for each.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use thiserror::Error;
+
+mod values;
+
+use values::bracket_v6;
+pub use values::{parse_duration, parse_listen};
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("--listen {0:?}: TLS is not supported here; put a TLS proxy in front (see README)")]
+    Tls(String),
+    #[error("{flag}: TLS is not supported here; put a TLS proxy in front (see README)")]
+    TlsFlag { flag: &'static str },
+    #[error("--listen {spec:?}: {reason}")]
+    Listen { spec: String, reason: String },
+    #[error("{flag} {value:?}: {reason}")]
+    Duration {
+        flag: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("--workers must be between 1 and {max}, not {value}")]
+    Workers { value: usize, max: usize },
+}
+
+/// Upper bound on `--workers`: each worker is a thread with a store connection.
+pub const MAX_WORKERS: usize = 256;
+
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "nix-serve",
+    version,
+    about = "Serve the Nix store as an HTTP binary cache (drop-in for nix-serve, socket-activatable)"
+)]
+pub struct Cli {
+    /// HOST:PORT, :PORT (all IPv4 and IPv6 addresses), [V6ADDR]:PORT, or a
+    /// Unix socket path. Repeatable. Ignored when systemd passes sockets.
+    #[arg(short = 'l', long = "listen", value_name = "ADDR")]
+    pub listen: Vec<String>,
+    /// Address to bind (with --port); default all addresses.
+    #[arg(short = 'o', long)]
+    pub host: Option<String>,
+    /// Port to bind; default 5000.
+    #[arg(short = 'p', long)]
+    pub port: Option<u16>,
+    /// Unix socket path to bind. Repeatable.
+    #[arg(short = 'S', long = "socket", value_name = "PATH")]
+    pub socket: Vec<PathBuf>,
+
+    /// Worker threads, each with its own store connection (default 2 × cores, at most 32).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Listen queue length.
+    #[arg(long, default_value_t = 1024)]
+    pub backlog: i32,
+    /// Seconds a client may take to send one request's headers.
+    #[arg(long = "read-timeout", value_name = "S")]
+    pub read_timeout: Option<String>,
+    /// Seconds an idle keep-alive connection is kept open.
+    #[arg(long = "keepalive-timeout", value_name = "S")]
+    pub keepalive_timeout: Option<String>,
+    /// Seconds one socket write may block on a client that does not read.
+    #[arg(long, value_name = "S")]
+    pub timeout: Option<String>,
+    /// Close the connection after every response.
+    #[arg(long = "disable-keepalive")]
+    pub disable_keepalive: bool,
+    /// Write one line per request to FILE.
+    #[arg(long = "access-log", value_name = "FILE")]
+    pub access_log: Option<PathBuf>,
+    /// Write diagnostics to FILE instead of stderr or syslog.
+    #[arg(long = "error-log", value_name = "FILE")]
+    pub error_log: Option<PathBuf>,
+    /// Write the process id to FILE (removed at exit).
+    #[arg(long, value_name = "FILE")]
+    pub pid: Option<PathBuf>,
+
+    /// Priority advertised in /nix-cache-info (lower is tried first).
+    #[arg(long, default_value_t = 30)]
+    pub priority: u32,
+    /// The store to serve: auto, daemon, unix://PATH, local, local?root=DIR, a path.
+    /// Default: $NIX_REMOTE, else auto.
+    #[arg(long, value_name = "URI")]
+    pub store: Option<String>,
+    /// A Nix secret key file to sign narinfos with. Repeatable. $NIX_SECRET_KEY_FILE adds one.
+    #[arg(long = "sign-key-file", value_name = "PATH")]
+    pub sign_key_file: Vec<PathBuf>,
+    /// Exit after this long with no connection (60, 60s, 5min, 1h; 0 = never).
+    /// Default: 60s when socket-activated, never otherwise.
+    #[arg(long = "idle-timeout", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+
+    // Accepted for compatibility, no effect here (one warning each).
+    #[arg(long = "max-requests", value_name = "N", hide = true)]
+    pub max_requests: Option<String>,
+    #[arg(long = "max-keepalive-reqs", value_name = "N", hide = true)]
+    pub max_keepalive_reqs: Option<String>,
+    #[arg(long = "preload-app", hide = true)]
+    pub preload_app: bool,
+    #[arg(long, hide = true)]
+    pub user: Option<String>,
+    #[arg(long, hide = true)]
+    pub group: Option<String>,
+    #[arg(short = 'D', long, hide = true)]
+    pub daemonize: bool,
+    #[arg(long = "disable-proctitle", hide = true)]
+    pub disable_proctitle: bool,
+    #[arg(short = 'E', long = "env", hide = true)]
+    pub env: Option<String>,
+    #[arg(long, hide = true)]
+    pub quiet: bool,
+    #[arg(long, hide = true)]
+    pub verbose: bool,
+    #[arg(long = "log-format", hide = true)]
+    pub log_format: Option<String>,
+    #[arg(short = 's', long = "server", hide = true)]
+    pub server: Option<String>,
+
+    // TLS: refused with a clear error (no TLS stack here).
+    #[arg(long = "enable-ssl", hide = true)]
+    pub enable_ssl: bool,
+    #[arg(long = "ssl-cert", hide = true)]
+    pub ssl_cert: Option<String>,
+    #[arg(long = "ssl-key", hide = true)]
+    pub ssl_key: Option<String>,
+}
+
+/// Where to listen when systemd passed no sockets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenSpec {
+    /// Specific addresses (a host name may resolve to several).
+    Tcp(Vec<SocketAddr>),
+    /// `:PORT`: every IPv6 and IPv4 address.
+    AllAddresses(u16),
+    Unix(PathBuf),
+}
+
+/// Everything the program needs, validated once at start-up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: Vec<ListenSpec>,
+    pub workers: usize,
+    pub backlog: i32,
+    pub read_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub write_timeout: Duration,
+    pub keepalive: bool,
+    pub access_log: Option<PathBuf>,
+    pub error_log: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub priority: u32,
+    pub store_uri: String,
+    pub key_files: Vec<PathBuf>,
+    /// `None`: never exit for idleness.
+    pub idle_timeout: Option<Duration>,
+    /// Flags accepted for compatibility that do nothing here.
+    pub ignored: Vec<&'static str>,
+}
+
+/// Defaults, chosen so that a slow client cannot hold a worker for long.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_ACTIVATED_IDLE: Duration = Duration::from_secs(60);
+pub const DEFAULT_PORT: u16 = 5000;
+
+impl Config {
+    /// Resolves the parsed command line with the environment (`NIX_REMOTE`,
+    /// `NIX_SECRET_KEY_FILE`) and whether systemd passed sockets.
+    pub fn resolve(
+        cli: Cli,
+        env: &dyn Fn(&str) -> Option<String>,
+        socket_activated: bool,
+        cores: usize,
+    ) -> Result<Config, ConfigError> {
+        if cli.enable_ssl {
+            return Err(ConfigError::TlsFlag {
+                flag: "--enable-ssl",
+            });
+        }
+        if cli.ssl_cert.is_some() {
+            return Err(ConfigError::TlsFlag { flag: "--ssl-cert" });
+        }
+        if cli.ssl_key.is_some() {
+            return Err(ConfigError::TlsFlag { flag: "--ssl-key" });
+        }
+        let mut listen = Vec::new();
+        for spec in &cli.listen {
+            listen.push(parse_listen(spec)?);
+        }
+        listen.extend(cli.socket.iter().cloned().map(ListenSpec::Unix));
+        if listen.is_empty() {
+            let port = cli.port.unwrap_or(DEFAULT_PORT);
+            listen.push(match cli.host.as_deref() {
+                None => ListenSpec::AllAddresses(port),
+                Some(host) => parse_listen(&format!("{}:{port}", bracket_v6(host)))?,
+            });
+        }
+        let workers = match cli.workers {
+            None => (2 * cores).clamp(2, 32),
+            Some(n) if (1..=MAX_WORKERS).contains(&n) => n,
+            Some(n) => {
+                return Err(ConfigError::Workers {
+                    value: n,
+                    max: MAX_WORKERS,
+                })
+            }
+        };
+        let secs = |flag, v: &Option<String>, default| match v {
+            None => Ok(default),
+            Some(v) => parse_duration(v).map_err(|reason| ConfigError::Duration {
+                flag,
+                value: v.clone(),
+                reason,
+            }),
+        };
+        let read_timeout = secs("--read-timeout", &cli.read_timeout, DEFAULT_READ_TIMEOUT)?;
+        let keepalive_timeout = secs(
+            "--keepalive-timeout",
+            &cli.keepalive_timeout,
+            DEFAULT_KEEPALIVE_TIMEOUT,
+        )?;
+        let write_timeout = secs("--timeout", &cli.timeout, DEFAULT_WRITE_TIMEOUT)?;
+        let idle_default = if socket_activated {
+            DEFAULT_ACTIVATED_IDLE
+        } else {
+            Duration::ZERO
+        };
+        let idle = secs("--idle-timeout", &cli.idle_timeout, idle_default)?;
+
+        let mut key_files = cli.sign_key_file.clone();
+        if let Some(f) = env("NIX_SECRET_KEY_FILE").filter(|f| !f.is_empty()) {
+            let f = PathBuf::from(f);
+            if !key_files.contains(&f) {
+                key_files.push(f);
+            }
+        }
+        let store_uri = cli
+            .store
+            .clone()
+            .or_else(|| env("NIX_REMOTE").filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "auto".to_owned());
+
+        Ok(Config {
+            listen,
+            workers,
+            backlog: cli.backlog.clamp(1, 65535),
+            // A zero timeout would mean "block forever" to the socket layer.
+            read_timeout: read_timeout.max(Duration::from_millis(100)),
+            keepalive_timeout,
+            write_timeout: write_timeout.max(Duration::from_millis(100)),
+            keepalive: !cli.disable_keepalive && !keepalive_timeout.is_zero(),
+            access_log: cli.access_log.clone(),
+            error_log: cli.error_log.clone(),
+            pid_file: cli.pid.clone(),
+            priority: cli.priority,
+            store_uri,
+            key_files,
+            idle_timeout: (!idle.is_zero()).then_some(idle),
+            ignored: ignored_flags(&cli),
+        })
+    }
+}
+
+fn ignored_flags(cli: &Cli) -> Vec<&'static str> {
+    let present = [
+        (cli.max_requests.is_some(), "--max-requests"),
+        (cli.max_keepalive_reqs.is_some(), "--max-keepalive-reqs"),
+        (cli.preload_app, "--preload-app"),
+        (
+            cli.user.is_some(),
+            "--user (use systemd User= or DynamicUser=)",
+        ),
+        (cli.group.is_some(), "--group (use systemd Group=)"),
+        (cli.daemonize, "--daemonize (let systemd supervise instead)"),
+        (cli.disable_proctitle, "--disable-proctitle"),
+        (cli.env.is_some(), "-E/--env"),
+        (cli.quiet, "--quiet"),
+        (cli.verbose, "--verbose"),
+        (cli.log_format.is_some(), "--log-format"),
+        (cli.server.is_some(), "-s/--server"),
+    ];
+    present
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv6Addr;
+
+    fn resolve(
+        args: &[&str],
+        env: &[(&str, &str)],
+        activated: bool,
+    ) -> Result<Config, ConfigError> {
+        let mut argv = vec!["nix-serve"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).expect("clap accepts");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        Config::resolve(cli, &lookup, activated, 2)
+    }
+
+    #[test]
+    fn defaults_self_bound() {
+        let c = resolve(&[], &[], false).unwrap();
+        assert_eq!(c.listen, vec![ListenSpec::AllAddresses(5000)]);
+        assert_eq!(c.priority, 30);
+        assert_eq!(c.store_uri, "auto");
+        assert_eq!(c.idle_timeout, None);
+        assert_eq!(c.workers, 4);
+        assert!(c.key_files.is_empty());
+        assert!(c.ignored.is_empty());
+    }
+
+    #[test]
+    fn defaults_socket_activated() {
+        let c = resolve(&[], &[], true).unwrap();
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(60)));
+        let c = resolve(&["--idle-timeout", "0"], &[], true).unwrap();
+        assert_eq!(c.idle_timeout, None);
+        let c = resolve(&["--idle-timeout", "5min"], &[], false).unwrap();
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn drop_in_command_line() {
+        let c = resolve(
+            &[
+                "--listen",
+                "127.0.0.1:8080",
+                "--workers",
+                "4",
+                "--preload-app",
+                "--access-log",
+                "/dev/stderr",
+                "--priority",
+                "40",
+                "--max-requests",
+                "1000",
+                "-E",
+                "deployment",
+                "--user",
+                "nix-serve",
+                "--backlog",
+                "64",
+                "--keepalive-timeout",
+                "2",
+            ],
+            &[],
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.workers, 4);
+        assert_eq!(c.priority, 40);
+        assert_eq!(c.backlog, 64);
+        assert_eq!(c.keepalive_timeout, Duration::from_secs(2));
+        assert_eq!(c.access_log, Some("/dev/stderr".into()));
+        assert_eq!(c.ignored.len(), 4, "{:?}", c.ignored);
+    }
+
+    #[test]
+    fn host_port_and_sockets() {
+        let c = resolve(&["--host", "::1", "--port", "7000"], &[], false).unwrap();
+        assert_eq!(
+            c.listen,
+            vec![ListenSpec::Tcp(vec![SocketAddr::from((
+                Ipv6Addr::LOCALHOST,
+                7000
+            ))])]
+        );
+        let c = resolve(&["--host", "*", "--port", "7000"], &[], false).unwrap();
+        assert_eq!(c.listen, vec![ListenSpec::AllAddresses(7000)]);
+        let c = resolve(&["--host", "*6"], &[], false).unwrap();
+        assert_eq!(c.listen, vec![ListenSpec::AllAddresses(5000)]);
+        let c = resolve(&["-S", "/tmp/a.sock", "-l", ":1"], &[], false).unwrap();
+        assert_eq!(
+            c.listen,
+            vec![
+                ListenSpec::AllAddresses(1),
+                ListenSpec::Unix("/tmp/a.sock".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn environment() {
+        let c = resolve(
+            &["--sign-key-file", "/k1"],
+            &[("NIX_SECRET_KEY_FILE", "/k2"), ("NIX_REMOTE", "daemon")],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            c.key_files,
+            vec![PathBuf::from("/k1"), PathBuf::from("/k2")]
+        );
+        assert_eq!(c.store_uri, "daemon");
+        let c = resolve(&["--store", "local"], &[("NIX_REMOTE", "daemon")], false).unwrap();
+        assert_eq!(c.store_uri, "local");
+    }
+
+    #[test]
+    fn tls_is_refused() {
+        assert_eq!(
+            resolve(&["--enable-ssl"], &[], false).unwrap_err(),
+            ConfigError::TlsFlag {
+                flag: "--enable-ssl"
+            }
+        );
+        assert!(resolve(&["--ssl-key", "k"], &[], false).is_err());
+        assert!(resolve(&["--workers", "0"], &[], false).is_err());
+    }
+}

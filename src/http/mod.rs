@@ -1,0 +1,78 @@
+//! The HTTP layer: route table, one handler per endpoint, responses, and the
+//! server loop (`design.md` "One request, end to end").
+
+pub mod cache_info;
+pub mod conn;
+pub mod listen;
+pub mod nar;
+pub mod narinfo;
+pub mod range;
+pub mod request;
+pub mod response;
+pub mod routes;
+pub mod server;
+
+use crate::nix::signing::SecretKey;
+use crate::store::{Store, StoreError};
+
+use request::{Head, Method};
+use response::{HandlerError, Response};
+use routes::Route;
+
+/// What every worker shares, read-only: keys loaded once at start-up.
+pub struct Service {
+    pub keys: Vec<SecretKey>,
+    pub priority: u32,
+}
+
+/// Makes a store connection; `Opener::open` in production, a fake in tests.
+pub type OpenStore = Box<dyn Fn() -> Result<Box<dyn Store>, StoreError> + Send + Sync>;
+
+/// One worker's store connection, opened again lazily after it was dropped
+/// (daemon restarted, protocol error): no lock on the hot path.
+pub struct StoreSlot {
+    conn: Option<Box<dyn Store>>,
+}
+
+impl StoreSlot {
+    pub fn new(conn: Option<Box<dyn Store>>) -> Self {
+        StoreSlot { conn }
+    }
+
+    pub fn get(&mut self, open: &OpenStore) -> Result<&mut dyn Store, StoreError> {
+        if self.conn.is_none() {
+            self.conn = Some(open()?);
+        }
+        Ok(self.conn.as_deref_mut().expect("just opened"))
+    }
+
+    /// Drops the connection; the next request opens a new one.
+    pub fn reset(&mut self) {
+        self.conn = None;
+    }
+}
+
+/// Routes one request and runs its handler. The route is checked before the
+/// store is touched, so bad requests get their 4xx even when it is down.
+pub fn respond<'s>(
+    svc: &Service,
+    open: &OpenStore,
+    slot: &'s mut StoreSlot,
+    head: &Head,
+) -> Result<Response<'s>, HandlerError> {
+    let route = routes::parse(&head.method, &head.target).map_err(HandlerError::Route)?;
+    let store = slot.get(open)?;
+    match route {
+        Route::NarInfo(hash) => narinfo::handle(store, &svc.keys, &hash),
+        Route::Nar { hash, nar_hash } => nar::handle(
+            store,
+            &nar::NarRequest {
+                hash,
+                nar_hash,
+                range: head.range.as_deref(),
+                head_only: head.method == Method::Head,
+            },
+        ),
+        Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), svc.priority)),
+    }
+}

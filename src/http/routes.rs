@@ -1,0 +1,220 @@
+//! The route table: raw request target → typed [`Route`], or a 4xx.
+//!
+//! An allow-list of shapes; nothing here ever becomes a filesystem path.
+//! narinfo is matched first: it is most of the traffic (`nix-protocols.md`
+//! §4, §10). Hashes are validated here, before any store query.
+
+use crate::nix::hash::Sha256;
+use crate::nix::nix32;
+use crate::nix::store_path::{HashPart, HASH_PART_LEN};
+
+use super::request::Method;
+
+/// Characters of a sha256 in nix32, as in NAR URLs.
+const NAR_HASH_LEN: usize = nix32::encoded_len(32);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `/<hash>.narinfo`
+    NarInfo(HashPart),
+    /// `/nar/<hash>-<narhash>.nar` (nix-serve), `/nar/<hash>.nar` (legacy),
+    /// `/nar/<narhash>.nar?hash=<hash>` (harmonia).
+    Nar {
+        hash: HashPart,
+        nar_hash: Option<Sha256>,
+    },
+    /// `/nix-cache-info`
+    CacheInfo,
+}
+
+/// Why a request matches no route. `reason` goes into the body: short, and
+/// never an echo of the request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteError {
+    /// 405 with `Allow: GET, HEAD`.
+    Method,
+    /// 404 `File not found.` as nix-serve answers.
+    NotFound,
+    /// 400 with a short reason.
+    BadRequest(&'static str),
+}
+
+/// Parses `method` and the raw (undecoded) request target.
+pub fn parse(method: &Method, target: &str) -> Result<Route, RouteError> {
+    if !matches!(method, Method::Get | Method::Head) {
+        return Err(RouteError::Method);
+    }
+    // Absolute form (`GET http://host/x`), which RFC 9112 §3.2.2 says a
+    // server must accept; proxies send it.
+    let target = match target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+    {
+        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => target,
+    };
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let path = path.strip_prefix('/').ok_or(RouteError::NotFound)?;
+
+    if let Some(stem) = path.strip_suffix(".narinfo") {
+        if stem.contains('/') {
+            return Err(RouteError::NotFound);
+        }
+        return parse_hash_part(stem).map(Route::NarInfo);
+    }
+    if path == "nix-cache-info" {
+        return Ok(Route::CacheInfo);
+    }
+    if let Some(name) = path
+        .strip_prefix("nar/")
+        .and_then(|n| n.strip_suffix(".nar"))
+    {
+        if name.contains('/') {
+            return Err(RouteError::NotFound);
+        }
+        return parse_nar(name, query);
+    }
+    Err(RouteError::NotFound)
+}
+
+fn parse_nar(name: &str, query: Option<&str>) -> Result<Route, RouteError> {
+    match name.len() {
+        HASH_PART_LEN => Ok(Route::Nar {
+            hash: parse_hash_part(name)?,
+            nar_hash: None,
+        }),
+        NAR_HASH_LEN => {
+            let nar_hash = parse_nar_hash(name)?;
+            let hash = query
+                .into_iter()
+                .flat_map(|q| q.split('&'))
+                .find_map(|kv| kv.strip_prefix("hash="))
+                .ok_or(RouteError::BadRequest("Missing hash query parameter.\n"))?;
+            Ok(Route::Nar {
+                hash: parse_hash_part(hash)?,
+                nar_hash: Some(nar_hash),
+            })
+        }
+        n if n == HASH_PART_LEN + 1 + NAR_HASH_LEN && name.as_bytes()[HASH_PART_LEN] == b'-' => {
+            let (hash, nar_hash) = name.split_at(HASH_PART_LEN);
+            Ok(Route::Nar {
+                hash: parse_hash_part(hash)?,
+                nar_hash: Some(parse_nar_hash(&nar_hash[1..])?),
+            })
+        }
+        _ => Err(RouteError::BadRequest("Invalid NAR name.\n")),
+    }
+}
+
+fn parse_hash_part(s: &str) -> Result<HashPart, RouteError> {
+    HashPart::parse(s).map_err(|_| RouteError::BadRequest("Invalid store path hash.\n"))
+}
+
+fn parse_nar_hash(s: &str) -> Result<Sha256, RouteError> {
+    // Only nix32 here: the NAR URLs we (and nix-serve, harmonia) emit use it.
+    if s.len() != NAR_HASH_LEN {
+        return Err(RouteError::BadRequest("Invalid NAR hash.\n"));
+    }
+    Sha256::parse_bare(s).map_err(|_| RouteError::BadRequest("Invalid NAR hash.\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: &str = "wmm9hngfwxsjqpiy50lligndn8n83f6w";
+    const N: &str = "1snz5sd22qrv3f5ldsnclydnqi3wqwi7ig3yrdx9cj44n6qb04jl";
+
+    fn get(t: &str) -> Result<Route, RouteError> {
+        parse(&Method::Get, t)
+    }
+
+    #[test]
+    fn routes() {
+        let hash = HashPart::parse(H).unwrap();
+        let nar_hash = Sha256::parse_bare(N).unwrap();
+        assert_eq!(get(&format!("/{H}.narinfo")), Ok(Route::NarInfo(hash)));
+        assert_eq!(
+            parse(&Method::Head, &format!("/{H}.narinfo?x=1")),
+            Ok(Route::NarInfo(hash))
+        );
+        assert_eq!(get("/nix-cache-info"), Ok(Route::CacheInfo));
+        assert_eq!(
+            get("http://cache.example/nix-cache-info"),
+            Ok(Route::CacheInfo)
+        );
+        assert_eq!(get("http://cache.example"), Err(RouteError::NotFound));
+        assert_eq!(
+            get(&format!("/nar/{H}-{N}.nar")),
+            Ok(Route::Nar {
+                hash,
+                nar_hash: Some(nar_hash)
+            })
+        );
+        assert_eq!(
+            get(&format!("/nar/{H}.nar")),
+            Ok(Route::Nar {
+                hash,
+                nar_hash: None
+            })
+        );
+        assert_eq!(
+            get(&format!("/nar/{N}.nar?hash={H}")),
+            Ok(Route::Nar {
+                hash,
+                nar_hash: Some(nar_hash)
+            })
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let bad = RouteError::BadRequest;
+        let table: Vec<(String, RouteError)> = vec![
+            ("/".into(), RouteError::NotFound),
+            ("".into(), RouteError::NotFound),
+            ("/index.html".into(), RouteError::NotFound),
+            ("/nix-cache-info/".into(), RouteError::NotFound),
+            ("/../etc/passwd".into(), RouteError::NotFound),
+            ("/nar/../../etc/passwd.nar".into(), RouteError::NotFound),
+            (format!("/x/{H}.narinfo"), RouteError::NotFound),
+            (format!("/nar/{H}.nar.xz"), RouteError::NotFound),
+            ("/log/abc".into(), RouteError::NotFound),
+            ("/foo.narinfo".into(), bad("Invalid store path hash.\n")),
+            (
+                format!("/{}.narinfo", H.to_uppercase()),
+                bad("Invalid store path hash.\n"),
+            ),
+            (
+                format!("/%2e%2e{}.narinfo", &H[6..]),
+                bad("Invalid store path hash.\n"),
+            ),
+            (
+                format!("/{}e.narinfo", &H[1..]),
+                bad("Invalid store path hash.\n"),
+            ),
+            ("/nar/abc.nar".into(), bad("Invalid NAR name.\n")),
+            (format!("/nar/{H}_{N}.nar"), bad("Invalid NAR name.\n")),
+            (
+                format!("/nar/{N}.nar"),
+                bad("Missing hash query parameter.\n"),
+            ),
+            (
+                format!("/nar/{H}-{}u.nar", &N[1..]),
+                bad("Invalid NAR hash.\n"),
+            ),
+        ];
+        for (target, want) in table {
+            assert_eq!(get(&target), Err(want), "{target}");
+        }
+        for m in ["POST", "PUT", "DELETE", "OPTIONS"] {
+            assert_eq!(
+                parse(&Method::Other(m.into()), "/nix-cache-info"),
+                Err(RouteError::Method)
+            );
+        }
+    }
+}

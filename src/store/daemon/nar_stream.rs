@@ -1,0 +1,102 @@
+//! The NAR that follows a NarFromPath reply (`nix-protocols.md` §7.6): raw,
+//! unframed bytes, so we read exactly the `narSize` the daemon just confirmed.
+
+use std::io::{self, Read};
+
+use super::connection::Connection;
+
+/// Yields exactly `remaining` bytes of NAR, or an error: never fewer, never
+/// more. The connection goes back to its owner only once the NAR has been read
+/// to its end; a reader dropped early, or one that failed, takes the
+/// connection with it, so nobody reads a reply out of the middle of a NAR.
+pub struct NarStream<'a> {
+    home: &'a mut Option<Connection>,
+    conn: Option<Connection>,
+    remaining: u64,
+    total: u64,
+}
+
+impl<'a> NarStream<'a> {
+    /// `conn` has just read STDERR_LAST of a NarFromPath reply for a path
+    /// whose NAR is `nar_size` bytes.
+    pub(super) fn new(home: &'a mut Option<Connection>, conn: Connection, nar_size: u64) -> Self {
+        let mut stream = NarStream {
+            home,
+            conn: Some(conn),
+            remaining: nar_size,
+            total: nar_size,
+        };
+        if nar_size == 0 {
+            // Not a NAR (the smallest is 96 bytes), but then there is nothing
+            // to read and the connection is where it should be.
+            stream.finish();
+        }
+        stream
+    }
+
+    /// Bytes still to come.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // Bytes already buffered past the NAR's end mean the daemon sent
+            // more than narSize: the stream is out of step, drop it.
+            if conn.buffered().is_empty() {
+                *self.home = Some(conn);
+            }
+        }
+    }
+}
+
+impl Read for NarStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(io::Error::other(
+                "NAR stream from nix-daemon failed earlier",
+            ));
+        };
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        match conn.reader().read(&mut buf[..want]) {
+            Ok(0) => {
+                self.conn = None;
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "nix-daemon closed the connection after {} of {} NAR bytes",
+                        self.total - self.remaining,
+                        self.total
+                    ),
+                ))
+            }
+            Ok(n) => {
+                self.remaining -= n as u64;
+                if self.remaining == 0 {
+                    self.finish();
+                }
+                Ok(n)
+            }
+            // Nothing was consumed: the caller may simply call again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                self.conn = None;
+                // SO_RCVTIMEO expiry is EAGAIN; callers such as `io::copy`
+                // would take WouldBlock for a non-blocking socket.
+                let kind = match e.kind() {
+                    io::ErrorKind::WouldBlock => io::ErrorKind::TimedOut,
+                    k => k,
+                };
+                Err(io::Error::new(
+                    kind,
+                    format!("reading the NAR from nix-daemon: {e}"),
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Store URI parsing and the `auto` decision, with the environment and the
+//! probes injected.
+
+use std::cell::RefCell;
+
+use super::*;
+
+fn env_of(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    move |name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
+
+fn local(store: &str, real: &str, db: &str) -> LocalLocation {
+    LocalLocation {
+        store_dir: StoreDir::new(store).unwrap(),
+        real_store: real.into(),
+        db: db.into(),
+    }
+}
+
+fn daemon(socket: &str, store: &str) -> Target {
+    Target::Daemon {
+        socket: socket.into(),
+        store_dir: StoreDir::new(store).unwrap(),
+    }
+}
+
+const SYS_DB: &str = "/nix/var/nix/db/db.sqlite";
+const SYS_SOCK: &str = "/nix/var/nix/daemon-socket/socket";
+
+#[test]
+fn parses_uris_as_nix_does() {
+    type Env = &'static [(&'static str, &'static str)];
+    let none: Env = &[];
+    let custom: Env = &[
+        ("NIX_STORE_DIR", "/gnu/store"),
+        ("NIX_STATE_DIR", "/var/st"),
+        ("NIX_DAEMON_SOCKET_PATH", "/run/d.sock"),
+    ];
+    let cases: Vec<(&str, Env, Target)> = vec![
+        (
+            "auto",
+            none,
+            Target::Auto {
+                local: local("/nix/store", "/nix/store", SYS_DB),
+                socket: SYS_SOCK.into(),
+            },
+        ),
+        (
+            "",
+            none,
+            Target::Auto {
+                local: local("/nix/store", "/nix/store", SYS_DB),
+                socket: SYS_SOCK.into(),
+            },
+        ),
+        ("daemon", none, daemon(SYS_SOCK, "/nix/store")),
+        ("unix://", none, daemon(SYS_SOCK, "/nix/store")),
+        (
+            "unix:///tmp/s.sock",
+            none,
+            daemon("/tmp/s.sock", "/nix/store"),
+        ),
+        (
+            "local",
+            none,
+            Target::Local(local("/nix/store", "/nix/store", SYS_DB)),
+        ),
+        (
+            "local?root=/tmp/ch",
+            none,
+            Target::Local(local(
+                "/nix/store",
+                "/tmp/ch/nix/store",
+                "/tmp/ch/nix/var/nix/db/db.sqlite",
+            )),
+        ),
+        (
+            "/tmp/ch/",
+            none,
+            Target::Local(local(
+                "/nix/store",
+                "/tmp/ch/nix/store",
+                "/tmp/ch/nix/var/nix/db/db.sqlite",
+            )),
+        ),
+        (
+            "local?root=/tmp/a%20b",
+            none,
+            Target::Local(local(
+                "/nix/store",
+                "/tmp/a b/nix/store",
+                "/tmp/a b/nix/var/nix/db/db.sqlite",
+            )),
+        ),
+        (
+            "local?state=/s&real=/r&store=/x/store",
+            none,
+            Target::Local(local("/x/store", "/r", "/s/db/db.sqlite")),
+        ),
+        // The environment moves every default...
+        (
+            "auto",
+            custom,
+            Target::Auto {
+                local: local("/gnu/store", "/gnu/store", "/var/st/db/db.sqlite"),
+                socket: "/run/d.sock".into(),
+            },
+        ),
+        ("daemon", custom, daemon("/run/d.sock", "/gnu/store")),
+        (
+            "local",
+            custom,
+            Target::Local(local("/gnu/store", "/gnu/store", "/var/st/db/db.sqlite")),
+        ),
+        // ...but a chroot store keeps its state and files under its root.
+        (
+            "local?root=/c",
+            custom,
+            Target::Local(local(
+                "/gnu/store",
+                "/c/nix/store",
+                "/c/nix/var/nix/db/db.sqlite",
+            )),
+        ),
+        (
+            "daemon",
+            &[("NIX_STATE_DIR", "/var/st")],
+            daemon("/var/st/daemon-socket/socket", "/nix/store"),
+        ),
+        (
+            "daemon",
+            &[("NIX_STORE", "/legacy/store")],
+            daemon(SYS_SOCK, "/legacy/store"),
+        ),
+        (
+            "daemon",
+            &[
+                ("NIX_STORE_DIR", "/new/store"),
+                ("NIX_STORE", "/legacy/store"),
+            ],
+            daemon(SYS_SOCK, "/new/store"),
+        ),
+        // Empty variables count as unset.
+        (
+            "daemon",
+            &[("NIX_STORE_DIR", ""), ("NIX_DAEMON_SOCKET_PATH", "")],
+            daemon(SYS_SOCK, "/nix/store"),
+        ),
+    ];
+    for (uri, env, want) in cases {
+        assert_eq!(parse(uri, &env_of(env)), Ok(want), "{uri:?} with {env:?}");
+    }
+}
+
+#[test]
+fn rejects_what_it_cannot_serve() {
+    let env = env_of(&[]);
+    let unsupported = |uri: &str| UriError::Unsupported(uri.into());
+    let cases: Vec<(&str, UriError)> = vec![
+        ("ssh://host", unsupported("ssh://host")),
+        (
+            "https://cache.example",
+            unsupported("https://cache.example"),
+        ),
+        ("file:///tmp/cache", unsupported("file:///tmp/cache")),
+        ("relative/store", unsupported("relative/store")),
+        ("Local", unsupported("Local")),
+        (
+            "unix://rel.sock",
+            UriError::NotAbsolute {
+                uri: "unix://rel.sock".into(),
+                what: "the socket",
+                value: "rel.sock".into(),
+            },
+        ),
+        (
+            "local?root=rel",
+            UriError::NotAbsolute {
+                uri: "local?root=rel".into(),
+                what: "the root",
+                value: "rel".into(),
+            },
+        ),
+        (
+            "local?bogus=1",
+            UriError::Parameter {
+                uri: "local?bogus=1".into(),
+                name: "bogus".into(),
+                allowed: "'root', 'state', 'store' and 'real'",
+            },
+        ),
+        (
+            "daemon?root=/x",
+            UriError::Parameter {
+                uri: "daemon?root=/x".into(),
+                name: "root".into(),
+                allowed: "only 'store'",
+            },
+        ),
+        (
+            "/tmp/ch?root=/other",
+            UriError::Parameter {
+                uri: "/tmp/ch?root=/other".into(),
+                name: "root".into(),
+                allowed: "'state', 'store' and 'real'",
+            },
+        ),
+        (
+            "local?root=/a&root=/b",
+            UriError::Repeated {
+                uri: "local?root=/a&root=/b".into(),
+                name: "root".into(),
+            },
+        ),
+        (
+            "local?root=/a%2",
+            UriError::Encoding("local?root=/a%2".into()),
+        ),
+        (
+            "local?root=/a%zz",
+            UriError::Encoding("local?root=/a%zz".into()),
+        ),
+        (
+            "local?store=relative",
+            UriError::StoreDir(StorePathError::BadStoreDir("relative".into())),
+        ),
+    ];
+    for (uri, want) in cases {
+        assert_eq!(parse(uri, &env), Err(want), "{uri:?}");
+    }
+    let msg = parse("ssh://host", &env).unwrap_err().to_string();
+    assert!(
+        msg.contains("'ssh://host'") && msg.contains("'auto'"),
+        "{msg}"
+    );
+}
+
+/// Runs [`decide`] with canned probe results; returns the backend or error
+/// text, which probes ran, and the notes.
+fn run_decide(
+    uri: &str,
+    local_ok: Result<(), &str>,
+    daemon_ok: Result<(), &str>,
+) -> (Result<Backend, String>, Vec<&'static str>, Vec<String>) {
+    let ran = RefCell::new(Vec::new());
+    let mut notes = Vec::new();
+    let got = decide(
+        uri,
+        parse(uri, &env_of(&[])).unwrap(),
+        &mut |loc| {
+            ran.borrow_mut().push("local");
+            local_ok.map_err(|why| {
+                StoreError::Unavailable(format!("local database {}: {why}", loc.db.display()))
+            })
+        },
+        &mut |_, _| {
+            ran.borrow_mut().push("daemon");
+            daemon_ok.map_err(|why| StoreError::Unavailable(why.into()))
+        },
+        &mut |n| notes.push(n.to_owned()),
+    );
+    (got.map_err(|e| e.to_string()), ran.into_inner(), notes)
+}
+
+const RO: &str = "attempt to write a readonly database";
+
+#[test]
+fn auto_prefers_a_readable_database() {
+    let (got, ran, notes) = run_decide("auto", Ok(()), Ok(()));
+    assert_eq!(
+        got,
+        Ok(Backend::Local(local("/nix/store", "/nix/store", SYS_DB)))
+    );
+    assert_eq!(ran, ["local"], "the daemon is not even tried");
+    assert!(notes.is_empty());
+}
+
+#[test]
+fn auto_falls_back_to_the_daemon_once_and_says_why() {
+    let (got, ran, notes) = run_decide("auto", Err(RO), Ok(()));
+    assert_eq!(
+        got,
+        Ok(Backend::Daemon {
+            socket: SYS_SOCK.into(),
+            store_dir: StoreDir::default()
+        })
+    );
+    assert_eq!(ran, ["local", "daemon"]);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains(SYS_SOCK) && notes[0].contains(RO),
+        "{}",
+        notes[0]
+    );
+}
+
+#[test]
+fn auto_failure_is_one_line_naming_both_attempts() {
+    let (got, _, notes) = run_decide("auto", Err(RO), Err("connection refused"));
+    assert_eq!(
+        got,
+        Err(format!(
+            "store unavailable: cannot open store 'auto': local database {SYS_DB}: {RO}; \
+             daemon socket {SYS_SOCK}: connection refused"
+        ))
+    );
+    assert!(notes.is_empty());
+}
+
+#[test]
+fn explicit_local_never_falls_back() {
+    let (got, ran, _) = run_decide("local", Err(RO), Ok(()));
+    let err = got.unwrap_err();
+    assert!(err.contains(SYS_DB) && err.contains(RO), "{err}");
+    assert_eq!(ran, ["local"]);
+}
+
+#[test]
+fn explicit_daemon_never_reads_the_database() {
+    let (got, ran, _) = run_decide("daemon", Ok(()), Err("no such file"));
+    assert_eq!(
+        got,
+        Err(format!(
+            "store unavailable: cannot open store 'daemon': daemon socket {SYS_SOCK}: no such file"
+        ))
+    );
+    assert_eq!(ran, ["daemon"]);
+}

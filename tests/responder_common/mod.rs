@@ -1,0 +1,205 @@
+//! Helpers for the responder's integration tests that run the built binary:
+//! free ports, a child server that is killed when dropped, a minimal HTTP
+//! client (a test should not trust the server's own code to check it).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_nix-serve");
+
+/// A port that was free a moment ago (bind port 0, read it, let it go).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nix-serve-sd-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.split("\r\n").skip(1).find_map(|l| {
+            let (n, v) = l.split_once(": ")?;
+            n.eq_ignore_ascii_case(name).then_some(v)
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `GET target` with `Connection: close` and reads to the end.
+pub fn exchange(mut s: impl Read + Write, method: &str, target: &str) -> std::io::Result<Reply> {
+    s.write_all(
+        format!("{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all)?;
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no response head in {} bytes", all.len())))?;
+    let head = String::from_utf8_lossy(&all[..end]).into_owned();
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let reply = Reply {
+        status,
+        head,
+        body: all[end + 4..].to_vec(),
+    };
+    if method != "HEAD" {
+        let len: usize = reply
+            .header("Content-Length")
+            .expect("Content-Length")
+            .parse()
+            .unwrap();
+        assert_eq!(
+            reply.body.len(),
+            len,
+            "body length differs from Content-Length"
+        );
+    }
+    Ok(reply)
+}
+
+pub fn get(addr: SocketAddr, target: &str) -> Reply {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    exchange(s, "GET", target).unwrap()
+}
+
+pub fn get_unix(path: &Path, target: &str) -> Reply {
+    let s = UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    exchange(s, "GET", target).unwrap()
+}
+
+/// The built binary, running; killed when dropped.
+pub struct Running {
+    pub child: Child,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    pub fn start(args: &[&str], stderr: Stdio) -> Running {
+        let child = Command::new(BIN)
+            .args(args)
+            .env_remove("LISTEN_FDS")
+            .env_remove("NOTIFY_SOCKET")
+            // DynamicUser= services have no home: nothing may depend on one.
+            .env_remove("HOME")
+            .env_remove("USER")
+            .stdin(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Running { child }
+    }
+
+    /// Sends SIGTERM (via kill(1): no unsafe) and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        wait_exit(&mut self.child, Duration::from_secs(60)).expect("exits after SIGTERM")
+    }
+}
+
+/// Starts the binary with `--listen 127.0.0.1:0` (no port to steal between
+/// choosing and binding: other test suites share this machine) and reads the
+/// address it bound from its start-up line. Its stderr is collected in the
+/// returned buffer from then on.
+pub fn start_on_any_port(args: &[&str]) -> (Running, SocketAddr, Arc<Mutex<String>>) {
+    let mut all = vec!["--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut running = Running::start(&all, Stdio::piped());
+    let mut lines = BufReader::new(running.child.stderr.take().unwrap()).lines();
+    let mut early = String::new();
+    let addr = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| {
+                panic!(
+                    "nix-serve exited before serving: {:?}",
+                    running.child.wait()
+                )
+            })
+            .unwrap();
+        eprintln!("{line}");
+        early.push_str(&line);
+        early.push('\n');
+        if let Some(rest) = line.split_once("Serving store ").map(|(_, r)| r) {
+            let on = rest
+                .split_once(" on ")
+                .expect("' on ' in the start-up line")
+                .1;
+            break on
+                .split_once(" with ")
+                .expect("' with ' in the start-up line")
+                .0
+                .parse()
+                .unwrap();
+        }
+    };
+    let log = Arc::new(Mutex::new(early));
+    let sink = log.clone();
+    thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            eprintln!("{line}");
+            sink.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    (running, addr, log)
+}
+
+/// Waits until `addr` accepts connections, panicking after `limit`.
+pub fn wait_listening(addr: SocketAddr, limit: Duration) {
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(start.elapsed() < limit, "nothing listens on {addr}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,406 @@
+//! The built `nix-serve` against a real Nix client and the real store: the
+//! end-to-end oracle (`style.md` 13). Run through scripts/test.
+
+mod common;
+mod responder_common;
+
+use std::net::{Ipv6Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::Fixtures;
+use responder_common::{free_port, get, start_on_any_port, tmpdir, wait_listening, Running};
+
+/// The closure we copy: input-addressed paths (so a wrong key must be
+/// refused), references, a multi-output derivation, a big file.
+const COPIED: [&str; 5] = [
+    "dep-top",
+    "multi-output.out",
+    "big-10M",
+    "hello-exe",
+    "many-files",
+];
+
+fn serve(fx: &Fixtures, extra: &[&str]) -> (Running, SocketAddr) {
+    let key = fx.key("secret");
+    let mut args = vec!["--sign-key-file", key.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let (running, addr, _) = start_on_any_port(&args);
+    (running, addr)
+}
+
+/// Runs a Nix command with a fresh narinfo cache (Nix caches 404s, §4.4).
+fn nix(cmd: &str, args: &[&str], xdg: &Path) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .env("XDG_CACHE_HOME", xdg)
+        .env_remove("NIX_REMOTE")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
+}
+
+fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn dump(store: Option<&Path>, path: &str) -> Vec<u8> {
+    let mut cmd = Command::new("nix-store");
+    if let Some(s) = store {
+        cmd.args(["--store", s.to_str().unwrap()]);
+    }
+    let out = cmd.args(["--dump", path]).output().unwrap();
+    ok(&out, &format!("nix-store --dump {path}"));
+    out.stdout
+}
+
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn nix_copy_trusting_only_the_test_key() {
+    nix_copy_through(&[]);
+}
+
+/// The same through the nix-daemon backend (`auto` picks the local database
+/// when it is readable, as it is for root here).
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn nix_copy_through_the_daemon_backend() {
+    nix_copy_through(&["--store", "daemon"]);
+}
+
+fn nix_copy_through(store_args: &[&str]) {
+    let fx = Fixtures::load();
+    let (_server, addr) = serve(&fx, store_args);
+    let url = format!("http://{addr}");
+    let work = tmpdir(&format!("nix-copy{}", store_args.len()));
+    let public = std::fs::read_to_string(fx.key("public")).unwrap();
+    let wrong = std::fs::read_to_string(fx.key("wrong.public")).unwrap();
+    let paths: Vec<&str> = COPIED.iter().map(|n| fx.path(n)).collect();
+
+    let dst = work.join("right");
+    let mut args = vec!["copy", "--from", &url, "--to", dst.to_str().unwrap()];
+    args.extend(["--option", "trusted-public-keys", public.trim()]);
+    args.extend(&paths);
+    ok(
+        &nix("nix", &args, &work.join("xdg-right")),
+        "nix copy with the right key",
+    );
+    for p in &paths {
+        assert!(
+            dump(None, p) == dump(Some(&dst), p),
+            "NAR of {p} differs after the copy"
+        );
+    }
+
+    let dst = work.join("wrong");
+    let top = fx.path("dep-top");
+    let args = [
+        "copy",
+        "--from",
+        &url,
+        "--to",
+        dst.to_str().unwrap(),
+        "--option",
+        "trusted-public-keys",
+        wrong.trim(),
+        top,
+    ];
+    let out = nix("nix", &args, &work.join("xdg-wrong"));
+    assert!(
+        !out.status.success(),
+        "nix copy accepted {top} signed by a key it does not trust"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("signature"),
+        "refused for another reason: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn nix_store_realise_with_the_server_as_substituter() {
+    let fx = Fixtures::load();
+    let (_server, addr) = serve(&fx, &[]);
+    let url = format!("http://{addr}");
+    let work = tmpdir("realise");
+    let public = std::fs::read_to_string(fx.key("public")).unwrap();
+    let dst = work.join("store");
+    let top = fx.path("dep-top");
+    let args = [
+        "--store",
+        dst.to_str().unwrap(),
+        "-r",
+        "--option",
+        "substituters",
+        &url,
+        "--option",
+        "trusted-public-keys",
+        public.trim(),
+        top,
+    ];
+    ok(&nix("nix-store", &args, &work.join("xdg")), "nix-store -r");
+    assert_eq!(dump(None, top), dump(Some(&dst), top));
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Our NARs, fetched over HTTP the way a client does, are `nix-store --dump`'s
+/// bytes, whole and by range.
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn served_nars_are_byte_identical() {
+    let fx = Fixtures::load();
+    let (_server, addr) = serve(&fx, &[]);
+    for (name, path) in &fx.paths {
+        if name.ends_with(".drv") {
+            continue;
+        }
+        let hash = &path["/nix/store/".len()..][..32];
+        let narinfo = get(addr, &format!("/{hash}.narinfo"));
+        assert_eq!(narinfo.status, 200, "{name}");
+        let text = narinfo.text();
+        let url = text
+            .lines()
+            .find_map(|l| l.strip_prefix("URL: "))
+            .expect("URL line");
+        let nar = get(addr, &format!("/{url}"));
+        assert_eq!(nar.status, 200, "{name}");
+        let want = dump(None, path);
+        assert!(
+            nar.body == want,
+            "{name}: served NAR differs from nix-store --dump"
+        );
+        assert!(
+            text.contains(&format!("NarSize: {}\n", want.len())),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn drop_in_command_line() {
+    let fx = Fixtures::load();
+    let (server, addr, log) = start_on_any_port(&[
+        "--workers",
+        "4",
+        "--preload-app",
+        "--access-log",
+        "/dev/stderr",
+        "--priority",
+        "40",
+    ]);
+    let info = get(addr, "/nix-cache-info");
+    assert_eq!(
+        info.text(),
+        "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"
+    );
+    let hash = &fx.path("dep-top")["/nix/store/".len()..][..32];
+    assert_eq!(get(addr, &format!("/{hash}.narinfo")).status, 200);
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM is a clean exit: {status}");
+    let stderr = log.lock().unwrap().clone();
+    assert!(
+        stderr.contains("\"GET /nix-cache-info HTTP/1.1\" 200"),
+        "access log: {stderr}"
+    );
+    assert!(
+        stderr.contains("--preload-app"),
+        "one warning for the ignored flag: {stderr}"
+    );
+}
+
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn listen_on_all_addresses_answers_v4_and_v6() {
+    let _fx = Fixtures::load();
+    let port = free_port();
+    let listen = format!(":{port}");
+    let _server = Running::start(&["--listen", &listen], Stdio::inherit());
+    let v4: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(v4, Duration::from_secs(30));
+    assert_eq!(get(v4, "/nix-cache-info").status, 200);
+    let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+    if TcpStream::connect(v6).is_ok() {
+        assert_eq!(get(v6, "/nix-cache-info").status, 200);
+    } else {
+        // A machine without IPv6 loopback cannot show it; say so loudly.
+        assert!(
+            std::fs::read_to_string("/proc/net/if_inet6")
+                .map_or(true, |s| !s.contains("00000000000000000000000000000001")),
+            "[::1] exists but the server does not answer there"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn unreachable_store_fails_before_ready() {
+    let _fx = Fixtures::load();
+    let dir = tmpdir("unreachable");
+    let notify_path = dir.join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_nonblocking(true).unwrap();
+    let port = free_port().to_string();
+    for store in [
+        "local?root=/nonexistent/root",
+        "unix:///nonexistent/daemon.sock",
+    ] {
+        let out = Command::new(responder_common::BIN)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--store", store])
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env_remove("LISTEN_FDS")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{store}: {stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(errors.len(), 1, "{store}: {stderr}");
+        assert!(errors[0].contains("store"), "{store}: {stderr}");
+    }
+    let mut buf = [0u8; 1024];
+    assert!(
+        notify.recv(&mut buf).is_err(),
+        "something was sent to NOTIFY_SOCKET"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A daemon that goes away is a 503 (clients retry; a 404 would be cached
+/// for an hour, `nix-protocols.md` §4.4), and service resumes when it is back.
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn daemon_restart_is_503_then_recovers() {
+    let fx = Fixtures::load();
+    let dir = tmpdir("daemon-restart");
+    let socket = dir.join("daemon.sock");
+    let start_daemon = || {
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new("nix-daemon")
+            .env("NIX_DAEMON_SOCKET_PATH", &socket)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("nix-daemon");
+        let start = std::time::Instant::now();
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "nix-daemon did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    };
+    let stop_daemon = |mut child: std::process::Child| {
+        // Its per-connection processes run in sessions of their own and
+        // outlive SIGTERM (Nix 2.8): kill those by pid (children of this
+        // daemon only), then stop the daemon.
+        let workers = children_of(child.id());
+        for pid in &workers {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().unwrap();
+        let start = std::time::Instant::now();
+        while workers
+            .iter()
+            .any(|p| Path::new(&format!("/proc/{p}/stat")).exists())
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "daemon processes linger"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let daemon = start_daemon();
+    let uri = format!("unix://{}", socket.display());
+    let (_server, addr) = serve(&fx, &["--store", &uri, "--workers", "1"]);
+    let hash = &fx.path("dep-top")["/nix/store/".len()..][..32];
+    let narinfo = format!("/{hash}.narinfo");
+    assert_eq!(get(addr, &narinfo).status, 200);
+
+    stop_daemon(daemon);
+    for _ in 0..2 {
+        let r = get(addr, &narinfo);
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.header("Cache-Control"), Some("no-store"));
+    }
+
+    let daemon = start_daemon();
+    assert_eq!(
+        get(addr, &narinfo).status,
+        200,
+        "service resumes with the daemon"
+    );
+    stop_daemon(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The pids whose parent is `parent`, from /proc.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        if ppid.and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// SIGTERM while a NAR is being sent: the transfer completes, then the
+/// process exits 0.
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn sigterm_finishes_the_request_in_flight() {
+    use std::io::{Read, Write};
+    let fx = Fixtures::load();
+    let (server, addr) = serve(&fx, &[]);
+    let big = fx.path("big-10M");
+    let hash = &big["/nix/store/".len()..][..32];
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(format!("GET /nar/{hash}.nar HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut first = vec![0u8; 64 * 1024];
+    s.read_exact(&mut first).unwrap();
+
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    let mut all = first;
+    all.extend_from_slice(&rest);
+    let body = &all[all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    assert!(
+        body == dump(None, big),
+        "the NAR in flight was cut or changed"
+    );
+    let mut server = server;
+    let status = responder_common::wait_exit(&mut server.child, Duration::from_secs(60));
+    assert!(status.expect("exits after SIGTERM").success());
+}
