@@ -198,7 +198,9 @@ def record(results, notes, reconnects, name, key, scenario, r):
     for k, v in values.items():
         results[name][k] = better(results[name][k], v) if k in results[name] else v
     conns = 1 if key.startswith("seq.") else int(key.rsplit(".", 1)[1])
-    if r["accepted"] > 2 * conns + 20 and r["requests"]:
+    # wrk opens `conns` connections (and again after errors); more than twice
+    # that, and over 5 % of requests, means the server closed keep-alives.
+    if r["accepted"] > 2 * conns + 20 and r["accepted"] > 0.05 * r["requests"]:
         reconnects.setdefault(name, {})[key] = r["accepted"] / r["requests"]
     errors = r["connect_errors"] + r["read_errors"] + r["write_errors"]
     if errors:
