@@ -1,0 +1,342 @@
+"""bench/run's driver: starts every server, runs every figure against each of
+them in turn (interleaved, so load from elsewhere hits all alike), prints the
+table. Called by bench/run after the set-up; see bench/README.md."""
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import client
+import figures
+import measure
+import procs
+import servers
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--state", required=True, help="directory bench/lib/setup.sh filled")
+    ap.add_argument("--key", required=True, help="secret key file (signing on)")
+    ap.add_argument("--binary", help="our nix-serve; absent: every 'ours' column is nginx (dry run)")
+    ap.add_argument("--daemon-socket", required=True, help="the nix-daemon socket for --store daemon")
+    ap.add_argument("--out", required=True, help="write the table here too")
+    ap.add_argument("--seq-seconds", type=int, default=2, help="whole seconds (wrk's -d)")
+    ap.add_argument("--load-seconds", type=int, default=4, help="whole seconds (wrk's -d)")
+    ap.add_argument("--slow-seconds", type=float, default=6)
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of the wrk figures; the best counts")
+    ap.add_argument("--idle-timeout", type=int, default=2)
+    ap.add_argument("--ours-args", default="", help="extra arguments for our binary")
+    opts = ap.parse_args()
+
+    procs.become_subreaper()
+    work = tempfile.mkdtemp(prefix="nix-serve-sd-bench.")
+    log(f"logs and configs in {work}")
+    paths = load_paths(opts.state)
+    nginx = servers.Nginx("nginx", os.path.join(opts.state, "cache"), work)
+    if opts.binary:
+        extra = opts.ours_args.split()
+        daemon_env = {"NIX_DAEMON_SOCKET_PATH": opts.daemon_socket}
+        ours = [servers.Ours("local", opts.binary, "local", opts.key, args=extra),
+                servers.Ours("daemon", opts.binary, "daemon", opts.key, env=daemon_env, args=extra)]
+        unsigned = servers.Ours("local-unsigned", opts.binary, "local", None, args=extra)
+    else:
+        log("no binary: the 'ours' columns are nginx too (dry run of the harness)")
+        ours = [servers.Nginx(n, os.path.join(opts.state, "cache"), work) for n in ("local", "daemon")]
+        unsigned = servers.Nginx("local-unsigned", os.path.join(opts.state, "cache"), work)
+    specs = [nginx] + ours + [unsigned]
+    spec_of = {s.name: s for s in specs}
+    results = {s.name: {} for s in specs}
+    notes, failed = [], set()
+    reconnects = {}  # name -> wrk figure -> connections accepted per request
+
+    running = {}
+    for spec in specs:
+        try:
+            running[spec.name] = servers.Running(spec, work)
+        except servers.StartError as e:
+            failed.add(spec.name)
+            notes.append(f"{spec.name} did not start: {one_line(e)}")
+            log(str(e))
+    if "nginx" in failed:
+        sys.exit("bench: nginx, the yardstick, did not start; see above")
+    time.sleep(0.5)
+    for name, srv in running.items():
+        results[name]["mem.start"] = srv.rss_kib()
+
+    urls = {}
+    for name, srv in list(running.items()):
+        try:
+            urls[name] = preflight(srv, paths)
+        except (measure.MeasureError, client.BadResponse, OSError) as e:
+            failed.add(name)
+            notes.append(f"{name} failed the pre-flight check: {one_line(e)}")
+            log(f"{name}: pre-flight: {e}")
+            srv.stop()
+            del running[name]
+
+    lists = write_path_lists(work, paths)
+    full = [s.name for s in [nginx] + ours if s.name in running]
+    narinfo_only = full + [unsigned.name] if unsigned.name in running else full
+
+    def run(key, names, scenario, conns, seconds, paths_file=None, sample=False):
+        for name in names:
+            srv = running[name]
+            log(f"{key}: {name}")
+            try:
+                if sample:
+                    with measure.Sampler(srv.pid) as s:
+                        r = measure.wrk(srv.port, urls[name][scenario], conns, seconds, paths_file)
+                    peak = results[name].get("mem.peak256", 0)
+                    results[name]["mem.peak256"] = max(peak, s.max_kib)
+                else:
+                    r = measure.wrk(srv.port, urls[name][scenario], conns, seconds, paths_file)
+            except measure.MeasureError as e:
+                notes.append(f"{name}, {key}: {one_line(e)}")
+                continue
+            record(results, notes, reconnects, name, key, scenario, r)
+
+    # Each round runs every figure against every server in turn; the second
+    # round in the opposite order. Per figure the best round counts: load from
+    # elsewhere only ever makes a figure worse.
+    for rnd in range(opts.rounds):
+        order = (lambda xs: xs) if rnd % 2 == 0 else (lambda xs: xs[::-1])
+        log(f"round {rnd + 1} of {opts.rounds}")
+        # 1. nix-serve-ng's four scenarios: one connection, one request at a time.
+        for scenario in ("present", "absent", "empty", "10M"):
+            names = narinfo_only if scenario == "present" else full
+            run(f"seq.{scenario}", order(names), scenario, 1, opts.seq_seconds)
+        # 2. Throughput under concurrency.
+        for conns in (32, 256):
+            run(f"load.present.{conns}", order(narinfo_only), "present", conns, opts.load_seconds,
+                lists["present"], sample=conns == 256)
+        for conns in (32, 256):
+            run(f"load.mixed.{conns}", order(full), "present", conns, opts.load_seconds,
+                lists["mixed"], sample=conns == 256)
+        for size in ("10M", "1G"):
+            for conns in (32, 256):
+                run(f"load.{size}.{conns}", order(full), size, conns, opts.load_seconds,
+                    sample=conns == 256)
+    move_unsigned(results, unsigned.name)
+
+    # 4. Memory while a slow reader takes a 1 GiB NAR (all servers at once: each
+    # reader is idle most of the time, so they barely compete).
+    import threading
+    slow = {}
+
+    def slow_one(name):
+        try:
+            slow[name] = measure.slow_reader(running[name], urls[name]["1G"], opts.slow_seconds)
+        except (measure.MeasureError, client.BadResponse, OSError) as e:
+            notes.append(f"{name}, slow reader: {one_line(e)}")
+
+    log("memory with a slow reader")
+    threads = [threading.Thread(target=slow_one, args=(n,)) for n in full]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name, (before, peak, got) in slow.items():
+        results[name]["mem.slow.max"] = peak
+        results[name]["mem.slow.growth"] = max(0, peak - before)
+    for srv in running.values():
+        srv.stop()
+
+    # 3. Cold start under socket activation, and warm, interleaved per trial.
+    present = {n: urls[n]["present"] for n in full}
+    activators = [measure.Activator(s, work) for s in [nginx] + ours if s.name in present]
+    log(f"cold start: {opts.trials} activations each")
+    try:
+        cw = measure.cold_and_warm(activators, present, opts.trials)
+        for name, (cold, warm) in cw.items():
+            results[name]["start.cold"] = measure.median(cold)
+            results[name]["start.warm"] = measure.median(warm)
+    except (measure.MeasureError, client.BadResponse, OSError) as e:
+        notes.append(f"cold start: {one_line(e)}")
+    for a in activators:
+        a.close()
+
+    # 4. After the idle timeout: our server should be gone, nginx stays.
+    idle = f"{opts.idle_timeout}s"
+    activators = [measure.Activator(s, work, idle_timeout=idle) for s in [nginx] + ours
+                  if s.name in present]
+    log(f"idle timeout {idle}")
+    try:
+        for name, (exit_s, count, kib) in measure.after_idle(
+                activators, present, opts.idle_timeout).items():
+            results[name]["idle.exit"] = exit_s
+            results[name]["idle.procs"] = count
+            results[name]["idle.rss"] = kib
+            if exit_s is None and spec_of[name].serves_idle_timeout:
+                notes.append(f"{name} did not exit within the idle timeout + 5 s")
+    except (measure.MeasureError, client.BadResponse, OSError) as e:
+        notes.append(f"idle timeout: {one_line(e)}")
+    for a in activators:
+        a.close()
+
+    for name, per_key in reconnects.items():
+        notes.append(f"{name} closed keep-alive connections (wrk reconnected; connections accepted "
+                     "per request): " + ", ".join(f"{k} {v:.2f}" for k, v in per_key.items()))
+    report(opts, results, notes, [s.name for s in ours], idle)
+    sys.exit(1 if failed else 0)
+
+
+def record(results, notes, reconnects, name, key, scenario, r):
+    """Keeps the best value over rounds: least time, most requests or bytes."""
+    if key.startswith("seq."):
+        values = {f"{key}.p50": r["p50_us"] / 1e6, f"{key}.p99": r["p99_us"] / 1e6}
+        better = min
+    elif scenario == "present":  # the narinfo lists
+        values, better = {key: r["requests"] / r["seconds"]}, max
+    else:
+        values, better = {key: r["bytes"] / r["seconds"]}, max
+    for k, v in values.items():
+        results[name][k] = better(results[name][k], v) if k in results[name] else v
+    conns = 1 if key.startswith("seq.") else int(key.rsplit(".", 1)[1])
+    # wrk opens `conns` connections (and again after errors); more than twice
+    # that, and over 5 % of requests, means the server closed keep-alives.
+    if r["accepted"] > 2 * conns + 20 and r["accepted"] > 0.05 * r["requests"]:
+        reconnects.setdefault(name, {})[key] = r["accepted"] / r["requests"]
+    errors = r["connect_errors"] + r["read_errors"] + r["write_errors"]
+    if errors:
+        notes.append(f"{name}, {key}: {errors} socket errors "
+                     f"(connect {r['connect_errors']}, read {r['read_errors']}, write {r['write_errors']})")
+    # Expected 404s: all of them for absent, about half for the mixed list.
+    non_2xx, n = r["non_2xx_3xx"], r["requests"]
+    if key == "seq.absent":
+        bad = n - non_2xx
+    elif key.startswith("load.mixed"):
+        bad = non_2xx if abs(non_2xx - n / 2) > 0.05 * n else 0
+    else:
+        bad = non_2xx
+    if bad:
+        notes.append(f"{name}, {key}: {bad} of {r['requests']} responses had an unexpected status")
+
+
+def move_unsigned(results, name):
+    """The unsigned run shows as extra rows in the local column."""
+    for key, value in results.pop(name, {}).items():
+        if key in ("seq.present.p50", "load.present.256"):
+            results.setdefault("local", {})[key + ".unsigned"] = value
+
+
+def preflight(srv, paths):
+    """Checks the server answers right before timing it, and finds the NAR
+    URLs in its own narinfos (nginx's point at nar/<filehash>.nar, ours at
+    nar/<hash>-<narhash>.nar)."""
+    name, port = srv.spec.name, srv.port
+    urls = {"present": f"/{hashpart(paths['corpus-0000'])}.narinfo",
+            "absent": f"/{paths['absent'][0]}.narinfo"}
+    status, _, body = client.get(port, urls["present"])
+    if status != 200:
+        raise measure.MeasureError(f"{urls['present']} answered {status}")
+    if srv.spec.signs and b"\nSig: " not in body:
+        raise measure.MeasureError(f"signing is on, but {urls['present']} has no Sig: line")
+    status, _, _ = client.get(port, urls["absent"])
+    if status != 404:
+        raise measure.MeasureError(f"{urls['absent']} answered {status}, not 404")
+    for role, scenario in (("empty", "empty"), ("nar-10M", "10M"), ("nar-1G", "1G")):
+        status, _, body = client.get(port, f"/{hashpart(paths[role])}.narinfo")
+        if status != 200:
+            raise measure.MeasureError(f"narinfo of {paths[role]} answered {status}")
+        fields = dict(line.split(": ", 1) for line in body.decode().splitlines() if ": " in line)
+        url, size = "/" + fields["URL"], int(fields["NarSize"])
+        urls[scenario] = url
+        if scenario == "1G":
+            status, headers = client.get_head(port, url)
+            length = headers.get("content-length")
+            if status != 200 or (length is not None and int(length) != size):
+                raise measure.MeasureError(f"{url}: status {status}, length {length}, NarSize {size}")
+        else:
+            status, _, nar = client.get(port, url)
+            if status != 200 or len(nar) != size:
+                raise measure.MeasureError(f"{url}: status {status}, {len(nar)} bytes, NarSize {size}")
+    return urls
+
+
+def load_paths(state):
+    paths = {}
+    with open(os.path.join(state, "paths.tsv")) as f:
+        for line in f:
+            role, path = line.rstrip("\n").split("\t")
+            paths[role] = path
+    with open(os.path.join(state, "absent.txt")) as f:
+        paths["absent"] = f.read().split()
+    return paths
+
+
+def write_path_lists(work, paths):
+    present = [f"/{hashpart(p)}.narinfo" for r, p in sorted(paths.items()) if r.startswith("corpus-")]
+    absent = [f"/{h}.narinfo" for h in paths["absent"]]
+    mixed = [p for pair in zip(present, absent) for p in pair]  # strictly alternating
+    out = {}
+    for name, lines in (("present", present), ("mixed", mixed)):
+        out[name] = os.path.join(work, f"{name}.txt")
+        with open(out[name], "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return out
+
+
+def hashpart(store_path):
+    return os.path.basename(store_path)[:32]
+
+
+def report(opts, results, notes, ours_names, idle):
+    ctx = {"idle": idle, "trials": opts.trials, "warm": opts.trials * measure.WARM_PER_TRIAL}
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    rev = subprocess.run(["git", "-C", os.path.dirname(__file__), "describe", "--always", "--dirty"],
+                         capture_output=True, text=True).stdout.strip()
+    lines = [f"nix-serve-sd benchmark, {now}, tree {rev or '?'}", "",
+             f"Machine: {cpu_model()}, {os.cpu_count()} cores, {mem_gib():.0f} GiB RAM, "
+             f"Linux {platform.release()}; load average at the end {os.getloadavg()[0]:.2f}. "
+             f"Ours signs (test key) unless marked unsigned; daemon = through a nix-daemon. "
+             f"÷ nginx = ours / nginx as measured (for req/s and MB/s higher is better, "
+             f"for the rest lower).", "",
+             figures.table(results, "nginx", ours_names, ctx)]
+    w = figures.worst(results, "nginx", ours_names)
+    if w:
+        s, key, name = w
+        label = next(lbl for k, lbl, _, _ in figures.FIGURES if k == key)
+        lines += ["", f"Furthest behind nginx (medians and throughput): {label.format(**ctx)} ({name}), {s:.2f}× worse."]
+    if not opts.binary:
+        lines += ["", "DRY RUN: no binary given, every column is nginx."]
+    if notes:
+        lines += ["", "Notes:"] + [f"- {n}" for n in notes]
+    text = "\n".join(lines) + "\n"
+    os.makedirs(os.path.dirname(opts.out), exist_ok=True)
+    with open(opts.out, "w") as f:
+        f.write(text)
+    print(text)
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def mem_gib():
+    with open("/proc/meminfo") as f:
+        return int(f.readline().split()[1]) / (1 << 20)
+
+
+def one_line(e):
+    return " ".join(str(e).split())[:300]
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()

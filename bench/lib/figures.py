@@ -1,0 +1,93 @@
+"""The figures the table reports, in order, and how each prints. Values are
+stored in base units (seconds, bytes/s, requests/s, KiB, counts)."""
+
+# key, label, unit, scale from the stored value to the unit
+FIGURES = [
+    ("seq.present.p50", "present narinfo, 1 conn sequential: median", "µs", 1e6),
+    ("seq.present.p99", "present narinfo, 1 conn sequential: p99", "µs", 1e6),
+    ("seq.absent.p50", "absent narinfo, 1 conn sequential: median", "µs", 1e6),
+    ("seq.absent.p99", "absent narinfo, 1 conn sequential: p99", "µs", 1e6),
+    ("seq.empty.p50", "empty NAR, 1 conn sequential: median", "µs", 1e6),
+    ("seq.empty.p99", "empty NAR, 1 conn sequential: p99", "µs", 1e6),
+    ("seq.10M.p50", "10 MiB NAR, 1 conn sequential: median", "ms", 1e3),
+    ("seq.10M.p99", "10 MiB NAR, 1 conn sequential: p99", "ms", 1e3),
+    ("load.present.32", "narinfo, 1,000 paths, 32 conns", "req/s", 1),
+    ("load.present.256", "narinfo, 1,000 paths, 256 conns", "req/s", 1),
+    ("load.mixed.32", "narinfo, 50 % absent, 32 conns", "req/s", 1),
+    ("load.mixed.256", "narinfo, 50 % absent, 256 conns", "req/s", 1),
+    ("load.10M.32", "10 MiB NAR, 32 conns", "MB/s", 1e-6),
+    ("load.10M.256", "10 MiB NAR, 256 conns", "MB/s", 1e-6),
+    ("load.1G.32", "1 GiB NAR, 32 conns", "MB/s", 1e-6),
+    ("load.1G.256", "1 GiB NAR, 256 conns", "MB/s", 1e-6),
+    ("start.cold", "cold start (socket activation) to narinfo: median of {trials}", "ms", 1e3),
+    ("start.warm", "same request once warm, new conn: median of {warm}", "ms", 1e3),
+    ("mem.start", "RSS after start", "MiB", 1 / 1024),
+    ("mem.peak256", "RSS peak under 256 conns", "MiB", 1 / 1024),
+    ("mem.slow.max", "RSS streaming 1 GiB to a slow reader: max", "MiB", 1 / 1024),
+    ("mem.slow.growth", "RSS streaming 1 GiB to a slow reader: growth", "MiB", 1 / 1024),
+    ("idle.exit", "exit after last response (idle timeout {idle})", "s", 1),
+    ("idle.procs", "processes after the idle timeout", "", 1),
+    ("idle.rss", "RSS after the idle timeout", "MiB", 1 / 1024),
+    # Signing costs: our local backend without a key, against the same nginx.
+    ("seq.present.p50.unsigned", "present narinfo, unsigned: median", "µs", 1e6),
+    ("load.present.256.unsigned", "narinfo, 1,000 paths, 256 conns, unsigned", "req/s", 1),
+]
+
+# Figures where more is better; for all others less is better.
+HIGHER_IS_BETTER = {k for k, _, unit, _ in FIGURES if unit in ("req/s", "MB/s")}
+
+
+def fmt(value, scale):
+    if value is None:
+        return "—"
+    v = value * scale
+    if v == int(v) and abs(v) < 1e6:
+        return f"{int(v):,}"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def slowdown(key, ours, nginx):
+    """How many times worse than nginx (>1 worse, <1 better); None if undefined."""
+    if ours is None or nginx is None or ours == 0 or nginx == 0:
+        return None
+    return nginx / ours if key in HIGHER_IS_BETTER else ours / nginx
+
+
+def table(results, nginx_name, ours_names, ctx):
+    """results: name -> key -> value; ctx fills the labels' {placeholders}.
+    The ratio is ours / nginx as measured."""
+    head = ["figure", "unit", nginx_name]
+    for name in ours_names:
+        head += [name, "÷ nginx"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, label, unit, scale in FIGURES:
+        base = key.removesuffix(".unsigned")
+        row = [label.format(**ctx), unit, fmt(results[nginx_name].get(base), scale)]
+        shown = False
+        for name in ours_names:
+            ours = results.get(name, {}).get(key)
+            nginx = results[nginx_name].get(base)
+            shown |= ours is not None
+            ratio = None if ours is None or not nginx else ours / nginx
+            row += [fmt(ours, scale), "—" if ratio is None else f"{ratio:.2f}"]
+        if shown or (key == base and results[nginx_name].get(base) is not None):
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def worst(results, nginx_name, ours_names):
+    """(slowdown, key, name) of the figure where ours is furthest behind nginx."""
+    found = []
+    for key, _, _, _ in FIGURES:
+        if key.startswith(("idle.", "mem.")) or ".p99" in key:
+            continue  # nginx does not idle out; memory is not speed; p99 is noisy
+        base = key.removesuffix(".unsigned")
+        for name in ours_names:
+            s = slowdown(base, results.get(name, {}).get(key), results[nginx_name].get(base))
+            if s is not None:
+                found.append((s, key, name))
+    return max(found) if found else None

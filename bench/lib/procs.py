@@ -1,0 +1,126 @@
+"""Processes: spawn, find a process tree, measure its resident memory.
+
+Every server runs as the leader of its own process group, so "the server" is
+that group: its RSS is the sum over the group, its process count the group's
+size. The driver is a child subreaper, so helpers that outlive their parent are
+re-parented to it and reaped, not left as zombies.
+"""
+
+import ctypes
+import os
+import signal
+import socket
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper():
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def group(pgid):
+    """Live (not zombie) processes of process group pgid: a server and every
+    helper it starts, since the driver spawns each server as a group leader."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # gone meanwhile
+        # The command name is in parentheses and may hold spaces: split after it.
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and state != b"Z":
+            found.append(int(name))
+    return found
+
+
+def rss_kib(pids):
+    """Sum of VmRSS over pids (those that vanished count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
+
+
+def spawn(argv, env, listen_fd=None, log=None):
+    """fork/exec argv; with listen_fd, the child gets it as fd 3 the way systemd
+    hands over a socket (LISTEN_FDS=1, LISTEN_PID=its own pid, known only after
+    the fork, which is why this is not subprocess.Popen)."""
+    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if log else None
+    pid = os.fork()
+    if pid == 0:  # child: only async-signal-safe-ish work, then exec
+        try:
+            os.setpgid(0, 0)
+            null = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            if log_fd is not None:
+                os.dup2(log_fd, 1)
+                os.dup2(log_fd, 2)
+            child_env = dict(env)
+            if listen_fd is not None:
+                if listen_fd != 3:
+                    os.dup2(listen_fd, 3)
+                os.set_inheritable(3, True)
+                child_env.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="http")
+            os.execvpe(argv[0], argv, child_env)
+        finally:
+            os._exit(127)
+    if log_fd is not None:
+        os.close(log_fd)
+    return pid
+
+
+def alive(pid):
+    """Reaps pid if it exited; True while it runs."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return done == 0
+
+
+def stop(pid, timeout=5.0):
+    """SIGTERM the process group, SIGKILL after timeout; reaps what exits."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            alive(pid)
+            reap_orphans()
+            if not group(pid):
+                return
+            time.sleep(0.01)
+
+
+def reap_orphans():
+    """Collects exited re-parented helpers, so none lingers as a zombie."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return

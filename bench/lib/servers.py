@@ -1,0 +1,147 @@
+"""The servers under test, as specs that say how to start them: ours (the
+nix-serve binary, one spec per store backend and signing setting) and the
+static-file limit (nginx over a `nix copy --to file://` cache)."""
+
+import os
+import time
+
+import client
+import procs
+
+
+class StartError(Exception):
+    pass
+
+
+class Nginx:
+    """Debian's nginx serving the file:// cache, tuned as one would for a cache:
+    sendfile, keep-alive without a per-connection request cap, no access log."""
+
+    signs = True  # the cache was written with the same key
+    serves_idle_timeout = False
+
+    def __init__(self, name, cache_dir, workdir):
+        self.name = name
+        self.cache_dir = cache_dir
+        self.prefix = os.path.join(workdir, name)
+        for sub in ("tmp", "logs"):
+            os.makedirs(os.path.join(self.prefix, sub), exist_ok=True)
+
+    def command(self, port, activated=False, idle_timeout=None):
+        conf = os.path.join(self.prefix, f"nginx-{port}.conf")
+        with open(conf, "w") as f:
+            f.write(self._conf(port))
+        argv = ["nginx", "-c", conf, "-p", self.prefix, "-g", "daemon off;"]
+        env = dict(os.environ)
+        if activated:
+            # nginx's own hand-over: it adopts listening sockets named in $NGINX
+            # (its binary-upgrade mechanism) when they match a `listen`.
+            env["NGINX"] = "3;"
+        return argv, env
+
+    def _conf(self, port):
+        p = self.prefix
+        return f"""
+user root;
+worker_processes auto;
+pid {p}/nginx-{port}.pid;
+error_log {p}/logs/error.log warn;
+worker_rlimit_nofile 8192;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_timeout 75s;
+  keepalive_requests 1000000000;
+  client_body_temp_path {p}/tmp/body;
+  proxy_temp_path {p}/tmp/proxy;
+  fastcgi_temp_path {p}/tmp/fastcgi;
+  uwsgi_temp_path {p}/tmp/uwsgi;
+  scgi_temp_path {p}/tmp/scgi;
+  types {{
+    text/x-nix-narinfo narinfo;
+    application/x-nix-archive nar;
+    text/x-nix-cache-info nix-cache-info;
+  }}
+  default_type application/octet-stream;
+  server {{
+    listen 127.0.0.1:{port};
+    root {self.cache_dir};
+  }}
+}}
+"""
+
+
+class Ours:
+    """Our nix-serve binary with one store backend, signing on or off."""
+
+    serves_idle_timeout = True
+
+    def __init__(self, name, binary, store, key=None, env=None, args=()):
+        self.name = name
+        self.binary = binary
+        self.store = store
+        self.key = key
+        self.signs = key is not None
+        self.env = env or {}
+        self.args = list(args)
+
+    def command(self, port, activated=False, idle_timeout=None):
+        argv = [self.binary]
+        if not activated:
+            argv += ["--listen", f"127.0.0.1:{port}"]
+        argv += ["--store", self.store]
+        if self.key:
+            argv += ["--sign-key-file", self.key]
+        if idle_timeout:
+            argv += ["--idle-timeout", idle_timeout]
+        argv += self.args
+        env = dict(os.environ)
+        env.pop("NIX_SECRET_KEY_FILE", None)  # signing is what `key` says, nothing else
+        env.update(self.env)
+        return argv, env
+
+
+class Running:
+    """A server started on its own port (no socket activation)."""
+
+    def __init__(self, spec, logdir):
+        self.spec = spec
+        self.port = procs.free_port()
+        self.log = os.path.join(logdir, f"{spec.name}.log")
+        argv, env = spec.command(self.port)
+        self.pid = procs.spawn(argv, env, log=self.log)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, _, _ = client.get(self.port, "/nix-cache-info", timeout=5)
+                if status == 200:
+                    return
+                raise StartError(f"{spec.name}: /nix-cache-info answered {status}")
+            except OSError:
+                pass
+            if not procs.alive(self.pid):
+                raise StartError(f"{spec.name} exited at start:\n{tail(self.log)}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise StartError(f"{spec.name} did not answer within 30 s:\n{tail(self.log)}")
+            time.sleep(0.02)
+
+    def members(self):
+        return procs.group(self.pid)
+
+    def rss_kib(self):
+        return procs.rss_kib(self.members())
+
+    def stop(self):
+        procs.stop(self.pid)
+
+
+def tail(path, n=15):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return "(no log)"
