@@ -3,8 +3,10 @@
 //!
 //! Limits (README "Limits"): the head must arrive within `read_timeout` of its
 //! first byte and fit in `request::MAX_HEAD`; an idle keep-alive connection is
-//! closed after `keepalive_timeout`, at once when other connections wait for a
-//! worker or the server drains; each socket write may block `write_timeout`.
+//! closed after `keepalive_timeout`, after `CONTENDED_IDLE` of silence or
+//! `CONTENDED_TURN` requests in a row when other connections wait for a
+//! worker, at once when the server drains; each socket write may block
+//! `write_timeout`.
 //! So a client sending one header byte per second loses its connection after
 //! `read_timeout`, never pinning a worker for minutes.
 
@@ -25,6 +27,15 @@ const LINGER: Duration = Duration::from_millis(200);
 const LINGER_BYTES: usize = 256 * 1024;
 /// How often a waiting read wakes to look at the drain flag.
 const POLL: Duration = Duration::from_millis(200);
+/// While other connections wait for a worker, how long a kept-alive
+/// connection may stay silent before its worker moves on. A busy client's
+/// next request comes within microseconds; closing after every reply instead
+/// cost a TCP handshake per request, a quarter of nginx's narinfo throughput
+/// (bench/README.md, run of 2026-11-25).
+const CONTENDED_IDLE: Duration = Duration::from_millis(5);
+/// While others wait, how many requests one connection may send in a row
+/// before it is closed, so no client keeps a worker from the queue.
+const CONTENDED_TURN: u32 = 100;
 /// The body copy buffer: fixed, one per worker, reused for every response.
 pub const COPY_BUF: usize = 64 * 1024;
 
@@ -133,9 +144,14 @@ pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot, copy_buf
     let limits = shared.limits;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut first = true;
+    // Requests served in a row while other connections were waiting.
+    let mut contended_turn = 0u32;
     loop {
+        let contended = shared.waiting.load(Ordering::Relaxed) > 0;
         let wait = if first {
             limits.read_timeout
+        } else if contended {
+            limits.keepalive_timeout.min(CONTENDED_IDLE)
         } else {
             limits.keepalive_timeout
         };
@@ -177,12 +193,18 @@ pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot, copy_buf
             }
         };
         buf.drain(..n);
-        // Close rather than idle when others wait for a worker or we drain.
+        // While others wait for a worker, a connection keeps it only for a
+        // bounded turn of back-to-back requests (CONTENDED_IDLE, _TURN).
+        if shared.waiting.load(Ordering::Relaxed) > 0 {
+            contended_turn += 1;
+        } else {
+            contended_turn = 0;
+        }
         let keep = head.keep_alive
             && limits.keepalive
             && !head.has_body
             && !shared.draining.load(Ordering::Relaxed)
-            && shared.waiting.load(Ordering::Relaxed) == 0;
+            && contended_turn < CONTENDED_TURN;
         let head_only = head.method == Method::Head;
 
         let (result, poison) = {
