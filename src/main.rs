@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use clap::Parser;
 use nix_serve_sd::config::{Cli, Config, ListenSpec};
 use nix_serve_sd::http::conn::{Limits, Shared};
 use nix_serve_sd::http::server::{Listener, Server};
-use nix_serve_sd::http::{listen, Service, StoreSlot};
+use nix_serve_sd::http::{listen, open_store, Service, StoreSlot};
 use nix_serve_sd::log;
 use nix_serve_sd::nix::signing::SecretKey;
 use nix_serve_sd::store::Opener;
@@ -107,11 +107,8 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
     let env = |k: &str| std::env::var(k).ok();
     // The store's errors name the store: no prefix needed.
     let opener = Opener::resolve(&config.store_uri, &env).map_err(|e| e.to_string())?;
-    let mut slots = Vec::with_capacity(config.workers);
-    for _ in 0..config.workers {
-        let conn = opener.open().map_err(|e| e.to_string())?;
-        slots.push(StoreSlot::new(Some(conn)));
-    }
+    let open = open_store(opener.clone());
+    let slots = StoreSlot::open_all(&open, config.workers).map_err(|e| e.to_string())?;
 
     // Before the threads start, so a SIGTERM from now on drains cleanly.
     let term = Arc::new(AtomicBool::new(false));
@@ -125,23 +122,20 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
             .map_err(|e| format!("cannot write --pid {}: {e}", p.display()))?;
     }
 
-    let open_opener = opener.clone();
-    let shared = Shared {
-        svc: Service {
+    let shared = Shared::new(
+        Service {
             keys,
             priority: config.priority,
         },
-        open: Box::new(move || open_opener.open()),
-        limits: Limits {
+        open,
+        Limits {
             read_timeout: config.read_timeout,
             keepalive_timeout: config.keepalive_timeout,
             write_timeout: config.write_timeout,
             keepalive: config.keepalive,
         },
-        draining: AtomicBool::new(false),
-        waiting: AtomicUsize::new(0),
-        access_log: log::access_enabled(),
-    };
+        log::access_enabled(),
+    );
     let mut server =
         Server::start(listeners, slots, shared).map_err(|e| format!("cannot start: {e}"))?;
 

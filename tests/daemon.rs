@@ -6,15 +6,13 @@ mod common;
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix_serve_sd::nix::store_path::{HashPart, StoreDir, StorePath};
 use nix_serve_sd::store::daemon::DaemonStore;
 use nix_serve_sd::store::{Store, StoreError};
 
-use common::{nix_path_info, nix_store_dump, open_fds, serial, Fixtures};
+use common::{nix_path_info, nix_store_dump, open_fds, serial, Fixtures, TestDaemon};
 
 const SYSTEM_SOCKET: &str = "/nix/var/nix/daemon-socket/socket";
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,90 +23,6 @@ fn store_dir() -> StoreDir {
 
 fn full(p: &StorePath) -> String {
     store_dir().display_path(p)
-}
-
-/// A `nix-daemon` on its own socket. Killing it also kills the per-connection
-/// workers it forked, as systemd does by killing the unit's cgroup: Nix puts
-/// each worker in its own session, so the daemon's death alone leaves them
-/// serving their connections.
-struct TestDaemon {
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl TestDaemon {
-    fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("nix-serve-sd-daemon-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut d = TestDaemon { dir, child: None };
-        d.spawn();
-        d
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("sock")
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("nix-daemon")
-            .env("NIX_DAEMON_SOCKET_PATH", self.socket())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot run nix-daemon");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut probe = DaemonStore::new(self.socket(), store_dir(), TIMEOUT);
-            if probe.check().is_ok() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "test nix-daemon did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let mut pids = workers_of(child.id());
-            pids.push(child.id().to_string());
-            let _ = Command::new("kill").arg("-KILL").args(&pids).status();
-            let _ = child.wait();
-        }
-    }
-
-    fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-
-    fn store(&self) -> DaemonStore {
-        DaemonStore::new(self.socket(), store_dir(), TIMEOUT)
-    }
-}
-
-impl Drop for TestDaemon {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Processes whose parent is `pid`, from `/proc/<pid>/stat` field 4.
-fn workers_of(pid: u32) -> Vec<String> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`; comm may contain spaces and ')'.
-        let after_comm = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
-        if after_comm.split_whitespace().nth(1) == Some(&pid.to_string()) {
-            out.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    out
 }
 
 /// The test daemon's store, and the system daemon's when it runs.

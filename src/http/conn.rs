@@ -130,6 +130,20 @@ pub struct Shared {
     pub access_log: bool,
 }
 
+impl Shared {
+    /// Not draining, nobody waiting: a server about to start.
+    pub fn new(svc: Service, open: OpenStore, limits: Limits, access_log: bool) -> Self {
+        Shared {
+            svc,
+            open,
+            limits,
+            draining: AtomicBool::new(false),
+            waiting: AtomicUsize::new(0),
+            access_log,
+        }
+    }
+}
+
 enum HeadRead {
     Complete(usize),
     /// Clean end: EOF, idle keep-alive timeout, or draining between requests.

@@ -13,7 +13,7 @@ pub mod routes;
 pub mod server;
 
 use crate::nix::signing::SecretKey;
-use crate::store::{Store, StoreError};
+use crate::store::{Opener, Store, StoreError};
 
 use request::{Head, Method};
 use response::{HandlerError, Response};
@@ -25,8 +25,14 @@ pub struct Service {
     pub priority: u32,
 }
 
-/// Makes a store connection; `Opener::open` in production, a fake in tests.
+/// Makes a store connection for a worker: [`open_store`] of the resolved
+/// store (tests wrap it to count the connections made).
 pub type OpenStore = Box<dyn Fn() -> Result<Box<dyn Store>, StoreError> + Send + Sync>;
+
+/// A fresh connection from `opener` on every call.
+pub fn open_store(opener: Opener) -> OpenStore {
+    Box::new(move || opener.open())
+}
 
 /// One worker's store connection, opened again lazily after it was dropped
 /// (daemon restarted, protocol error): no lock on the hot path.
@@ -37,6 +43,14 @@ pub struct StoreSlot {
 impl StoreSlot {
     pub fn new(conn: Option<Box<dyn Store>>) -> Self {
         StoreSlot { conn }
+    }
+
+    /// One slot per worker, each with its connection made now: a store that
+    /// cannot be opened stops start-up instead of failing the first requests.
+    pub fn open_all(open: &OpenStore, workers: usize) -> Result<Vec<StoreSlot>, StoreError> {
+        (0..workers)
+            .map(|_| Ok(StoreSlot::new(Some(open()?))))
+            .collect()
     }
 
     pub fn get(&mut self, open: &OpenStore) -> Result<&mut dyn Store, StoreError> {

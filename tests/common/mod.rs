@@ -6,12 +6,16 @@
 //! part, hence the allowances.
 #![allow(dead_code, unused_imports)]
 
+mod chroot;
+mod daemon;
 mod fixtures;
 mod nix;
 mod scratch;
 
 use std::sync::{Mutex, MutexGuard};
 
+pub use chroot::ChrootStore;
+pub use daemon::TestDaemon;
 pub use fixtures::{Fixtures, SETUP_NIX_FIXTURES};
 pub use nix::{nix_command, nix_on, nix_path_info, nix_path_infos, nix_store_dump, output_of, run};
 pub use scratch::{write_file, Scratch};

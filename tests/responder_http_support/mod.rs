@@ -1,8 +1,9 @@
-//! An in-memory store and a server started in process on it, with a raw
-//! HTTP client, for tests/responder_http.rs.
+//! The server started in process the way `main` starts it, on a real store
+//! (a chroot store real Nix made, or a test nix-daemon), with a raw HTTP
+//! client, for tests/responder_http.rs.
 #![allow(dead_code)]
 
-use std::io::{Cursor, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,148 +11,60 @@ use std::time::Duration;
 
 use nix_serve_sd::http::conn::{Limits, Shared};
 use nix_serve_sd::http::server::{Listener, Server};
-use nix_serve_sd::http::{OpenStore, Service, StoreSlot};
-use nix_serve_sd::nix::hash::Sha256;
-use nix_serve_sd::nix::path_info::PathInfo;
+use nix_serve_sd::http::{open_store, OpenStore, Service, StoreSlot};
 use nix_serve_sd::nix::signing::SecretKey;
-use nix_serve_sd::nix::store_path::{HashPart, StoreDir, StorePath};
-use nix_serve_sd::store::{Store, StoreError};
+use nix_serve_sd::store::Opener;
 
-pub const HELLO: &str = "i9pmrzmpshapij2kin22pff6fc2adavx";
-pub const BIG: &str = "n3mwipp8ivi7pmw8czjkzkzlnh2qsni5";
-pub const SHORT: &str = "cs893g027bbckhhhxb7pyd6gsr3v152h";
-pub const DOWN: &str = "r4av4lz1if6mhz07i5mk5zl7c58rby4x";
-/// The store panics on this one: a bug must not take a worker down.
-pub const PANIC: &str = "2h400ahvwbbr7km4x95411kcfqzxlfah";
+/// A hash part no store here has.
 pub const ABSENT: &str = "00000000000000000000000000000000";
-/// The throw-away test key of `nix-protocols.md` §5.3.
-pub const SECRET: &str = "test-cache-1:FJHot+xBwwdaU6W5DUXXFJOfUdnPmAfasjihN7wK2/xDXLbXhV7FiiSbrkFeHUnzgLkRm6xKsCJAwi7MxtJUQg==";
 
-pub struct Entry {
-    info: PathInfo,
-    nar: Vec<u8>,
-}
-
-pub fn entry(hash: &str, name: &str, nar: Vec<u8>, sigs: Vec<String>) -> Entry {
-    Entry {
-        info: PathInfo {
-            path: StorePath::from_base_name(&format!("{hash}-{name}")).unwrap(),
-            deriver: None,
-            nar_hash: Sha256::digest(&nar),
-            nar_size: nar.len() as u64,
-            references: vec![],
-            registration_time: 0,
-            ultimate: false,
-            sigs,
-            ca: None,
-        },
-        nar,
-    }
-}
-
-pub fn big_nar() -> Vec<u8> {
-    (0..3_000_001u32).map(|i| (i % 251) as u8).collect()
-}
-
-/// An in-memory store: `SHORT`'s NAR stream ends early, `DOWN` looks like a
-/// daemon that went away.
-pub struct FakeStore {
-    dir: StoreDir,
-    entries: Arc<Vec<Entry>>,
-}
-
-impl Store for FakeStore {
-    fn store_dir(&self) -> &StoreDir {
-        &self.dir
-    }
-
-    fn path_info_by_hash(&mut self, hash: &HashPart) -> Result<Option<PathInfo>, StoreError> {
-        assert_ne!(
-            hash.as_str(),
-            PANIC,
-            "fake store bug (expected by the test)"
-        );
-        if hash.as_str() == DOWN {
-            return Err(StoreError::Unavailable("daemon socket gone".into()));
-        }
-        Ok(self
-            .entries
-            .iter()
-            .find(|e| e.info.path.hash_part() == *hash)
-            .map(|e| e.info.clone()))
-    }
-
-    fn path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {
-        self.path_info_by_hash(&path.hash_part())
-    }
-
-    fn is_valid_path(&mut self, path: &StorePath) -> Result<bool, StoreError> {
-        Ok(self.path_info(path)?.is_some())
-    }
-
-    fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<Box<dyn Read + '_>, StoreError> {
-        let e = self
-            .entries
-            .iter()
-            .find(|e| e.info.path == info.path)
-            .expect("known path");
-        let mut bytes = e.nar[offset as usize..].to_vec();
-        if info.path.hash_part().as_str() == SHORT {
-            bytes.truncate(bytes.len() / 2);
-        }
-        Ok(Box::new(Cursor::new(bytes)))
-    }
+/// The first 32 characters of a store path's base name.
+pub fn hash_of(full: &str) -> &str {
+    let base = full.rsplit('/').next().unwrap();
+    &base[..32]
 }
 
 pub struct Harness {
     pub addr: SocketAddr,
     pub server: Option<Server>,
+    /// Store connections made so far (one per worker at start).
     pub opens: Arc<AtomicUsize>,
-    pub hello: PathInfo,
-    pub big: Vec<u8>,
+    /// When set, the next store connection to be made panics instead: a bug
+    /// in the request path, which must cost one connection, not the worker.
+    pub panic_next_open: Arc<AtomicBool>,
 }
 
-pub fn start(workers: usize, keys: Vec<SecretKey>, limits: Limits) -> Harness {
-    let big = big_nar();
-    let hello = entry(
-        HELLO,
-        "hello.txt",
-        b"nar-of-hello".to_vec(),
-        vec!["old-key:c2ln".into()],
-    );
-    let hello_info = hello.info.clone();
-    let entries = Arc::new(vec![
-        hello,
-        entry(BIG, "big.bin", big.clone(), vec![]),
-        entry(SHORT, "short", vec![7u8; 100_000], vec![]),
-    ]);
+/// Resolves `uri` as `main` does, through the process environment.
+pub fn opener(uri: &str) -> Opener {
+    let env = |k: &str| std::env::var(k).ok();
+    Opener::resolve(uri, &env).unwrap_or_else(|e| panic!("store {uri}: {e}"))
+}
+
+/// Serves the store `opener` names on 127.0.0.1, port 0, wired as `main`
+/// wires it; the store connections are counted on their way.
+pub fn start(opener: Opener, workers: usize, keys: Vec<SecretKey>, limits: Limits) -> Harness {
     let opens = Arc::new(AtomicUsize::new(0));
-    let (e, o) = (entries.clone(), opens.clone());
+    let panic_next_open = Arc::new(AtomicBool::new(false));
+    let real = open_store(opener);
+    let (o, p) = (opens.clone(), panic_next_open.clone());
     let open: OpenStore = Box::new(move || {
         o.fetch_add(1, Ordering::SeqCst);
-        Ok(Box::new(FakeStore {
-            dir: StoreDir::default(),
-            entries: e.clone(),
-        }) as Box<dyn Store>)
+        assert!(
+            !p.swap(false, Ordering::SeqCst),
+            "store connection refused by the test (a panic it expects)"
+        );
+        real()
     });
-    let slots = (0..workers).map(|_| StoreSlot::new(None)).collect();
+    let slots = StoreSlot::open_all(&open, workers).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let shared = Shared {
-        svc: Service { keys, priority: 30 },
-        open,
-        limits,
-        draining: AtomicBool::new(false),
-        waiting: AtomicUsize::new(0),
-        access_log: false,
-    };
+    let shared = Shared::new(Service { keys, priority: 30 }, open, limits, false);
     let server = Server::start(vec![Listener::Tcp(listener)], slots, shared).unwrap();
     Harness {
         addr,
         server: Some(server),
         opens,
-        hello: hello_info,
-        big,
+        panic_next_open,
     }
 }
 

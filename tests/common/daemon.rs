@@ -1,0 +1,105 @@
+//! A `nix-daemon` of the test's own, on its own socket, which the test may
+//! kill and restart (the machine's daemon is shared and never touched).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix_serve_sd::nix::store_path::StoreDir;
+use nix_serve_sd::store::daemon::DaemonStore;
+
+use super::Scratch;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A `nix-daemon` on `<scratch>/sock`, serving the machine's store. Killing
+/// it also kills the per-connection workers it forked, as systemd does by
+/// killing the unit's cgroup: Nix puts each worker in its own session, so
+/// the daemon's death alone leaves them serving their connections.
+pub struct TestDaemon {
+    dir: Scratch,
+    child: Option<Child>,
+}
+
+impl TestDaemon {
+    pub fn start() -> Self {
+        let mut d = TestDaemon {
+            dir: Scratch::new("daemon"),
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("sock")
+    }
+
+    /// Starts the daemon and waits until it answers.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "the test daemon already runs");
+        let child = Command::new("nix-daemon")
+            .env("NIX_DAEMON_SOCKET_PATH", self.socket())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot run nix-daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.store().check().is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "test nix-daemon did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the daemon and its workers: every connection to it breaks.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let mut pids = workers_of(child.id());
+            pids.push(child.id().to_string());
+            // A worker may have exited meanwhile: kill(1)'s complaint is noise.
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .args(&pids)
+                .stderr(Stdio::null())
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// A client of this daemon (connects on first use).
+    pub fn store(&self) -> DaemonStore {
+        DaemonStore::new(self.socket(), StoreDir::default(), TIMEOUT)
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Processes whose parent is `pid`, from `/proc/<pid>/stat` field 4.
+fn workers_of(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may contain spaces and ')'.
+        let after_comm = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+        if after_comm.split_whitespace().nth(1) == Some(&pid.to_string()) {
+            out.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
