@@ -12,6 +12,7 @@ pub mod response;
 pub mod routes;
 pub mod server;
 
+use crate::nix::sig_cache::SigCache;
 use crate::nix::signing::SecretKey;
 use crate::store::{Opener, Store, StoreError};
 
@@ -34,15 +35,20 @@ pub fn open_store(opener: Opener) -> OpenStore {
     Box::new(move || opener.open())
 }
 
-/// One worker's store connection, opened again lazily after it was dropped
-/// (daemon restarted, protocol error): no lock on the hot path.
+/// One worker's own state: its store connection, opened again lazily after
+/// it was dropped (daemon restarted, protocol error), and its memo of
+/// signatures. No lock on the hot path.
 pub struct StoreSlot {
     conn: Option<Box<dyn Store>>,
+    sigs: SigCache,
 }
 
 impl StoreSlot {
     pub fn new(conn: Option<Box<dyn Store>>) -> Self {
-        StoreSlot { conn }
+        StoreSlot {
+            conn,
+            sigs: SigCache::default(),
+        }
     }
 
     /// One slot per worker, each with its connection made now: a store that
@@ -54,16 +60,23 @@ impl StoreSlot {
     }
 
     pub fn get(&mut self, open: &OpenStore) -> Result<&mut dyn Store, StoreError> {
-        if self.conn.is_none() {
-            self.conn = Some(open()?);
-        }
-        Ok(self.conn.as_deref_mut().expect("just opened"))
+        connected(&mut self.conn, open)
     }
 
     /// Drops the connection; the next request opens a new one.
     pub fn reset(&mut self) {
         self.conn = None;
     }
+}
+
+fn connected<'c>(
+    conn: &'c mut Option<Box<dyn Store>>,
+    open: &OpenStore,
+) -> Result<&'c mut dyn Store, StoreError> {
+    if conn.is_none() {
+        *conn = Some(open()?);
+    }
+    Ok(conn.as_deref_mut().expect("just opened"))
 }
 
 /// Routes one request and runs its handler. The route is checked before the
@@ -75,9 +88,10 @@ pub fn respond<'s>(
     head: &Head,
 ) -> Result<Response<'s>, HandlerError> {
     let route = routes::parse(&head.method, &head.target).map_err(HandlerError::Route)?;
-    let store = slot.get(open)?;
+    let StoreSlot { conn, sigs } = slot;
+    let store = connected(conn, open)?;
     match route {
-        Route::NarInfo(hash) => narinfo::handle(store, &svc.keys, &hash),
+        Route::NarInfo(hash) => narinfo::handle(store, &svc.keys, sigs, &hash),
         Route::Nar { hash, nar_hash } => nar::handle(
             store,
             &nar::NarRequest {

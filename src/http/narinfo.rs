@@ -5,6 +5,7 @@
 //! a cache of signed paths stays usable with no key here (§4.3, §5).
 
 use crate::nix::narinfo;
+use crate::nix::sig_cache::SigCache;
 use crate::nix::signing::SecretKey;
 use crate::nix::store_path::HashPart;
 use crate::store::Store;
@@ -14,6 +15,7 @@ use super::response::{Body, HandlerError, Response, CACHE_SHORT};
 pub fn handle(
     store: &mut dyn Store,
     keys: &[SecretKey],
+    memo: &mut SigCache,
     hash: &HashPart,
 ) -> Result<Response<'static>, HandlerError> {
     let Some(info) = store.path_info_by_hash(hash)? else {
@@ -21,13 +23,12 @@ pub fn handle(
         return Ok(Response::text(404, "No such path.\n"));
     };
     let store_dir = store.store_dir();
-    let sigs: Vec<String> = if keys.is_empty() {
-        info.sigs.clone()
+    let sigs: &[String] = if keys.is_empty() {
+        &info.sigs
     } else {
-        let fingerprint = info.fingerprint(store_dir);
-        keys.iter().map(|k| k.sign(&fingerprint)).collect()
+        memo.signatures(keys, info.fingerprint(store_dir))
     };
-    let body = narinfo::render(&info, store_dir, &sigs);
+    let body = narinfo::render(&info, store_dir, sigs);
     Ok(Response::new(
         200,
         "text/x-nix-narinfo",

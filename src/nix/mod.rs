@@ -5,5 +5,6 @@ pub mod nar;
 pub mod narinfo;
 pub mod nix32;
 pub mod path_info;
+pub mod sig_cache;
 pub mod signing;
 pub mod store_path;
