@@ -211,3 +211,48 @@ fn nar_reader_dropped_early_discards_the_connection() {
         Ok(_) => panic!("vanished path: a NAR"),
     }
 }
+
+/// The hash-part memo (one round trip for a path seen before) must not
+/// outlive the path: once it is deleted, the same hash part is absent again,
+/// and a path added afterwards is found.
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn a_remembered_hash_part_follows_deletion() {
+    let _serial = serial();
+    let _ = Fixtures::load();
+    let daemon = TestDaemon::start();
+    let scratch = common::Scratch::new("memo");
+    let file = scratch.path().join("memo.txt");
+    std::fs::write(&file, format!("memo test {}\n", std::process::id())).unwrap();
+    let add = || {
+        let out = std::process::Command::new("nix-store")
+            .arg("--add")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "nix-store --add");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let full_path = add();
+    let path = store_dir().parse_path(&full_path).unwrap();
+    let hash = path.hash_part();
+    let mut store = daemon.store();
+    for round in 0..2 {
+        let info = store.path_info_by_hash(&hash).unwrap();
+        assert_eq!(info.map(|i| i.path), Some(path.clone()), "round {round}");
+    }
+    let out = std::process::Command::new("nix-store")
+        .args(["--delete", &full_path])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "nix-store --delete: {out:?}");
+    for round in 0..2 {
+        assert_eq!(
+            store.path_info_by_hash(&hash).unwrap(),
+            None,
+            "round {round}"
+        );
+    }
+    assert_eq!(add(), full_path);
+    assert!(store.path_info_by_hash(&hash).unwrap().is_some());
+}

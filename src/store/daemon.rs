@@ -6,6 +6,7 @@
 //! If the daemon closed an idle connection (it restarted), the op is retried
 //! once on a fresh connection: our ops are read-only, so that is safe.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,7 +38,15 @@ pub struct DaemonStore {
     store_dir: StoreDir,
     timeout: Option<Duration>,
     conn: Option<Connection>,
+    /// Hash part → path, for paths seen valid. A hash part names one path
+    /// forever (the name is part of what it hashes), so a remembered one
+    /// saves QueryPathFromHashPart: one daemon round trip per narinfo, not
+    /// two. Bounded; absent paths are never remembered (they may appear).
+    paths: HashMap<HashPart, StorePath>,
 }
+
+/// Entries [`DaemonStore::paths`] holds before it starts over.
+const PATH_MEMO_CAPACITY: usize = 4096;
 
 impl DaemonStore {
     /// A client of the daemon listening on `socket`, for paths in `store_dir`.
@@ -49,6 +58,7 @@ impl DaemonStore {
             store_dir,
             timeout: Some(timeout).filter(|t| !t.is_zero()),
             conn: None,
+            paths: HashMap::new(),
         }
     }
 
@@ -223,14 +233,30 @@ impl Store for DaemonStore {
         &self.store_dir
     }
 
+    /// QueryPathInfo alone for a hash part seen before; else
     /// QueryPathFromHashPart then QueryPathInfo, on one connection.
     fn path_info_by_hash(&mut self, hash: &HashPart) -> Result<Option<PathInfo>, StoreError> {
-        self.run(
+        if let Some(path) = self.paths.get(hash).cloned() {
+            let info = self.run(|conn, dir| query_path_info(conn, dir, &path))?;
+            if info.is_none() {
+                // Collected since: the hash part now names nothing.
+                self.paths.remove(hash);
+            }
+            return Ok(info);
+        }
+        let info = self.run(
             |conn, dir| match query_path_from_hash_part(conn, dir, hash)? {
                 Some(path) => query_path_info(conn, dir, &path),
                 None => Ok(None),
             },
-        )
+        )?;
+        if let Some(info) = &info {
+            if self.paths.len() >= PATH_MEMO_CAPACITY {
+                self.paths.clear();
+            }
+            self.paths.insert(*hash, info.path.clone());
+        }
+        Ok(info)
     }
 
     fn path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {

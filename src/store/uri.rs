@@ -309,7 +309,8 @@ impl Opener {
 
 /// Where start-up notes go until the logging module exists.
 fn note(msg: &str) {
-    eprintln!("nix-serve: {msg}");
+    // The server's log: the journal when run by systemd, else stderr.
+    crate::log::warn(msg);
 }
 
 /// Probes `target` and picks the backend; in `auto`, the daemon when the
