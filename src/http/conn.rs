@@ -36,6 +36,9 @@ const CONTENDED_IDLE: Duration = Duration::from_millis(5);
 /// While others wait, how many requests one connection may send in a row
 /// before it is closed, so no client keeps a worker from the queue.
 const CONTENDED_TURN: u32 = 100;
+/// The largest body after which a contended connection stays open (a
+/// narinfo, a small NAR): it is in the client's hands within microseconds.
+const CONTENDED_BODY: u64 = 64 * 1024;
 /// The body copy buffer: fixed, one per worker, reused for every response.
 pub const COPY_BUF: usize = 64 * 1024;
 
@@ -214,14 +217,14 @@ pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot, copy_buf
         } else {
             contended_turn = 0;
         }
-        let keep = head.keep_alive
+        let may_keep = head.keep_alive
             && limits.keepalive
             && !head.has_body
             && !shared.draining.load(Ordering::Relaxed)
             && contended_turn < CONTENDED_TURN;
         let head_only = head.method == Method::Head;
 
-        let (result, poison) = {
+        let (result, poison, keep) = {
             let (resp, poison) = match super::respond(&shared.svc, &shared.open, slot, &head) {
                 Ok(r) => (r, false),
                 Err(e) => {
@@ -231,6 +234,11 @@ pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot, copy_buf
             };
             let status = resp.status;
             let len = resp.body.len();
+            // A large body takes the client a while to read, longer than
+            // CONTENDED_IDLE: its next request would race our close. So
+            // while others wait, say `Connection: close` with it instead; a
+            // handshake is cheap next to such a body.
+            let keep = may_keep && (contended_turn == 0 || len <= CONTENDED_BODY);
             let result = write_response(&mut stream, resp, head_only, keep, copy_buf);
             if shared.access_log {
                 log::access(&access_line(
@@ -240,7 +248,7 @@ pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot, copy_buf
                     if head_only { 0 } else { len },
                 ));
             }
-            (result, poison)
+            (result, poison, keep)
         };
         let ok = match result {
             Ok(()) => true,
