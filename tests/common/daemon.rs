@@ -61,12 +61,17 @@ impl TestDaemon {
         if let Some(mut child) = self.child.take() {
             let mut pids = workers_of(child.id());
             pids.push(child.id().to_string());
-            // A worker may have exited meanwhile: kill(1)'s complaint is noise.
-            let _ = Command::new("kill")
+            // A worker may have exited meanwhile: kill(1)'s complaint (and
+            // its status) is noise. But kill(1) must exist, or the wait below
+            // never ends (a minimal Debian lacks procps: scripts/test
+            // installs it).
+            Command::new("kill")
                 .arg("-KILL")
                 .args(&pids)
                 .stderr(Stdio::null())
-                .status();
+                .status()
+                .expect("run kill(1) (package procps)");
+            let _ = child.kill();
             let _ = child.wait();
         }
     }
