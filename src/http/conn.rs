@@ -163,11 +163,14 @@ pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot, copy_buf
     let mut first = true;
     // Requests served in a row while other connections were waiting.
     let mut contended_turn = 0u32;
+    // Whether the last body was small enough for the client to have read it
+    // at once; after a large one, its next request may be slow to come.
+    let mut last_small = true;
     loop {
         let contended = shared.waiting.load(Ordering::Relaxed) > 0;
         let wait = if first {
             limits.read_timeout
-        } else if contended {
+        } else if contended && last_small {
             limits.keepalive_timeout.min(CONTENDED_IDLE)
         } else {
             limits.keepalive_timeout
@@ -238,7 +241,8 @@ pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot, copy_buf
             // CONTENDED_IDLE: its next request would race our close. So
             // while others wait, say `Connection: close` with it instead; a
             // handshake is cheap next to such a body.
-            let keep = may_keep && (contended_turn == 0 || len <= CONTENDED_BODY);
+            last_small = len <= CONTENDED_BODY;
+            let keep = may_keep && (contended_turn == 0 || last_small);
             let result = write_response(&mut stream, resp, head_only, keep, copy_buf);
             if shared.access_log {
                 log::access(&access_line(
