@@ -165,7 +165,7 @@ def cold_and_warm(activators, paths, trials):
             cold, status = timed_get(a.port, path, before_response=a.activate_if_pending)
             if status != 200:
                 a.stop()
-                raise MeasureError(f"{a.spec.name}: cold {path} answered {status}:\n{tail(a.log)}")
+                raise MeasureError(f"{a.spec.name}: cold {path} answered {status}:\n{procs.tail(a.log)}")
             # Several, since a server may open resources lazily per worker (a
             # store connection): the median is the warm state, not the
             # second request's luck in finding a worker already set up.
@@ -205,10 +205,3 @@ def after_idle(activators, paths, idle_seconds, grace=5.0):
 def median(xs):
     return statistics.median(xs) if xs else None
 
-
-def tail(path, n=15):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except OSError:
-        return "(no log)"

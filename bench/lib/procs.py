@@ -124,3 +124,12 @@ def reap_orphans():
             return
         if pid == 0:
             return
+
+
+def tail(path, n=15):
+    """The last n lines of a server's log, for an error message."""
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return "(no log)"

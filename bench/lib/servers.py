@@ -123,10 +123,10 @@ class Running:
             except OSError:
                 pass
             if not procs.alive(self.pid):
-                raise StartError(f"{spec.name} exited at start:\n{tail(self.log)}")
+                raise StartError(f"{spec.name} exited at start:\n{procs.tail(self.log)}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise StartError(f"{spec.name} did not answer within 30 s:\n{tail(self.log)}")
+                raise StartError(f"{spec.name} did not answer within 30 s:\n{procs.tail(self.log)}")
             time.sleep(0.02)
 
     def members(self):
@@ -138,10 +138,3 @@ class Running:
     def stop(self):
         procs.stop(self.pid)
 
-
-def tail(path, n=15):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except OSError:
-        return "(no log)"
