@@ -134,6 +134,20 @@ pub fn write_string_list<S: AsRef<str>>(w: &mut impl Write, items: &[S]) -> io::
         .try_for_each(|s| write_bytes(w, s.as_ref().as_bytes()))
 }
 
+/// Wire bytes to build replies in unit tests: a u64 and a padded string.
+#[cfg(test)]
+pub(crate) mod test_bytes {
+    pub fn u(v: u64) -> Vec<u8> {
+        v.to_le_bytes().to_vec()
+    }
+
+    pub fn s(text: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        super::write_bytes(&mut out, text.as_bytes()).unwrap();
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,19 +184,10 @@ pub fn clean(raw: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::wire::test_bytes::{s, u};
 
     const V1_34: ProtocolVersion = ProtocolVersion::new(1, 34);
     const V1_25: ProtocolVersion = ProtocolVersion::new(1, 25);
-
-    fn u(v: u64) -> Vec<u8> {
-        v.to_le_bytes().to_vec()
-    }
-
-    fn s(text: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        wire::write_bytes(&mut out, text.as_bytes()).unwrap();
-        out
-    }
 
     fn structured_error(message: &str, traces: &[&str]) -> Vec<u8> {
         let mut out = [

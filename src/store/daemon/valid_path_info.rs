@@ -122,21 +122,12 @@ pub fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::wire::test_bytes::{s, u};
 
     const V: ProtocolVersion = ProtocolVersion::new(1, 34);
     const HELLO: &str = "/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt";
     const REF: &str = "/nix/store/wmm9hngfwxsjqpiy50lligndn8n83f6w-ref.txt";
     const CA_TEXT: &str = "text:sha256:1sn3ap5rcl7ai63rmink9spijl8kykz8v44axykd8cnkgb387pd2";
-
-    fn u(v: u64) -> Vec<u8> {
-        v.to_le_bytes().to_vec()
-    }
-
-    fn s(text: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        wire::write_bytes(&mut out, text.as_bytes()).unwrap();
-        out
-    }
 
     /// A reply shaped like the VERIFIED 2.8 one of §7.7 for `ref.txt`.
     fn reply(deriver: &str, hash: &str, refs: &[&str], ca: &str) -> Vec<u8> {
