@@ -7,10 +7,13 @@
 //! stderr, which works even when stderr is the journal's socket).
 //!
 //! One process-wide logger, set once in `main` before any thread starts.
+//! [`reopen`] opens the two files again by name (SIGHUP, as logrotate sends
+//! it and as Starman reopens on it), so a rotated file is let go.
 
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use syslog::{Facility, Formatter3164, Logger as Syslog, LoggerBackend};
@@ -24,6 +27,9 @@ enum Sink {
 struct Logger {
     diag: Mutex<Sink>,
     access: Option<Mutex<Sink>>,
+    /// The files given as `--error-log` and `--access-log`, for [`reopen`].
+    error_path: Option<PathBuf>,
+    access_path: Option<PathBuf>,
 }
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
@@ -85,8 +91,42 @@ pub fn init(
     let _ = LOGGER.set(Logger {
         diag: Mutex::new(diag),
         access,
+        error_path: error_log.map(Path::to_owned),
+        access_path: access_log.map(Path::to_owned),
     });
     Ok(())
+}
+
+/// Opens `--error-log` and `--access-log` again by name, after logrotate
+/// renamed them: lines written from now on go to the new files. A file that
+/// cannot be opened keeps its old sink (nothing is lost) and the failure is
+/// logged. Stderr and syslog sinks are left as they are.
+pub fn reopen() {
+    let Some(l) = LOGGER.get() else {
+        return;
+    };
+    let mut failures = Vec::new();
+    for (path, sink, flag) in [
+        (&l.error_path, Some(&l.diag), "--error-log"),
+        (&l.access_path, l.access.as_ref(), "--access-log"),
+    ] {
+        let (Some(path), Some(sink)) = (path, sink) else {
+            continue;
+        };
+        match open_file(path) {
+            Ok(new) => *sink.lock().unwrap_or_else(|e| e.into_inner()) = new,
+            Err(e) => failures.push(format!(
+                "cannot reopen {flag} {}: {e}; still writing to the old file",
+                path.display()
+            )),
+        }
+    }
+    for f in &failures {
+        error(f);
+    }
+    if failures.is_empty() {
+        info("SIGHUP: log files reopened");
+    }
 }
 
 fn write(sink: &mut Sink, level: Level, msg: &str) {
@@ -148,6 +188,24 @@ pub fn access(line: &str) {
     }
 }
 
+/// `s` as nginx writes request fields into its access log (`escape=default`):
+/// `"` and `\` and every byte outside printable ASCII (controls, DEL,
+/// UTF-8) as `\xHH`. A client's User-Agent or target then cannot end the
+/// quoted field, forge a line (CR, LF) or send escape sequences to whoever
+/// reads the log on a terminal (`\x1b[2J`, BEL).
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            // Writing into a String cannot fail.
+            let _ = write!(out, "\\x{b:02X}");
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    out
+}
+
 /// A start-up failure: one line on stderr always (what an operator running
 /// it by hand, or a test, reads), and in the log too when that is elsewhere.
 pub fn fatal(msg: &str) {
@@ -156,6 +214,30 @@ pub fn fatal(msg: &str) {
         let mut sink = l.diag.lock().unwrap_or_else(|e| e.into_inner());
         if !matches!(*sink, Sink::Stderr) {
             write(&mut sink, Level::Error, msg);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn escape_is_nginx_default_byte_for_byte() {
+        let cases = [
+            ("curl/8.0 (x86_64)", "curl/8.0 (x86_64)"),
+            ("", ""),
+            ("\x1b[2J", "\\x1B[2J"),
+            ("a\rb\nc", "a\\x0Db\\x0Ac"),
+            ("bell\x07", "bell\\x07"),
+            ("say \"hi\"", "say \\x22hi\\x22"),
+            ("back\\slash", "back\\x5Cslash"),
+            ("tab\tdel\x7f", "tab\\x09del\\x7F"),
+            ("é", "\\xC3\\xA9"),
+            ("~ and space", "~ and space"),
+        ];
+        for (raw, logged) in cases {
+            assert_eq!(escape(raw), logged, "{raw:?}");
         }
     }
 }

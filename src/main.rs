@@ -123,6 +123,10 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
         signal_hook::flag::register(sig, term.clone())
             .map_err(|e| format!("signal handler: {e}"))?;
     }
+    // SIGHUP (logrotate; Starman's graceful restart): reopen the log files.
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .map_err(|e| format!("signal handler: {e}"))?;
 
     if let Some(p) = &config.pid_file {
         std::fs::write(p, format!("{}\n", std::process::id()))
@@ -149,7 +153,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
     log::info(&what);
     notifier.ready(&what);
 
-    let exit = watch(&mut server, config, &notifier, &term);
+    let exit = watch(&mut server, config, &notifier, &term, &hup);
     // The drain bound counts from the moment the signal was seen.
     let deadline = Instant::now() + DRAIN_BOUND;
     let why = match exit {
@@ -168,7 +172,13 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
 }
 
 /// The main thread's loop: signals, the watchdog, idleness, status lines.
-fn watch(server: &mut Server, config: &Config, notifier: &Notifier, term: &AtomicBool) -> Exit {
+fn watch(
+    server: &mut Server,
+    config: &Config,
+    notifier: &Notifier,
+    term: &AtomicBool,
+    hup: &AtomicBool,
+) -> Exit {
     let ping_every = notifier.watchdog_period();
     let mut next_ping = Instant::now();
     let mut next_status = Instant::now() + STATUS_EVERY;
@@ -176,6 +186,9 @@ fn watch(server: &mut Server, config: &Config, notifier: &Notifier, term: &Atomi
     loop {
         if term.load(Ordering::SeqCst) {
             return Exit::Signal;
+        }
+        if hup.swap(false, Ordering::SeqCst) {
+            log::reopen();
         }
         let now = Instant::now();
         if let Some(every) = ping_every {

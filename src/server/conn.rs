@@ -707,14 +707,15 @@ fn is_peer_error(e: rustix::io::Errno) -> bool {
     )
 }
 
-/// Combined Log Format, as Starman's `--access-log` writes.
+/// Combined Log Format, as Starman's `--access-log` writes; the client's
+/// fields escaped as nginx does (`log::escape`).
 fn access_line(peer: &str, x: &Exchange, bytes: u64) -> String {
     let date = response::clf_date(SystemTime::now());
-    let target = x.target.replace('"', "%22");
-    let ua = x.user_agent.as_deref().unwrap_or("-").replace('"', "'");
+    let target = log::escape(&x.target);
+    let ua = log::escape(x.user_agent.as_deref().unwrap_or("-"));
     format!(
         "{peer} - - [{date}] \"{} {target} HTTP/1.{}\" {} {bytes} \"-\" \"{ua}\"",
-        x.method.as_str(),
+        log::escape(x.method.as_str()),
         x.minor,
         x.status
     )

@@ -1,0 +1,163 @@
+//! SIGHUP and the log files (issue 14 §3): logrotate renames the files and
+//! sends SIGHUP, as it does to Starman; the server opens them again by name
+//! and keeps serving. And what a client sends is escaped in the access log
+//! as nginx escapes it, so no request can forge a line or drive a terminal.
+
+mod responder_common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use responder_common::{free_port, get, tmpdir, wait_listening, Running};
+
+/// Starts the server on a free port with both logs in `dir`.
+fn start_with_logs(dir: &Path) -> (Running, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (access, error) = (dir.join("access.log"), dir.join("error.log"));
+    let server = Running::start(
+        &[
+            "--listen",
+            &addr.to_string(),
+            "--access-log",
+            access.to_str().unwrap(),
+            "--error-log",
+            error.to_str().unwrap(),
+        ],
+        Stdio::inherit(),
+    );
+    wait_listening(addr, Duration::from_secs(60));
+    (server, addr)
+}
+
+fn read(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+}
+
+/// Waits (bounded) until `path` holds `needle`.
+fn wait_for(path: &Path, needle: &str) -> String {
+    wait_for_n(path, needle, 1)
+}
+
+/// Waits (bounded) until `path` holds `needle` `n` times.
+fn wait_for_n(path: &Path, needle: &str, n: usize) -> String {
+    let start = Instant::now();
+    loop {
+        let text = read(path);
+        if text.matches(needle).count() >= n {
+            return text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{} never got {needle:?} {n} times: {text:?}",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(server: &Running, sig: &str) {
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn sighup_reopens_renamed_logs_and_keeps_serving() {
+    let dir = tmpdir("sighup");
+    let (mut server, addr) = start_with_logs(&dir);
+    let (access, error) = (dir.join("access.log"), dir.join("error.log"));
+    assert_eq!(get(addr, "/nix-cache-info?before").status, 200);
+    wait_for(&access, "GET /nix-cache-info?before ");
+    wait_for(&error, "Serving store");
+
+    // What logrotate does: rename, then HUP.
+    std::fs::rename(&access, dir.join("access.log.1")).unwrap();
+    std::fs::rename(&error, dir.join("error.log.1")).unwrap();
+    signal(&server, "-HUP");
+    wait_for(&error, "log files reopened");
+
+    for _ in 0..3 {
+        assert_eq!(get(addr, "/nix-cache-info?after").status, 200);
+    }
+    let new = wait_for(&access, "GET /nix-cache-info?after ");
+    assert_eq!(new.lines().count(), 3, "every request after HUP: {new}");
+    let old = read(&dir.join("access.log.1"));
+    assert!(!old.contains("?after"), "the rotated file got new lines: {old}");
+    assert!(old.contains("?before"), "{old}");
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "SIGHUP stopped the server"
+    );
+
+    // A second HUP with the access log deleted works the same way.
+    std::fs::remove_file(&access).unwrap();
+    signal(&server, "-HUP");
+    wait_for_n(&error, "log files reopened", 2);
+    assert_eq!(get(addr, "/nix-cache-info?again").status, 200);
+    wait_for(&access, "GET /nix-cache-info?again ");
+
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM after SIGHUP is a clean exit: {status}");
+}
+
+/// Sends `head` as is and reads the reply to the end.
+fn raw(addr: SocketAddr, head: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(head).unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn access_log_escapes_quotes_backslashes_and_non_ascii_bytes_from_clients() {
+    let dir = tmpdir("escape");
+    let (server, addr) = start_with_logs(&dir);
+    let access = dir.join("access.log");
+
+    let reply = raw(
+        addr,
+        "GET /nix-cache-info?q=\"x\\ HTTP/1.1\r\nHost: t\r\nUser-Agent: a\"b\\c é\r\nConnection: close\r\n\r\n"
+            .as_bytes(),
+    );
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let line = wait_for(&access, "nix-cache-info");
+    assert!(
+        line.contains(r#""GET /nix-cache-info?q=\x22x\x5C HTTP/1.1" 200"#),
+        "target not escaped: {line}"
+    );
+    assert!(
+        line.trim_end().ends_with(r#""a\x22b\x5Cc \xC3\xA9""#),
+        "User-Agent not escaped: {line}"
+    );
+
+    // Control bytes: whether the parser refuses them or not, none reaches
+    // the log raw.
+    for ua in [&b"x\x1b[2J"[..], b"bell\x07", b"cr\rfake line"] {
+        let mut head = b"GET /nix-cache-info HTTP/1.1\r\nHost: t\r\nUser-Agent: ".to_vec();
+        head.extend_from_slice(ua);
+        head.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+        raw(addr, &head);
+    }
+    assert_eq!(get(addr, "/nix-cache-info?last").status, 200);
+    let all = wait_for(&access, "?last");
+    assert!(
+        !all.bytes().any(|b| b < 0x20 && b != b'\n'),
+        "a control byte reached the access log: {all:?}"
+    );
+    assert!(
+        all.lines().all(|l| l.starts_with("127.0.0.1 ")),
+        "a forged line: {all}"
+    );
+    drop(server);
+}
