@@ -147,6 +147,52 @@ def http():
 
 
 
+def request_heads():
+    """Request heads exactly as a Nix client sends them (captured from
+    `nix path-info --store http://…` against a listener that answers 404),
+    plus a few hand-made ones at the parser's edges."""
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+    heads = []
+
+    def serve():
+        srv.settimeout(10)
+        try:
+            while len(heads) < 3:
+                c, _ = srv.accept()
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                heads.append(data)
+                c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                c.close()
+        except socket.timeout:
+            pass
+
+    t = threading.Thread(target=serve)
+    t.start()
+    subprocess.run(["nix", "--extra-experimental-features", "nix-command", "path-info",
+                    "--store", f"http://127.0.0.1:{port}", fixture("text-with-ref")],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t.join()
+    srv.close()
+    for i, h in enumerate(heads):
+        write("request_head", f"nix-{i}", h)
+    for i, h in enumerate([
+            b"GET /nar/x.nar HTTP/1.1\r\nHost: c\r\nRange: bytes=100-\r\n\r\n",
+            b"HEAD /x.narinfo HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: c\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: c\n\n",
+            b"GET / HTTP/1.9\r\nHost: c\r\nContent-Length: 0\r\n\r\n"]):
+        write("request_head", f"edge-{i}", h)
+
+
 def trees():
     # nar_tree decodes its input with `arbitrary`; any bytes make some tree.
     # These few make a directory with files, a symlink and a nested one.
@@ -161,3 +207,4 @@ if __name__ == "__main__":
     daemon()
     http()
     trees()
+    request_heads()

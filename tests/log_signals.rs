@@ -90,7 +90,10 @@ fn sighup_reopens_renamed_logs_and_keeps_serving() {
     let new = wait_for(&access, "GET /nix-cache-info?after ");
     assert_eq!(new.lines().count(), 3, "every request after HUP: {new}");
     let old = read(&dir.join("access.log.1"));
-    assert!(!old.contains("?after"), "the rotated file got new lines: {old}");
+    assert!(
+        !old.contains("?after"),
+        "the rotated file got new lines: {old}"
+    );
     assert!(old.contains("?before"), "{old}");
     assert!(
         server.child.try_wait().unwrap().is_none(),
@@ -105,7 +108,10 @@ fn sighup_reopens_renamed_logs_and_keeps_serving() {
     wait_for(&access, "GET /nix-cache-info?again ");
 
     let status = server.terminate();
-    assert!(status.success(), "SIGTERM after SIGHUP is a clean exit: {status}");
+    assert!(
+        status.success(),
+        "SIGTERM after SIGHUP is a clean exit: {status}"
+    );
 }
 
 /// Sends `head` as is and reads the reply to the end.
