@@ -11,6 +11,7 @@
 pub mod config;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod nix;
 pub mod server;
 pub mod store;
