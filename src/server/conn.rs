@@ -13,11 +13,14 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::http::request::{self, Head, Method, Parsed, RequestError};
 use crate::http::response::{self, Body, Framing, HandlerError, Response};
+use crate::http::routes;
 use crate::log;
+use crate::metrics::Metrics;
 use crate::nix::nar::{NarReader, Segment};
 
 use super::pool::{ConnId, Job, Pool};
@@ -148,6 +151,8 @@ struct Exchange {
     minor: u8,
     user_agent: Option<String>,
     status: u16,
+    /// When the reply started to go out.
+    started: Instant,
 }
 
 pub(super) struct Conn {
@@ -179,10 +184,17 @@ pub(super) struct Conn {
     window_sent: u64,
     linger_until: Instant,
     linger_left: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Conn {
-    pub fn new(sock: Sock, peer: String, generation: u64, now: Instant) -> Conn {
+    pub fn new(
+        sock: Sock,
+        peer: String,
+        generation: u64,
+        now: Instant,
+        metrics: Arc<Metrics>,
+    ) -> Conn {
         Conn {
             generation,
             sock,
@@ -204,6 +216,7 @@ impl Conn {
             window_sent: 0,
             linger_until: now,
             linger_left: 0,
+            metrics,
         }
     }
 
@@ -293,6 +306,7 @@ impl Conn {
             minor: 1,
             user_agent: None,
             status: resp.status,
+            started: cx.now,
         };
         self.start_reply(resp, exchange, false, false, cx);
     }
@@ -306,6 +320,7 @@ impl Conn {
             minor: head.minor,
             user_agent: head.user_agent.clone(),
             status: response.status,
+            started: cx.now,
         };
         let head_only = head.method == Method::Head;
         self.start_reply(response, exchange, keep, head_only, cx);
@@ -559,6 +574,7 @@ impl Conn {
     /// `None` when driving goes on.
     fn finish(&mut self, cx: &Ctx<'_>) -> Option<Life> {
         if let Some(x) = self.exchange.take() {
+            self.record(&x);
             if cx.access_log {
                 let body = self.written.saturating_sub(self.head_len);
                 log::access(&access_line(&self.peer, &x, body));
@@ -636,11 +652,20 @@ impl Conn {
     fn log_cut(&mut self) {
         self.pending = Pending::None;
         if let Some(x) = self.exchange.take() {
+            self.record(&x);
             if log::access_enabled() {
                 let body = self.written.saturating_sub(self.head_len);
                 log::access(&access_line(&self.peer, &x, body));
             }
         }
+    }
+
+    /// Counts a reply, whole or cut, in the metrics.
+    fn record(&self, x: &Exchange) {
+        let route = routes::label(&x.target);
+        let nar_body = route == "nar" && x.method == Method::Get && x.status < 300;
+        let took = nar_body.then(|| x.started.elapsed());
+        self.metrics.reply(route, x.status, self.written, took);
     }
 
     /// The deadline check, run by the loop every tick: `Closed` when the

@@ -12,6 +12,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::http::response;
 use crate::log;
+use crate::metrics::Metrics;
 
 use super::conn::{Conn, Ctx, Life, Sock, State};
 use super::listen::Listener;
@@ -91,6 +92,7 @@ pub(super) struct EventLoop {
     done: Receiver<Done>,
     ctl: Receiver<Ctl>,
     activity: Arc<Activity>,
+    metrics: Arc<Metrics>,
     limits: Limits,
     access_log: bool,
     drain_deadline: Option<Instant>,
@@ -109,6 +111,7 @@ impl EventLoop {
         done: Receiver<Done>,
         ctl: Receiver<Ctl>,
         activity: Arc<Activity>,
+        metrics: Arc<Metrics>,
         limits: Limits,
         access_log: bool,
         max_conns: usize,
@@ -131,6 +134,7 @@ impl EventLoop {
             done,
             ctl,
             activity,
+            metrics,
             limits,
             access_log,
             drain_deadline: None,
@@ -268,6 +272,7 @@ impl EventLoop {
                     Sock::Unix(s) => std::io::Write::write(&mut &*s, BUSY),
                 };
                 self.activity.refused();
+                self.metrics.connection_refused();
                 continue;
             }
             let index = match self.free.pop() {
@@ -288,7 +293,10 @@ impl EventLoop {
                 continue;
             }
             self.generation += 1;
-            self.conns[index] = Some(Conn::new(sock, peer, self.generation, Instant::now()));
+            let metrics = self.metrics.clone();
+            let conn = Conn::new(sock, peer, self.generation, Instant::now(), metrics);
+            self.conns[index] = Some(conn);
+            self.metrics.connection_accepted();
             self.open += 1;
             // Counted before the next look at the orders: see StopAccepting.
             self.activity.opened();

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::Worker;
 use crate::log;
+use crate::metrics::Metrics;
 
 pub use conn::MIN_RATE;
 use event_loop::{Ctl, EventLoop, WAKER};
@@ -118,12 +119,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the event loop on `listeners` and one thread per worker.
+    /// Starts the event loop on `listeners` and one thread per worker;
+    /// connections and replies are counted in `metrics`.
     pub fn start(
         listeners: Vec<Listener>,
         workers: Vec<Worker>,
         limits: Limits,
         access_log: bool,
+        metrics: Arc<Metrics>,
     ) -> io::Result<Server> {
         let described = listeners
             .iter()
@@ -150,6 +153,7 @@ impl Server {
             done_rx,
             ctl_rx,
             activity.clone(),
+            metrics,
             limits,
             access_log,
             max_conns,
