@@ -84,6 +84,8 @@ let
       else
         [ "--listen ${listenFlag}" ]
     )
+    # The counts survive the idle exit in StateDirectory= (README "Operating it").
+    ++ [ "--metrics-file /var/lib/nix-serve/metrics.prom" ]
     ++ optional (cfg.priority != null) "--priority ${toString cfg.priority}"
     # Last, so that the flags a user already has keep their place and meaning.
     ++ optional (extraParams != "") extraParams
@@ -197,6 +199,7 @@ in
           ProtectHostname = true;
           UMask = "0077";
           KeyringMode = "private";
+          StateDirectory = "nix-serve";
           RestrictNamespaces = true;
           RestrictRealtime = true;
           LockPersonality = true;
