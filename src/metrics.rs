@@ -16,6 +16,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -266,6 +267,9 @@ impl Metrics {
         let tmp = temp_path(path);
         let written = (|| {
             let mut f = std::fs::File::create(&tmp)?;
+            // For the collector, whatever the service's UMask=: counts are
+            // not secrets.
+            f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
             f.write_all(text.as_bytes())?;
             // On disk before it takes the name: a crash right after the
             // rename must not leave an empty file there.

@@ -215,6 +215,9 @@ fn resume_and_save_round_trip_through_a_file() {
     m.save(&path).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("nix_serve_activations_total 2\n"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644);
     // Only the file is left: no temporary beside it.
     let names: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
