@@ -6,6 +6,8 @@
 //! - [`store`]: the synchronous store layer (nix-daemon client, local SQLite).
 //! - [`http`]: route table, one handler per endpoint, responses, server loop.
 //! - [`systemd`]: inherited sockets and sd-notify; [`config`], [`log`].
+//! - [`metrics`]: counters and histograms, their text format and
+//!   `--metrics-file`; the store, server and HTTP layers record into it.
 #![deny(unsafe_code)]
 
 pub mod config;
