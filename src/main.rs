@@ -155,7 +155,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     log::info(&what);
     notifier.ready(&what);
 
-    let exit = watch(&mut server, config, &notifier, &term);
+    let exit = watch(&mut server, config, &notifier, &term, &opener.describe());
     let why = match exit {
         Exit::Idle(d) => format!("No connection for {}s, exiting", d.as_secs()),
         Exit::Signal => "Stopping: finishing requests in flight".to_owned(),
@@ -172,7 +172,15 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
 }
 
 /// The main thread's loop: signals, the watchdog, idleness, status lines.
-fn watch(server: &mut Server, config: &Config, notifier: &Notifier, term: &AtomicBool) -> Exit {
+/// `store` stays in every STATUS= line: `systemctl status` shows which
+/// backend `auto` settled on for as long as the process runs.
+fn watch(
+    server: &mut Server,
+    config: &Config,
+    notifier: &Notifier,
+    term: &AtomicBool,
+    store: &str,
+) -> Exit {
     let ping_every = notifier.watchdog_period();
     let mut next_ping = Instant::now();
     let mut next_status = Instant::now() + STATUS_EVERY;
@@ -207,7 +215,7 @@ fn watch(server: &mut Server, config: &Config, notifier: &Notifier, term: &Atomi
             let counts = server.activity().counts();
             if counts != last_counts {
                 notifier.status(&format!(
-                    "Serving: {} open connection(s), {} served so far",
+                    "Serving store {store}: {} open connection(s), {} served so far",
                     counts.0, counts.1
                 ));
                 last_counts = counts;
