@@ -10,6 +10,11 @@
       A Unix stream socket at LISTEN that forwards every connection to the
       Unix socket TARGET: a nix-daemon that the test can stop and start
       (the real one, behind it, is shared by the machine and stays up).
+  client.py download URL OUT BYTES_PER_SECOND
+      GET URL into OUT at about BYTES_PER_SECOND, with a 64 KiB receive
+      buffer: the kernel cannot take the whole body off the server's hands
+      (loopback's receive buffer otherwise grows to 32 MiB), so the server is
+      still sending while the test stops it. Prints "HTTP STATUS BYTES".
   client.py hold SOCKET STOPFILE MAXSECONDS
       Opens a nix-daemon connection and keeps it idle until STOPFILE exists:
       the daemon's worker holds the store's database open meanwhile, so its
@@ -87,6 +92,29 @@ def proxy(listen, target):
             threading.Thread(target=pump, args=(a, b), daemon=True).start()
 
 
+def download(url, out, rate):
+    u = urllib.parse.urlsplit(url)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    s.settimeout(30)
+    s.connect((u.hostname, u.port))
+    s.sendall(f"GET {u.path} HTTP/1.1\r\nHost: {u.hostname}\r\nConnection: close\r\n\r\n".encode())
+    started, received, data = time.monotonic(), 0, b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        received += len(chunk)
+        ahead = received / float(rate) - (time.monotonic() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+    head, _, body = data.partition(b"\r\n\r\n")
+    with open(out, "wb") as f:
+        f.write(body)
+    print(f"HTTP {head.split()[1].decode()} {len(body)}")
+
+
 def hold(path, stop_file, max_seconds):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(path)
@@ -120,6 +148,8 @@ if __name__ == "__main__":
         loop(*args)
     elif cmd == "proxy":
         proxy(*args)
+    elif cmd == "download":
+        download(*args)
     elif cmd == "hold":
         hold(*args)
     else:
