@@ -14,5 +14,6 @@ pub mod exit;
 pub mod http;
 pub mod log;
 pub mod nix;
+pub mod server;
 pub mod store;
 pub mod systemd;
