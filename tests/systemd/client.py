@@ -14,7 +14,8 @@
       GET URL into OUT at about BYTES_PER_SECOND, with a 64 KiB receive
       buffer: the kernel cannot take the whole body off the server's hands
       (loopback's receive buffer otherwise grows to 32 MiB), so the server is
-      still sending while the test stops it. Prints "HTTP STATUS BYTES".
+      still sending while the test stops it. OUT.started appears once the
+      first MiB is in. Prints "HTTP STATUS BYTES".
   client.py hold SOCKET STOPFILE MAXSECONDS
       Opens a nix-daemon connection and keeps it idle until STOPFILE exists:
       the daemon's worker holds the store's database open meanwhile, so its
@@ -105,6 +106,8 @@ def download(url, out, rate):
         if not chunk:
             break
         data += chunk
+        if received < 1 << 20 <= received + len(chunk):
+            open(out + ".started", "w").close()
         received += len(chunk)
         ahead = received / float(rate) - (time.monotonic() - started)
         if ahead > 0:
