@@ -180,17 +180,7 @@ impl NarReader {
                 self.next_piece();
                 continue;
             }
-            if self.rendered != Some(self.piece) {
-                self.plan.render(piece, &mut self.scratch);
-                self.rendered = Some(self.piece);
-                // The plan measured this piece with the same renderer.
-                if self.scratch.len() as u64 != len {
-                    return Err(NarError::Length {
-                        planned: len,
-                        streamed: self.scratch.len() as u64,
-                    });
-                }
-            }
+            self.render_current(piece, len)?;
             let from = self.done as usize;
             let k = min(buf.len() - n, self.scratch.len() - from);
             buf[n..n + k].copy_from_slice(&self.scratch[from..from + k]);
@@ -227,6 +217,23 @@ impl NarReader {
         }
         self.done += k as u64;
         Ok(k)
+    }
+
+    /// Renders the head or tail `piece` at the cursor into `scratch`,
+    /// once; `len` is what the plan measured for it.
+    fn render_current(&mut self, piece: plan::Piece, len: u64) -> Result<(), NarError> {
+        if self.rendered != Some(self.piece) {
+            self.plan.render(piece, &mut self.scratch);
+            self.rendered = Some(self.piece);
+            // The plan measured this piece with the same renderer.
+            if self.scratch.len() as u64 != len {
+                return Err(NarError::Length {
+                    planned: len,
+                    streamed: self.scratch.len() as u64,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn next_piece(&mut self) {
@@ -315,17 +322,7 @@ impl NarReader {
                 self.next_piece();
                 continue;
             }
-            if self.rendered != Some(self.piece) {
-                self.plan.render(piece, &mut self.scratch);
-                self.rendered = Some(self.piece);
-                if self.scratch.len() as u64 != len {
-                    return Err(NarError::Length {
-                        planned: len,
-                        streamed: self.scratch.len() as u64,
-                    });
-                }
-            }
-            return Ok(());
+            return self.render_current(piece, len);
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ use crate::log;
 use crate::metrics::Metrics;
 
 pub use conn::MIN_RATE;
-use event_loop::{Ctl, EventLoop, WAKER};
+use event_loop::{Channels, Ctl, EventLoop, Settings, WAKER};
 pub use listen::{bind, BindError, Listener};
 use pool::Pool;
 
@@ -150,13 +150,17 @@ impl Server {
             poll,
             listeners,
             pool,
-            done_rx,
-            ctl_rx,
+            Channels {
+                done: done_rx,
+                ctl: ctl_rx,
+            },
             activity.clone(),
             metrics,
-            limits,
-            access_log,
-            max_conns,
+            Settings {
+                limits,
+                access_log,
+                max_conns,
+            },
         )?;
         let thread = thread::Builder::new()
             .name("event-loop".into())
