@@ -14,7 +14,8 @@ use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use syslog::{Facility, Formatter3164, Logger as Syslog, LoggerBackend};
 
@@ -95,6 +96,23 @@ pub fn init(
         access_path: access_log.map(Path::to_owned),
     });
     Ok(())
+}
+
+/// Set by SIGHUP once [`reopen_on_sighup`] has registered it.
+static HUP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// From now on SIGHUP asks for [`reopen`] (it no longer kills the process);
+/// the main loop does it in [`reopen_if_hup`], outside the signal handler.
+pub fn reopen_on_sighup() -> io::Result<()> {
+    let flag = HUP.get_or_init(|| Arc::new(AtomicBool::new(false)));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, flag.clone()).map(|_| ())
+}
+
+/// [`reopen`] if a SIGHUP came since the last call.
+pub fn reopen_if_hup() {
+    if HUP.get().is_some_and(|f| f.swap(false, Ordering::SeqCst)) {
+        reopen();
+    }
 }
 
 /// Opens `--error-log` and `--access-log` again by name, after logrotate

@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 
 use crate::http::Worker;
 use crate::log;
+use crate::metrics::Metrics;
 
 pub use conn::MIN_RATE;
-use event_loop::{Ctl, EventLoop, WAKER};
+use event_loop::{Channels, Ctl, EventLoop, Settings, WAKER};
 pub use listen::{bind, BindError, Listener};
 use pool::Pool;
 
@@ -118,12 +119,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the event loop on `listeners` and one thread per worker.
+    /// Starts the event loop on `listeners` and one thread per worker;
+    /// connections and replies are counted in `metrics`.
     pub fn start(
         listeners: Vec<Listener>,
         workers: Vec<Worker>,
         limits: Limits,
         access_log: bool,
+        metrics: Arc<Metrics>,
     ) -> io::Result<Server> {
         let described = listeners
             .iter()
@@ -147,12 +150,17 @@ impl Server {
             poll,
             listeners,
             pool,
-            done_rx,
-            ctl_rx,
+            Channels {
+                done: done_rx,
+                ctl: ctl_rx,
+            },
             activity.clone(),
-            limits,
-            access_log,
-            max_conns,
+            metrics,
+            Settings {
+                limits,
+                access_log,
+                max_conns,
+            },
         )?;
         let thread = thread::Builder::new()
             .name("event-loop".into())
