@@ -117,6 +117,10 @@ pub struct Cli {
     /// the server from its idle exit).
     #[arg(long = "metrics-route")]
     pub metrics_route: bool,
+    /// Serve only the closure of this store path, or of the store path this
+    /// symlink leads to (followed again when it changes). Repeatable.
+    #[arg(long = "serve-closure-of", value_name = "PATH")]
+    pub serve_closure_of: Vec<PathBuf>,
 
     // Accepted for compatibility, no effect here (one warning each).
     #[arg(long = "max-requests", value_name = "N", hide = true)]
@@ -184,6 +188,8 @@ pub struct Config {
     pub metrics_file: Option<PathBuf>,
     pub metrics_interval: Duration,
     pub metrics_route: bool,
+    /// `--serve-closure-of`: empty serves the whole store.
+    pub closure_roots: Vec<PathBuf>,
     /// Flags accepted for compatibility that do nothing here.
     pub ignored: Vec<&'static str>,
 }
@@ -298,6 +304,7 @@ impl Config {
             // The main thread looks every 100 ms: no use asking for less.
             metrics_interval: metrics_interval.max(Duration::from_millis(100)),
             metrics_route: cli.metrics_route,
+            closure_roots: cli.serve_closure_of.clone(),
             ignored: ignored_flags(&cli),
         })
     }

@@ -19,6 +19,7 @@ use crate::log;
 use crate::metrics::Metrics;
 use crate::nix::sig_cache::SigCache;
 use crate::nix::signing::SecretKey;
+use crate::store::closure::{Allowed, Filtered};
 use crate::store::{OpenStore, Store, StoreSlot};
 
 use request::{Head, Method};
@@ -39,6 +40,8 @@ pub struct Worker {
     sigs: SigCache,
     /// Where store look-up latency goes; with `true`, `/metrics` serves it.
     metrics: Option<(Arc<Metrics>, bool)>,
+    /// `--serve-closure-of`: the only paths this worker may serve.
+    closure: Option<Arc<Allowed>>,
 }
 
 impl Worker {
@@ -50,6 +53,7 @@ impl Worker {
             store: StoreSlot::new(open, conn),
             sigs: SigCache::default(),
             metrics: None,
+            closure: None,
         }
     }
 
@@ -57,6 +61,12 @@ impl Worker {
     /// `/metrics` when `route` (`--metrics-route`).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>, route: bool) -> Self {
         self.metrics = Some((metrics, route));
+        self
+    }
+
+    /// Serves only the paths of `allowed`; any other is answered as absent.
+    pub fn with_closure(mut self, allowed: Arc<Allowed>) -> Self {
+        self.closure = Some(allowed);
         self
     }
 
@@ -93,6 +103,18 @@ impl Worker {
         }
         let route = routes::parse(&head.method, &head.target).map_err(HandlerError::Route)?;
         let store = self.store.get()?;
+        let allowed = self.closure.as_ref().map(|a| a.current());
+        let mut filtered;
+        let store: &mut dyn Store = match &allowed {
+            Some(allowed) => {
+                filtered = Filtered {
+                    inner: store,
+                    allowed,
+                };
+                &mut filtered
+            }
+            None => store,
+        };
         let started = Instant::now();
         let answer = match route {
             Route::NarInfo(hash) => narinfo::handle(store, &self.svc.keys, &mut self.sigs, &hash),

@@ -12,6 +12,7 @@ use crate::nix::nar::{NarError, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
 
+pub mod closure;
 pub mod daemon;
 pub mod local;
 pub mod slot;

@@ -334,6 +334,14 @@ impl Opener {
         }
     }
 
+    /// The local backend's database and files, `None` for the daemon.
+    pub fn local_location(&self) -> Option<&LocalLocation> {
+        match &self.backend {
+            Backend::Local(loc) => Some(loc),
+            Backend::Daemon { .. } => None,
+        }
+    }
+
     pub fn store_dir(&self) -> &StoreDir {
         match &self.backend {
             Backend::Local(loc) => &loc.store_dir,
