@@ -137,8 +137,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     let allowed = if config.closure_roots.is_empty() {
         None
     } else {
-        let source =
-            closure::Source::of(&opener).map_err(|e| StartError::Store(e.to_string()))?;
+        let source = closure::Source::of(&opener).map_err(|e| StartError::Store(e.to_string()))?;
         let roots = Roots::new(config.closure_roots.clone(), source);
         let (allowed, watcher) =
             Watcher::start(roots).map_err(|e| StartError::Store(e.to_string()))?;

@@ -28,8 +28,11 @@ use crate::nix::store_path::{HashPart, StoreDir, StorePath, HASH_PART_LEN};
 
 /// Symlinks followed from a root before giving up (Linux's own limit).
 const MAX_LINKS: usize = 40;
-/// How often the watch loop asks whether a root or the store changed.
-pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often the watch loop asks whether a root or the store changed: a
+/// switched root is then served within a second (the issue's bound) even
+/// with a recompute of a few hundred milliseconds. A check is a few
+/// `readlink`s and, for the local backend, one pragma.
+pub const CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// The hash parts of every path in the closure of the roots.
 #[derive(Debug, Default)]
@@ -192,9 +195,7 @@ pub fn closure_by_path_info(
             continue;
         };
         members.insert(path.hash_part());
-        queue.extend(
-            (info.references.into_iter()).filter(|r| !members.contains(&r.hash_part())),
-        );
+        queue.extend((info.references.into_iter()).filter(|r| !members.contains(&r.hash_part())));
     }
     Ok(Closure { members })
 }
@@ -209,8 +210,10 @@ pub struct LocalClosure {
 
 /// Every path reachable from the roots in `rarray`-free SQL: the roots are
 /// bound as `?1..?n` by [`LocalClosure::closure`].
-const CLOSURE_HEAD: &str = "with recursive closure(id) as (select id from ValidPaths where path in (";
-const CLOSURE_TAIL: &str = ") union select reference from Refs join closure on referrer = closure.id) \
+const CLOSURE_HEAD: &str =
+    "with recursive closure(id) as (select id from ValidPaths where path in (";
+const CLOSURE_TAIL: &str =
+    ") union select reference from Refs join closure on referrer = closure.id) \
      select path from ValidPaths join closure using (id)";
 
 impl LocalClosure {
@@ -268,7 +271,10 @@ impl LocalClosure {
 }
 
 fn sql(loc: &LocalLocation, e: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(format!("local database {} (closure): {e}", loc.db.display()))
+    StoreError::Unavailable(format!(
+        "local database {} (closure): {e}",
+        loc.db.display()
+    ))
 }
 
 /// Where closures are computed from.
@@ -372,7 +378,7 @@ impl Roots {
     }
 }
 
-/// The main thread's side: asks the background thread, about once a
+/// The main thread's side: asks the background thread, once every
 /// [`CHECK_EVERY`], to look at the roots and the store. Never waits.
 pub struct Watcher {
     wake: SyncSender<()>,
