@@ -190,13 +190,14 @@ pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot, copy_buf
                     Response::text(408, "Request timeout.\n"),
                     false,
                     false,
+                    false,
                     copy_buf,
                 );
                 return;
             }
             Ok(HeadRead::TooLarge) => {
                 let r = Response::text(431, "Request header too large.\n");
-                let _ = write_response(&mut stream, r, false, false, copy_buf);
+                let _ = write_response(&mut stream, r, false, false, false, copy_buf);
                 linger_close(stream, copy_buf);
                 return;
             }
@@ -207,7 +208,7 @@ pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot, copy_buf
             Err(e) => {
                 log::info(&format!("bad request from {}: {e}", stream.peer()));
                 let r = Response::text(e.status(), "Bad request.\n");
-                let _ = write_response(&mut stream, r, false, false, copy_buf);
+                let _ = write_response(&mut stream, r, false, false, false, copy_buf);
                 linger_close(stream, copy_buf);
                 return;
             }
@@ -236,20 +237,24 @@ pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot, copy_buf
                 }
             };
             let status = resp.status;
-            let len = resp.body.len();
+            let len = resp.body.known_len();
             // A large body takes the client a while to read, longer than
             // CONTENDED_IDLE: its next request would race our close. So
             // while others wait, say `Connection: close` with it instead; a
             // handshake is cheap next to such a body.
-            last_small = len <= CONTENDED_BODY;
-            let keep = may_keep && (contended_turn == 0 || last_small);
-            let result = write_response(&mut stream, resp, head_only, keep, copy_buf);
+            last_small = len.is_some_and(|n| n <= CONTENDED_BODY);
+            // HTTP/1.0 has no chunks: a body of unknown length ends with
+            // the connection.
+            let chunked = head.minor == 1;
+            let keep =
+                may_keep && (contended_turn == 0 || last_small) && (len.is_some() || chunked);
+            let result = write_response(&mut stream, resp, head_only, keep, chunked, copy_buf);
             if shared.access_log {
                 log::access(&access_line(
                     &stream.peer(),
                     &head,
                     status,
-                    if head_only { 0 } else { len },
+                    if head_only { 0 } else { len.unwrap_or(0) },
                 ));
             }
             (result, poison, keep)
@@ -382,15 +387,42 @@ fn write_response(
     resp: Response<'_>,
     head_only: bool,
     keep: bool,
+    chunked: bool,
     copy_buf: &mut [u8],
 ) -> Result<(), WriteError> {
     let date = response::http_date(SystemTime::now());
-    let head = response::head_bytes(&resp, keep, &date);
+    let head = response::head_bytes(&resp, keep, chunked, &date);
     let mut w = BufWriter::with_capacity(16 * 1024, &mut *stream);
     w.write_all(&head).map_err(WriteError::Client)?;
     match resp.body {
         Body::Bytes(b) if !head_only => w.write_all(&b).map_err(WriteError::Client)?,
-        Body::Stream { mut reader, len } if !head_only => {
+        Body::Stream {
+            mut reader,
+            len: None,
+        } if !head_only => {
+            loop {
+                let k = match reader.read(copy_buf) {
+                    Ok(0) => break,
+                    Ok(k) => k,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(WriteError::Source(e)),
+                };
+                if chunked {
+                    write!(w, "{k:x}\r\n").map_err(WriteError::Client)?;
+                }
+                w.write_all(&copy_buf[..k]).map_err(WriteError::Client)?;
+                if chunked {
+                    w.write_all(b"\r\n").map_err(WriteError::Client)?;
+                }
+            }
+            if chunked {
+                w.write_all(b"0\r\n\r\n").map_err(WriteError::Client)?;
+            }
+        }
+        Body::Stream {
+            mut reader,
+            len: Some(len),
+        } if !head_only => {
             let mut left = len;
             while left > 0 {
                 let want = copy_buf

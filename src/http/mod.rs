@@ -1,9 +1,11 @@
 //! The HTTP layer: route table, one handler per endpoint, responses, and the
 //! server loop (`design.md` "One request, end to end").
 
+pub mod build_log;
 pub mod cache_info;
 pub mod conn;
 pub mod listen;
+pub mod listing;
 pub mod nar;
 pub mod narinfo;
 pub mod range;
@@ -102,5 +104,7 @@ pub fn respond<'s>(
             },
         ),
         Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), svc.priority)),
+        Route::Listing(hash) => listing::handle(store, &hash),
+        Route::Log(name) => build_log::handle(store, &name),
     }
 }

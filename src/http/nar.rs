@@ -56,7 +56,7 @@ pub fn handle<'s>(
         let reader = store.nar(&info, start)?;
         Body::Stream {
             reader: Box::new(reader.take(len)),
-            len,
+            len: Some(len),
         }
     };
     let mut r = Response::new(status, CONTENT_TYPE, cache_control, body)

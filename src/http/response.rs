@@ -23,10 +23,11 @@ pub const CACHE_NONE: &str = "no-store";
 pub enum Body<'a> {
     Bytes(Vec<u8>),
     /// Exactly `len` bytes to stream from `reader`; fewer is an error that
-    /// aborts the connection (`style.md` 8).
+    /// aborts the connection (`style.md` 8). `len: None`: as many as it
+    /// gives, sent chunked (HTTP/1.1) or closing the connection (HTTP/1.0).
     Stream {
         reader: Box<dyn Read + 'a>,
-        len: u64,
+        len: Option<u64>,
     },
     /// The reply to HEAD for a streamed body: the length without the bytes.
     Omitted {
@@ -35,15 +36,13 @@ pub enum Body<'a> {
 }
 
 impl Body<'_> {
-    pub fn len(&self) -> u64 {
+    /// `None` for a stream of unknown length.
+    pub fn known_len(&self) -> Option<u64> {
         match self {
-            Body::Bytes(b) => b.len() as u64,
-            Body::Stream { len, .. } | Body::Omitted { len } => *len,
+            Body::Bytes(b) => Some(b.len() as u64),
+            Body::Stream { len, .. } => *len,
+            Body::Omitted { len } => Some(*len),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -157,14 +156,20 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-/// The response head: status line and headers, blank line included.
-pub fn head_bytes(r: &Response<'_>, keep_alive: bool, date: &str) -> Vec<u8> {
+/// The response head: status line and headers, blank line included. A body
+/// of unknown length is announced chunked when `chunked` (HTTP/1.1), else by
+/// no length at all (HTTP/1.0: the connection's close ends it).
+pub fn head_bytes(r: &Response<'_>, keep_alive: bool, chunked: bool, date: &str) -> Vec<u8> {
+    let length = match r.body.known_len() {
+        Some(n) => format!("Content-Length: {n}\r\n"),
+        None if chunked => "Transfer-Encoding: chunked\r\n".to_owned(),
+        None => String::new(),
+    };
     let mut h = format!(
-        "HTTP/1.1 {} {}\r\nDate: {date}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: {}\r\n",
+        "HTTP/1.1 {} {}\r\nDate: {date}\r\nContent-Type: {}\r\n{length}Cache-Control: {}\r\n",
         r.status,
         reason(r.status),
         r.content_type,
-        r.body.len(),
         r.cache_control,
     );
     for (name, value) in &r.extra {
@@ -263,7 +268,7 @@ mod tests {
             Body::Bytes(b"abc".to_vec()),
         );
         assert_eq!(
-            String::from_utf8(head_bytes(&r, true, "D")).unwrap(),
+            String::from_utf8(head_bytes(&r, true, true, "D")).unwrap(),
             "HTTP/1.1 200 OK\r\nDate: D\r\nContent-Type: text/x-nix-cache-info\r\n\
              Content-Length: 3\r\nCache-Control: public, max-age=3600\r\n\
              Connection: keep-alive\r\n\r\n"
@@ -276,10 +281,26 @@ mod tests {
         )
         .with_header("Accept-Ranges", "bytes".into());
         assert_eq!(
-            String::from_utf8(head_bytes(&r, false, "D")).unwrap(),
+            String::from_utf8(head_bytes(&r, false, true, "D")).unwrap(),
             "HTTP/1.1 200 OK\r\nDate: D\r\nContent-Type: application/x-nix-nar\r\n\
              Content-Length: 99\r\nCache-Control: public, max-age=31536000, immutable\r\n\
              Accept-Ranges: bytes\r\nConnection: close\r\n\r\n"
+        );
+        let stream = |len| Body::Stream {
+            reader: Box::new(std::io::empty()),
+            len,
+        };
+        let r = Response::new(200, "text/plain", CACHE_NONE, stream(None));
+        assert_eq!(
+            String::from_utf8(head_bytes(&r, true, true, "D")).unwrap(),
+            "HTTP/1.1 200 OK\r\nDate: D\r\nContent-Type: text/plain\r\n\
+             Transfer-Encoding: chunked\r\nCache-Control: no-store\r\n\
+             Connection: keep-alive\r\n\r\n"
+        );
+        assert_eq!(
+            String::from_utf8(head_bytes(&r, false, false, "D")).unwrap(),
+            "HTTP/1.1 200 OK\r\nDate: D\r\nContent-Type: text/plain\r\n\
+             Cache-Control: no-store\r\nConnection: close\r\n\r\n"
         );
     }
 

@@ -6,7 +6,7 @@
 
 use crate::nix::hash::Sha256;
 use crate::nix::nix32;
-use crate::nix::store_path::{HashPart, HASH_PART_LEN};
+use crate::nix::store_path::{HashPart, StorePath, HASH_PART_LEN};
 
 use super::request::Method;
 
@@ -25,6 +25,22 @@ pub enum Route {
     },
     /// `/nix-cache-info`
     CacheInfo,
+    /// `/<hash>.ls`: the NAR listing.
+    Listing(HashPart),
+    /// `/log/<…>`: a build log.
+    Log(LogName),
+}
+
+/// What `/log/<…>` names. Nix's client asks for a derivation's base name
+/// (`nix-protocols.md` §9); nix-serve also takes an output's (it runs `nix
+/// log` on it, which follows the deriver), harmonia a bare hash part.
+/// Neither takes a full store path, so neither do we.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogName {
+    /// `<hash>-<name>`: a derivation, or an output whose deriver has the log.
+    Path(StorePath),
+    /// `<hash>`: the valid path with that hash part, then as `Path`.
+    Hash(HashPart),
 }
 
 /// Why a request matches no route. `reason` goes into the body: short, and
@@ -65,6 +81,9 @@ pub fn parse(method: &Method, target: &str) -> Result<Route, RouteError> {
         }
         return parse_hash_part(stem).map(Route::NarInfo);
     }
+    if let Some(name) = path.strip_prefix("log/") {
+        return parse_log(name).map(Route::Log);
+    }
     if path == "nix-cache-info" {
         return Ok(Route::CacheInfo);
     }
@@ -77,7 +96,27 @@ pub fn parse(method: &Method, target: &str) -> Result<Route, RouteError> {
         }
         return parse_nar(name, query);
     }
+    if let Some(stem) = path.strip_suffix(".ls") {
+        if stem.contains('/') {
+            return Err(RouteError::NotFound);
+        }
+        return parse_hash_part(stem).map(Route::Listing);
+    }
     Err(RouteError::NotFound)
+}
+
+/// The name is never decoded: `%2f`, `..` or a `/` are not in a store path
+/// name's alphabet, so they fail validation and reach no file.
+fn parse_log(name: &str) -> Result<LogName, RouteError> {
+    if name.contains('/') {
+        return Err(RouteError::NotFound);
+    }
+    if name.len() == HASH_PART_LEN {
+        return parse_hash_part(name).map(LogName::Hash);
+    }
+    StorePath::from_base_name(name)
+        .map(LogName::Path)
+        .map_err(|_| RouteError::BadRequest("Invalid store path.\n"))
 }
 
 fn parse_nar(name: &str, query: Option<&str>) -> Result<Route, RouteError> {
@@ -161,6 +200,16 @@ mod tests {
                 nar_hash: None
             })
         );
+        assert_eq!(get(&format!("/{H}.ls")), Ok(Route::Listing(hash)));
+        let drv = StorePath::from_base_name(&format!("{H}-hello.drv")).unwrap();
+        assert_eq!(
+            get(&format!("/log/{H}-hello.drv")),
+            Ok(Route::Log(LogName::Path(drv)))
+        );
+        assert_eq!(
+            get(&format!("/log/{H}")),
+            Ok(Route::Log(LogName::Hash(hash)))
+        );
         assert_eq!(
             get(&format!("/nar/{N}.nar?hash={H}")),
             Ok(Route::Nar {
@@ -182,7 +231,17 @@ mod tests {
             ("/nar/../../etc/passwd.nar".into(), RouteError::NotFound),
             (format!("/x/{H}.narinfo"), RouteError::NotFound),
             (format!("/nar/{H}.nar.xz"), RouteError::NotFound),
-            ("/log/abc".into(), RouteError::NotFound),
+            ("/log/abc".into(), bad("Invalid store path.\n")),
+            (format!("/log/nix/store/{H}-x.drv"), RouteError::NotFound),
+            (format!("/log/{H}-x.drv/"), RouteError::NotFound),
+            (
+                format!("/log/{H}-..%2f..%2fetc"),
+                bad("Invalid store path.\n"),
+            ),
+            (format!("/log/{H}-.."), bad("Invalid store path.\n")),
+            (format!("/log/..%2f{H}"), bad("Invalid store path.\n")),
+            (format!("/x/{H}.ls"), RouteError::NotFound),
+            ("/abc.ls".into(), bad("Invalid store path hash.\n")),
             ("/foo.narinfo".into(), bad("Invalid store path hash.\n")),
             (
                 format!("/{}.narinfo", H.to_uppercase()),
