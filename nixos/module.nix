@@ -85,6 +85,7 @@ let
         [ "--listen ${listenFlag}" ]
     )
     ++ optional (cfg.priority != null) "--priority ${toString cfg.priority}"
+    ++ optional (cfg.compression != "none") "--compression ${cfg.compression}"
     # Last, so that the flags a user already has keep their place and meaning.
     ++ optional (extraParams != "") extraParams
   );
@@ -123,6 +124,18 @@ in
         The `Priority` this cache announces in `/nix-cache-info` (clients try
         caches with lower numbers first). `null` keeps the server's default,
         30, as nix-serve announces.
+      '';
+    };
+
+    compression = mkOption {
+      type = types.strMatching "none|zstd(:([1-9]|1[0-9]))?";
+      default = "none";
+      example = "zstd";
+      description = ''
+        How NARs are served: `none` (nix-serve's bytes), or `zstd` /
+        `zstd:LEVEL` (1 to 19; `zstd` is level 1), compressed while they
+        stream. Narinfos then point to `nar/….nar.zst`; the uncompressed
+        URLs keep working.
       '';
     };
   };

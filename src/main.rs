@@ -126,6 +126,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
         Service {
             keys,
             priority: config.priority,
+            compression: config.compression,
         },
         open,
         Limits {

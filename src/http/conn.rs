@@ -254,13 +254,17 @@ pub fn serve(mut stream: Stream, shared: &Shared, slot: &mut StoreSlot, copy_buf
                     &stream.peer(),
                     &head,
                     status,
-                    if head_only { 0 } else { len.unwrap_or(0) },
+                    match (&result, head_only) {
+                        (_, true) => 0,
+                        (Ok(sent), false) => *sent,
+                        (Err(_), false) => len.unwrap_or(0),
+                    },
                 ));
             }
             (result, poison, keep)
         };
         let ok = match result {
-            Ok(()) => true,
+            Ok(_) => true,
             Err(WriteError::Client(e)) => {
                 log::info(&format!(
                     "client {} went away mid-response to {}: {e}",
@@ -389,13 +393,18 @@ fn write_response(
     keep: bool,
     chunked: bool,
     copy_buf: &mut [u8],
-) -> Result<(), WriteError> {
+) -> Result<u64, WriteError> {
     let date = response::http_date(SystemTime::now());
     let head = response::head_bytes(&resp, keep, chunked, &date);
     let mut w = BufWriter::with_capacity(16 * 1024, &mut *stream);
     w.write_all(&head).map_err(WriteError::Client)?;
+    // Body bytes sent, for the access log.
+    let mut sent = 0u64;
     match resp.body {
-        Body::Bytes(b) if !head_only => w.write_all(&b).map_err(WriteError::Client)?,
+        Body::Bytes(b) if !head_only => {
+            w.write_all(&b).map_err(WriteError::Client)?;
+            sent = b.len() as u64;
+        }
         Body::Stream {
             mut reader,
             len: None,
@@ -411,6 +420,7 @@ fn write_response(
                     write!(w, "{k:x}\r\n").map_err(WriteError::Client)?;
                 }
                 w.write_all(&copy_buf[..k]).map_err(WriteError::Client)?;
+                sent += k as u64;
                 if chunked {
                     w.write_all(b"\r\n").map_err(WriteError::Client)?;
                 }
@@ -441,11 +451,13 @@ fn write_response(
                 };
                 w.write_all(&copy_buf[..k]).map_err(WriteError::Client)?;
                 left -= k as u64;
+                sent += k as u64;
             }
         }
         Body::Bytes(_) | Body::Stream { .. } | Body::Omitted { .. } => {}
     }
-    w.flush().map_err(WriteError::Client)
+    w.flush().map_err(WriteError::Client)?;
+    Ok(sent)
 }
 
 /// Combined Log Format, as Starman's `--access-log` writes.

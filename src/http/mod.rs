@@ -14,6 +14,7 @@ pub mod response;
 pub mod routes;
 pub mod server;
 
+use crate::nix::compression::{Compression, DEFAULT_ZSTD_LEVEL};
 use crate::nix::sig_cache::SigCache;
 use crate::nix::signing::SecretKey;
 use crate::store::{Opener, Store, StoreError};
@@ -26,6 +27,9 @@ use routes::Route;
 pub struct Service {
     pub keys: Vec<SecretKey>,
     pub priority: u32,
+    /// `--compression`: what narinfos point to, and whether a plain NAR may
+    /// be sent zstd-encoded to a client that asks.
+    pub compression: Compression,
 }
 
 /// Makes a store connection for a worker: [`open_store`] of the resolved
@@ -93,7 +97,7 @@ pub fn respond<'s>(
     let StoreSlot { conn, sigs } = slot;
     let store = connected(conn, open)?;
     match route {
-        Route::NarInfo(hash) => narinfo::handle(store, &svc.keys, sigs, &hash),
+        Route::NarInfo(hash) => narinfo::handle(store, &svc.keys, sigs, &hash, svc.compression),
         Route::Nar { hash, nar_hash } => nar::handle(
             store,
             &nar::NarRequest {
@@ -101,6 +105,28 @@ pub fn respond<'s>(
                 nar_hash,
                 range: head.range.as_deref(),
                 head_only: head.method == Method::Head,
+                encoding: nar::negotiate(
+                    svc.compression,
+                    head.accept_encoding.as_deref(),
+                    head.range.as_deref(),
+                ),
+                vary: svc.compression != Compression::None,
+            },
+        ),
+        Route::NarZstd { hash, nar_hash } => nar::handle(
+            store,
+            &nar::NarRequest {
+                hash,
+                nar_hash,
+                range: None,
+                head_only: head.method == Method::Head,
+                encoding: nar::Encoding::ZstdFile {
+                    level: match svc.compression {
+                        Compression::Zstd { level } => level,
+                        Compression::None => DEFAULT_ZSTD_LEVEL,
+                    },
+                },
+                vary: false,
             },
         ),
         Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), svc.priority)),

@@ -1,11 +1,13 @@
 //! `/nar/…`: the NAR of a path, streamed with `Content-Length` = NarSize
 //! (never chunked) and byte ranges (`nix-protocols.md` §4.3, §4.4, §10.4).
 
-use std::io::Read;
+use std::io::{self, Read};
 
+use crate::nix::compression::Compression;
 use crate::nix::hash::Sha256;
+use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::HashPart;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 use super::range::{self, RangeOutcome};
 use super::response::{Body, HandlerError, Response, CACHE_IMMUTABLE, CACHE_SHORT};
@@ -19,6 +21,55 @@ pub struct NarRequest<'r> {
     pub range: Option<&'r str>,
     /// HEAD: headers only, the NAR is never opened.
     pub head_only: bool,
+    pub encoding: Encoding,
+    /// Whether the reply depends on `Accept-Encoding` (compression on): a
+    /// cache in front must key on it.
+    pub vary: bool,
+}
+
+/// How the NAR's bytes go out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// The NAR itself, with ranges.
+    Identity,
+    /// `/nar/….nar.zst`: the body is a zstd stream at this level.
+    ZstdFile { level: i32 },
+    /// The plain `.nar` URL, `Content-Encoding: zstd` because the client
+    /// asked for it (see [`negotiate`]).
+    ZstdContent { level: i32 },
+}
+
+/// The encoding of a plain `.nar` reply. Only with `--compression zstd`
+/// (the operator chose to spend the CPU), only when `Accept-Encoding` lists
+/// `zstd` with a non-zero weight (Nix 2.8 sends none, curl none unless told:
+/// both get the NAR's bytes), and never for a `Range`, which names bytes of
+/// the NAR itself (§4.4: Nix resumes only identity downloads).
+pub fn negotiate(
+    compression: Compression,
+    accept_encoding: Option<&str>,
+    range: Option<&str>,
+) -> Encoding {
+    match compression {
+        Compression::Zstd { level } if range.is_none() && accepts_zstd(accept_encoding) => {
+            Encoding::ZstdContent { level }
+        }
+        _ => Encoding::Identity,
+    }
+}
+
+/// RFC 9110 §12.5.3: `zstd`, or `*`, listed without `q=0`.
+fn accepts_zstd(header: Option<&str>) -> bool {
+    header.into_iter().flat_map(|h| h.split(',')).any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or("");
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .or_else(|| p.strip_prefix("Q="))
+                .and_then(|q| q.parse::<f32>().ok())
+                .is_some_and(|q| q == 0.0)
+        });
+        coding.eq_ignore_ascii_case("zstd") && !refused
+    })
 }
 
 pub fn handle<'s>(
@@ -41,6 +92,9 @@ pub fn handle<'s>(
         // The legacy URL names the path, not the content.
         None => CACHE_SHORT,
     };
+    if let Encoding::ZstdFile { level } | Encoding::ZstdContent { level } = req.encoding {
+        return compressed(store, &info, req, level, cache_control);
+    }
     let total = info.nar_size;
     let (status, start, len) = match range::parse(req.range, total) {
         RangeOutcome::Full => (200, 0, total),
@@ -61,6 +115,9 @@ pub fn handle<'s>(
     };
     let mut r = Response::new(status, CONTENT_TYPE, cache_control, body)
         .with_header("Accept-Ranges", "bytes".to_owned());
+    if req.vary {
+        r = r.with_header("Vary", "Accept-Encoding".to_owned());
+    }
     if status == 206 {
         r = r.with_header(
             "Content-Range",
@@ -68,4 +125,59 @@ pub fn handle<'s>(
         );
     }
     Ok(r)
+}
+
+/// The whole NAR, compressed while it streams: the length is unknown until
+/// the end, so the body goes chunked, and there are no ranges.
+fn compressed<'s>(
+    store: &'s mut dyn Store,
+    info: &PathInfo,
+    req: &NarRequest<'_>,
+    level: i32,
+    cache_control: &'static str,
+) -> Result<Response<'s>, HandlerError> {
+    let reader: Box<dyn Read + 's> = if req.head_only {
+        Box::new(io::empty())
+    } else {
+        let nar = store.nar(info, 0)?;
+        Box::new(zstd::stream::read::Encoder::new(nar, level).map_err(StoreError::Io)?)
+    };
+    let r = Response::new(
+        200,
+        CONTENT_TYPE,
+        cache_control,
+        Body::Stream { reader, len: None },
+    );
+    Ok(match req.encoding {
+        Encoding::ZstdContent { .. } => r
+            .with_header("Content-Encoding", "zstd".to_owned())
+            .with_header("Vary", "Accept-Encoding".to_owned()),
+        _ => r,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zstd_only_when_asked_and_enabled() {
+        let on = Compression::Zstd { level: 3 };
+        let z = Encoding::ZstdContent { level: 3 };
+        let table: [(Compression, Option<&str>, Option<&str>, Encoding); 10] = [
+            (on, None, None, Encoding::Identity),
+            (on, Some("gzip, deflate"), None, Encoding::Identity),
+            (on, Some("gzip, zstd"), None, z),
+            (on, Some("ZSTD;q=0.5"), None, z),
+            (on, Some("zstd;q=0"), None, Encoding::Identity),
+            (on, Some("zstd; q=0.0, gzip"), None, Encoding::Identity),
+            (on, Some("zstdx"), None, Encoding::Identity),
+            (on, Some("zstd"), Some("bytes=0-"), Encoding::Identity),
+            (Compression::None, Some("zstd"), None, Encoding::Identity),
+            (on, Some("deflate, gzip, br, zstd"), None, z),
+        ];
+        for (c, ae, range, want) in table {
+            assert_eq!(negotiate(c, ae, range), want, "{ae:?} {range:?}");
+        }
+    }
 }

@@ -72,6 +72,8 @@ pub struct Head {
     /// A request body follows (Content-Length > 0 or Transfer-Encoding).
     pub has_body: bool,
     pub user_agent: Option<String>,
+    /// For `Accept-Encoding: zstd` on NARs (`nar.rs`).
+    pub accept_encoding: Option<String>,
 }
 
 /// The length of the head at the start of `buf`, terminator included, once
@@ -144,6 +146,7 @@ pub fn parse(head: &[u8]) -> Result<Head, RequestError> {
         range: None,
         has_body: false,
         user_agent: None,
+        accept_encoding: None,
     };
     let mut count = 0;
     for (i, line) in lines.enumerate() {
@@ -176,6 +179,8 @@ pub fn parse(head: &[u8]) -> Result<Head, RequestError> {
             out.has_body = true;
         } else if name.eq_ignore_ascii_case("user-agent") {
             out.user_agent = Some(value.chars().take(200).collect());
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            out.accept_encoding = Some(value.to_owned());
         }
     }
     Ok(out)

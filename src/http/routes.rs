@@ -23,6 +23,12 @@ pub enum Route {
         hash: HashPart,
         nar_hash: Option<Sha256>,
     },
+    /// `/nar/<hash>-<narhash>.nar.zst` (and the other `Nar` shapes with
+    /// `.zst`): the NAR compressed with zstd while it streams.
+    NarZstd {
+        hash: HashPart,
+        nar_hash: Option<Sha256>,
+    },
     /// `/nix-cache-info`
     CacheInfo,
     /// `/<hash>.ls`: the NAR listing.
@@ -89,12 +95,23 @@ pub fn parse(method: &Method, target: &str) -> Result<Route, RouteError> {
     }
     if let Some(name) = path
         .strip_prefix("nar/")
+        .and_then(|n| n.strip_suffix(".nar.zst"))
+    {
+        if name.contains('/') {
+            return Err(RouteError::NotFound);
+        }
+        let (hash, nar_hash) = parse_nar(name, query)?;
+        return Ok(Route::NarZstd { hash, nar_hash });
+    }
+    if let Some(name) = path
+        .strip_prefix("nar/")
         .and_then(|n| n.strip_suffix(".nar"))
     {
         if name.contains('/') {
             return Err(RouteError::NotFound);
         }
-        return parse_nar(name, query);
+        let (hash, nar_hash) = parse_nar(name, query)?;
+        return Ok(Route::Nar { hash, nar_hash });
     }
     if let Some(stem) = path.strip_suffix(".ls") {
         if stem.contains('/') {
@@ -119,12 +136,10 @@ fn parse_log(name: &str) -> Result<LogName, RouteError> {
         .map_err(|_| RouteError::BadRequest("Invalid store path.\n"))
 }
 
-fn parse_nar(name: &str, query: Option<&str>) -> Result<Route, RouteError> {
+/// The store path's hash part and, if the URL has it, the NAR hash.
+fn parse_nar(name: &str, query: Option<&str>) -> Result<(HashPart, Option<Sha256>), RouteError> {
     match name.len() {
-        HASH_PART_LEN => Ok(Route::Nar {
-            hash: parse_hash_part(name)?,
-            nar_hash: None,
-        }),
+        HASH_PART_LEN => Ok((parse_hash_part(name)?, None)),
         NAR_HASH_LEN => {
             let nar_hash = parse_nar_hash(name)?;
             let hash = query
@@ -132,17 +147,14 @@ fn parse_nar(name: &str, query: Option<&str>) -> Result<Route, RouteError> {
                 .flat_map(|q| q.split('&'))
                 .find_map(|kv| kv.strip_prefix("hash="))
                 .ok_or(RouteError::BadRequest("Missing hash query parameter.\n"))?;
-            Ok(Route::Nar {
-                hash: parse_hash_part(hash)?,
-                nar_hash: Some(nar_hash),
-            })
+            Ok((parse_hash_part(hash)?, Some(nar_hash)))
         }
         n if n == HASH_PART_LEN + 1 + NAR_HASH_LEN && name.as_bytes()[HASH_PART_LEN] == b'-' => {
             let (hash, nar_hash) = name.split_at(HASH_PART_LEN);
-            Ok(Route::Nar {
-                hash: parse_hash_part(hash)?,
-                nar_hash: Some(parse_nar_hash(&nar_hash[1..])?),
-            })
+            Ok((
+                parse_hash_part(hash)?,
+                Some(parse_nar_hash(&nar_hash[1..])?),
+            ))
         }
         _ => Err(RouteError::BadRequest("Invalid NAR name.\n")),
     }
@@ -201,6 +213,13 @@ mod tests {
             })
         );
         assert_eq!(get(&format!("/{H}.ls")), Ok(Route::Listing(hash)));
+        assert_eq!(
+            get(&format!("/nar/{H}-{N}.nar.zst")),
+            Ok(Route::NarZstd {
+                hash,
+                nar_hash: Some(nar_hash)
+            })
+        );
         let drv = StorePath::from_base_name(&format!("{H}-hello.drv")).unwrap();
         assert_eq!(
             get(&format!("/log/{H}-hello.drv")),
@@ -231,6 +250,7 @@ mod tests {
             ("/nar/../../etc/passwd.nar".into(), RouteError::NotFound),
             (format!("/x/{H}.narinfo"), RouteError::NotFound),
             (format!("/nar/{H}.nar.xz"), RouteError::NotFound),
+            (format!("/nar/x/{H}.nar.zst"), RouteError::NotFound),
             ("/log/abc".into(), bad("Invalid store path.\n")),
             (format!("/log/nix/store/{H}-x.drv"), RouteError::NotFound),
             (format!("/log/{H}-x.drv/"), RouteError::NotFound),

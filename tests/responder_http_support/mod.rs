@@ -58,7 +58,16 @@ pub fn start(opener: Opener, workers: usize, keys: Vec<SecretKey>, limits: Limit
     let slots = StoreSlot::open_all(&open, workers).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let shared = Shared::new(Service { keys, priority: 30 }, open, limits, false);
+    let shared = Shared::new(
+        Service {
+            keys,
+            priority: 30,
+            compression: Default::default(),
+        },
+        open,
+        limits,
+        false,
+    );
     let server = Server::start(vec![Listener::Tcp(listener)], slots, shared).unwrap();
     Harness {
         addr,
