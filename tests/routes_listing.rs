@@ -93,7 +93,7 @@ fn check_listings(store_args: &[&str], tag: &str, offsets: bool) {
     let _ = std::fs::remove_dir_all(&work);
 }
 
-/// For every file: `NAR[narOffset .. narOffset + size]`, fetched with a
+/// For every file (see `step`): `NAR[narOffset .. narOffset + size]`, fetched with a
 /// `Range` request, is the file. Empty files cannot be asked for with a
 /// range; their offset must still be inside the NAR.
 fn check_offsets(addr: SocketAddr, name: &str, path: &str, listing: &Value) {
@@ -105,7 +105,10 @@ fn check_offsets(addr: SocketAddr, name: &str, path: &str, listing: &Value) {
         .unwrap()
         .parse()
         .unwrap();
-    for (inner, size, offset) in all {
+    // many-files has 2,000: each range request walks the whole tree again,
+    // so every 20th of those (still from start to end of the NAR).
+    let step = if all.len() > 200 { 20 } else { 1 };
+    for (inner, size, offset) in all.into_iter().step_by(step) {
         // The root itself when the store path is a single file.
         let file = if inner.as_os_str().is_empty() {
             PathBuf::from(path)

@@ -8,7 +8,7 @@ use super::routes::LogName;
 
 pub const CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
-pub fn handle<'s>(store: &'s mut dyn Store, name: &LogName) -> Result<Response<'s>, HandlerError> {
+pub fn handle(store: &mut dyn Store, name: &LogName) -> Result<Response, HandlerError> {
     // Nix's own lookup: a derivation names its log; any other path, its
     // deriver's. A derivation need not be valid: its log outlives it.
     let drv = match name {

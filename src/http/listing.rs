@@ -6,7 +6,7 @@ use crate::store::Store;
 
 use super::response::{Body, HandlerError, Response, CACHE_SHORT};
 
-pub fn handle(store: &mut dyn Store, hash: &HashPart) -> Result<Response<'static>, HandlerError> {
+pub fn handle(store: &mut dyn Store, hash: &HashPart) -> Result<Response, HandlerError> {
     let Some(info) = store.path_info_by_hash(hash)? else {
         return Ok(Response::text(404, "No such path.\n"));
     };

@@ -1,13 +1,13 @@
 //! `/nar/…`: the NAR of a path, streamed with `Content-Length` = NarSize
 //! (never chunked) and byte ranges (`nix-protocols.md` §4.3, §4.4, §10.4).
 
-use std::io::{self, Read};
+use std::io::Read;
 
 use crate::nix::compression::Compression;
 use crate::nix::hash::Sha256;
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::HashPart;
-use crate::store::{Store, StoreError};
+use crate::store::{NarBody, Store, StoreError};
 
 use super::range::{self, RangeOutcome};
 use super::response::{Body, HandlerError, Response, CACHE_IMMUTABLE, CACHE_SHORT};
@@ -72,10 +72,7 @@ fn accepts_zstd(header: Option<&str>) -> bool {
     })
 }
 
-pub fn handle<'s>(
-    store: &'s mut dyn Store,
-    req: &NarRequest<'_>,
-) -> Result<Response<'s>, HandlerError> {
+pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, HandlerError> {
     let Some(info) = store.path_info_by_hash(&req.hash)? else {
         return Ok(Response::text(404, "No such path.\n"));
     };
@@ -105,12 +102,14 @@ pub fn handle<'s>(
         }
     };
     let body = if req.head_only {
-        Body::Omitted { len }
+        Body::Omitted { len: Some(len) }
     } else {
-        let reader = store.nar(&info, start)?;
-        Body::Stream {
-            reader: Box::new(reader.take(len)),
-            len: Some(len),
+        match store.nar(&info, start)? {
+            NarBody::Files(reader) => Body::Nar { reader, len },
+            NarBody::Stream(reader) => Body::Stream {
+                reader: Box::new(reader.take(len)),
+                len: Some(len),
+            },
         }
     };
     let mut r = Response::new(status, CONTENT_TYPE, cache_control, body)
@@ -129,25 +128,24 @@ pub fn handle<'s>(
 
 /// The whole NAR, compressed while it streams: the length is unknown until
 /// the end, so the body goes chunked, and there are no ranges.
-fn compressed<'s>(
-    store: &'s mut dyn Store,
+fn compressed(
+    store: &mut dyn Store,
     info: &PathInfo,
     req: &NarRequest<'_>,
     level: i32,
     cache_control: &'static str,
-) -> Result<Response<'s>, HandlerError> {
-    let reader: Box<dyn Read + 's> = if req.head_only {
-        Box::new(io::empty())
+) -> Result<Response, HandlerError> {
+    let body = if req.head_only {
+        Body::Omitted { len: None }
     } else {
         let nar = store.nar(info, 0)?;
-        Box::new(zstd::stream::read::Encoder::new(nar, level).map_err(StoreError::Io)?)
+        let reader = zstd::stream::read::Encoder::new(nar, level).map_err(StoreError::Io)?;
+        Body::Stream {
+            reader: Box::new(reader),
+            len: None,
+        }
     };
-    let r = Response::new(
-        200,
-        CONTENT_TYPE,
-        cache_control,
-        Body::Stream { reader, len: None },
-    );
+    let r = Response::new(200, CONTENT_TYPE, cache_control, body);
     Ok(match req.encoding {
         Encoding::ZstdContent { .. } => r
             .with_header("Content-Encoding", "zstd".to_owned())

@@ -10,16 +10,18 @@ use std::path::Path;
 use thiserror::Error;
 
 use crate::nix::nar::listing::nar_listing;
-use crate::nix::nar::NarError;
+use crate::nix::nar::{NarError, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
 
 pub mod daemon;
 pub mod local;
 pub mod log;
+pub mod slot;
 pub mod uri;
 pub mod wire;
 
+pub use slot::{OpenStore, StoreSlot};
 pub use uri::Opener;
 
 /// What can go wrong asking the store. The HTTP layer maps each variant to a
@@ -45,6 +47,22 @@ pub enum StoreError {
     /// I/O on the store's files (a path that vanished mid-request, say).
     #[error("store I/O: {0}")]
     Io(#[from] io::Error),
+}
+
+impl StoreError {
+    /// Whether the connection that produced this error must be dropped:
+    /// after a transport or protocol failure its state is unknown
+    /// (`style.md` 8). An error the daemon reported, or bad data in the
+    /// store, leaves the connection in step.
+    pub fn poisons_connection(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_)
+            | StoreError::Timeout(_)
+            | StoreError::Protocol(_)
+            | StoreError::Io(_) => true,
+            StoreError::Daemon(_) | StoreError::Corrupt(_) => false,
+        }
+    }
 }
 
 /// A NAR that cannot be made from the files: I/O keeps its kind (a vanished
@@ -77,7 +95,8 @@ pub trait Store: Send {
 
     /// The NAR of the valid path `info`, starting at byte `offset`: exactly
     /// `info.nar_size - offset` bytes, or an error (never short or wrong bytes).
-    fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<Box<dyn Read + '_>, StoreError>;
+    /// It owns what it reads from, so it can outlive the request's worker.
+    fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<NarBody, StoreError>;
 
     /// The NAR listing (`<hash>.ls`) of the valid path `info`, made from its
     /// files without reading them (`nix::nar::listing`).
@@ -100,4 +119,22 @@ fn listing_from_files(real: &Path, info: &PathInfo) -> Result<Vec<u8>, StoreErro
         )));
     }
     Ok(json)
+}
+
+/// Where a NAR's bytes come from.
+pub enum NarBody {
+    /// Encoded here from the files: framing rendered from the plan, file
+    /// contents straight from the files (`sendfile(2)` by the server).
+    Files(NarReader),
+    /// Made elsewhere and read as a stream (the nix-daemon's NarFromPath).
+    Stream(Box<dyn Read + Send>),
+}
+
+impl Read for NarBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            NarBody::Files(r) => r.read(buf),
+            NarBody::Stream(r) => r.read(buf),
+        }
+    }
 }
