@@ -10,9 +10,9 @@ mod routes_support;
 
 use std::process::Command;
 
-use common::{nix_store_dump, output_of, Fixtures};
+use common::{nix_fresh_cache, nix_store_dump, output_of, succeeded, Fixtures};
 use responder_common::{start_on_any_port, tmpdir};
-use routes_support::{get, hash_part, nix, ok, request};
+use routes_support::{get, hash_part, request};
 
 fn url_of(narinfo: &str) -> &str {
     narinfo
@@ -47,7 +47,10 @@ fn nix_copy_from_a_zstd_cache() {
         "--no-check-sigs",
     ];
     args.extend(&paths);
-    ok(&nix("nix", &args, &work.join("xdg")), "nix copy --from");
+    succeeded(
+        &nix_fresh_cache("nix", &args, &work.join("xdg")),
+        "nix copy --from",
+    );
     for p in &paths {
         let copied = output_of(Command::new("nix").args([
             "store",

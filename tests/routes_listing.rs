@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use common::Fixtures;
+use common::{nix_fresh_cache, succeeded, Fixtures};
 use responder_common::{start_on_any_port, tmpdir};
-use routes_support::{get, hash_part, nix, ok, request};
+use routes_support::{get, hash_part, request};
 
 /// Every regular file in a listing: path inside the store path, size, offset.
 fn files(node: &Value, at: PathBuf, out: &mut Vec<(PathBuf, u64, u64)>) {
@@ -52,8 +52,8 @@ fn nix_listings(fx: &Fixtures, work: &Path) -> BTreeMap<String, Vec<u8>> {
         let mut args = vec!["copy", "--to", &to];
         args.extend(flag);
         args.extend(paths);
-        ok(
-            &nix("nix", &args, &work.join("xdg")),
+        succeeded(
+            &nix_fresh_cache("nix", &args, &work.join("xdg")),
             "nix copy --to file://",
         );
     }
@@ -177,8 +177,8 @@ fn nix_store_ls_and_cat() {
     // Not `tree`: Nix 2.8's `nix store ls -l` takes its `%percent+plus`
     // for a format string and fails on its own store too.
     let mid = fx.path("dep-mid");
-    let out = ok(
-        &nix(
+    let out = succeeded(
+        &nix_fresh_cache(
             "nix",
             &["store", "ls", "--store", &url, "-lR", mid],
             &work.join("xdg"),
@@ -190,12 +190,12 @@ fn nix_store_ls_and_cat() {
     let leaf = fx.path("dep-leaf");
     assert!(out.contains(&format!("./leaf-link -> {leaf}")), "{out}");
     let deep = format!("{}/a/b/c/d/deep.txt", fx.path("tree"));
-    let cat = nix(
+    let cat = nix_fresh_cache(
         "nix",
         &["store", "cat", "--store", &url, &deep],
         &work.join("xdg"),
     );
-    ok(&cat, "nix store cat");
+    succeeded(&cat, "nix store cat");
     assert_eq!(cat.stdout, std::fs::read(&deep).unwrap());
     let log = log.lock().unwrap().clone();
     let nar_lines: Vec<&str> = log.lines().filter(|l| l.contains("/nar/")).collect();

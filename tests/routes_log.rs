@@ -12,9 +12,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{run, ChrootStore, Fixtures};
+use common::{nix_fresh_cache, run, succeeded, ChrootStore, Fixtures};
 use responder_common::{start_on_any_port, tmpdir};
-use routes_support::{get, hash_part, nix, ok, request};
+use routes_support::{get, hash_part, request};
 
 /// A fresh derivation (the nonce makes it new, so it really builds) whose
 /// log is `line` and one more line: its `.drv` and output paths.
@@ -25,8 +25,8 @@ fn build(line: &str, compress: bool, xdg: &Path) -> (String, String) {
            PATH = "/usr/bin:/bin"; }}"#
     );
     let compress = if compress { "true" } else { "false" };
-    let out = ok(
-        &nix(
+    let out = succeeded(
+        &nix_fresh_cache(
             "nix-build",
             &[
                 "--no-out-link",
@@ -65,7 +65,10 @@ fn check_log(addr: SocketAddr, drv: &str, out: &str, want: &str, bz2: bool, xdg:
 
     let url = format!("http://{addr}");
     for path in [drv, out] {
-        let got = ok(&nix("nix", &["log", "--store", &url, path], xdg), "nix log");
+        let got = succeeded(
+            &nix_fresh_cache("nix", &["log", "--store", &url, path], xdg),
+            "nix log",
+        );
         assert_eq!(got, want, "nix log {path}");
     }
     for target in [

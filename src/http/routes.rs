@@ -93,25 +93,23 @@ pub fn parse(method: &Method, target: &str) -> Result<Route, RouteError> {
     if path == "nix-cache-info" {
         return Ok(Route::CacheInfo);
     }
-    if let Some(name) = path
-        .strip_prefix("nar/")
-        .and_then(|n| n.strip_suffix(".nar.zst"))
-    {
+    if let Some(name) = path.strip_prefix("nar/") {
+        let (name, zstd) = match name.strip_suffix(".nar.zst") {
+            Some(n) => (n, true),
+            None => (
+                name.strip_suffix(".nar").ok_or(RouteError::NotFound)?,
+                false,
+            ),
+        };
         if name.contains('/') {
             return Err(RouteError::NotFound);
         }
         let (hash, nar_hash) = parse_nar(name, query)?;
-        return Ok(Route::NarZstd { hash, nar_hash });
-    }
-    if let Some(name) = path
-        .strip_prefix("nar/")
-        .and_then(|n| n.strip_suffix(".nar"))
-    {
-        if name.contains('/') {
-            return Err(RouteError::NotFound);
-        }
-        let (hash, nar_hash) = parse_nar(name, query)?;
-        return Ok(Route::Nar { hash, nar_hash });
+        return Ok(if zstd {
+            Route::NarZstd { hash, nar_hash }
+        } else {
+            Route::Nar { hash, nar_hash }
+        });
     }
     if let Some(stem) = path.strip_suffix(".ls") {
         if stem.contains('/') {

@@ -1,34 +1,13 @@
 //! For the tests of the log, listing and compression routes: a raw HTTP
 //! client that sends extra headers and reads chunked and close-delimited
-//! bodies (written here, not trusting the server's own code), and Nix runs
-//! with a private cache directory.
+//! bodies (written here, not trusting the server's own code).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub head: String,
-    pub body: Vec<u8>,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.head.split("\r\n").skip(1).find_map(|l| {
-            let (n, v) = l.split_once(": ")?;
-            n.eq_ignore_ascii_case(name).then_some(v)
-        })
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
+pub use crate::responder_common::Reply;
 
 /// One request on a new connection (`Connection: close`), HTTP/1.1 unless
 /// `http10`. The body is read by the rules of RFC 9112 §6.3: none for HEAD,
@@ -100,26 +79,6 @@ pub fn request(
 
 pub fn get(addr: SocketAddr, target: &str) -> Reply {
     request(addr, "GET", target, &[], false)
-}
-
-/// Runs a Nix command with a fresh client cache (Nix caches 404s, §4.4).
-pub fn nix(cmd: &str, args: &[&str], xdg: &Path) -> Output {
-    Command::new(cmd)
-        .args(args)
-        .env("XDG_CACHE_HOME", xdg)
-        .env_remove("NIX_REMOTE")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
-}
-
-pub fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The 32-character hash part of a full store path.
