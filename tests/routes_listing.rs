@@ -155,6 +155,23 @@ fn head_and_refusals() {
         head.header("Content-Length"),
         Some(full.body.len().to_string().as_str())
     );
+    let part = request(
+        addr,
+        "GET",
+        &format!("/{tree}.ls"),
+        &[("Range", "bytes=0-9")],
+        false,
+    );
+    assert_eq!((part.status, &part.body[..]), (206, &full.body[..10]));
+    let past = format!("bytes={}-", full.body.len());
+    let none = request(
+        addr,
+        "GET",
+        &format!("/{tree}.ls"),
+        &[("Range", &past)],
+        false,
+    );
+    assert_eq!(none.status, 416);
     let absent = get(addr, "/00000000000000000000000000000000.ls");
     assert_eq!(
         (absent.status, absent.text().as_str()),

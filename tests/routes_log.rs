@@ -91,6 +91,27 @@ fn check_log(addr: SocketAddr, drv: &str, out: &str, want: &str, bz2: bool, xdg:
         }
         let h = request(addr, "HEAD", &target, &[], false);
         assert_eq!(h.status, 200);
+        assert_eq!(h.header("Content-Length"), r.header("Content-Length"));
+        // A plain log takes a range (its end, here); a .bz2 one is whole.
+        let tail = request(addr, "GET", &target, &[("Range", "bytes=-12")], false);
+        if bz2 {
+            assert_eq!((tail.status, tail.text().as_str()), (200, want));
+        } else {
+            assert_eq!(tail.status, 206, "{target}");
+            assert_eq!(tail.text(), want[want.len() - 12..]);
+            assert_eq!(
+                tail.header("Content-Range"),
+                Some(
+                    format!(
+                        "bytes {}-{}/{}",
+                        want.len() - 12,
+                        want.len() - 1,
+                        want.len()
+                    )
+                    .as_str()
+                )
+            );
+        }
         // HTTP/1.0 has no chunks: the body ends with the connection.
         let old = request(addr, "GET", &target, &[], true);
         assert_eq!((old.status, old.text().as_str()), (200, want), "{target}");

@@ -115,8 +115,13 @@ impl Worker {
                 },
             ),
             Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), svc.priority)),
-            Route::Listing(hash) => listing::handle(store, &hash),
-            Route::Log(name) => build_log::handle(store, &name),
+            Route::Listing(hash) => listing::handle(store, &hash, head.range.as_deref()),
+            Route::Log(name) => build_log::handle(
+                store,
+                &name,
+                head.range.as_deref(),
+                head.method == Method::Head,
+            ),
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::HashPart;
 use crate::store::{NarBody, Store, StoreError};
 
-use super::range::{self, RangeOutcome};
+use super::range;
 use super::response::{Body, HandlerError, Response, CACHE_IMMUTABLE, CACHE_SHORT};
 
 pub const CONTENT_TYPE: &str = "application/x-nix-nar";
@@ -93,13 +93,8 @@ pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, H
         return compressed(store, &info, req, level, cache_control);
     }
     let total = info.nar_size;
-    let (status, start, len) = match range::parse(req.range, total) {
-        RangeOutcome::Full => (200, 0, total),
-        RangeOutcome::Partial { start, len } => (206, start, len),
-        RangeOutcome::Unsatisfiable => {
-            return Ok(Response::text(416, "Range not satisfiable.\n")
-                .with_header("Content-Range", format!("bytes */{total}")))
-        }
+    let Some((status, start, len)) = range::select(req.range, total) else {
+        return Ok(range::unsatisfiable(total));
     };
     let body = if req.head_only {
         Body::Omitted { len: Some(len) }
@@ -112,18 +107,11 @@ pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, H
             },
         }
     };
-    let mut r = Response::new(status, CONTENT_TYPE, cache_control, body)
-        .with_header("Accept-Ranges", "bytes".to_owned());
+    let mut r = Response::new(status, CONTENT_TYPE, cache_control, body);
     if req.vary {
         r = r.with_header("Vary", "Accept-Encoding".to_owned());
     }
-    if status == 206 {
-        r = r.with_header(
-            "Content-Range",
-            format!("bytes {start}-{}/{total}", start + len - 1),
-        );
-    }
-    Ok(r)
+    Ok(range::with_headers(r, start, len, total))
 }
 
 /// The whole NAR, compressed while it streams: the length is unknown until

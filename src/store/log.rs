@@ -7,7 +7,7 @@
 //! `<log dir>/drvs` can be reached, whatever a URL says.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, ErrorKind, Read};
+use std::io::{self, BufReader, ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -20,12 +20,27 @@ use super::StoreError;
 /// Nix's log directory when `NIX_LOG_DIR` is not set (§9).
 pub const DEFAULT_LOG_DIR: &str = "/nix/var/log/nix";
 
-/// An open build log, plain text.
-pub struct BuildLog {
-    pub reader: Box<dyn Read + Send>,
-    /// Known for a plain file; `None` for a `.bz2` one, decompressed while
-    /// it streams.
-    pub len: Option<u64>,
+/// An open build log.
+pub enum BuildLog {
+    /// A plain file of `len` bytes (its size when opened).
+    Plain { file: File, len: u64 },
+    /// A `.bz2` file, decompressed as it is read: the length is known only
+    /// at the end.
+    Bzip2(Box<dyn Read + Send>),
+}
+
+impl BuildLog {
+    /// The log text from byte `offset` on (a plain log's `len` at most, even
+    /// if the file grows).
+    pub fn into_reader(self, offset: u64) -> io::Result<Box<dyn Read + Send>> {
+        match self {
+            BuildLog::Plain { mut file, len } => {
+                file.seek(SeekFrom::Start(offset))?;
+                Ok(Box::new(file.take(len.saturating_sub(offset))))
+            }
+            BuildLog::Bzip2(reader) => Ok(reader),
+        }
+    }
 }
 
 /// The log of `drv` under `log_dir`, or `None` when there is none. Tried in
@@ -51,19 +66,12 @@ pub fn open(log_dir: &Path, drv: &StorePath) -> Result<Option<BuildLog>, StoreEr
             continue;
         };
         return Ok(Some(if bz2 {
-            BuildLog {
-                // Nix writes one bzip2 stream; a concatenation of several
-                // (what `bzip2 -c a b` makes) decodes as their sum too.
-                reader: Box::new(MultiBzDecoder::new(BufReader::new(file))),
-                len: None,
-            }
+            // Nix writes one bzip2 stream; a concatenation of several (what
+            // `bzip2 -c a b` makes) decodes as their sum too.
+            BuildLog::Bzip2(Box::new(MultiBzDecoder::new(BufReader::new(file))))
         } else {
             let len = file.metadata()?.len();
-            BuildLog {
-                // Exactly the length announced, even if the file grows.
-                reader: Box::new(file.take(len)),
-                len: Some(len),
-            }
+            BuildLog::Plain { file, len }
         }));
     }
     Ok(None)
@@ -121,10 +129,14 @@ mod tests {
 
     fn read(dir: &Path, base: &str) -> Option<(Vec<u8>, Option<u64>)> {
         let drv = StorePath::from_base_name(base).unwrap();
-        open(dir, &drv).unwrap().map(|mut log| {
+        open(dir, &drv).unwrap().map(|log| {
+            let len = match &log {
+                BuildLog::Plain { len, .. } => Some(*len),
+                BuildLog::Bzip2(_) => None,
+            };
             let mut out = Vec::new();
-            log.reader.read_to_end(&mut out).unwrap();
-            (out, log.len)
+            log.into_reader(0).unwrap().read_to_end(&mut out).unwrap();
+            (out, len)
         })
     }
 
@@ -151,6 +163,12 @@ mod tests {
         assert_eq!(read(&d.0, DRV), Some((b"building-hello\n".to_vec(), None)));
         fs::write(&nested, "plain\n").unwrap();
         assert_eq!(read(&d.0, DRV), Some((b"plain\n".to_vec(), Some(6))));
+        // From an offset, for a range.
+        let log = open(&d.0, &StorePath::from_base_name(DRV).unwrap());
+        let mut tail = String::new();
+        let mut reader = log.unwrap().unwrap().into_reader(2).unwrap();
+        reader.read_to_string(&mut tail).unwrap();
+        assert_eq!(tail, "ain\n");
     }
 
     #[test]
