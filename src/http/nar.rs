@@ -57,7 +57,8 @@ pub fn negotiate(
     }
 }
 
-/// RFC 9110 §12.5.3: `zstd`, or `*`, listed without `q=0`.
+/// RFC 9110 §12.5.3: `zstd` listed without `q=0`. A bare `*` does not
+/// count: a client that names no coding gets the NAR itself.
 fn accepts_zstd(header: Option<&str>) -> bool {
     header.into_iter().flat_map(|h| h.split(',')).any(|item| {
         let mut parts = item.split(';').map(str::trim);
