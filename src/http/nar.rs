@@ -97,16 +97,16 @@ pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, H
     let Some((status, start, len)) = range::select(req.range, total) else {
         return Ok(range::unsatisfiable(total));
     };
-    let body = if req.head_only {
-        Body::Omitted { len: Some(len) }
-    } else {
-        match store.nar(&info, start)? {
-            NarBody::Files(reader) => Body::Nar { reader, len },
-            NarBody::Stream(reader) => Body::Stream {
-                reader: Box::new(reader.take(len)),
-                len: Some(len),
-            },
-        }
+    let Some(nar) = open_nar(store, req, &info, start)? else {
+        return Ok(Response::text(404, "No such path.\n"));
+    };
+    let body = match nar {
+        _ if req.head_only => Body::Omitted { len: Some(len) },
+        NarBody::Files(reader) => Body::Nar { reader, len },
+        NarBody::Stream(reader) => Body::Stream {
+            reader: Box::new(reader.take(len)),
+            len: Some(len),
+        },
     };
     let mut r = Response::new(status, CONTENT_TYPE, cache_control, body);
     if req.vary {
@@ -124,10 +124,12 @@ fn compressed(
     level: i32,
     cache_control: &'static str,
 ) -> Result<Response, HandlerError> {
+    let Some(nar) = open_nar(store, req, info, 0)? else {
+        return Ok(Response::text(404, "No such path.\n"));
+    };
     let body = if req.head_only {
         Body::Omitted { len: None }
     } else {
-        let nar = store.nar(info, 0)?;
         let reader = zstd::stream::read::Encoder::new(nar, level).map_err(StoreError::Io)?;
         Body::Stream {
             reader: Box::new(reader),
@@ -141,6 +143,36 @@ fn compressed(
             .with_header("Vary", "Accept-Encoding".to_owned()),
         _ => r,
     })
+}
+
+/// The NAR of `info` from byte `start`, or `None` when the path was
+/// collected since the look-up. HEAD opens the NAR too (plans it, reads no
+/// contents), so HEAD and GET agree on a path whose files are gone.
+fn open_nar(
+    store: &mut dyn Store,
+    req: &NarRequest<'_>,
+    info: &PathInfo,
+    start: u64,
+) -> Result<Option<NarBody>, HandlerError> {
+    match store.nar(info, start) {
+        Ok(nar) => Ok(Some(nar)),
+        Err(e) if is_not_found(&e) => {
+            // Collected between the look-up and now (the garbage collector
+            // invalidates a path, then deletes its files): absent, as the
+            // look-up now says; a path still valid with its files gone is
+            // the store's problem (500).
+            if store.path_info_by_hash(&req.hash)?.is_none() {
+                return Ok(None);
+            }
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `e` says the path's files are not there (any more).
+fn is_not_found(e: &StoreError) -> bool {
+    matches!(e, StoreError::Io(io) if io.kind() == std::io::ErrorKind::NotFound)
 }
 
 #[cfg(test)]

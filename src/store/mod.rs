@@ -9,7 +9,7 @@ use std::path::Path;
 
 use thiserror::Error;
 
-use crate::nix::nar::listing::nar_listing;
+use crate::nix::nar::listing::store_path_listing;
 use crate::nix::nar::{NarError, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
@@ -110,7 +110,7 @@ pub trait Store: Send {
 /// longer makes the recorded NarSize is corrupt, since its offsets would not
 /// match the NAR a client gets.
 fn listing_from_files(real: &Path, info: &PathInfo) -> Result<Vec<u8>, StoreError> {
-    let (json, size) = nar_listing(real)?;
+    let (json, size) = store_path_listing(real)?;
     if size != info.nar_size {
         return Err(StoreError::Corrupt(format!(
             "{}: the files make a {size}-byte NAR, the store says {}",

@@ -26,7 +26,15 @@ use super::NarError;
 /// The listing of the NAR of `path`, and that NAR's size (for the caller to
 /// check against what the store recorded).
 pub fn nar_listing(path: &Path) -> Result<(Vec<u8>, u64), NarError> {
-    let plan = Plan::new(path)?;
+    let plan = Plan::new(path, false)?;
+    Ok((render(&plan), plan.size))
+}
+
+/// [`nar_listing`] of a valid store path: as `NarReader::open_store_path_at`,
+/// a node without Nix's canonical mtime is an error (its files were changed
+/// after Nix registered them, so the NAR we would serve is refused too).
+pub fn store_path_listing(path: &Path) -> Result<(Vec<u8>, u64), NarError> {
+    let plan = Plan::new(path, true)?;
     Ok((render(&plan), plan.size))
 }
 
@@ -143,7 +151,7 @@ mod tests {
             .read_to_end(&mut nar)
             .unwrap();
         assert_eq!(size, nar.len() as u64);
-        let plan = Plan::new(path).unwrap();
+        let plan = Plan::new(path, false).unwrap();
         let files = plan.visits().filter_map(|(_, _, v)| match v {
             Visit::Regular {
                 size, contents_at, ..
