@@ -131,6 +131,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     let svc = Arc::new(Service {
         keys,
         priority: config.priority,
+        compression: config.compression,
     });
     // The first closure before READY: the server never serves unfiltered.
     let mut closure_watch = None;

@@ -112,6 +112,22 @@ impl Store for Filtered<'_> {
         // Only reached with an info this store gave out, so an allowed path.
         self.inner.nar(info, offset)
     }
+
+    fn nar_listing(&mut self, info: &PathInfo) -> Result<Vec<u8>, StoreError> {
+        self.inner.nar_listing(info)
+    }
+
+    fn log_dir(&self) -> Option<&Path> {
+        self.inner.log_dir()
+    }
+
+    /// A derivation's log is public only when the `.drv` itself is in the
+    /// closure: a closure of outputs (a system, a profile) holds no `.drv`,
+    /// so its build logs, which can hold anything a build printed, stay
+    /// private unless a root names the derivations.
+    fn serves(&self, path: &StorePath) -> bool {
+        self.allowed.contains(&path.hash_part()) && self.inner.serves(path)
+    }
 }
 
 /// Why a root names no store path now. Not fatal: such a root adds nothing
