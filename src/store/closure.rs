@@ -251,6 +251,14 @@ impl LocalClosure {
             .map_err(|e| sql(&self.loc, e))
     }
 
+    pub fn is_valid(&self, path: &StorePath) -> Result<bool, StoreError> {
+        let full = self.loc.store_dir.display_path(path);
+        self.conn
+            .prepare_cached("select 1 from ValidPaths where path = ?1")
+            .and_then(|mut st| st.exists([&full]))
+            .map_err(|e| sql(&self.loc, e))
+    }
+
     /// The closure of `roots` in one query, in one read transaction.
     pub fn closure(&self, roots: &[StorePath]) -> Result<Closure, StoreError> {
         if roots.is_empty() {
@@ -325,6 +333,13 @@ impl Source {
         }
     }
 
+    fn is_valid(&mut self, path: &StorePath) -> Result<bool, StoreError> {
+        match self {
+            Source::Local(l) => l.is_valid(path),
+            Source::Any(s) => s.is_valid_path(path),
+        }
+    }
+
     fn closure(&mut self, roots: &[StorePath]) -> Result<Closure, StoreError> {
         match self {
             Source::Local(l) => l.closure(roots),
@@ -338,9 +353,9 @@ impl Source {
 struct Seen {
     targets: Vec<Option<StorePath>>,
     generation: Option<i64>,
-    /// A root named no valid path: look again each time, the store may
-    /// have it now.
-    incomplete: bool,
+    /// Roots that resolved to a path the store did not have: each check
+    /// asks whether it has them now (a profile link can come first).
+    missing: Vec<StorePath>,
 }
 
 /// The roots, their source, and what the current closure was made from.
@@ -370,9 +385,14 @@ impl Roots {
             resolved.iter().map(|r| r.as_ref().ok().cloned()).collect();
         let generation = self.source.generation()?;
         if let Some(seen) = &self.seen {
-            let same = seen.targets == targets && seen.generation == generation;
-            if same && !seen.incomplete {
-                return Ok(None);
+            if seen.targets == targets && seen.generation == generation {
+                let mut arrived = false;
+                for p in &seen.missing {
+                    arrived |= self.source.is_valid(p)?;
+                }
+                if !arrived {
+                    return Ok(None);
+                }
             }
         }
         let changed_targets = self.seen.as_ref().map(|s| &s.targets) != Some(&targets);
@@ -383,12 +403,15 @@ impl Roots {
         }
         let valid: Vec<StorePath> = targets.iter().flatten().cloned().collect();
         let closure = self.source.closure(&valid)?;
-        let incomplete = targets.iter().any(Option::is_none)
-            || valid.iter().any(|p| !closure.contains(&p.hash_part()));
+        let missing = valid
+            .iter()
+            .filter(|p| !closure.contains(&p.hash_part()))
+            .cloned()
+            .collect();
         self.seen = Some(Seen {
             targets,
             generation,
-            incomplete,
+            missing,
         });
         Ok(Some(closure))
     }
