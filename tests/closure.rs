@@ -143,6 +143,7 @@ fn build_with_log(xdg: &Path) -> (String, String) {
 #[test]
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn a_build_log_is_served_only_when_its_derivation_is_in_the_closure() {
+    let _fx = Fixtures::load();
     let work = Scratch::new("closure-log");
     let (drv, out) = build_with_log(&work.join("xdg"));
     let base = |p: &str| p.rsplit('/').next().unwrap().to_owned();
@@ -209,6 +210,55 @@ fn a_switched_root_is_honoured_within_a_second() {
             thread::sleep(Duration::from_millis(20));
         }
         eprintln!("{store}: switch honoured after {:?}", switched.elapsed());
+    }
+}
+
+/// A root that is not there yet (a profile not made), then names a path
+/// the store does not have yet: nothing is served, with a warning, and the
+/// path is served once it is added.
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn a_root_that_appears_later_is_honoured() {
+    let _fx = Fixtures::load();
+    let dir = Scratch::new("closure-later");
+    for store in ["local", "daemon"] {
+        let file = dir.join(format!("later-{store}"));
+        std::fs::write(&file, format!("closure test {:?}\n", Instant::now())).unwrap();
+        // Where `nix-store --add` will put it, before it does.
+        let hash = run(Command::new("nix-hash")
+            .args(["--type", "sha256", "--base32"])
+            .arg(&file));
+        let name = format!("later-{store}");
+        let path = run(Command::new("nix-store").args([
+            "--print-fixed-path",
+            "--recursive",
+            "sha256",
+            hash.trim(),
+            &name,
+        ]));
+        let path = path.trim();
+        let root = dir.join(format!("root-{store}"));
+        let (_server, addr, log) = start_on_any_port(&[
+            "--store",
+            store,
+            "--serve-closure-of",
+            root.to_str().unwrap(),
+        ]);
+        assert!(log.lock().unwrap().contains("serving nothing from it"));
+        let status = || request(addr, "GET", &format!("/{}.narinfo", hash_of(path))).status;
+        let wait_for = |want: u16, what: &str| {
+            let start = Instant::now();
+            while status() != want {
+                assert!(start.elapsed() < SWITCH_BOUND, "{store}: {what}");
+                thread::sleep(Duration::from_millis(20));
+            }
+        };
+        std::os::unix::fs::symlink(path, &root).unwrap();
+        thread::sleep(Duration::from_secs(1));
+        assert_eq!(status(), 404, "{store}: not in the store yet");
+        let added = run(Command::new("nix-store").arg("--add").arg(&file));
+        assert_eq!(added.trim(), path);
+        wait_for(200, "the added root is not served");
     }
 }
 
