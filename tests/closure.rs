@@ -174,6 +174,19 @@ fn a_build_log_is_served_only_when_its_derivation_is_in_the_closure() {
     }
 }
 
+/// Polls `done` until it holds, for at most [`SWITCH_BOUND`]: how long it took.
+fn within_bound(what: &str, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < SWITCH_BOUND,
+            "{what} after {SWITCH_BOUND:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
 /// Replaces the symlink `link` with one to `target` in one rename, as
 /// `nix-env` and `nixos-rebuild switch` do.
 fn switch(link: &Path, target: &str) {
@@ -201,15 +214,11 @@ fn a_switched_root_is_honoured_within_a_second() {
         let status = |p: &str| request(addr, "GET", &format!("/{}.narinfo", hash_of(p))).status;
         assert_eq!((status(first), status(second)), (200, 404), "{store}");
         switch(&generation, second);
-        let switched = Instant::now();
-        while (status(first), status(second)) != (404, 200) {
-            assert!(
-                switched.elapsed() < SWITCH_BOUND,
-                "{store}: the switched root is not honoured after {SWITCH_BOUND:?}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("{store}: switch honoured after {:?}", switched.elapsed());
+        let took = within_bound(
+            &format!("{store}: the switched root is not honoured"),
+            || (status(first), status(second)) == (404, 200),
+        );
+        eprintln!("{store}: switch honoured after {took:?}");
     }
 }
 
@@ -246,19 +255,14 @@ fn a_root_that_appears_later_is_honoured() {
         ]);
         assert!(log.lock().unwrap().contains("serving nothing from it"));
         let status = || request(addr, "GET", &format!("/{}.narinfo", hash_of(path))).status;
-        let wait_for = |want: u16, what: &str| {
-            let start = Instant::now();
-            while status() != want {
-                assert!(start.elapsed() < SWITCH_BOUND, "{store}: {what}");
-                thread::sleep(Duration::from_millis(20));
-            }
-        };
         std::os::unix::fs::symlink(path, &root).unwrap();
         thread::sleep(Duration::from_secs(1));
         assert_eq!(status(), 404, "{store}: not in the store yet");
         let added = run(Command::new("nix-store").arg("--add").arg(&file));
         assert_eq!(added.trim(), path);
-        wait_for(200, "the added root is not served");
+        within_bound(&format!("{store}: the added root is not served"), || {
+            status() == 200
+        });
     }
 }
 
