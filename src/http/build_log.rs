@@ -32,7 +32,8 @@ pub fn handle(
         }),
     };
     // A log is served only if its derivation may be (`--serve-closure-of`);
-    // looked for first either way, so a refusal costs what an absence does.
+    // looked for first either way, so a refusal costs what an absence does
+    // (an absent log's .drv is outside the closure too, and looked for).
     let found = match (drv, store.log_dir()) {
         (Some(drv), Some(dir)) => log::open(dir, &drv)?.filter(|_| store.serves(&drv)),
         _ => None,
