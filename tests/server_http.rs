@@ -5,7 +5,6 @@
 //! relies on. Oracles: `nix-store -q`, `nix-store --dump`, `nix path-info`.
 
 mod common;
-mod responder_http_support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -17,8 +16,8 @@ use nix_serve_sd::nix::hash::Sha256;
 use nix_serve_sd::nix::signing::SecretKey;
 use nix_serve_sd::nix::store_path::StoreDir;
 
+use common::in_process::*;
 use common::{nix_path_info, ChrootStore, Fixtures, TestDaemon};
-use responder_http_support::*;
 
 /// A chroot store holding `hello.txt`, signed with the fixtures' wrong key
 /// (a signature stored in the database, served when we have no key).

@@ -2,15 +2,14 @@
 //! end-to-end oracle (`style.md` 13). Run through scripts/test.
 
 mod common;
-mod responder_common;
 
 use std::net::{Ipv6Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use common::binary::{free_port, get, start_on_any_port, tmpdir, wait_listening, Running};
 use common::Fixtures;
-use responder_common::{free_port, get, start_on_any_port, tmpdir, wait_listening, Running};
 
 /// The closure we copy: input-addressed paths (so a wrong key must be
 /// refused), references, a multi-output derivation, a big file.
@@ -252,7 +251,7 @@ fn unreachable_store_fails_before_ready() {
         "local?root=/nonexistent/root",
         "unix:///nonexistent/daemon.sock",
     ] {
-        let out = Command::new(responder_common::BIN)
+        let out = Command::new(common::binary::BIN)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--store", store])
             .env("NOTIFY_SOCKET", &notify_path)
             .env_remove("LISTEN_FDS")
@@ -401,6 +400,6 @@ fn sigterm_finishes_the_request_in_flight() {
         "the NAR in flight was cut or changed"
     );
     let mut server = server;
-    let status = responder_common::wait_exit(&mut server.child, Duration::from_secs(60));
+    let status = common::binary::wait_exit(&mut server.child, Duration::from_secs(60));
     assert!(status.expect("exits after SIGTERM").success());
 }

@@ -358,5 +358,4 @@ fn parse_u64(value: &str, line: usize, field: &'static str) -> Result<u64, NarIn
 }
 
 #[cfg(test)]
-#[path = "narinfo_tests.rs"]
 mod tests;

@@ -257,5 +257,4 @@ fn format_named(name: &str, bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-#[path = "signing_tests.rs"]
 mod tests;

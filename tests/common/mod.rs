@@ -6,9 +6,11 @@
 //! part, hence the allowances.
 #![allow(dead_code, unused_imports)]
 
+pub mod binary;
 mod chroot;
 mod daemon;
 mod fixtures;
+pub mod in_process;
 mod nix;
 mod scratch;
 
