@@ -1,7 +1,7 @@
-//! Helpers for the responder's integration tests that run the built binary:
-//! free ports, a child server that is killed when dropped, a minimal HTTP
-//! client (a test should not trust the server's own code to check it).
-#![allow(dead_code)]
+//! The built binary, for the tests that run it (tests/server_activation.rs,
+//! server_cli.rs, server_nix.rs): free ports, a child server that is killed
+//! when dropped, a minimal HTTP client (a test should not trust the server's
+//! own code to check it).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

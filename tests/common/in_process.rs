@@ -1,7 +1,6 @@
 //! The server started in process the way `main` starts it, on a real store
 //! (a chroot store real Nix made, or a test nix-daemon), with a raw HTTP
-//! client, for tests/responder_http.rs.
-#![allow(dead_code)]
+//! client, for tests/server_http.rs.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
