@@ -17,7 +17,7 @@ use nix_serve_sd::nix::signing::SecretKey;
 use nix_serve_sd::nix::store_path::StoreDir;
 
 use common::in_process::*;
-use common::{nix_path_info, ChrootStore, Fixtures, TestDaemon};
+use common::{nix_path_info, wait_until, ChrootStore, Fixtures, TestDaemon};
 
 /// A chroot store holding `hello.txt`, signed with the fixtures' wrong key
 /// (a signature stored in the database, served when we have no key).
@@ -387,7 +387,7 @@ fn client_disconnecting_mid_nar() {
     let (store, big_path, _) = big_store();
     let h = start(opener(&store.uri()), 1, vec![], limits());
     for _ in 0..3 {
-        let mut s = TcpStream::connect(h.addr).unwrap();
+        let mut s = connect(h.addr);
         s.write_all(format!("GET /nar/{}.nar HTTP/1.1\r\n\r\n", hash_of(&big_path)).as_bytes())
             .unwrap();
         let mut some = [0u8; 1000];
@@ -403,7 +403,7 @@ fn keep_alive_and_pipelining() {
     let fx = Fixtures::load();
     let (store, hello) = hello_store(&fx);
     let h = start(opener(&store.uri()), 1, vec![], limits());
-    let mut s = TcpStream::connect(h.addr).unwrap();
+    let mut s = connect(h.addr);
     s.write_all(b"GET /nix-cache-info HTTP/1.1\r\n\r\nHEAD /nix-cache-info HTTP/1.1\r\n\r\n")
         .unwrap();
     let a = read_reply(&mut s, false);
@@ -432,7 +432,7 @@ fn slow_client_loses_its_worker() {
     let mut l = limits();
     l.read_timeout = Duration::from_secs(1);
     let h = start(opener(&store.uri()), 1, vec![], l);
-    let mut slow = TcpStream::connect(h.addr).unwrap();
+    let mut slow = connect(h.addr);
     let dribble = thread::spawn(move || {
         for b in b"GET /nix-cache-info HTTP/1.1\r\nX: "
             .iter()
@@ -468,7 +468,7 @@ fn activity_counts_connections_and_stopping_accept_loses_nothing() {
     assert_alive(h.addr);
     let server = h.server.as_mut().unwrap();
     // Closed connections are counted once the worker lets go of them.
-    let mut open = TcpStream::connect(h.addr).unwrap();
+    let mut open = connect(h.addr);
     open.write_all(b"GET /nix-cache-info HTTP/1.1\r\n\r\n")
         .unwrap();
     let _ = read_reply(&mut open, false);
@@ -477,13 +477,13 @@ fn activity_counts_connections_and_stopping_accept_loses_nothing() {
         "a keep-alive connection is open"
     );
     drop(open);
-    while server.activity().idle_for().is_none() {
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the closed connection to be uncounted", LIMIT, || {
+        server.activity().idle_for().is_some()
+    });
 
     // Not accepting: a client connecting now waits in the backlog...
     server.stop_accepting();
-    let mut waiting = TcpStream::connect(h.addr).unwrap();
+    let mut waiting = connect(h.addr);
     waiting
         .write_all(b"GET /nix-cache-info HTTP/1.1\r\nConnection: close\r\n\r\n")
         .unwrap();
@@ -519,7 +519,7 @@ fn a_panicking_handler_costs_one_connection_not_the_worker() {
     );
 
     h.panic_next_open.store(true, Ordering::SeqCst);
-    let mut s = TcpStream::connect(h.addr).unwrap();
+    let mut s = connect(h.addr);
     s.write_all(format!("GET /{}.narinfo HTTP/1.1\r\n\r\n", hash_of(&hello)).as_bytes())
         .unwrap();
     let mut got = Vec::new();
@@ -529,9 +529,9 @@ fn a_panicking_handler_costs_one_connection_not_the_worker() {
     // The only worker still serves, and the connection is no longer counted.
     assert_alive(h.addr);
     let server = h.server.as_ref().unwrap();
-    while server.activity().idle_for().is_none() {
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the dropped connection to be uncounted", LIMIT, || {
+        server.activity().idle_for().is_some()
+    });
 }
 
 /// What the kernel may hold of one TCP response between the server's writes
@@ -551,5 +551,6 @@ fn connect_small_buffer(addr: SocketAddr) -> TcpStream {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     s.set_recv_buffer_size(SMALL_RCVBUF).unwrap();
     s.connect(&addr.into()).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
     s.into()
 }

@@ -307,9 +307,9 @@ impl Opener {
     }
 }
 
-/// Where start-up notes go until the logging module exists.
+/// Start-up notes go to the server's log: the journal when run by systemd,
+/// else stderr. A function, so that [`decide`]'s tests can collect them.
 fn note(msg: &str) {
-    // The server's log: the journal when run by systemd, else stderr.
     crate::log::warn(msg);
 }
 
