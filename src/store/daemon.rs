@@ -113,7 +113,7 @@ impl DaemonStore {
                 Some(_) => {}
             }
             let full = dir.display_path(path);
-            conn.call(Op::NarFromPath, |w| wire::write_bytes(w, full.as_bytes()))?;
+            conn.call(Op::NarFromPath, |w| wire::put_str(w, full.as_bytes()))?;
             Ok(())
         })?;
         let conn = self
@@ -192,7 +192,7 @@ fn path_info_failure(op: Op, e: PathInfoError) -> StoreError {
 
 fn is_valid_path(conn: &mut Connection, dir: &StoreDir, path: &StorePath) -> Result<bool, OpError> {
     let full = dir.display_path(path);
-    let mut reply = conn.call(Op::IsValidPath, |w| wire::write_bytes(w, full.as_bytes()))?;
+    let mut reply = conn.call(Op::IsValidPath, |w| wire::put_str(w, full.as_bytes()))?;
     Ok(reply.bool("IsValidPath result")?)
 }
 
@@ -203,7 +203,7 @@ fn query_path_from_hash_part(
     hash: &HashPart,
 ) -> Result<Option<StorePath>, OpError> {
     const OP: Op = Op::QueryPathFromHashPart;
-    let mut reply = conn.call(OP, |w| wire::write_bytes(w, hash.as_str().as_bytes()))?;
+    let mut reply = conn.call(OP, |w| wire::put_str(w, hash.as_str().as_bytes()))?;
     let full = reply.string(valid_path_info::path_bound(dir))?;
     let path = valid_path_info::parse_optional_path(dir, "path", full)
         .map_err(|e| path_info_failure(OP, e))?;
@@ -222,7 +222,7 @@ fn query_path_info(
 ) -> Result<Option<PathInfo>, OpError> {
     const OP: Op = Op::QueryPathInfo;
     let full = dir.display_path(path);
-    let mut reply = conn.call(OP, |w| wire::write_bytes(w, full.as_bytes()))?;
+    let mut reply = conn.call(OP, |w| wire::put_str(w, full.as_bytes()))?;
     // From 1.17 on a flag says whether the path is valid (older daemons
     // failed instead; we never speak those).
     if reply.version() >= ProtocolVersion::PATH_INFO_VALID_FLAG && !reply.bool("valid flag")? {

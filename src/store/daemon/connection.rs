@@ -116,15 +116,10 @@ impl Connection {
 
     /// Sends `op` with the arguments `args` writes, then reads the log loop up
     /// to STDERR_LAST. On success the reply payload is next in [`Self::reader`].
-    pub fn call(
-        &mut self,
-        op: Op,
-        args: impl FnOnce(&mut Vec<u8>) -> io::Result<()>,
-    ) -> Result<Reply<'_>, OpError> {
+    pub fn call(&mut self, op: Op, args: impl FnOnce(&mut Vec<u8>)) -> Result<Reply<'_>, OpError> {
         self.request.clear();
-        wire::write_u64(&mut self.request, op as u64)
-            .and_then(|()| args(&mut self.request))
-            .map_err(|e| OpError::Failed(StoreError::Io(e)))?;
+        wire::write_u64(&mut self.request, op as u64);
+        args(&mut self.request);
         if let Err(e) = self.reader.get_ref().write_all(&self.request) {
             return Err(match e.kind() {
                 io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => OpError::ClosedIdle,
@@ -211,8 +206,8 @@ impl From<io::Error> for HandshakeError {
 /// §7.4, client side.
 fn handshake(r: &mut BufReader<UnixStream>) -> Result<DaemonInfo, HandshakeError> {
     let mut out = Vec::with_capacity(32);
-    wire::write_u64(&mut out, WORKER_MAGIC_1)?;
-    wire::write_u64(&mut out, ProtocolVersion::CLIENT.to_wire())?;
+    wire::write_u64(&mut out, WORKER_MAGIC_1);
+    wire::write_u64(&mut out, ProtocolVersion::CLIENT.to_wire());
     r.get_ref().write_all(&out)?;
 
     let magic = wire::read_u64(r)?;
@@ -230,16 +225,16 @@ fn handshake(r: &mut BufReader<UnixStream>) -> Result<DaemonInfo, HandshakeError
     if version >= ProtocolVersion::FEATURES {
         // We want none of the optional features; the daemon's list is read
         // only to stay in step.
-        wire::write_string_list::<&str>(&mut out, &[])?;
+        wire::write_string_list::<&str>(&mut out, &[]);
         r.get_ref().write_all(&out)?;
         out.clear();
         wire::read_string_list(r, MAX_FEATURES, FEATURE)?;
     }
     if version >= ProtocolVersion::CPU_AFFINITY {
-        wire::write_u64(&mut out, 0)?;
+        wire::write_u64(&mut out, 0);
     }
     if version >= ProtocolVersion::RESERVE_SPACE {
-        wire::write_u64(&mut out, 0)?;
+        wire::write_u64(&mut out, 0);
     }
     r.get_ref().write_all(&out)?;
 
