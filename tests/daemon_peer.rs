@@ -159,15 +159,19 @@ fn handshake_for_each_supported_version() {
         let peer = Peer::new(move |l| {
             let (mut c, _) = l.accept().unwrap();
             handshake(&mut c, minor);
-            expect(&mut c, &[u(1), s(PATH)].concat());
+            expect(&mut c, &[u(26), s(PATH)].concat());
             send(
                 &mut c,
-                &[u(NEXT), s("a log line\n"), u(LAST), u(1)].concat(),
+                &[u(NEXT), s("a log line\n"), path_info_reply(120)].concat(),
             );
             wait_for_close(&mut c);
         });
         let mut store = peer.store();
-        assert!(store.is_valid_path(&hello()).unwrap(), "1.{minor}");
+        assert_eq!(
+            store.path_info(&hello()).unwrap(),
+            Some(info(120)),
+            "1.{minor}"
+        );
         let info = store.daemon_info().unwrap().clone();
         assert_eq!(info.version, ProtocolVersion::new(1, minor.min(38) as u8));
         assert_eq!(info.nix_version.as_deref(), Some("2.99.0"));
@@ -293,7 +297,7 @@ fn silent_peers_time_out() {
     let peer = Peer::new(|l| {
         let (mut c, _) = l.accept().unwrap();
         handshake(&mut c, 34);
-        expect(&mut c, &[u(1), s(PATH)].concat());
+        expect(&mut c, &[u(26), s(PATH)].concat());
         wait_for_close(&mut c);
         let (mut c, _) = l.accept().unwrap();
         handshake(&mut c, 34);
@@ -305,7 +309,7 @@ fn silent_peers_time_out() {
     });
     let mut store = peer.store();
     assert!(matches!(
-        store.is_valid_path(&hello()),
+        store.path_info(&hello()),
         Err(StoreError::Timeout(_))
     ));
     let mut nar = store.nar_from_daemon(&info(120), 0).unwrap();
@@ -323,20 +327,21 @@ fn idle_connection_closed_by_daemon_is_retried_once() {
     let peer = Peer::new(move |l| {
         let (mut c, _) = l.accept().unwrap();
         handshake(&mut c, 34);
-        expect(&mut c, &[u(1), s(PATH)].concat());
-        send(&mut c, &[u(LAST), u(1)].concat());
+        expect(&mut c, &[u(26), s(PATH)].concat());
+        send(&mut c, &path_info_reply(120));
         drop(c); // the daemon restarts
         closed_tx.send(()).unwrap();
         let (mut c, _) = l.accept().unwrap();
         handshake(&mut c, 34);
-        expect(&mut c, &[u(1), s(PATH)].concat());
+        expect(&mut c, &[u(26), s(PATH)].concat());
+        // Not valid (any more).
         send(&mut c, &[u(LAST), u(0)].concat());
         wait_for_close(&mut c);
     });
     let mut store = peer.store();
-    assert!(store.is_valid_path(&hello()).unwrap());
+    assert!(store.path_info(&hello()).unwrap().is_some());
     closed_rx.recv().unwrap();
-    assert!(!store.is_valid_path(&hello()).unwrap());
+    assert_eq!(store.path_info(&hello()).unwrap(), None);
     drop(store);
     peer.finish();
 }
@@ -428,7 +433,7 @@ fn missing_socket_is_unavailable() {
     );
     assert!(matches!(store.check(), Err(StoreError::Unavailable(_))));
     assert!(matches!(
-        store.is_valid_path(&hello()),
+        store.path_info(&hello()),
         Err(StoreError::Unavailable(_))
     ));
 }

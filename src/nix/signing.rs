@@ -15,12 +15,11 @@ use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD as BASE64};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey};
 use thiserror::Error;
 
 const SECRET_KEY_LEN: usize = 64;
 const SEED_LEN: usize = 32;
-const PUBLIC_KEY_LEN: usize = 32;
 const SIGNATURE_LEN: usize = 64;
 /// A key file is one short line; refuse to slurp anything much bigger.
 const MAX_KEY_FILE_LEN: u64 = 64 * 1024;
@@ -92,13 +91,6 @@ pub struct SecretKey {
     key: SigningKey,
 }
 
-/// An Ed25519 public key with its Nix key name.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PublicKey {
-    pub name: String,
-    key: VerifyingKey,
-}
-
 impl SecretKey {
     /// Reads `name:base64(64 bytes)` from a file, whitespace around it tolerated.
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
@@ -136,13 +128,6 @@ impl SecretKey {
         let sig = self.key.sign(fingerprint.as_bytes());
         format_named(&self.name, &sig.to_bytes())
     }
-
-    pub fn public_key(&self) -> PublicKey {
-        PublicKey {
-            name: self.name.clone(),
-            key: self.key.verifying_key(),
-        }
-    }
 }
 
 impl fmt::Debug for SecretKey {
@@ -154,54 +139,26 @@ impl fmt::Debug for SecretKey {
     }
 }
 
-impl PublicKey {
-    /// Parses `name:base64(32 bytes)`, surrounding whitespace trimmed.
-    pub fn parse(text: &str) -> Result<Self, KeyError> {
-        let (name, bytes) = split_key(text, KeyKind::Public, PUBLIC_KEY_LEN)?;
-        let mut raw = [0u8; PUBLIC_KEY_LEN];
-        raw.copy_from_slice(&bytes);
-        match VerifyingKey::from_bytes(&raw) {
-            Ok(key) => Ok(PublicKey { name, key }),
-            Err(_) => Err(KeyError::InvalidPublicKey { name }),
-        }
-    }
-
-    /// Whether `sig` (`name:base64`) is this key's valid signature of
-    /// `fingerprint`. A signature under another key name, or one that is not
-    /// 64 bytes of base64, is simply not valid.
-    ///
-    /// Strict verification (no small-order keys or points, canonical
-    /// scalars) matches libsodium's `crypto_sign_verify_detached`, which Nix
-    /// uses.
-    pub fn verify(&self, fingerprint: &str, sig: &str) -> bool {
-        let Some((name, data)) = sig.split_once(':') else {
-            return false;
-        };
-        if name != self.name {
-            return false;
-        }
-        let Some(bytes) = LENIENT
-            .decode(data)
-            .ok()
-            .and_then(|b| <[u8; SIGNATURE_LEN]>::try_from(b).ok())
-        else {
-            return false;
-        };
-        let sig = Signature::from_bytes(&bytes);
-        self.key.verify_strict(fingerprint.as_bytes(), &sig).is_ok()
-    }
+/// A signature as narinfo `Sig:` lines and the store's database carry it:
+/// `name:base64(64 bytes)` (§5.2). Parsing checks the form only: whether it
+/// verifies needs the signer's public key, which a cache does not have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedSignature<'a> {
+    pub key_name: &'a str,
+    pub bytes: [u8; SIGNATURE_LEN],
 }
 
-impl fmt::Display for PublicKey {
-    /// `name:base64(32 bytes)`, the form of a `trusted-public-keys` entry.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&format_named(&self.name, self.key.as_bytes()))
-    }
-}
-
-impl fmt::Debug for PublicKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PublicKey({self})")
+impl<'a> NamedSignature<'a> {
+    /// `None` unless `text` is a non-empty key name, a `:`, and base64 (as
+    /// lenient as for keys) of exactly 64 bytes. Nix splits at the first `:`
+    /// and trims nothing (`verifyDetached`).
+    pub fn parse(text: &'a str) -> Option<Self> {
+        let (key_name, data) = text.split_once(':')?;
+        if key_name.is_empty() {
+            return None;
+        }
+        let bytes = LENIENT.decode(data).ok()?.try_into().ok()?;
+        Some(NamedSignature { key_name, bytes })
     }
 }
 
@@ -255,6 +212,12 @@ fn format_named(name: &str, bytes: &[u8]) -> String {
     BASE64.encode_string(bytes, &mut out);
     out
 }
+
+// The server only signs; verifying is for the tests (and clients).
+#[cfg(any(test, feature = "testing"))]
+mod public;
+#[cfg(any(test, feature = "testing"))]
+pub use public::PublicKey;
 
 #[cfg(test)]
 mod tests;

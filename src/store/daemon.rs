@@ -76,7 +76,9 @@ impl DaemonStore {
         Ok(())
     }
 
-    /// What the current connection's handshake said, if there is one.
+    /// What the current connection's handshake said, if there is one: for
+    /// the tests, which check the handshake and when a connection is kept.
+    #[cfg(feature = "testing")]
     pub fn daemon_info(&self) -> Option<&DaemonInfo> {
         self.conn.as_ref().map(Connection::info)
     }
@@ -190,12 +192,6 @@ fn path_info_failure(op: Op, e: PathInfoError) -> StoreError {
     }
 }
 
-fn is_valid_path(conn: &mut Connection, dir: &StoreDir, path: &StorePath) -> Result<bool, OpError> {
-    let full = dir.display_path(path);
-    let mut reply = conn.call(Op::IsValidPath, |w| wire::put_str(w, full.as_bytes()))?;
-    Ok(reply.bool("IsValidPath result")?)
-}
-
 /// `None` for an unknown hash part: the daemon answers `""` (§7.6).
 fn query_path_from_hash_part(
     conn: &mut Connection,
@@ -267,10 +263,6 @@ impl Store for DaemonStore {
 
     fn path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {
         self.run(|conn, dir| query_path_info(conn, dir, path))
-    }
-
-    fn is_valid_path(&mut self, path: &StorePath) -> Result<bool, StoreError> {
-        self.run(|conn, dir| is_valid_path(conn, dir, path))
     }
 
     /// From the files when we can read them (no daemon round trip, no copy

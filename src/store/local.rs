@@ -45,7 +45,6 @@ macro_rules! info_query {
 const BY_HASH: &str = info_query!("path > ?1 and path < ?2 order by path limit 1");
 const BY_PATH: &str = info_query!("path = ?1");
 const REFS: &str = "select path from Refs join ValidPaths on reference = id where referrer = ?1";
-const IS_VALID: &str = "select 1 from ValidPaths where path = ?1";
 
 /// Where a local store's files are: the database and the physical store
 /// directory. Resolved from the store URI by `uri.rs`.
@@ -95,7 +94,7 @@ impl LocalStore {
                 |r| r.get::<_, i64>(0),
             )
             .map_err(|e| sql_error(db, e))?;
-        for sql in [BY_HASH, BY_PATH, REFS, IS_VALID] {
+        for sql in [BY_HASH, BY_PATH, REFS] {
             self.conn
                 .prepare_cached(sql)
                 .map_err(|e| sql_error(db, e))?;
@@ -179,16 +178,6 @@ impl Store for LocalStore {
     fn path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {
         let full = self.loc.store_dir.display_path(path);
         self.query_info(BY_PATH, [&full])
-    }
-
-    fn is_valid_path(&mut self, path: &StorePath) -> Result<bool, StoreError> {
-        let full = self.loc.store_dir.display_path(path);
-        let db = &self.loc.db;
-        let mut stmt = self
-            .conn
-            .prepare_cached(IS_VALID)
-            .map_err(|e| sql_error(db, e))?;
-        stmt.exists([&full]).map_err(|e| sql_error(db, e))
     }
 
     /// A path whose files have gone (garbage-collected since the look-up) is

@@ -67,10 +67,10 @@ pub trait Store: Send {
     /// `None` when there is none. One round trip where the backend allows it.
     fn path_info_by_hash(&mut self, hash: &HashPart) -> Result<Option<PathInfo>, StoreError>;
 
-    /// The info of `path`, or `None` when it is not valid.
+    /// The info of `path`, or `None` when it is not valid. The server does
+    /// not ask by full path yet; the closure filter (issue 12) will, for the
+    /// references of the paths it serves.
     fn path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, StoreError>;
-
-    fn is_valid_path(&mut self, path: &StorePath) -> Result<bool, StoreError>;
 
     /// The NAR of the valid path `info`, starting at byte `offset`: exactly
     /// `info.nar_size - offset` bytes, or an error (never short or wrong bytes).

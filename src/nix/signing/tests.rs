@@ -99,6 +99,35 @@ fn rejects_what_does_not_verify() {
     }
 }
 
+/// The form of a signature, as the narinfo handler checks stored ones:
+/// Nix's own signatures parse, malformed ones do not.
+#[test]
+fn parses_signatures_by_form() {
+    let sig = NamedSignature::parse(SIG_A).unwrap();
+    assert_eq!(sig.key_name, "test-cache-1");
+    assert_eq!(
+        BASE64.encode(sig.bytes),
+        SIG_A.split_once(':').unwrap().1,
+        "the 64 bytes"
+    );
+    let unpadded = SIG_B.trim_end_matches('=');
+    assert!(
+        NamedSignature::parse(unpadded).is_some(),
+        "padding optional"
+    );
+    let data = SIG_A.split_once(':').unwrap().1;
+    for (what, text) in [
+        ("empty name", format!(":{data}")),
+        ("no colon", data.to_owned()),
+        ("63 bytes", format!("k:{}", BASE64.encode([0u8; 63]))),
+        ("65 bytes", format!("k:{}", BASE64.encode([0u8; 65]))),
+        ("not base64", format!("k:{}", "!".repeat(88))),
+        ("empty", String::new()),
+    ] {
+        assert_eq!(NamedSignature::parse(&text), None, "{what}");
+    }
+}
+
 #[test]
 fn tolerates_surrounding_whitespace() {
     let unpadded = SECRET.trim_end_matches('=');

@@ -29,7 +29,6 @@ const READ_BUFFER: usize = 64 * 1024;
 /// The operations we use (§7.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
-    IsValidPath = 1,
     QueryPathInfo = 26,
     QueryPathFromHashPart = 29,
     NarFromPath = 38,
@@ -110,6 +109,7 @@ impl Connection {
         })
     }
 
+    #[cfg(feature = "testing")]
     pub fn info(&self) -> &DaemonInfo {
         &self.info
     }
