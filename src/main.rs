@@ -106,9 +106,9 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
     // The store last: binding is the cheaper check, and both fail before READY.
     let env = |k: &str| std::env::var(k).ok();
     // The store's errors name the store: no prefix needed.
-    let opener = Opener::resolve(&config.store_uri, &env).map_err(|e| e.to_string())?;
+    let opener = Opener::resolve(&config.store_uri, &env).map_err(|e| log::chain(&e))?;
     let open = open_store(opener.clone());
-    let slots = StoreSlot::open_all(&open, config.workers).map_err(|e| e.to_string())?;
+    let slots = StoreSlot::open_all(&open, config.workers).map_err(|e| log::chain(&e))?;
 
     // Before the threads start, so a SIGTERM from now on drains cleanly.
     let term = Arc::new(AtomicBool::new(false));

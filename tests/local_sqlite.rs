@@ -202,7 +202,9 @@ fn unreadable_rows_are_corrupt_not_absent() {
         make_store(dir.path(), true, rows, refs);
         let got = open(dir.path()).path_info_by_hash(&hash("0000000000000000000000000000000a"));
         match got {
-            Err(StoreError::Corrupt(msg)) => assert!(msg.contains("db.sqlite"), "{what}: {msg}"),
+            Err(StoreError::Corrupt(msg)) => {
+                assert!(msg.to_string().contains("db.sqlite"), "{what}: {msg}")
+            }
             other => panic!("{what}: expected Corrupt, got {other:?}"),
         }
     }

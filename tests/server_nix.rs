@@ -247,9 +247,15 @@ fn unreachable_store_fails_before_ready() {
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     notify.set_nonblocking(true).unwrap();
     let port = free_port().to_string();
-    for store in [
-        "local?root=/nonexistent/root",
-        "unix:///nonexistent/daemon.sock",
+    for (store, cause) in [
+        (
+            "local?root=/nonexistent/root",
+            "Unable to open the database file",
+        ),
+        (
+            "unix:///nonexistent/daemon.sock",
+            "No such file or directory",
+        ),
     ] {
         let out = Command::new(common::binary::BIN)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--store", store])
@@ -262,6 +268,7 @@ fn unreachable_store_fails_before_ready() {
         let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
         assert_eq!(errors.len(), 1, "{store}: {stderr}");
         assert!(errors[0].contains("store"), "{store}: {stderr}");
+        assert!(errors[0].contains(cause), "the cause: {store}: {stderr}");
     }
     let mut buf = [0u8; 1024];
     assert!(
@@ -324,7 +331,7 @@ fn daemon_restart_is_503_then_recovers() {
     };
     let daemon = start_daemon();
     let uri = format!("unix://{}", socket.display());
-    let (_server, addr) = serve(&fx, &["--store", &uri, "--workers", "1"]);
+    let (_server, addr, log) = start_on_any_port(&["--store", &uri, "--workers", "1"]);
     let hash = &fx.path("dep-top")["/nix/store/".len()..][..32];
     let narinfo = format!("/{hash}.narinfo");
     assert_eq!(get(addr, &narinfo).status, 200);
@@ -335,6 +342,16 @@ fn daemon_restart_is_503_then_recovers() {
         assert_eq!(r.status, 503, "{}", r.text());
         assert_eq!(r.header("Cache-Control"), Some("no-store"));
     }
+    // The log says why, down to the system's reason: the error's source
+    // chain, not only its outermost message.
+    let logged = log.lock().unwrap().clone();
+    let connect = format!("cannot connect to nix-daemon at {}: ", socket.display());
+    assert!(
+        logged
+            .lines()
+            .any(|l| l.contains(&narinfo) && l.contains(&connect) && l.contains("(os error")),
+        "{logged}"
+    );
 
     let daemon = start_daemon();
     assert_eq!(

@@ -315,7 +315,12 @@ fn log_handler_error(e: &HandlerError, head: &Head) -> bool {
     match e {
         HandlerError::Route(_) => false,
         HandlerError::Store(s) => {
-            log::error(&format!("{} {}: {s}", head.method.as_str(), head.target));
+            log::error(&format!(
+                "{} {}: {}",
+                head.method.as_str(),
+                head.target,
+                log::chain(s)
+            ));
             response::poisons_store(s)
         }
     }

@@ -16,7 +16,7 @@ use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
 
 use super::wire;
-use super::{Store, StoreError};
+use super::{Failure, Store, StoreError};
 
 mod connection;
 mod nar_stream;
@@ -105,11 +105,14 @@ impl DaemonStore {
                     .into())
                 }
                 Some(c) if (c.nar_hash, c.nar_size) != (info.nar_hash, info.nar_size) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "{path} changed: the daemon now reports {} bytes, {}",
-                        c.nar_size,
-                        c.nar_hash.to_prefixed_nix32()
-                    ))
+                    return Err(StoreError::Corrupt(
+                        format!(
+                            "{path} changed: the daemon now reports {} bytes, {}",
+                            c.nar_size,
+                            c.nar_hash.to_prefixed_nix32()
+                        )
+                        .into(),
+                    )
                     .into())
                 }
                 Some(_) => {}
@@ -129,9 +132,13 @@ impl DaemonStore {
         if skipped != offset {
             // NarStream errors rather than end early; were that ever to
             // change, the bytes sent would not be the range promised.
-            return Err(StoreError::Protocol(format!(
-                "NarFromPath: the NAR of {path} ended after {skipped} of the {offset} bytes to skip"
-            )));
+            return Err(StoreError::Protocol(
+                format!(
+                    "NarFromPath: the NAR of {path} ended after {skipped} of the {offset} bytes \
+                     to skip"
+                )
+                .into(),
+            ));
         }
         Ok(stream)
     }
@@ -188,7 +195,7 @@ fn check_offset(info: &PathInfo, offset: u64) -> Result<(), StoreError> {
 fn path_info_failure(op: Op, e: PathInfoError) -> StoreError {
     match e {
         PathInfoError::Wire(e) => connection::wire_failure(&op.to_string(), e),
-        e => StoreError::Corrupt(format!("{op}: {e}")),
+        e => StoreError::Corrupt(Failure::because(op.to_string(), e)),
     }
 }
 
@@ -205,7 +212,8 @@ fn query_path_from_hash_part(
         .map_err(|e| path_info_failure(OP, e))?;
     if let Some(p) = &path {
         if p.hash_part() != *hash {
-            return Err(StoreError::Protocol(format!("{OP}: asked for {hash}, got {p}")).into());
+            let what = format!("{OP}: asked for {hash}, got {p}");
+            return Err(StoreError::Protocol(what.into()).into());
         }
     }
     Ok(path)
@@ -272,12 +280,15 @@ impl Store for DaemonStore {
         let local = Path::new(self.store_dir.as_str()).join(info.path.base_name());
         match NarReader::open_at(&local, offset) {
             Ok(reader) if reader.nar_size() == info.nar_size => Ok(Box::new(reader)),
-            Ok(reader) => Err(StoreError::Corrupt(format!(
-                "{}: the files make a {}-byte NAR, the store says {}",
-                local.display(),
-                reader.nar_size(),
-                info.nar_size
-            ))),
+            Ok(reader) => Err(StoreError::Corrupt(
+                format!(
+                    "{}: the files make a {}-byte NAR, the store says {}",
+                    local.display(),
+                    reader.nar_size(),
+                    info.nar_size
+                )
+                .into(),
+            )),
             // Not ours to read (permissions), or not on this machine (the
             // socket leads elsewhere): the daemon can still send it.
             Err(NarError::Io { source, .. })

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Params};
 
-use super::{Store, StoreError};
+use super::{Failure, Store, StoreError};
 use crate::nix::nar::NarReader;
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
@@ -106,17 +106,18 @@ impl LocalStore {
         if !mode.eq_ignore_ascii_case("wal") {
             // Without WAL Nix locks through the unix-dotfile VFS, which a
             // reader on the default VFS does not see (§8).
-            return Err(StoreError::Unavailable(format!(
-                "local database {}: journal mode is {mode:?}, not WAL: Nix then locks it in a way \
-                 a direct reader cannot honour",
-                db.display()
-            )));
+            return Err(StoreError::Unavailable(
+                format!(
+                    "local database {}: journal mode is {mode:?}, not WAL: Nix then locks it in a \
+                     way a direct reader cannot honour",
+                    db.display()
+                )
+                .into(),
+            ));
         }
         fs::read_dir(&self.loc.real_store).map_err(|e| {
-            StoreError::Unavailable(format!(
-                "local store directory {}: {e}",
-                self.loc.real_store.display()
-            ))
+            let what = format!("local store directory {}", self.loc.real_store.display());
+            StoreError::Unavailable(Failure::because(what, e))
         })?;
         Ok(())
     }
@@ -133,7 +134,8 @@ impl LocalStore {
         row.into_info(&self.loc.store_dir, refs)
             .map(Some)
             .map_err(|e| {
-                StoreError::Corrupt(format!("local database {}: {e}", self.loc.db.display()))
+                let what = format!("local database {}", self.loc.db.display());
+                StoreError::Corrupt(Failure::because(what, e))
             })
     }
 }
@@ -188,12 +190,15 @@ impl Store for LocalStore {
         if reader.nar_size() != info.nar_size {
             // Files changed behind Nix's back: never send bytes that do not
             // match the promised length and hash.
-            return Err(StoreError::Corrupt(format!(
-                "{}: NAR is {} bytes, the database says {}",
-                path.display(),
-                reader.nar_size(),
-                info.nar_size
-            )));
+            return Err(StoreError::Corrupt(
+                format!(
+                    "{}: NAR is {} bytes, the database says {}",
+                    path.display(),
+                    reader.nar_size(),
+                    info.nar_size
+                )
+                .into(),
+            ));
         }
         Ok(Box::new(reader))
     }
@@ -202,33 +207,37 @@ impl Store for LocalStore {
 /// Maps a SQLite failure to what it means for a request.
 fn sql_error(db: &Path, e: rusqlite::Error) -> StoreError {
     let at = db.display();
+    let unavailable = |what: String, e| StoreError::Unavailable(Failure::because(what, e));
+    let corrupt = |what: String, e| StoreError::Corrupt(Failure::because(what, e));
     match &e {
         rusqlite::Error::SqliteFailure(f, _) => match f.code {
-            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
-                StoreError::Unavailable(format!(
-                    "local database {at}: still locked after {} ms: {e}",
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => unavailable(
+                format!(
+                    "local database {at}: still locked after {} ms",
                     BUSY_TIMEOUT.as_millis()
-                ))
-            }
+                ),
+                e,
+            ),
             ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
-                StoreError::Corrupt(format!("local database {at}: {e}"))
+                corrupt(format!("local database {at}"), e)
             }
             // §8: a WAL database opens read-only only if its -wal and -shm
             // files exist or its directory is writable.
-            ErrorCode::ReadOnly | ErrorCode::CannotOpen if db.exists() => {
-                StoreError::Unavailable(format!(
-                    "local database {at}: {e} (a WAL database can be read without write access to \
+            ErrorCode::ReadOnly | ErrorCode::CannotOpen if db.exists() => unavailable(
+                format!(
+                    "local database {at} (a WAL database can be read without write access to \
                      its directory only while Nix holds it open)"
-                ))
-            }
-            _ => StoreError::Unavailable(format!("local database {at}: {e}")),
+                ),
+                e,
+            ),
+            _ => unavailable(format!("local database {at}"), e),
         },
         rusqlite::Error::InvalidColumnType(..)
         | rusqlite::Error::FromSqlConversionFailure(..)
         | rusqlite::Error::IntegralValueOutOfRange(..)
         | rusqlite::Error::Utf8Error(..) => {
-            StoreError::Corrupt(format!("local database {at}: unexpected value: {e}"))
+            corrupt(format!("local database {at}: unexpected value"), e)
         }
-        _ => StoreError::Unavailable(format!("local database {at}: {e}")),
+        _ => unavailable(format!("local database {at}"), e),
     }
 }

@@ -4,9 +4,9 @@
 //! Every worker thread owns one `Box<dyn Store>`, made by [`Opener::open`]; no
 //! lock is taken on the hot path.
 
+use std::error::Error;
+use std::fmt;
 use std::io::{self, Read};
-
-use thiserror::Error;
 
 use crate::nix::nar::NarError;
 use crate::nix::path_info::PathInfo;
@@ -21,27 +21,100 @@ pub use uri::Opener;
 
 /// What can go wrong asking the store. The HTTP layer maps each variant to a
 /// status in one exhaustive `match`; the text goes to the log, never the body.
-#[derive(Debug, Error)]
+///
+/// Each variant but `Io` carries a [`Failure`]: what failed, shown in the
+/// message, and the error that made it fail, kept as the `source()` so that
+/// the log prints the whole chain ([`crate::log::chain`]).
+#[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot be reached now (daemon down, socket missing, database
     /// locked past the retry budget). Transient: clients should retry (503).
     #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Failure),
     /// The daemon answered with an error message (ANSI escapes stripped).
     #[error("nix-daemon: {0}")]
-    Daemon(String),
+    Daemon(#[source] Failure),
     /// The peer broke the protocol; the connection has been dropped.
     #[error("daemon protocol: {0}")]
-    Protocol(String),
+    Protocol(#[source] Failure),
     /// A read or write on the store connection timed out.
     #[error("store timed out: {0}")]
-    Timeout(String),
+    Timeout(#[source] Failure),
     /// Data in the store that does not parse (bad hash, bad path in the DB).
     #[error("corrupt store data: {0}")]
-    Corrupt(String),
+    Corrupt(#[source] Failure),
     /// I/O on the store's files (a path that vanished mid-request, say).
     #[error("store I/O: {0}")]
     Io(#[from] io::Error),
+}
+
+impl StoreError {
+    /// Whether the connection that gave this error must be dropped: after a
+    /// transport or protocol failure its state is unknown (`style.md` 8),
+    /// while a daemon's error reply or a corrupt row leaves it in step.
+    pub fn poisons_connection(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_)
+            | StoreError::Timeout(_)
+            | StoreError::Protocol(_)
+            | StoreError::Io(_) => true,
+            StoreError::Daemon(_) | StoreError::Corrupt(_) => false,
+        }
+    }
+}
+
+/// What failed (the `Display`) and, when another error made it fail, that
+/// error (the `source()`, left out of the `Display`).
+#[derive(Debug)]
+pub struct Failure {
+    what: String,
+    cause: Option<Box<dyn Error + Send + Sync>>,
+}
+
+impl Failure {
+    /// A failure with no underlying error (a reply that makes no sense, a
+    /// size that does not match).
+    pub fn new(what: impl Into<String>) -> Self {
+        Failure {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    /// `what` failed because of `cause`.
+    pub fn because(
+        what: impl Into<String>,
+        cause: impl Into<Box<dyn Error + Send + Sync>>,
+    ) -> Self {
+        Failure {
+            what: what.into(),
+            cause: Some(cause.into()),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl Error for Failure {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.cause.as_deref().map(|c| c as &(dyn Error + 'static))
+    }
+}
+
+impl From<String> for Failure {
+    fn from(what: String) -> Self {
+        Failure::new(what)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(what: &str) -> Self {
+        Failure::new(what)
+    }
 }
 
 /// A NAR that cannot be made from the files: I/O keeps its kind (a vanished
@@ -50,10 +123,14 @@ pub enum StoreError {
 impl From<NarError> for StoreError {
     fn from(e: NarError) -> Self {
         match e {
-            NarError::Io { path, source } => {
-                StoreError::Io(io::Error::new(source.kind(), format!("{path}: {source}")))
-            }
-            other => StoreError::Corrupt(other.to_string()),
+            NarError::Io { path, source } => StoreError::Io(io::Error::new(
+                source.kind(),
+                Failure::because(path, source),
+            )),
+            other => StoreError::Corrupt(Failure::because(
+                "the files are not what the store recorded",
+                other,
+            )),
         }
     }
 }
@@ -75,4 +152,50 @@ pub trait Store: Send {
     /// The NAR of the valid path `info`, starting at byte `offset`: exactly
     /// `info.nar_size - offset` bytes, or an error (never short or wrong bytes).
     fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<Box<dyn Read + '_>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The policy the workers follow (`nix-protocols.md` §7.6: on any
+    /// protocol surprise, discard the connection).
+    #[test]
+    fn which_errors_poison_the_connection() {
+        let io = || io::Error::new(io::ErrorKind::NotFound, "gone");
+        let cases = [
+            (StoreError::Unavailable("x".into()), true),
+            (StoreError::Timeout("x".into()), true),
+            (StoreError::Protocol("x".into()), true),
+            (StoreError::Io(io()), true),
+            (StoreError::Daemon("x".into()), false),
+            (StoreError::Corrupt("x".into()), false),
+        ];
+        for (e, poisons) in cases {
+            assert_eq!(e.poisons_connection(), poisons, "{e}");
+        }
+    }
+
+    #[test]
+    fn the_cause_is_the_source_not_the_message() {
+        let cause = io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused");
+        let e = StoreError::Unavailable(Failure::because("cannot connect to /s", cause));
+        assert_eq!(e.to_string(), "store unavailable: cannot connect to /s");
+        assert_eq!(
+            crate::log::chain(&e),
+            "store unavailable: cannot connect to /s: connection refused"
+        );
+        let io = StoreError::from(NarError::Io {
+            path: "/nix/store/x".into(),
+            source: io::Error::new(io::ErrorKind::NotFound, "No such file"),
+        });
+        match &io {
+            StoreError::Io(e) => assert_eq!(e.kind(), io::ErrorKind::NotFound),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            crate::log::chain(&io),
+            "store I/O: /nix/store/x: No such file"
+        );
+    }
 }

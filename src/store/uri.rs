@@ -261,7 +261,8 @@ impl Opener {
         env: &dyn Fn(&str) -> Option<String>,
         daemon_timeout: Duration,
     ) -> Result<Self, StoreError> {
-        let target = parse(uri, env).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // UriError says it all, its one nested cause included.
+        let target = parse(uri, env).map_err(|e| StoreError::Unavailable(e.to_string().into()))?;
         let shown = if uri.is_empty() { "auto" } else { uri };
         let backend = decide(
             shown,
@@ -323,7 +324,8 @@ fn decide(
     probe_daemon: &mut dyn FnMut(&Path, &StoreDir) -> Result<(), StoreError>,
     note: &mut dyn FnMut(&str),
 ) -> Result<Backend, StoreError> {
-    let fail = |why: String| StoreError::Unavailable(format!("cannot open store '{uri}': {why}"));
+    let fail =
+        |why: String| StoreError::Unavailable(format!("cannot open store '{uri}': {why}").into());
     let daemon_why =
         |socket: &Path, e: StoreError| format!("daemon socket {}: {}", socket.display(), reason(e));
     match target {
@@ -357,11 +359,12 @@ fn decide(
     }
 }
 
-/// The message of `e` without the "store unavailable: " its `Display` adds.
+/// What `e` says, causes included, without the "store unavailable: " its
+/// `Display` starts with: one attempt's part of the start-up error.
 fn reason(e: StoreError) -> String {
     match e {
-        StoreError::Unavailable(why) => why,
-        other => other.to_string(),
+        StoreError::Unavailable(why) => crate::log::chain(&why),
+        other => crate::log::chain(&other),
     }
 }
 
