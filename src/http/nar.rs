@@ -5,7 +5,7 @@ use std::io::Read;
 
 use crate::nix::hash::Sha256;
 use crate::nix::store_path::HashPart;
-use crate::store::Store;
+use crate::store::{NarBody, Store};
 
 use super::range::{self, RangeOutcome};
 use super::response::{Body, HandlerError, Response, CACHE_IMMUTABLE, CACHE_SHORT};
@@ -21,10 +21,7 @@ pub struct NarRequest<'r> {
     pub head_only: bool,
 }
 
-pub fn handle<'s>(
-    store: &'s mut dyn Store,
-    req: &NarRequest<'_>,
-) -> Result<Response<'s>, HandlerError> {
+pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, HandlerError> {
     let Some(info) = store.path_info_by_hash(&req.hash)? else {
         return Ok(Response::text(404, "No such path.\n"));
     };
@@ -51,12 +48,14 @@ pub fn handle<'s>(
         }
     };
     let body = if req.head_only {
-        Body::Omitted { len }
+        Body::Omitted { len: Some(len) }
     } else {
-        let reader = store.nar(&info, start)?;
-        Body::Stream {
-            reader: Box::new(reader.take(len)),
-            len,
+        match store.nar(&info, start)? {
+            NarBody::Files(reader) => Body::Nar { reader, len },
+            NarBody::Stream(reader) => Body::Stream {
+                reader: Box::new(reader.take(len)),
+                len: Some(len),
+            },
         }
     };
     let mut r = Response::new(status, CONTENT_TYPE, cache_control, body)

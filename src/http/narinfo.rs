@@ -17,7 +17,7 @@ pub fn handle(
     keys: &[SecretKey],
     memo: &mut SigCache,
     hash: &HashPart,
-) -> Result<Response<'static>, HandlerError> {
+) -> Result<Response, HandlerError> {
     let Some(info) = store.path_info_by_hash(hash)? else {
         // nix-serve's words. A 404 is only for "definitely absent" (§4.4).
         return Ok(Response::text(404, "No such path.\n"));

@@ -16,7 +16,7 @@ use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
 
 use super::wire;
-use super::{Failure, Store, StoreError};
+use super::{Failure, NarBody, Store, StoreError};
 
 mod connection;
 mod nar_stream;
@@ -38,6 +38,8 @@ pub struct DaemonStore {
     store_dir: StoreDir,
     timeout: Option<Duration>,
     conn: Option<Connection>,
+    /// Where a finished [`NarStream`] returns the connection it took.
+    returned: nar_stream::Home,
     /// Hash part → path, for paths seen valid. A hash part names one path
     /// forever (the name is part of what it hashes), so a remembered one
     /// saves QueryPathFromHashPart: one daemon round trip per narinfo, not
@@ -58,6 +60,7 @@ impl DaemonStore {
             store_dir,
             timeout: Some(timeout).filter(|t| !t.is_zero()),
             conn: None,
+            returned: nar_stream::Home::default(),
             paths: HashMap::new(),
         }
     }
@@ -79,8 +82,20 @@ impl DaemonStore {
     /// What the current connection's handshake said, if there is one: for
     /// the tests, which check the handshake and when a connection is kept.
     #[cfg(feature = "testing")]
-    pub fn daemon_info(&self) -> Option<&DaemonInfo> {
+    pub fn daemon_info(&mut self) -> Option<&DaemonInfo> {
+        self.reclaim();
         self.conn.as_ref().map(Connection::info)
+    }
+
+    /// Takes back the connection a [`NarStream`] read to its end returned.
+    fn reclaim(&mut self) {
+        if self.conn.is_none() {
+            self.conn = self
+                .returned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+        }
     }
 
     /// The NAR of `info.path` through NarFromPath (op 38), from byte `offset`,
@@ -91,7 +106,7 @@ impl DaemonStore {
         &mut self,
         info: &PathInfo,
         offset: u64,
-    ) -> Result<NarStream<'_>, StoreError> {
+    ) -> Result<NarStream, StoreError> {
         check_offset(info, offset)?;
         let path = &info.path;
         self.run(|conn, dir| {
@@ -125,19 +140,16 @@ impl DaemonStore {
             .conn
             .take()
             .expect("run keeps the connection on success");
-        let mut stream = NarStream::new(&mut self.conn, conn, info.nar_size);
+        let mut stream = NarStream::new(self.returned.clone(), conn, info.nar_size);
         // No way to ask the daemon for part of a NAR: read and drop the head.
         let skipped = io::copy(&mut (&mut stream).take(offset), &mut io::sink())
             .map_err(|e| connection::io_failure("NarFromPath", e))?;
         if skipped != offset {
-            // NarStream errors rather than end early; were that ever to
-            // change, the bytes sent would not be the range promised.
+            // NarStream errors rather than ending early; never trust a
+            // stream that did anyway (style.md 8).
             return Err(StoreError::Protocol(
-                format!(
-                    "NarFromPath: the NAR of {path} ended after {skipped} of the {offset} bytes \
-                     to skip"
-                )
-                .into(),
+                format!("NarFromPath: the NAR ended after {skipped} bytes, before offset {offset}")
+                    .into(),
             ));
         }
         Ok(stream)
@@ -153,6 +165,7 @@ impl DaemonStore {
         &mut self,
         mut op: impl FnMut(&mut Connection, &StoreDir) -> Result<T, OpError>,
     ) -> Result<T, StoreError> {
+        self.reclaim();
         let (mut conn, reused) = match self.conn.take() {
             Some(conn) => (conn, true),
             None => (self.connect()?, false),
@@ -275,11 +288,11 @@ impl Store for DaemonStore {
 
     /// From the files when we can read them (no daemon round trip, no copy
     /// through its process), else through NarFromPath.
-    fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<Box<dyn Read + '_>, StoreError> {
+    fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<NarBody, StoreError> {
         check_offset(info, offset)?;
         let local = Path::new(self.store_dir.as_str()).join(info.path.base_name());
         match NarReader::open_at(&local, offset) {
-            Ok(reader) if reader.nar_size() == info.nar_size => Ok(Box::new(reader)),
+            Ok(reader) if reader.nar_size() == info.nar_size => Ok(NarBody::Files(reader)),
             Ok(reader) => Err(StoreError::Corrupt(
                 format!(
                     "{}: the files make a {}-byte NAR, the store says {}",
@@ -297,7 +310,9 @@ impl Store for DaemonStore {
                     io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound
                 ) =>
             {
-                Ok(Box::new(self.nar_from_daemon(info, offset)?))
+                Ok(NarBody::Stream(Box::new(
+                    self.nar_from_daemon(info, offset)?,
+                )))
             }
             Err(e) => Err(e.into()),
         }

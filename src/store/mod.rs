@@ -8,15 +8,17 @@ use std::error::Error;
 use std::fmt;
 use std::io::{self, Read};
 
-use crate::nix::nar::NarError;
+use crate::nix::nar::{NarError, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
 
 pub mod daemon;
 pub mod local;
+pub mod slot;
 pub mod uri;
 pub mod wire;
 
+pub use slot::{OpenStore, StoreSlot};
 pub use uri::Opener;
 
 /// What can go wrong asking the store. The HTTP layer maps each variant to a
@@ -49,9 +51,10 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the connection that gave this error must be dropped: after a
-    /// transport or protocol failure its state is unknown (`style.md` 8),
-    /// while a daemon's error reply or a corrupt row leaves it in step.
+    /// Whether the connection that produced this error must be dropped:
+    /// after a transport or protocol failure its state is unknown
+    /// (`style.md` 8). An error the daemon reported, or bad data in the
+    /// store, leaves the connection in step.
     pub fn poisons_connection(&self) -> bool {
         match self {
             StoreError::Unavailable(_)
@@ -151,30 +154,31 @@ pub trait Store: Send {
 
     /// The NAR of the valid path `info`, starting at byte `offset`: exactly
     /// `info.nar_size - offset` bytes, or an error (never short or wrong bytes).
-    fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<Box<dyn Read + '_>, StoreError>;
+    /// It owns what it reads from, so it can outlive the request's worker.
+    fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<NarBody, StoreError>;
+}
+
+/// Where a NAR's bytes come from.
+pub enum NarBody {
+    /// Encoded here from the files: framing rendered from the plan, file
+    /// contents straight from the files (`sendfile(2)` by the server).
+    Files(NarReader),
+    /// Made elsewhere and read as a stream (the nix-daemon's NarFromPath).
+    Stream(Box<dyn Read + Send>),
+}
+
+impl Read for NarBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            NarBody::Files(r) => r.read(buf),
+            NarBody::Stream(r) => r.read(buf),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The policy the workers follow (`nix-protocols.md` §7.6: on any
-    /// protocol surprise, discard the connection).
-    #[test]
-    fn which_errors_poison_the_connection() {
-        let io = || io::Error::new(io::ErrorKind::NotFound, "gone");
-        let cases = [
-            (StoreError::Unavailable("x".into()), true),
-            (StoreError::Timeout("x".into()), true),
-            (StoreError::Protocol("x".into()), true),
-            (StoreError::Io(io()), true),
-            (StoreError::Daemon("x".into()), false),
-            (StoreError::Corrupt("x".into()), false),
-        ];
-        for (e, poisons) in cases {
-            assert_eq!(e.poisons_connection(), poisons, "{e}");
-        }
-    }
 
     #[test]
     fn the_cause_is_the_source_not_the_message() {
