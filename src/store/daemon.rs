@@ -87,7 +87,7 @@ impl DaemonStore {
         self.conn.as_ref().map(Connection::info)
     }
 
-    /// Takes back the connection a [`NarStream`] read to its end returned.
+    /// Takes back the connection a finished [`NarStream`] returned.
     fn reclaim(&mut self) {
         if self.conn.is_none() {
             self.conn = self
@@ -291,7 +291,7 @@ impl Store for DaemonStore {
     fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<NarBody, StoreError> {
         check_offset(info, offset)?;
         let local = Path::new(self.store_dir.as_str()).join(info.path.base_name());
-        match NarReader::open_at(&local, offset) {
+        match NarReader::open_store_path_at(&local, offset) {
             Ok(reader) if reader.nar_size() == info.nar_size => Ok(NarBody::Files(reader)),
             Ok(reader) => Err(StoreError::Corrupt(
                 format!(

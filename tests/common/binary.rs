@@ -109,7 +109,20 @@ impl Drop for Running {
 
 impl Running {
     pub fn start(args: &[&str], stderr: Stdio) -> Running {
-        let child = Command::new(BIN)
+        Self::start_wrapped(&[], args, stderr)
+    }
+
+    /// Runs the binary through `wrapper` (e.g. `prlimit --nofile=64`).
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str], stderr: Stdio) -> Running {
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
             .args(args)
             .env_remove("LISTEN_FDS")
             .env_remove("NOTIFY_SOCKET")
@@ -140,9 +153,17 @@ impl Running {
 /// address it bound from its start-up line. Its stderr is collected in the
 /// returned buffer from then on.
 pub fn start_on_any_port(args: &[&str]) -> (Running, SocketAddr, Arc<Mutex<String>>) {
+    start_on_any_port_wrapped(&[], args)
+}
+
+/// [`start_on_any_port`] through `wrapper` (see [`Running::start_wrapped`]).
+pub fn start_on_any_port_wrapped(
+    wrapper: &[&str],
+    args: &[&str],
+) -> (Running, SocketAddr, Arc<Mutex<String>>) {
     let mut all = vec!["--listen", "127.0.0.1:0"];
     all.extend_from_slice(args);
-    let mut running = Running::start(&all, Stdio::piped());
+    let mut running = Running::start_wrapped(wrapper, &all, Stdio::piped());
     let mut lines = BufReader::new(running.child.stderr.take().unwrap()).lines();
     let mut early = String::new();
     let addr = loop {
