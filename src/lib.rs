@@ -5,10 +5,12 @@
 //!   no network, no threads.
 //! - [`store`]: the synchronous store layer (nix-daemon client, local SQLite).
 //! - [`http`]: route table, one handler per endpoint, responses, server loop.
-//! - [`systemd`]: inherited sockets and sd-notify; [`config`], [`log`].
+//! - [`systemd`]: inherited sockets and sd-notify; [`config`], [`log`];
+//!   [`exit`]: why start-up failed, as an exit status.
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod exit;
 pub mod http;
 pub mod log;
 pub mod nix;

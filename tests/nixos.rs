@@ -259,6 +259,116 @@ fn a_host_name_cannot_be_a_socket_address() {
     assert!(failed[0].contains("cache.example.org"), "{}", failed[0]);
 }
 
+/// Upstream sets NIX_REMOTE=daemon, which would always take the slower
+/// daemon path; the module's `store` (default auto) replaces it, and the
+/// failure policy is the shipped unit's.
+#[test]
+#[ignore = "needs real Nix: run scripts/test"]
+fn store_defaults_to_auto_and_failures_are_not_retried_for_ever() {
+    let Some(inputs) = inputs() else { return };
+    let eval = eval_module(&inputs, "{ services.nix-serve.enable = true; }");
+    assert_no_failed_assertions(&eval);
+    assert_eq!(eval["service"]["environment"]["NIX_REMOTE"], "auto");
+    assert_eq!(service_config(&eval, "RestartSec"), "1s");
+    assert_eq!(
+        service_config(&eval, "RestartPreventExitStatus"),
+        "2 78 203 216 243"
+    );
+    assert_eq!(eval["service"]["unitConfig"]["StartLimitBurst"], 10);
+    assert_eq!(
+        eval["service"]["unitConfig"]["StartLimitIntervalSec"],
+        "30s"
+    );
+
+    let eval = eval_module(
+        &inputs,
+        r#"{ services.nix-serve = { enable = true; store = "daemon"; }; }"#,
+    );
+    assert_eq!(eval["service"]["environment"]["NIX_REMOTE"], "daemon");
+}
+
+/// Every key of `signKeyPaths` is a credential of its own and a
+/// `--sign-key-file` under %d; upstream's `secretKeyFile` stays one of them.
+#[test]
+#[ignore = "needs real Nix: run scripts/test"]
+fn sign_key_paths_are_credentials() {
+    let Some(inputs) = inputs() else { return };
+    let eval = eval_module(
+        &inputs,
+        r#"{ services.nix-serve = {
+              enable = true;
+              secretKeyFile = "/etc/nix/cache.key";
+              signKeyPaths = [ "/run/keys/a.key" "/run/keys/b.key" ];
+            }; }"#,
+    );
+    show(&eval);
+    assert_no_failed_assertions(&eval);
+    assert_eq!(
+        strings(service_config(&eval, "LoadCredential")),
+        [
+            "NIX_SECRET_KEY_FILE:/etc/nix/cache.key",
+            "nix-serve-sign-key-0:/run/keys/a.key",
+            "nix-serve-sign-key-1:/run/keys/b.key"
+        ]
+    );
+    assert_eq!(
+        service_config(&eval, "ExecStart"),
+        format!(
+            "{FAKE_SD}/bin/nix-serve --idle-timeout 60s \
+             --sign-key-file %d/nix-serve-sign-key-0 --sign-key-file %d/nix-serve-sign-key-1"
+        )
+        .as_str()
+    );
+    assert_eq!(
+        eval["service"]["environment"]["NIX_SECRET_KEY_FILE"],
+        "%d/NIX_SECRET_KEY_FILE"
+    );
+}
+
+/// `listen` takes Unix socket paths next to addresses: the socket's
+/// ListenStream= lines, or the server's own --listen flags.
+#[test]
+#[ignore = "needs real Nix: run scripts/test"]
+fn listen_takes_unix_socket_paths_and_addresses() {
+    let Some(inputs) = inputs() else { return };
+    let listen = r#"[ "/run/nix-serve/http.sock" "[::1]:5000" "8080" ]"#;
+    let eval = eval_module(
+        &inputs,
+        &format!("{{ services.nix-serve = {{ enable = true; listen = {listen}; }}; }}"),
+    );
+    show(&eval);
+    assert_no_failed_assertions(&eval);
+    assert_socket_activated(&eval);
+    assert_eq!(
+        strings(&eval["socket"]["listenStreams"]),
+        ["/run/nix-serve/http.sock", "[::1]:5000", "8080"]
+    );
+    assert_eq!(eval["socket"]["socketConfig"]["BindIPv6Only"], "both");
+
+    let eval = eval_module(
+        &inputs,
+        &format!(
+            "{{ services.nix-serve = {{ enable = true; socketActivation = false; listen = {listen}; }}; }}"
+        ),
+    );
+    assert_no_failed_assertions(&eval);
+    assert_eq!(
+        service_config(&eval, "ExecStart"),
+        format!(
+            "{FAKE_SD}/bin/nix-serve --listen /run/nix-serve/http.sock --listen [::1]:5000 --listen :8080"
+        )
+        .as_str()
+    );
+
+    let eval = eval_module(
+        &inputs,
+        r#"{ services.nix-serve = { enable = true; listen = [ "cache.example.org:80" ]; }; }"#,
+    );
+    let failed = strings(&eval["failedAssertions"]);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("cache.example.org:80"), "{}", failed[0]);
+}
+
 /// Our overrides of upstream's values sit at priority 90, so a user's
 /// mkForce still wins.
 #[test]

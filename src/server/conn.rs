@@ -207,10 +207,12 @@ impl Conn {
         }
     }
 
-    /// Whether it waits for a request with nothing of one received: what
-    /// draining may close at once.
+    /// Whether it is a kept-alive connection waiting for its next request
+    /// with nothing of one received: what draining may close at once. A
+    /// connection that has not sent its first request yet is not idle: its
+    /// client connected to be served.
     pub fn is_idle(&self) -> bool {
-        self.state == State::Head && self.inbuf.is_empty()
+        self.state == State::Head && self.inbuf.is_empty() && self.answered
     }
 
     /// Moves the connection on as far as it can go without blocking.
@@ -267,10 +269,13 @@ impl Conn {
                 Ok(_) => {
                     self.head_started.get_or_insert(cx.now);
                 }
-                // Draining: a connection with nothing of a request received
-                // is closed; one that sent a head gets its reply.
+                // Draining: a kept-alive connection waiting for its next
+                // request is closed (a client retries a request that races
+                // such a close); a new one still gets its first request
+                // answered, within the read timeout, and one that sent part
+                // of a head gets the rest of its time.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    let done = cx.draining && self.inbuf.is_empty();
+                    let done = cx.draining && self.is_idle();
                     return Some(if done { Life::Closed } else { Life::Wait });
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
