@@ -12,6 +12,8 @@ use std::time::Duration;
 use clap::Parser;
 use thiserror::Error;
 
+use crate::nix::compression::Compression;
+
 mod values;
 
 use values::bracket_v6;
@@ -31,6 +33,8 @@ pub enum ConfigError {
         value: String,
         reason: &'static str,
     },
+    #[error("--compression {value:?}: {reason}")]
+    Compression { value: String, reason: &'static str },
     #[error("--workers must be between 1 and {max}, not {value}")]
     Workers { value: usize, max: usize },
 }
@@ -102,10 +106,25 @@ pub struct Cli {
     /// A Nix secret key file to sign narinfos with. Repeatable. $NIX_SECRET_KEY_FILE adds one.
     #[arg(long = "sign-key-file", value_name = "PATH")]
     pub sign_key_file: Vec<PathBuf>,
+    /// NARs as served: none (nix-serve's bytes), or zstd[:LEVEL] (1-19,
+    /// default 1), compressed while they stream. Default: none.
+    #[arg(long, value_name = "none|zstd[:LEVEL]")]
+    pub compression: Option<String>,
     /// Exit after this long with no connection (60, 60s, 5min, 1h; 0 = never).
     /// Default: 60s when socket-activated, never otherwise.
     #[arg(long = "idle-timeout", value_name = "DURATION")]
     pub idle_timeout: Option<String>,
+    /// Keep the metrics in this file (Prometheus text format), rewritten
+    /// every --metrics-interval and at exit; counts resume from it at start.
+    #[arg(long = "metrics-file", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// How often --metrics-file is rewritten while running (default 15s).
+    #[arg(long = "metrics-interval", value_name = "DURATION")]
+    pub metrics_interval: Option<String>,
+    /// Serve the metrics at GET /metrics (a scrape is a connection: it keeps
+    /// the server from its idle exit).
+    #[arg(long = "metrics-route")]
+    pub metrics_route: bool,
 
     // Accepted for compatibility, no effect here (one warning each).
     #[arg(long = "max-requests", value_name = "N", hide = true)]
@@ -166,10 +185,14 @@ pub struct Config {
     pub error_log: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub priority: u32,
+    pub compression: Compression,
     pub store_uri: String,
     pub key_files: Vec<PathBuf>,
     /// `None`: never exit for idleness.
     pub idle_timeout: Option<Duration>,
+    pub metrics_file: Option<PathBuf>,
+    pub metrics_interval: Duration,
+    pub metrics_route: bool,
     /// Flags accepted for compatibility that do nothing here.
     pub ignored: Vec<&'static str>,
 }
@@ -180,6 +203,7 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_ACTIVATED_IDLE: Duration = Duration::from_secs(60);
 pub const DEFAULT_PORT: u16 = 5000;
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(15);
 
 impl Config {
     /// Resolves the parsed command line with the environment (`NIX_REMOTE`,
@@ -244,6 +268,11 @@ impl Config {
             Duration::ZERO
         };
         let idle = secs("--idle-timeout", &cli.idle_timeout, idle_default)?;
+        let metrics_interval = secs(
+            "--metrics-interval",
+            &cli.metrics_interval,
+            DEFAULT_METRICS_INTERVAL,
+        )?;
 
         let mut key_files = cli.sign_key_file.clone();
         if let Some(f) = env("NIX_SECRET_KEY_FILE").filter(|f| !f.is_empty()) {
@@ -252,6 +281,13 @@ impl Config {
                 key_files.push(f);
             }
         }
+        let compression = match cli.compression.as_deref() {
+            None => Compression::None,
+            Some(v) => Compression::parse(v).map_err(|reason| ConfigError::Compression {
+                value: v.to_owned(),
+                reason,
+            })?,
+        };
         let store_uri = cli
             .store
             .clone()
@@ -271,9 +307,14 @@ impl Config {
             error_log: cli.error_log.clone(),
             pid_file: cli.pid.clone(),
             priority: cli.priority,
+            compression,
             store_uri,
             key_files,
             idle_timeout: (!idle.is_zero()).then_some(idle),
+            metrics_file: cli.metrics_file.clone(),
+            // The main thread looks every 100 ms: no use asking for less.
+            metrics_interval: metrics_interval.max(Duration::from_millis(100)),
+            metrics_route: cli.metrics_route,
             ignored: ignored_flags(&cli),
         })
     }
@@ -379,6 +420,35 @@ mod tests {
     }
 
     #[test]
+    fn metrics_flags() {
+        let c = resolve(&[], &[], true).unwrap();
+        assert_eq!(c.metrics_file, None);
+        assert_eq!(c.metrics_interval, DEFAULT_METRICS_INTERVAL);
+        assert!(!c.metrics_route);
+        let c = resolve(
+            &[
+                "--metrics-file",
+                "/var/lib/nix-serve/metrics.prom",
+                "--metrics-interval",
+                "1min",
+                "--metrics-route",
+            ],
+            &[],
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            c.metrics_file.as_deref(),
+            Some(std::path::Path::new("/var/lib/nix-serve/metrics.prom"))
+        );
+        assert_eq!(c.metrics_interval, Duration::from_secs(60));
+        assert!(c.metrics_route);
+        let c = resolve(&["--metrics-interval", "0"], &[], true).unwrap();
+        assert_eq!(c.metrics_interval, Duration::from_millis(100));
+        assert!(resolve(&["--metrics-interval", "soon"], &[], true).is_err());
+    }
+
+    #[test]
     fn drop_in_command_line() {
         let c = resolve(
             &[
@@ -465,5 +535,20 @@ mod tests {
         );
         assert!(resolve(&["--ssl-key", "k"], &[], false).is_err());
         assert!(resolve(&["--workers", "0"], &[], false).is_err());
+    }
+
+    #[test]
+    fn compression_flag() {
+        assert_eq!(
+            resolve(&[], &[], false).unwrap().compression,
+            Compression::None
+        );
+        let c = resolve(&["--compression", "zstd:5"], &[], false).unwrap();
+        assert_eq!(c.compression, Compression::Zstd { level: 5 });
+        let e = resolve(&["--compression", "xz"], &[], false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--compression \"xz\": expected none, zstd or zstd:LEVEL"
+        );
     }
 }

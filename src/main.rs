@@ -16,9 +16,10 @@ use nix_serve_sd::config::{Cli, Config, ListenSpec};
 use nix_serve_sd::exit::StartError;
 use nix_serve_sd::http::{Service, Worker};
 use nix_serve_sd::log;
+use nix_serve_sd::metrics::{Metrics, MetricsFile};
 use nix_serve_sd::nix::signing::SecretKey;
 use nix_serve_sd::server::{self, Limits, Listener, Server};
-use nix_serve_sd::store::{uri, OpenStore, Opener};
+use nix_serve_sd::store::{uri, Counted, OpenStore, Opener};
 use nix_serve_sd::systemd::{self, Notifier};
 
 /// How long SIGTERM waits for requests in flight before exiting anyway
@@ -113,13 +114,29 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     uri::parse(&config.store_uri, &env).map_err(|e| StartError::Config(e.to_string()))?;
     let opener =
         Opener::resolve(&config.store_uri, &env).map_err(|e| StartError::Store(log::chain(&e)))?;
-    let open: Arc<dyn OpenStore> = Arc::new(opener.clone());
+    // Counting starts from where the last process left off.
+    let mut metrics_file =
+        (config.metrics_file.clone()).map(|p| MetricsFile::new(p, config.metrics_interval));
+    let metrics = Arc::new(
+        metrics_file
+            .as_ref()
+            .map_or_else(Metrics::default, MetricsFile::resume),
+    );
+    metrics.activation();
+    let open: Arc<dyn OpenStore> = Arc::new(Counted {
+        inner: Arc::new(opener.clone()),
+        metrics: metrics.clone(),
+    });
     let svc = Arc::new(Service {
         keys,
         priority: config.priority,
+        compression: config.compression,
     });
     let workers = (0..config.workers)
-        .map(|_| Worker::new(svc.clone(), open.clone(), None))
+        .map(|_| {
+            Worker::new(svc.clone(), open.clone(), None)
+                .with_metrics(metrics.clone(), config.metrics_route)
+        })
         .collect();
 
     // Before the threads start, so a SIGTERM from now on drains cleanly.
@@ -140,7 +157,8 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         write_timeout: config.write_timeout,
         keepalive: config.keepalive,
     };
-    let mut server = Server::start(listeners, workers, limits, log::access_enabled())
+    let access = log::access_enabled();
+    let mut server = Server::start(listeners, workers, limits, access, metrics.clone())
         .map_err(|e| StartError::Other(format!("cannot start: {e}")))?;
 
     let notifier = Notifier::from_env(&env);
@@ -154,7 +172,19 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     log::info(&what);
     notifier.ready(&what);
 
-    let exit = watch(&mut server, config, &notifier, &term, &opener.describe());
+    if let Some(f) = &mut metrics_file {
+        f.write(&metrics);
+    }
+    let store = opener.describe();
+    let exit = watch(
+        &mut server,
+        config,
+        &notifier,
+        &term,
+        &store,
+        &mut metrics_file,
+        &metrics,
+    );
     // The drain bound counts from the moment the signal was seen.
     let deadline = Instant::now() + DRAIN_BOUND;
     let why = match exit {
@@ -169,6 +199,19 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     for p in unix_paths.iter().chain(&config.pid_file) {
         let _ = std::fs::remove_file(p);
     }
+    if matches!(exit, Exit::Idle(_)) {
+        metrics.idle_exit();
+    }
+    if let Some(f) = &mut metrics_file {
+        f.write(&metrics);
+    }
+    let run = metrics.run_summary();
+    log::info(&format!(
+        "Exiting after {:.1}s: {} requests answered, {} bytes sent",
+        run.alive.as_secs_f64(),
+        run.requests,
+        run.bytes
+    ));
     Ok(())
 }
 
@@ -181,6 +224,8 @@ fn watch(
     notifier: &Notifier,
     term: &AtomicBool,
     store: &str,
+    metrics_file: &mut Option<MetricsFile>,
+    metrics: &Metrics,
 ) -> Exit {
     let ping_every = notifier.watchdog_period();
     let mut next_ping = Instant::now();
@@ -208,6 +253,9 @@ fn watch(
                 }
                 server.resume_accepting();
             }
+        }
+        if let Some(f) = metrics_file {
+            f.tick(metrics, now);
         }
         if now >= next_status {
             let counts = server.activity().counts();

@@ -100,6 +100,10 @@ fn show(eval: &Value) {
     eprintln!("{line}");
 }
 
+/// Where the module keeps the metrics: its StateDirectory= (README
+/// "Operating it").
+const METRICS: &str = "--metrics-file /var/lib/nix-serve/metrics.prom";
+
 #[test]
 #[ignore = "needs real Nix: run scripts/test"]
 fn default_configuration_listens_on_ipv4_and_ipv6_through_a_socket() {
@@ -112,7 +116,7 @@ fn default_configuration_listens_on_ipv4_and_ipv6_through_a_socket() {
     assert_eq!(eval["socket"]["socketConfig"]["BindIPv6Only"], "both");
     assert_eq!(
         service_config(&eval, "ExecStart"),
-        format!("{FAKE_SD}/bin/nix-serve --idle-timeout 60s").as_str()
+        format!("{FAKE_SD}/bin/nix-serve --idle-timeout 60s {METRICS}").as_str()
     );
     // No key configured: no credential and no variable pointing at one.
     assert_eq!(service_config(&eval, "LoadCredential"), "");
@@ -121,6 +125,7 @@ fn default_configuration_listens_on_ipv4_and_ipv6_through_a_socket() {
         None
     );
     assert!(strings(&eval["firewall"]).is_empty());
+    assert_eq!(service_config(&eval, "StateDirectory"), "nix-serve");
 }
 
 #[test]
@@ -148,7 +153,8 @@ fn key_port_bind_address_and_extra_params_are_honoured() {
     assert_eq!(eval["socket"]["socketConfig"].get("BindIPv6Only"), None);
     assert_eq!(
         service_config(&eval, "ExecStart"),
-        format!("{FAKE_SD}/bin/nix-serve --idle-timeout 60s --workers 4 --priority 40").as_str()
+        format!("{FAKE_SD}/bin/nix-serve --idle-timeout 60s {METRICS} --workers 4 --priority 40")
+            .as_str()
     );
     // Upstream's credential, read through the variable nix-serve reads.
     assert_eq!(
@@ -176,7 +182,7 @@ fn ipv6_bind_address_priority_and_idle_timeout() {
     assert_eq!(strings(&eval["socket"]["listenStreams"]), ["[::1]:5000"]);
     assert_eq!(
         service_config(&eval, "ExecStart"),
-        format!("{FAKE_SD}/bin/nix-serve --idle-timeout 0s --priority 50").as_str()
+        format!("{FAKE_SD}/bin/nix-serve --idle-timeout 0s {METRICS} --priority 50").as_str()
     );
 }
 
@@ -205,7 +211,8 @@ fn without_socket_activation_the_server_binds_every_address_itself() {
     // ":PORT" is every IPv4 and IPv6 address; "%" stays literal as in a shell.
     assert_eq!(
         service_config(&eval, "ExecStart"),
-        format!("{FAKE_SD}/bin/nix-serve --listen :5000 --access-log /var/log/%%h").as_str()
+        format!("{FAKE_SD}/bin/nix-serve --listen :5000 {METRICS} --access-log /var/log/%%h")
+            .as_str()
     );
 }
 
@@ -314,7 +321,7 @@ fn sign_key_paths_are_credentials() {
     assert_eq!(
         service_config(&eval, "ExecStart"),
         format!(
-            "{FAKE_SD}/bin/nix-serve --idle-timeout 60s \
+            "{FAKE_SD}/bin/nix-serve --idle-timeout 60s {METRICS} \
              --sign-key-file %d/nix-serve-sign-key-0 --sign-key-file %d/nix-serve-sign-key-1"
         )
         .as_str()
@@ -355,7 +362,7 @@ fn listen_takes_unix_socket_paths_and_addresses() {
     assert_eq!(
         service_config(&eval, "ExecStart"),
         format!(
-            "{FAKE_SD}/bin/nix-serve --listen /run/nix-serve/http.sock --listen [::1]:5000 --listen :8080"
+            "{FAKE_SD}/bin/nix-serve --listen /run/nix-serve/http.sock --listen [::1]:5000 --listen :8080 {METRICS}"
         )
         .as_str()
     );
@@ -531,4 +538,21 @@ fn collect_nix_files(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(path);
         }
     }
+}
+
+#[test]
+#[ignore = "needs real Nix: run scripts/test"]
+fn compression_option_becomes_the_flag() {
+    let Some(inputs) = inputs() else { return };
+    let eval = eval_module(
+        &inputs,
+        r#"{ services.nix-serve = { enable = true; compression = "zstd:3"; }; }"#,
+    );
+    show(&eval);
+    assert_no_failed_assertions(&eval);
+    assert_eq!(
+        service_config(&eval, "ExecStart"),
+        format!("{FAKE_SD}/bin/nix-serve --idle-timeout 60s {METRICS} --compression zstd:3")
+            .as_str()
+    );
 }

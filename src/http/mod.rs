@@ -3,7 +3,10 @@
 //! end to end"). No sockets here: the server (`crate::server`) reads heads,
 //! hands each to a [`Worker`] and writes what it answers.
 
+pub mod build_log;
 pub mod cache_info;
+pub mod listing;
+pub mod metrics;
 pub mod nar;
 pub mod narinfo;
 pub mod range;
@@ -12,20 +15,26 @@ pub mod response;
 pub mod routes;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::log;
+use crate::metrics::Metrics;
+use crate::nix::compression::{Compression, DEFAULT_ZSTD_LEVEL};
 use crate::nix::sig_cache::SigCache;
 use crate::nix::signing::SecretKey;
 use crate::store::{OpenStore, Store, StoreSlot};
 
 use request::{Head, Method};
 use response::{HandlerError, Response};
-use routes::Route;
+use routes::{Route, RouteError};
 
 /// What every worker shares, read-only: keys loaded once at start-up.
 pub struct Service {
     pub keys: Vec<SecretKey>,
     pub priority: u32,
+    /// `--compression`: what narinfos point to, and whether a plain NAR may
+    /// be sent zstd-encoded to a client that asks.
+    pub compression: Compression,
 }
 
 /// One store worker's state: its own store connection and its memo of
@@ -34,6 +43,8 @@ pub struct Worker {
     svc: Arc<Service>,
     store: StoreSlot,
     sigs: SigCache,
+    /// Where store look-up latency goes; with `true`, `/metrics` serves it.
+    metrics: Option<(Arc<Metrics>, bool)>,
 }
 
 impl Worker {
@@ -44,7 +55,15 @@ impl Worker {
             svc,
             store: StoreSlot::new(open, conn),
             sigs: SigCache::default(),
+            metrics: None,
         }
+    }
+
+    /// Records store look-up latency in `metrics`, and serves them at
+    /// `/metrics` when `route` (`--metrics-route`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>, route: bool) -> Self {
+        self.metrics = Some((metrics, route));
+        self
     }
 
     /// Answers one request. Errors become their status here; the detail
@@ -71,10 +90,22 @@ impl Worker {
     /// Routes one request and runs its handler. The route is checked before
     /// the store is touched, so bad requests get their 4xx even when it is down.
     fn handle(&mut self, head: &Head) -> Result<Response, HandlerError> {
+        if let Some((m, true)) = &self.metrics {
+            if routes::label(&head.target) == "metrics" {
+                if !matches!(head.method, Method::Get | Method::Head) {
+                    return Err(HandlerError::Route(RouteError::Method));
+                }
+                return Ok(metrics::handle(m));
+            }
+        }
         let route = routes::parse(&head.method, &head.target).map_err(HandlerError::Route)?;
         let store = self.store.get()?;
-        match route {
-            Route::NarInfo(hash) => narinfo::handle(store, &self.svc.keys, &mut self.sigs, &hash),
+        let started = Instant::now();
+        let svc = &*self.svc;
+        let answer = match route {
+            Route::NarInfo(hash) => {
+                narinfo::handle(store, &svc.keys, &mut self.sigs, &hash, svc.compression)
+            }
             Route::Nar { hash, nar_hash } => nar::handle(
                 store,
                 &nar::NarRequest {
@@ -82,9 +113,42 @@ impl Worker {
                     nar_hash,
                     range: head.range.as_deref(),
                     head_only: head.method == Method::Head,
+                    encoding: nar::negotiate(
+                        svc.compression,
+                        head.accept_encoding.as_deref(),
+                        head.range.as_deref(),
+                    ),
+                    vary: svc.compression != Compression::None,
                 },
             ),
-            Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), self.svc.priority)),
+            Route::NarZstd { hash, nar_hash } => nar::handle(
+                store,
+                &nar::NarRequest {
+                    hash,
+                    nar_hash,
+                    range: None,
+                    head_only: head.method == Method::Head,
+                    encoding: nar::Encoding::ZstdFile {
+                        level: match svc.compression {
+                            Compression::Zstd { level } => level,
+                            Compression::None => DEFAULT_ZSTD_LEVEL,
+                        },
+                    },
+                    vary: false,
+                },
+            ),
+            Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), svc.priority)),
+            Route::Listing(hash) => listing::handle(store, &hash, head.range.as_deref()),
+            Route::Log(name) => build_log::handle(
+                store,
+                &name,
+                head.range.as_deref(),
+                head.method == Method::Head,
+            ),
+        };
+        if let Some((m, _)) = &self.metrics {
+            m.store_lookup(started.elapsed());
         }
+        answer
     }
 }

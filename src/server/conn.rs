@@ -13,11 +13,14 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::http::request::{self, Head, Method, Parsed, RequestError};
 use crate::http::response::{self, Body, Framing, HandlerError, Response};
+use crate::http::routes;
 use crate::log;
+use crate::metrics::Metrics;
 use crate::nix::nar::{NarReader, Segment};
 
 use super::pool::{ConnId, Job, Pool};
@@ -128,17 +131,44 @@ pub(super) struct Ctx<'a> {
 /// The body still to send.
 enum Pending {
     None,
-    Nar {
-        reader: NarReader,
-        left: u64,
-    },
-    Stream {
-        /// `None` while a worker has it.
-        reader: Option<Box<dyn Read + Send>>,
-        left: Option<u64>,
-        chunked: bool,
-        spare: Vec<u8>,
-    },
+    Nar { reader: NarReader, left: u64 },
+    Stream(StreamBody),
+}
+
+/// A computed body, read by the workers a chunk at a time, one chunk ahead:
+/// while the loop writes one chunk, a worker reads the next.
+struct StreamBody {
+    /// `None` while a worker has it, or after its end.
+    reader: Option<Box<dyn Read + Send>>,
+    /// Bytes still to ask of the reader, when the length is known.
+    left: Option<u64>,
+    chunked: bool,
+    /// The chunk read ahead, framed, for when `out` is written.
+    ready: Option<Vec<u8>>,
+    /// The reader gave its last byte (and, chunked, the last chunk is framed).
+    ended: bool,
+    /// A buffer to hand the next fill.
+    spare: Vec<u8>,
+}
+
+impl StreamBody {
+    /// Hands the reader to a worker for the next chunk, if it is here and
+    /// more is to come.
+    fn request(&mut self, cx: &Ctx<'_>) {
+        if self.ended {
+            return;
+        }
+        let Some(reader) = self.reader.take() else {
+            return;
+        };
+        let want = self.left.map_or(FILL, |l| l.min(FILL as u64) as usize);
+        cx.pool.submit(Job::Fill {
+            id: cx.id,
+            reader,
+            buf: std::mem::take(&mut self.spare),
+            want,
+        });
+    }
 }
 
 /// The request being answered, for the access log.
@@ -148,6 +178,8 @@ struct Exchange {
     minor: u8,
     user_agent: Option<String>,
     status: u16,
+    /// When the reply started to go out.
+    started: Instant,
 }
 
 pub(super) struct Conn {
@@ -179,10 +211,17 @@ pub(super) struct Conn {
     window_sent: u64,
     linger_until: Instant,
     linger_left: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Conn {
-    pub fn new(sock: Sock, peer: String, generation: u64, now: Instant) -> Conn {
+    pub fn new(
+        sock: Sock,
+        peer: String,
+        generation: u64,
+        now: Instant,
+        metrics: Arc<Metrics>,
+    ) -> Conn {
         Conn {
             generation,
             sock,
@@ -204,6 +243,7 @@ impl Conn {
             window_sent: 0,
             linger_until: now,
             linger_left: 0,
+            metrics,
         }
     }
 
@@ -298,6 +338,7 @@ impl Conn {
             minor: 1,
             user_agent: None,
             status: resp.status,
+            started: cx.now,
         };
         self.start_reply(resp, exchange, false, false, cx);
     }
@@ -311,6 +352,7 @@ impl Conn {
             minor: head.minor,
             user_agent: head.user_agent.clone(),
             status: response.status,
+            started: cx.now,
         };
         let head_only = head.method == Method::Head;
         self.start_reply(response, exchange, keep, head_only, cx);
@@ -344,12 +386,17 @@ impl Conn {
                 Body::Bytes(b) => self.out.extend_from_slice(&b),
                 Body::Nar { reader, len } => self.pending = Pending::Nar { reader, left: len },
                 Body::Stream { reader, len } => {
-                    self.pending = Pending::Stream {
+                    let mut body = StreamBody {
                         reader: Some(reader),
                         left: len,
                         chunked: framing == Framing::Chunked,
+                        ready: None,
+                        ended: false,
                         spare: Vec::new(),
-                    }
+                    };
+                    // The first chunk is read while the head goes out.
+                    body.request(cx);
+                    self.pending = Pending::Stream(body);
                 }
                 Body::Omitted { .. } => {}
             }
@@ -407,24 +454,19 @@ impl Conn {
                         return flush;
                     }
                 }
-                Pending::Stream {
-                    ref mut reader,
-                    left,
-                    ref mut spare,
-                    ..
-                } => {
-                    let Some(reader) = reader.take() else {
-                        return Flush::Fill;
-                    };
-                    let want = left.map_or(FILL, |l| l.min(FILL as u64) as usize);
-                    let buf = std::mem::take(spare);
+                Pending::Stream(ref mut body) => {
+                    if let Some(next) = body.ready.take() {
+                        self.out = next;
+                        body.request(cx);
+                        continue;
+                    }
+                    if body.ended {
+                        self.pending = Pending::None;
+                        continue;
+                    }
+                    // Nothing to write until a worker brings the next chunk.
+                    body.request(cx);
                     self.state = State::Filling;
-                    cx.pool.submit(Job::Fill {
-                        id: cx.id,
-                        reader,
-                        buf,
-                        want,
-                    });
                     return Flush::Fill;
                 }
             }
@@ -500,20 +542,16 @@ impl Conn {
         }
     }
 
-    /// A worker read the next chunk of a computed body.
+    /// A worker read the next chunk of a computed body. False when the
+    /// body failed and the connection must close.
     pub fn filled(
         &mut self,
         reader: Box<dyn Read + Send>,
         mut buf: Vec<u8>,
         result: io::Result<usize>,
+        cx: &Ctx<'_>,
     ) -> bool {
-        let Pending::Stream {
-            reader: slot,
-            left,
-            chunked,
-            spare,
-        } = &mut self.pending
-        else {
+        let Pending::Stream(body) = &mut self.pending else {
             return false;
         };
         self.state = State::Write;
@@ -525,37 +563,43 @@ impl Conn {
                 return false;
             }
         };
+        let mut chunk = Vec::new();
         if n == 0 {
-            if left.is_some_and(|l| l > 0) {
-                let l = left.unwrap_or(0);
+            if let Some(l) = body.left.filter(|l| *l > 0) {
                 self.source_failed(&format!("the body ended {l} bytes early"));
                 return false;
             }
-            if *chunked {
-                self.out.extend_from_slice(b"0\r\n\r\n");
+            if body.chunked {
+                chunk.extend_from_slice(b"0\r\n\r\n");
             }
-            self.pending = Pending::None;
-            return true;
-        }
-        if let Some(l) = left {
-            *l -= n as u64;
-        }
-        if *chunked {
-            self.out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
-            self.out.extend_from_slice(&buf[..n]);
-            self.out.extend_from_slice(b"\r\n");
-        } else if self.out.is_empty() {
-            std::mem::swap(&mut self.out, &mut buf);
+            body.ended = true;
         } else {
-            self.out.extend_from_slice(&buf[..n]);
+            if let Some(l) = &mut body.left {
+                *l -= n as u64;
+            }
+            if body.chunked {
+                chunk.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                chunk.extend_from_slice(&buf[..n]);
+                chunk.extend_from_slice(b"\r\n");
+                body.spare = buf;
+            } else {
+                chunk = std::mem::take(&mut buf);
+            }
+            if body.left == Some(0) {
+                // Dropping the reader here, at the exact end, lets a daemon
+                // NAR stream hand its connection back.
+                body.ended = true;
+            } else {
+                body.reader = Some(reader);
+            }
         }
-        if *left == Some(0) {
-            // Dropping the reader here, at the exact end, lets a daemon NAR
-            // stream hand its connection back.
-            self.pending = Pending::None;
+        if self.out_pos >= self.out.len() {
+            self.out = chunk;
+            self.out_pos = 0;
+            // Read the next chunk while this one is written.
+            body.request(cx);
         } else {
-            *slot = Some(reader);
-            *spare = buf;
+            body.ready = Some(chunk);
         }
         true
     }
@@ -564,6 +608,7 @@ impl Conn {
     /// `None` when driving goes on.
     fn finish(&mut self, cx: &Ctx<'_>) -> Option<Life> {
         if let Some(x) = self.exchange.take() {
+            self.record(&x);
             if cx.access_log {
                 let body = self.written.saturating_sub(self.head_len);
                 log::access(&access_line(&self.peer, &x, body));
@@ -641,11 +686,20 @@ impl Conn {
     fn log_cut(&mut self) {
         self.pending = Pending::None;
         if let Some(x) = self.exchange.take() {
+            self.record(&x);
             if log::access_enabled() {
                 let body = self.written.saturating_sub(self.head_len);
                 log::access(&access_line(&self.peer, &x, body));
             }
         }
+    }
+
+    /// Counts a reply, whole or cut, in the metrics.
+    fn record(&self, x: &Exchange) {
+        let route = routes::label(&x.target);
+        let nar_body = route == "nar" && x.method == Method::Get && x.status < 300;
+        let took = nar_body.then(|| x.started.elapsed());
+        self.metrics.reply(route, x.status, self.written, took);
     }
 
     /// The deadline check, run by the loop every tick: `Closed` when the

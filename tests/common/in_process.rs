@@ -68,13 +68,24 @@ pub fn start(opener: Opener, workers: usize, keys: Vec<SecretKey>, limits: Limit
         opens: opens.clone(),
         panic_next_open: panic_next_open.clone(),
     });
-    let svc = Arc::new(Service { keys, priority: 30 });
+    let svc = Arc::new(Service {
+        keys,
+        priority: 30,
+        compression: Default::default(),
+    });
     let workers = (0..workers)
         .map(|_| Worker::new(svc.clone(), open.clone(), None))
         .collect();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = Server::start(vec![Listener::Tcp(listener)], workers, limits, false).unwrap();
+    let server = Server::start(
+        vec![Listener::Tcp(listener)],
+        workers,
+        limits,
+        false,
+        Default::default(),
+    )
+    .unwrap();
     Harness {
         addr,
         server: Some(server),

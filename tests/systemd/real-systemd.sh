@@ -9,7 +9,7 @@
 # there the way docs/install.md says (its shell blocks, run as written, except
 # `cargo build`), and checks what an administrator relies on: socket
 # activation, READY and STATUS, the key as a credential, a real `nix copy
-# --from`, idle exit and re-activation, `systemctl restart` and `stop` under
+# --from`, idle exit and re-activation (the metrics file carried across), `systemctl restart` and `stop` under
 # load, fast failure on a bad key or flag, recovery from a nix-daemon restart,
 # the journal's priorities, the store database under a writer, and the live
 # `systemd-analyze security` score. Prints PASS/FAIL/INFO lines and the figures;
@@ -373,6 +373,12 @@ res="$(state nix-serve.service) Result=$(show nix-serve.service Result) ExecMain
 check "idle exit after ${IDLE}s: $res (${TI:+$(since "$TI")s after the last request})" \
     test "$res" = "inactive/dead Result=success ExecMainStatus=0"
 check "socket still $(state nix-serve.socket) after the idle exit" test "$(state nix-serve.socket)" = active/listening
+# --metrics-file in StateDirectory=: written by the dynamic user under the
+# sandbox, and carried from one activation to the next (README "Operating it").
+prom=$(ns cat /var/lib/nix-serve/metrics.prom 2>&1)
+metric() { sed -n "s/^$1 //p" <<<"$prom"; }
+check "metrics file after the idle exit: $(metric nix_serve_activations_total) activations, $(metric nix_serve_idle_exits_total) idle exit(s), $(metric 'nix_serve_requests_total{route="nix-cache-info",status="200"}') nix-cache-info" \
+    bash -c '[[ $1 -ge 2 && $2 -ge 1 ]]' _ "$(metric nix_serve_activations_total)" "$(metric nix_serve_idle_exits_total)"
 ci=$(get nix-cache-info)
 check "next client is served: '$(head -1 <<<"$ci")', new MainPID $(show nix-serve.service MainPID) (was $MAIN)" \
     bash -c '[[ $1 == StoreDir:* && $2 -gt 0 && $2 != "$3" ]]' _ "$ci" "$(show nix-serve.service MainPID)" "$MAIN"
