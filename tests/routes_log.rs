@@ -4,7 +4,6 @@
 //! through scripts/test.
 
 mod common;
-mod routes_support;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,8 +11,8 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::binary::{start_on_any_port, tmpdir};
+use common::routes::{get, hash_part, request};
 use common::{nix_fresh_cache, run, succeeded, ChrootStore, Fixtures};
-use routes_support::{get, hash_part, request};
 
 /// A fresh derivation (the nonce makes it new, so it really builds) whose
 /// log is `line` and one more line: its `.drv` and output paths.

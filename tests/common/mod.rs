@@ -12,6 +12,7 @@ mod daemon;
 mod fixtures;
 pub mod in_process;
 mod nix;
+pub mod routes;
 mod scratch;
 
 use std::sync::{Mutex, MutexGuard};
