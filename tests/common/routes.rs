@@ -1,7 +1,6 @@
 //! For the tests of the log, listing and compression routes: a raw HTTP
 //! client that sends extra headers and reads chunked and close-delimited
 //! bodies (written here, not trusting the server's own code).
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
