@@ -12,7 +12,6 @@ pub mod response;
 pub mod routes;
 pub mod server;
 
-use crate::nix::sig_cache::SigCache;
 use crate::nix::signing::SecretKey;
 use crate::store::{Opener, Store, StoreError};
 
@@ -37,17 +36,17 @@ pub fn open_store(opener: Opener) -> OpenStore {
 
 /// One worker's own state: its store connection, opened again lazily after
 /// it was dropped (daemon restarted, protocol error), and its memo of
-/// signatures. No lock on the hot path.
+/// narinfo replies and signatures. No lock on the hot path.
 pub struct StoreSlot {
     conn: Option<Box<dyn Store>>,
-    sigs: SigCache,
+    narinfos: narinfo::Memo,
 }
 
 impl StoreSlot {
     pub fn new(conn: Option<Box<dyn Store>>) -> Self {
         StoreSlot {
             conn,
-            sigs: SigCache::default(),
+            narinfos: narinfo::Memo::default(),
         }
     }
 
@@ -88,10 +87,10 @@ pub fn respond<'s>(
     head: &Head,
 ) -> Result<Response<'s>, HandlerError> {
     let route = routes::parse(&head.method, &head.target).map_err(HandlerError::Route)?;
-    let StoreSlot { conn, sigs } = slot;
+    let StoreSlot { conn, narinfos } = slot;
     let store = connected(conn, open)?;
     match route {
-        Route::NarInfo(hash) => narinfo::handle(store, &svc.keys, sigs, &hash),
+        Route::NarInfo(hash) => narinfo::handle(store, &svc.keys, narinfos, &hash),
         Route::Nar { hash, nar_hash } => nar::handle(
             store,
             &nar::NarRequest {

@@ -9,14 +9,17 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection as Database, OpenFlags};
 
 use crate::nix::nar::{NarError, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
 
+use super::cache::{DataVersion, InfoCache};
 use super::wire;
-use super::{Store, StoreError};
+use super::{Generation, Store, StoreError};
 
 mod connection;
 mod nar_stream;
@@ -43,15 +46,155 @@ pub struct DaemonStore {
     /// saves QueryPathFromHashPart: one daemon round trip per narinfo, not
     /// two. Bounded; absent paths are never remembered (they may appear).
     paths: HashMap<HashPart, StorePath>,
+    /// Look-ups by hash part, forgotten when [`Self::changes`] says so.
+    cache: InfoCache,
+    changes: Changes,
 }
 
 /// Entries [`DaemonStore::paths`] holds before it starts over.
 const PATH_MEMO_CAPACITY: usize = 4096;
 
+/// How long a daemon store remembers answers when it has no way to see the
+/// store change (README "Caching"): far below the hour a proxy in front may
+/// keep a narinfo (`Cache-Control: max-age=3600`), long enough that a client
+/// asking for a closure's narinfos does not wait on the daemon twice.
+pub const STALE_BOUND: Duration = Duration::from_secs(1);
+
+/// How a daemon store learns that the store may have changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeSignal {
+    /// The daemon's own database (`<state>/db/db.sqlite`), opened read-only
+    /// only to read its commit counter (`PRAGMA data_version`): exact, as
+    /// for the local backend.
+    Database(PathBuf),
+    /// No database we can read: forget every answer after this long (zero:
+    /// remember nothing).
+    Every(Duration),
+}
+
+impl ChangeSignal {
+    /// The database of the daemon on `socket`, if it is readable, in WAL
+    /// mode and holds paths of `store_dir`; else why not. Nix puts the
+    /// socket at `<state>/daemon-socket/socket` and the database at
+    /// `<state>/db/db.sqlite` (§7.1, §8); a socket elsewhere (a test daemon,
+    /// a forwarded socket) names no database we could trust to be its.
+    pub fn probe(socket: &Path, store_dir: &StoreDir) -> Result<ChangeSignal, String> {
+        let state = socket
+            .parent()
+            .filter(|d| d.file_name().is_some_and(|n| n == "daemon-socket"))
+            .and_then(Path::parent)
+            .ok_or_else(|| {
+                format!(
+                    "socket {} is not in a Nix state directory's daemon-socket/",
+                    socket.display()
+                )
+            })?;
+        let db = state.join("db").join("db.sqlite");
+        let fail = |e: rusqlite::Error| format!("database {}: {e}", db.display());
+        let conn = open_database(&db).map_err(fail)?;
+        let mode: String = conn
+            .query_row("pragma journal_mode", [], |r| r.get(0))
+            .map_err(fail)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(format!(
+                "database {}: journal mode {mode:?}, not WAL",
+                db.display()
+            ));
+        }
+        let any: Option<String> = conn
+            .query_row("select path from ValidPaths limit 1", [], |r| r.get(0))
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(fail(e)),
+            })?;
+        if let Some(path) = any.filter(|p| store_dir.parse_path(p).is_err()) {
+            return Err(format!(
+                "database {} holds {path}, not a path of {store_dir}",
+                db.display()
+            ));
+        }
+        DataVersion::default().changed(&conn).map_err(fail)?;
+        Ok(ChangeSignal::Database(db))
+    }
+}
+
+fn open_database(db: &Path) -> rusqlite::Result<Database> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Database::open_with_flags(db, flags)?;
+    conn.busy_timeout(Duration::from_secs(1))?;
+    Ok(conn)
+}
+
+/// [`ChangeSignal`] with its state.
+enum Changes {
+    Database {
+        path: PathBuf,
+        /// Opened on first use, dropped (and opened again) after a failure.
+        conn: Option<Database>,
+        version: DataVersion,
+    },
+    Every {
+        period: Duration,
+        since: Instant,
+    },
+}
+
+impl Changes {
+    fn new(signal: ChangeSignal) -> Self {
+        match signal {
+            ChangeSignal::Database(path) => Changes::Database {
+                path,
+                conn: None,
+                version: DataVersion::default(),
+            },
+            ChangeSignal::Every(period) => Changes::Every {
+                period,
+                since: Instant::now(),
+            },
+        }
+    }
+
+    /// Whether the store may have changed since the last call. When the
+    /// database cannot be read now, yes: a cache without its signal must
+    /// not be trusted.
+    fn changed(&mut self) -> bool {
+        match self {
+            Changes::Database {
+                path,
+                conn,
+                version,
+            } => {
+                if conn.is_none() {
+                    *conn = open_database(path).ok();
+                }
+                let Some(db) = conn else {
+                    return true;
+                };
+                version.changed(db).unwrap_or_else(|_| {
+                    *conn = None;
+                    *version = DataVersion::default();
+                    true
+                })
+            }
+            Changes::Every { period, since } => {
+                let now = Instant::now();
+                let expired = now.duration_since(*since) >= *period;
+                if expired {
+                    *since = now;
+                }
+                expired
+            }
+        }
+    }
+}
+
 impl DaemonStore {
     /// A client of the daemon listening on `socket`, for paths in `store_dir`.
     /// Nothing is opened yet. `timeout` bounds each read and write on the
     /// socket, so a stuck daemon cannot hang a worker; zero means none.
+    /// Remembers no answer unless [`Self::watching`] says how it learns of
+    /// changes (the `Opener` always does).
     pub fn new(socket: PathBuf, store_dir: StoreDir, timeout: Duration) -> Self {
         DaemonStore {
             socket,
@@ -59,7 +202,16 @@ impl DaemonStore {
             timeout: Some(timeout).filter(|t| !t.is_zero()),
             conn: None,
             paths: HashMap::new(),
+            cache: InfoCache::default(),
+            changes: Changes::new(ChangeSignal::Every(Duration::ZERO)),
         }
+    }
+
+    /// Learns of changes to the store through `signal` (see
+    /// [`ChangeSignal::probe`]).
+    pub fn watching(mut self, signal: ChangeSignal) -> Self {
+        self.changes = Changes::new(signal);
+        self
     }
 
     pub fn socket(&self) -> &Path {
@@ -126,6 +278,35 @@ impl DaemonStore {
             .map_err(|e| connection::io_failure("NarFromPath", e))?;
         debug_assert_eq!(skipped, offset, "NarStream errors rather than end early");
         Ok(stream)
+    }
+
+    /// QueryPathInfo alone for a hash part seen before; else
+    /// QueryPathFromHashPart then QueryPathInfo, on one connection.
+    fn path_info_by_hash_uncached(
+        &mut self,
+        hash: &HashPart,
+    ) -> Result<Option<PathInfo>, StoreError> {
+        if let Some(path) = self.paths.get(hash).cloned() {
+            let info = self.run(|conn, dir| query_path_info(conn, dir, &path))?;
+            if info.is_none() {
+                // Collected since: the hash part now names nothing.
+                self.paths.remove(hash);
+            }
+            return Ok(info);
+        }
+        let info = self.run(
+            |conn, dir| match query_path_from_hash_part(conn, dir, hash)? {
+                Some(path) => query_path_info(conn, dir, &path),
+                None => Ok(None),
+            },
+        )?;
+        if let Some(info) = &info {
+            if self.paths.len() >= PATH_MEMO_CAPACITY {
+                self.paths.clear();
+            }
+            self.paths.insert(*hash, info.path.clone());
+        }
+        Ok(info)
     }
 
     fn connect(&self) -> Result<Connection, StoreError> {
@@ -233,29 +414,27 @@ impl Store for DaemonStore {
         &self.store_dir
     }
 
-    /// QueryPathInfo alone for a hash part seen before; else
-    /// QueryPathFromHashPart then QueryPathInfo, on one connection.
+    /// The daemon's database commit counter, or a clock (`ChangeSignal`).
+    /// The daemon itself answers from the database each time (its worker
+    /// for our connection keeps no stale path info: checked with a delete
+    /// and a rebuild in tests/narinfo_cache.rs).
+    fn generation(&mut self) -> Result<Generation, StoreError> {
+        if self.changes.changed() {
+            self.cache.invalidate();
+        }
+        Ok(self.cache.generation())
+    }
+
+    /// Remembered until the generation changes; else QueryPathInfo alone for
+    /// a hash part seen before, or QueryPathFromHashPart then QueryPathInfo,
+    /// on one connection.
     fn path_info_by_hash(&mut self, hash: &HashPart) -> Result<Option<PathInfo>, StoreError> {
-        if let Some(path) = self.paths.get(hash).cloned() {
-            let info = self.run(|conn, dir| query_path_info(conn, dir, &path))?;
-            if info.is_none() {
-                // Collected since: the hash part now names nothing.
-                self.paths.remove(hash);
-            }
-            return Ok(info);
+        self.generation()?;
+        if let Some(known) = self.cache.get(hash) {
+            return Ok(known.clone());
         }
-        let info = self.run(
-            |conn, dir| match query_path_from_hash_part(conn, dir, hash)? {
-                Some(path) => query_path_info(conn, dir, &path),
-                None => Ok(None),
-            },
-        )?;
-        if let Some(info) = &info {
-            if self.paths.len() >= PATH_MEMO_CAPACITY {
-                self.paths.clear();
-            }
-            self.paths.insert(*hash, info.path.clone());
-        }
+        let info = self.path_info_by_hash_uncached(hash)?;
+        self.cache.insert(*hash, info.clone());
         Ok(info)
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::daemon::DaemonStore;
+use super::daemon::{ChangeSignal, DaemonStore, STALE_BOUND};
 use super::local::{LocalLocation, LocalStore};
 use super::{Store, StoreError};
 use crate::nix::store_path::{StoreDir, StorePathError};
@@ -245,6 +245,8 @@ enum Backend {
 pub struct Opener {
     backend: Backend,
     daemon_timeout: Duration,
+    /// How daemon connections learn that the store changed; probed once.
+    daemon_changes: ChangeSignal,
 }
 
 impl Opener {
@@ -272,9 +274,21 @@ impl Opener {
             },
             &mut note,
         )?;
+        let daemon_changes = match &backend {
+            Backend::Local(_) => ChangeSignal::Every(STALE_BOUND),
+            Backend::Daemon { socket, store_dir } => ChangeSignal::probe(socket, store_dir)
+                .unwrap_or_else(|why| {
+                    crate::log::info(&format!(
+                        "narinfo cache: {why}; daemon answers are remembered for at most {} ms",
+                        STALE_BOUND.as_millis()
+                    ));
+                    ChangeSignal::Every(STALE_BOUND)
+                }),
+        };
         Ok(Opener {
             backend,
             daemon_timeout,
+            daemon_changes,
         })
     }
 
@@ -283,11 +297,10 @@ impl Opener {
     pub fn open(&self) -> Result<Box<dyn Store>, StoreError> {
         match &self.backend {
             Backend::Local(loc) => Ok(Box::new(LocalStore::open(loc.clone())?)),
-            Backend::Daemon { socket, store_dir } => Ok(Box::new(DaemonStore::new(
-                socket.clone(),
-                store_dir.clone(),
-                self.daemon_timeout,
-            ))),
+            Backend::Daemon { socket, store_dir } => Ok(Box::new(
+                DaemonStore::new(socket.clone(), store_dir.clone(), self.daemon_timeout)
+                    .watching(self.daemon_changes.clone()),
+            )),
         }
     }
 
