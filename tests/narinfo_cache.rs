@@ -12,9 +12,9 @@ use std::path::Path;
 use std::process::Command;
 use std::thread;
 
-use common::{nix_path_info, run, Fixtures, Scratch, TestDaemon};
+use common::{nix_path_info, run, ChrootStore, Fixtures, Scratch, TestDaemon};
 use nix_serve_sd::store::daemon::STALE_BOUND;
-use responder_common::{get, start_on_any_port, Running};
+use responder_common::{get, start_on_any_port, start_on_any_port_with_env, Running};
 
 fn serve(store: &str) -> (Running, SocketAddr) {
     let (running, addr, _) = start_on_any_port(&["--store", store, "--workers", "1"]);
@@ -156,17 +156,30 @@ fn daemon_backend_sees_deletes_and_rebuilds_at_once() {
     deleted_then_rebuilt("daemon", "cache-daemon");
 }
 
-/// A daemon on a socket outside any state directory: no database to watch,
-/// so answers are remembered for at most `STALE_BOUND` (README "Caching").
-/// After that long a deleted path is 404.
+/// A daemon whose database the server cannot show to be the daemon's: the
+/// state directory it is told of holds another store (a chroot store's), so
+/// it must not watch that, and remembers answers for at most `STALE_BOUND`
+/// (README "Caching"). After that long a deleted path is 404.
 #[test]
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn daemon_without_its_database_forgets_within_the_bound() {
     let _fx = Fixtures::load();
     let daemon = TestDaemon::start();
+    let other = ChrootStore::new("cache-other");
+    other.add("other.txt", b"another store's newest path\n");
+    let other_state = other.root().join("nix/var/nix");
     let scratch = Scratch::new("cache-bound");
     let uri = format!("unix://{}", daemon.socket().display());
-    let (_server, addr) = serve(&uri);
+    let (_server, addr, log) = start_on_any_port_with_env(
+        &["--store", &uri, "--workers", "1"],
+        &[("NIX_STATE_DIR", other_state.to_str().unwrap())],
+    );
+    assert!(
+        log.lock()
+            .unwrap()
+            .contains("is not the same in the daemon's store"),
+        "the chroot store's database was not refused"
+    );
     let src = scratch.join("bound.txt");
     std::fs::write(&src, format!("narinfo cache bound {:?}\n", scratch.path())).unwrap();
     let added = nix_store(&["--add", src.to_str().unwrap()]);
@@ -174,5 +187,26 @@ fn daemon_without_its_database_forgets_within_the_bound() {
     assert_eq!(narinfo_twice(addr, added).0, 200);
     nix_store(&["--delete", added]);
     thread::sleep(STALE_BOUND + STALE_BOUND / 10);
+    assert_eq!(narinfo_twice(addr, added).0, 404, "{added} deleted");
+}
+
+/// A daemon on a socket of its own (not in a state directory) still serves
+/// the machine's store: the server finds and checks the machine's database
+/// and is exact.
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn daemon_on_its_own_socket_is_watched_through_the_machines_database() {
+    let _fx = Fixtures::load();
+    let daemon = TestDaemon::start();
+    let scratch = Scratch::new("cache-own-socket");
+    let uri = format!("unix://{}", daemon.socket().display());
+    let (_server, addr, log) = start_on_any_port(&["--store", &uri, "--workers", "1"]);
+    assert!(!log.lock().unwrap().contains("narinfo cache:"), "{log:?}");
+    let src = scratch.join("own.txt");
+    std::fs::write(&src, format!("narinfo cache own {:?}\n", scratch.path())).unwrap();
+    let added = nix_store(&["--add", src.to_str().unwrap()]);
+    let added = added.trim();
+    assert_eq!(narinfo_twice(addr, added).0, 200);
+    nix_store(&["--delete", added]);
     assert_eq!(narinfo_twice(addr, added).0, 404, "{added} deleted");
 }

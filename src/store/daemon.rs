@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection as Database, OpenFlags};
 
+use crate::nix::hash::Sha256;
 use crate::nix::nar::{NarError, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
@@ -73,49 +74,90 @@ pub enum ChangeSignal {
 }
 
 impl ChangeSignal {
-    /// The database of the daemon on `socket`, if it is readable, in WAL
-    /// mode and holds paths of `store_dir`; else why not. Nix puts the
-    /// socket at `<state>/daemon-socket/socket` and the database at
-    /// `<state>/db/db.sqlite` (§7.1, §8); a socket elsewhere (a test daemon,
-    /// a forwarded socket) names no database we could trust to be its.
-    pub fn probe(socket: &Path, store_dir: &StoreDir) -> Result<ChangeSignal, String> {
-        let state = socket
+    /// The database of the store `daemon` serves, if we can read one and
+    /// show it is that store's; else why not. Candidates, in order: the
+    /// state directory of the socket (Nix puts it at
+    /// `<state>/daemon-socket/socket` and the database at
+    /// `<state>/db/db.sqlite`, §7.1, §8), then `state_dir` (the machine's,
+    /// `NIX_STATE_DIR`: a daemon on a socket of its own still serves it).
+    /// A candidate counts only if its newest path is one the daemon reports
+    /// with the same NAR hash and registration time: a socket leading to
+    /// another store (forwarded, in a container) is never watched through
+    /// our own database.
+    pub fn probe(daemon: &mut DaemonStore, state_dir: &Path) -> Result<ChangeSignal, String> {
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Some(state) = daemon
+            .socket
             .parent()
             .filter(|d| d.file_name().is_some_and(|n| n == "daemon-socket"))
             .and_then(Path::parent)
-            .ok_or_else(|| {
-                format!(
-                    "socket {} is not in a Nix state directory's daemon-socket/",
-                    socket.display()
-                )
-            })?;
-        let db = state.join("db").join("db.sqlite");
-        let fail = |e: rusqlite::Error| format!("database {}: {e}", db.display());
-        let conn = open_database(&db).map_err(fail)?;
+        {
+            candidates.push(state.join("db").join("db.sqlite"));
+        }
+        let machine = state_dir.join("db").join("db.sqlite");
+        if !candidates.contains(&machine) {
+            candidates.push(machine);
+        }
+        let mut why = Vec::new();
+        for db in candidates {
+            match daemon.verify_database(&db) {
+                Ok(()) => return Ok(ChangeSignal::Database(db)),
+                Err(e) => why.push(format!("database {}: {e}", db.display())),
+            }
+        }
+        Err(why.join("; "))
+    }
+}
+
+impl DaemonStore {
+    /// Whether `db` is the database of the store this daemon serves (see
+    /// [`ChangeSignal::probe`]), in WAL mode so that its counter is cheap.
+    fn verify_database(&mut self, db: &Path) -> Result<(), String> {
+        let conn = open_database(db).map_err(|e| e.to_string())?;
         let mode: String = conn
             .query_row("pragma journal_mode", [], |r| r.get(0))
-            .map_err(fail)?;
+            .map_err(|e| e.to_string())?;
         if !mode.eq_ignore_ascii_case("wal") {
+            return Err(format!("journal mode {mode:?}, not WAL"));
+        }
+        DataVersion::default()
+            .changed(&conn)
+            .map_err(|e| e.to_string())?;
+        let newest = conn.query_row(
+            "select path, hash, registrationTime from ValidPaths order by id desc limit 1",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            },
+        );
+        let (full, hash, time) = match newest {
+            Ok(row) => row,
+            Err(rusqlite::Error::QueryReturnedNoRows) => {
+                return Err("no path in it to compare with the daemon's".into())
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let path = self
+            .store_dir
+            .parse_path(&full)
+            .map_err(|e| format!("holds {full:?}: {e}"))?;
+        let theirs = self
+            .path_info(&path)
+            .map_err(|e| format!("asking the daemon about {full}: {e}"))?;
+        let ours = Sha256::parse_prefixed(&hash).ok();
+        let same = theirs.is_some_and(|i| {
+            Some(i.nar_hash) == ours && u64::try_from(time) == Ok(i.registration_time)
+        });
+        if !same {
             return Err(format!(
-                "database {}: journal mode {mode:?}, not WAL",
-                db.display()
+                "its newest path {full} is not the same in the daemon's store"
             ));
         }
-        let any: Option<String> = conn
-            .query_row("select path from ValidPaths limit 1", [], |r| r.get(0))
-            .map(Some)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(fail(e)),
-            })?;
-        if let Some(path) = any.filter(|p| store_dir.parse_path(p).is_err()) {
-            return Err(format!(
-                "database {} holds {path}, not a path of {store_dir}",
-                db.display()
-            ));
-        }
-        DataVersion::default().changed(&conn).map_err(fail)?;
-        Ok(ChangeSignal::Database(db))
+        Ok(())
     }
 }
 

@@ -276,14 +276,21 @@ impl Opener {
         )?;
         let daemon_changes = match &backend {
             Backend::Local(_) => ChangeSignal::Every(STALE_BOUND),
-            Backend::Daemon { socket, store_dir } => ChangeSignal::probe(socket, store_dir)
-                .unwrap_or_else(|why| {
+            Backend::Daemon { socket, store_dir } => {
+                let state_dir = env("NIX_STATE_DIR")
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+                let mut daemon =
+                    DaemonStore::new(socket.clone(), store_dir.clone(), daemon_timeout);
+                ChangeSignal::probe(&mut daemon, Path::new(&state_dir)).unwrap_or_else(|why| {
                     crate::log::info(&format!(
-                        "narinfo cache: {why}; daemon answers are remembered for at most {} ms",
+                        "narinfo cache: no database to watch ({why}); daemon answers are \
+                         remembered for at most {} ms",
                         STALE_BOUND.as_millis()
                     ));
                     ChangeSignal::Every(STALE_BOUND)
-                }),
+                })
+            }
         };
         Ok(Opener {
             backend,

@@ -109,8 +109,14 @@ impl Drop for Running {
 
 impl Running {
     pub fn start(args: &[&str], stderr: Stdio) -> Running {
+        Self::start_with_env(args, &[], stderr)
+    }
+
+    /// [`Running::start`] with `env` set for the server.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Running {
         let child = Command::new(BIN)
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("LISTEN_FDS")
             .env_remove("NOTIFY_SOCKET")
             // DynamicUser= services have no home: nothing may depend on one.
@@ -140,9 +146,17 @@ impl Running {
 /// address it bound from its start-up line. Its stderr is collected in the
 /// returned buffer from then on.
 pub fn start_on_any_port(args: &[&str]) -> (Running, SocketAddr, Arc<Mutex<String>>) {
+    start_on_any_port_with_env(args, &[])
+}
+
+/// [`start_on_any_port`] with `env` set for the server.
+pub fn start_on_any_port_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Running, SocketAddr, Arc<Mutex<String>>) {
     let mut all = vec!["--listen", "127.0.0.1:0"];
     all.extend_from_slice(args);
-    let mut running = Running::start(&all, Stdio::piped());
+    let mut running = Running::start_with_env(&all, env, Stdio::piped());
     let mut lines = BufReader::new(running.child.stderr.take().unwrap()).lines();
     let mut early = String::new();
     let addr = loop {
