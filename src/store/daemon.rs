@@ -73,20 +73,22 @@ pub enum ChangeSignal {
     Every(Duration),
 }
 
-impl ChangeSignal {
-    /// The database of the store `daemon` serves, if we can read one and
-    /// show it is that store's; else why not. Candidates, in order: the
-    /// state directory of the socket (Nix puts it at
-    /// `<state>/daemon-socket/socket` and the database at
-    /// `<state>/db/db.sqlite`, §7.1, §8), then `state_dir` (the machine's,
-    /// `NIX_STATE_DIR`: a daemon on a socket of its own still serves it).
-    /// A candidate counts only if its newest path is one the daemon reports
-    /// with the same NAR hash and registration time: a socket leading to
-    /// another store (forwarded, in a container) is never watched through
-    /// our own database.
-    pub fn probe(daemon: &mut DaemonStore, state_dir: &Path) -> Result<ChangeSignal, String> {
+impl DaemonStore {
+    /// Finds the database of the store this daemon serves, if we can read
+    /// one and show it is that store's, and from now on learns of changes
+    /// through it; the signal for the other workers' connections, or why
+    /// there is none. Candidates, in order: the state directory of the
+    /// socket (Nix puts it at `<state>/daemon-socket/socket` and the
+    /// database at `<state>/db/db.sqlite`, §7.1, §8), then `state_dir` (the
+    /// machine's, `NIX_STATE_DIR`: a daemon on a socket of its own still
+    /// serves it). A candidate counts only if its newest path is one the
+    /// daemon reports with the same NAR hash and registration time: a socket
+    /// leading to another store (forwarded, in a container) is never watched
+    /// through our own database. Uses this store's connection (one daemon
+    /// handshake at start-up, not two).
+    pub fn watch_database(&mut self, state_dir: &Path) -> Result<ChangeSignal, String> {
         let mut candidates: Vec<PathBuf> = Vec::new();
-        if let Some(state) = daemon
+        if let Some(state) = self
             .socket
             .parent()
             .filter(|d| d.file_name().is_some_and(|n| n == "daemon-socket"))
@@ -100,19 +102,26 @@ impl ChangeSignal {
         }
         let mut why = Vec::new();
         for db in candidates {
-            match daemon.verify_database(&db) {
-                Ok(()) => return Ok(ChangeSignal::Database(db)),
+            match self.verify_database(&db) {
+                Ok((conn, version)) => {
+                    self.changes = Changes::Database {
+                        path: db.clone(),
+                        conn: Some(conn),
+                        version,
+                    };
+                    self.cache.invalidate();
+                    return Ok(ChangeSignal::Database(db));
+                }
                 Err(e) => why.push(format!("database {}: {e}", db.display())),
             }
         }
         Err(why.join("; "))
     }
-}
 
-impl DaemonStore {
     /// Whether `db` is the database of the store this daemon serves (see
-    /// [`ChangeSignal::probe`]), in WAL mode so that its counter is cheap.
-    fn verify_database(&mut self, db: &Path) -> Result<(), String> {
+    /// [`Self::watch_database`]), in WAL mode so that its counter is cheap:
+    /// the open connection and the counter as read before the comparison.
+    fn verify_database(&mut self, db: &Path) -> Result<(Database, DataVersion), String> {
         let conn = open_database(db).map_err(|e| e.to_string())?;
         let mode: String = conn
             .query_row("pragma journal_mode", [], |r| r.get(0))
@@ -120,9 +129,8 @@ impl DaemonStore {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(format!("journal mode {mode:?}, not WAL"));
         }
-        DataVersion::default()
-            .changed(&conn)
-            .map_err(|e| e.to_string())?;
+        let mut version = DataVersion::default();
+        version.changed(&conn).map_err(|e| e.to_string())?;
         let newest = conn.query_row(
             "select path, hash, registrationTime from ValidPaths order by id desc limit 1",
             [],
@@ -157,7 +165,7 @@ impl DaemonStore {
                 "its newest path {full} is not the same in the daemon's store"
             ));
         }
-        Ok(())
+        Ok((conn, version))
     }
 }
 
@@ -250,7 +258,7 @@ impl DaemonStore {
     }
 
     /// Learns of changes to the store through `signal` (see
-    /// [`ChangeSignal::probe`]).
+    /// [`Self::watch_database`]).
     pub fn watching(mut self, signal: ChangeSignal) -> Self {
         self.changes = Changes::new(signal);
         self

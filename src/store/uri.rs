@@ -4,7 +4,9 @@
 //! [`parse`] is pure (URI plus an injected environment → [`Target`]);
 //! [`Opener::resolve`] then probes the target once and settles on a backend.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -241,12 +243,24 @@ enum Backend {
 }
 
 /// Makes one store connection per worker, all to the same store.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Opener {
     backend: Backend,
     daemon_timeout: Duration,
     /// How daemon connections learn that the store changed; probed once.
     daemon_changes: ChangeSignal,
+    /// The connection [`Opener::resolve`] checked, for the first `open`.
+    spare: Arc<Mutex<Option<Box<dyn Store>>>>,
+}
+
+impl fmt::Debug for Opener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opener")
+            .field("backend", &self.backend)
+            .field("daemon_timeout", &self.daemon_timeout)
+            .field("daemon_changes", &self.daemon_changes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Opener {
@@ -265,43 +279,70 @@ impl Opener {
     ) -> Result<Self, StoreError> {
         let target = parse(uri, env).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let shown = if uri.is_empty() { "auto" } else { uri };
+        // The connection that passed the check is kept for the first worker:
+        // its handshake (a nix-daemon fork) or its schema read is not paid
+        // again on the first request (bench/README.md, "Cold start").
+        let mut local = None;
+        let mut daemon = None;
         let backend = decide(
             shown,
             target,
-            &mut |loc| LocalStore::open(loc.clone())?.check(),
+            &mut |loc| {
+                let mut store = LocalStore::open(loc.clone())?;
+                store.check()?;
+                local = Some(store);
+                Ok(())
+            },
             &mut |socket, dir| {
-                DaemonStore::new(socket.to_owned(), dir.clone(), daemon_timeout).check()
+                let mut store = DaemonStore::new(socket.to_owned(), dir.clone(), daemon_timeout);
+                store.check()?;
+                daemon = Some(store);
+                Ok(())
             },
             &mut note,
         )?;
-        let daemon_changes = match &backend {
-            Backend::Local(_) => ChangeSignal::Every(STALE_BOUND),
-            Backend::Daemon { socket, store_dir } => {
+        let (spare, daemon_changes): (Option<Box<dyn Store>>, _) = match (&backend, daemon) {
+            (Backend::Daemon { .. }, Some(mut daemon)) => {
                 let state_dir = env("NIX_STATE_DIR")
                     .filter(|v| !v.is_empty())
                     .unwrap_or_else(|| DEFAULT_STATE_DIR.into());
-                let mut daemon =
-                    DaemonStore::new(socket.clone(), store_dir.clone(), daemon_timeout);
-                ChangeSignal::probe(&mut daemon, Path::new(&state_dir)).unwrap_or_else(|why| {
-                    crate::log::info(&format!(
-                        "narinfo cache: no database to watch ({why}); daemon answers are \
-                         remembered for at most {} ms",
-                        STALE_BOUND.as_millis()
-                    ));
-                    ChangeSignal::Every(STALE_BOUND)
-                })
+                let changes = daemon
+                    .watch_database(Path::new(&state_dir))
+                    .unwrap_or_else(|why| {
+                        crate::log::info(&format!(
+                            "narinfo cache: no database to watch ({why}); daemon answers are \
+                             remembered for at most {} ms",
+                            STALE_BOUND.as_millis()
+                        ));
+                        ChangeSignal::Every(STALE_BOUND)
+                    });
+                if let ChangeSignal::Every(_) = changes {
+                    daemon = daemon.watching(changes.clone());
+                }
+                (Some(Box::new(daemon)), changes)
             }
+            _ => (
+                local.map(|l| Box::new(l) as Box<dyn Store>),
+                ChangeSignal::Every(STALE_BOUND),
+            ),
         };
         Ok(Opener {
             backend,
             daemon_timeout,
             daemon_changes,
+            spare: Arc::new(Mutex::new(spare)),
         })
     }
 
-    /// A fresh connection for one worker. Cheap: the daemon backend connects
-    /// on first use, the local one reads the database on first query.
+    /// A connection for one worker: the first call gets the one checked at
+    /// start-up, already connected; later ones a fresh one, which is cheap:
+    /// the daemon backend connects on first use, the local one reads the
+    /// database on first query.
     pub fn open(&self) -> Result<Box<dyn Store>, StoreError> {
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(store) = spare {
+            return Ok(store);
+        }
         match &self.backend {
             Backend::Local(loc) => Ok(Box::new(LocalStore::open(loc.clone())?)),
             Backend::Daemon { socket, store_dir } => Ok(Box::new(
