@@ -12,5 +12,6 @@ pub mod config;
 pub mod http;
 pub mod log;
 pub mod nix;
+pub mod server;
 pub mod store;
 pub mod systemd;

@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use nix_serve_sd::config::{Cli, Config, ListenSpec};
-use nix_serve_sd::http::conn::{Limits, Shared};
-use nix_serve_sd::http::server::{Listener, Server};
-use nix_serve_sd::http::{listen, open_store, Service, StoreSlot};
+use nix_serve_sd::http::{Service, Worker};
 use nix_serve_sd::log;
 use nix_serve_sd::nix::signing::SecretKey;
-use nix_serve_sd::store::Opener;
+use nix_serve_sd::server::{self, Limits, Listener, Server};
+use nix_serve_sd::store::{OpenStore, Opener};
 use nix_serve_sd::systemd::{self, Notifier};
 
 /// How long SIGTERM waits for requests in flight before exiting anyway
@@ -95,7 +94,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
     } else {
         let mut all = Vec::new();
         for spec in &config.listen {
-            all.extend(listen::bind(spec, config.backlog).map_err(|e| e.to_string())?);
+            all.extend(server::bind(spec, config.backlog).map_err(|e| e.to_string())?);
             if let ListenSpec::Unix(p) = spec {
                 unix_paths.push(p.clone());
             }
@@ -103,12 +102,20 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
         all
     };
 
-    // The store last: binding is the cheaper check, and both fail before READY.
+    // The store last: binding is the cheaper check, and both fail before
+    // READY. Resolving checks once that the store answers; each worker then
+    // opens its own connection on its first request.
     let env = |k: &str| std::env::var(k).ok();
     // The store's errors name the store: no prefix needed.
     let opener = Opener::resolve(&config.store_uri, &env).map_err(|e| e.to_string())?;
-    let open = open_store(opener.clone());
-    let slots = StoreSlot::open_all(&open, config.workers).map_err(|e| e.to_string())?;
+    let open: Arc<dyn OpenStore> = Arc::new(opener.clone());
+    let svc = Arc::new(Service {
+        keys,
+        priority: config.priority,
+    });
+    let workers = (0..config.workers)
+        .map(|_| Worker::new(svc.clone(), open.clone(), None))
+        .collect();
 
     // Before the threads start, so a SIGTERM from now on drains cleanly.
     let term = Arc::new(AtomicBool::new(false));
@@ -122,22 +129,14 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
             .map_err(|e| format!("cannot write --pid {}: {e}", p.display()))?;
     }
 
-    let shared = Shared::new(
-        Service {
-            keys,
-            priority: config.priority,
-        },
-        open,
-        Limits {
-            read_timeout: config.read_timeout,
-            keepalive_timeout: config.keepalive_timeout,
-            write_timeout: config.write_timeout,
-            keepalive: config.keepalive,
-        },
-        log::access_enabled(),
-    );
-    let mut server =
-        Server::start(listeners, slots, shared).map_err(|e| format!("cannot start: {e}"))?;
+    let limits = Limits {
+        read_timeout: config.read_timeout,
+        keepalive_timeout: config.keepalive_timeout,
+        write_timeout: config.write_timeout,
+        keepalive: config.keepalive,
+    };
+    let mut server = Server::start(listeners, workers, limits, log::access_enabled())
+        .map_err(|e| format!("cannot start: {e}"))?;
 
     let notifier = Notifier::from_env(&env);
     let what = format!(
@@ -151,13 +150,15 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
     notifier.ready(&what);
 
     let exit = watch(&mut server, config, &notifier, &term);
+    // The drain bound counts from the moment the signal was seen.
+    let deadline = Instant::now() + DRAIN_BOUND;
     let why = match exit {
         Exit::Idle(d) => format!("No connection for {}s, exiting", d.as_secs()),
         Exit::Signal => "Stopping: finishing requests in flight".to_owned(),
     };
     log::info(&why);
     notifier.stopping(&why);
-    if !server.drain(DRAIN_BOUND) {
+    if !server.drain(deadline) {
         log::warn("requests still in flight after the drain bound; exiting anyway");
     }
     for p in unix_paths.iter().chain(&config.pid_file) {
@@ -192,17 +193,14 @@ fn watch(server: &mut Server, config: &Config, notifier: &Notifier, term: &Atomi
                 if server.activity().idle_for().is_some_and(|d| d >= idle) {
                     return Exit::Idle(idle);
                 }
-                if let Err(e) = server.resume_accepting() {
-                    log::error(&format!("cannot resume accepting: {e}"));
-                    return Exit::Signal;
-                }
+                server.resume_accepting();
             }
         }
         if now >= next_status {
             let counts = server.activity().counts();
             if counts != last_counts {
                 notifier.status(&format!(
-                    "Serving: {} open connection(s), {} served so far",
+                    "Serving: {} open connection(s), {} requests answered so far",
                     counts.0, counts.1
                 ));
                 last_counts = counts;

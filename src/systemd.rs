@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::http::server::Listener;
 use crate::log;
+use crate::server::Listener;
 
 /// The sockets systemd passed, TCP (v4 or v6) and Unix stream, in order.
 /// `Ok(empty)` when not socket-activated.

@@ -367,7 +367,7 @@ fn playing_systemd_idle_exit_and_reactivation_lose_nothing() {
     let mut s = TcpStream::connect(sd.addr).unwrap();
     std::io::Write::write_all(
         &mut s,
-        format!("GET /nar/{hash}.nar HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET /nar/{hash}.nar HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .unwrap();
     let mut got = 0usize;

@@ -380,8 +380,10 @@ fn sigterm_finishes_the_request_in_flight() {
     let hash = &big["/nix/store/".len()..][..32];
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    s.write_all(format!("GET /nar/{hash}.nar HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes())
-        .unwrap();
+    s.write_all(
+        format!("GET /nar/{hash}.nar HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
     let mut first = vec![0u8; 64 * 1024];
     s.read_exact(&mut first).unwrap();
 

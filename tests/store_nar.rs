@@ -16,7 +16,7 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-fn read_all(mut r: Box<dyn Read + '_>) -> Vec<u8> {
+fn read_all(mut r: impl Read) -> Vec<u8> {
     let mut v = Vec::new();
     r.read_to_end(&mut v).expect("NAR stream reads to its end");
     v

@@ -5,7 +5,7 @@ use crate::nix::store_path::StoreDir;
 
 use super::response::{Body, Response, CACHE_SHORT};
 
-pub fn handle(store_dir: &StoreDir, priority: u32) -> Response<'static> {
+pub fn handle(store_dir: &StoreDir, priority: u32) -> Response {
     let body = format!("StoreDir: {store_dir}\nWantMassQuery: 1\nPriority: {priority}\n");
     Response::new(
         200,

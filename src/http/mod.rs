@@ -1,19 +1,21 @@
-//! The HTTP layer: route table, one handler per endpoint, responses, and the
-//! server loop (`design.md` "One request, end to end").
+//! The cache application: the route table, one handler per endpoint,
+//! responses and the one error-to-status match (`design.md` "One request,
+//! end to end"). No sockets here: the server (`crate::server`) reads heads,
+//! hands each to a [`Worker`] and writes what it answers.
 
 pub mod cache_info;
-pub mod conn;
-pub mod listen;
 pub mod nar;
 pub mod narinfo;
 pub mod range;
 pub mod request;
 pub mod response;
 pub mod routes;
-pub mod server;
 
+use std::sync::Arc;
+
+use crate::log;
 use crate::nix::signing::SecretKey;
-use crate::store::{Opener, Store, StoreError};
+use crate::store::{OpenStore, Store, StoreSlot};
 
 use request::{Head, Method};
 use response::{HandlerError, Response};
@@ -25,81 +27,64 @@ pub struct Service {
     pub priority: u32,
 }
 
-/// Makes a store connection for a worker: [`open_store`] of the resolved
-/// store (tests wrap it to count the connections made).
-pub type OpenStore = Box<dyn Fn() -> Result<Box<dyn Store>, StoreError> + Send + Sync>;
-
-/// A fresh connection from `opener` on every call.
-pub fn open_store(opener: Opener) -> OpenStore {
-    Box::new(move || opener.open())
-}
-
-/// One worker's own state: its store connection, opened again lazily after
-/// it was dropped (daemon restarted, protocol error), and its memo of
+/// One store worker's state: its own store connection and its memo of
 /// narinfo replies and signatures. No lock on the hot path.
-pub struct StoreSlot {
-    conn: Option<Box<dyn Store>>,
+pub struct Worker {
+    svc: Arc<Service>,
+    store: StoreSlot,
     narinfos: narinfo::Memo,
 }
 
-impl StoreSlot {
-    pub fn new(conn: Option<Box<dyn Store>>) -> Self {
-        StoreSlot {
-            conn,
+impl Worker {
+    /// A worker whose store connection is `conn`, or opened from `open` on
+    /// its first request.
+    pub fn new(svc: Arc<Service>, open: Arc<dyn OpenStore>, conn: Option<Box<dyn Store>>) -> Self {
+        Worker {
+            svc,
+            store: StoreSlot::new(open, conn),
             narinfos: narinfo::Memo::default(),
         }
     }
 
-    /// One slot per worker, each with its connection made now: a store that
-    /// cannot be opened stops start-up instead of failing the first requests.
-    pub fn open_all(open: &OpenStore, workers: usize) -> Result<Vec<StoreSlot>, StoreError> {
-        (0..workers)
-            .map(|_| Ok(StoreSlot::new(Some(open()?))))
-            .collect()
+    /// Answers one request. Errors become their status here; the detail
+    /// goes to the log, never into the body (`style.md` 7).
+    pub fn respond(&mut self, head: &Head) -> Response {
+        match self.handle(head) {
+            Ok(r) => r,
+            Err(e) => {
+                if let HandlerError::Store(s) = &e {
+                    log::error(&format!("{} {}: {s}", head.method.as_str(), head.target));
+                    self.store.failed(s);
+                }
+                response::error_response(&e)
+            }
+        }
     }
 
-    pub fn get(&mut self, open: &OpenStore) -> Result<&mut dyn Store, StoreError> {
-        connected(&mut self.conn, open)
-    }
-
-    /// Drops the connection; the next request opens a new one.
+    /// After a handler panicked: its store connection may be mid-reply.
     pub fn reset(&mut self) {
-        self.conn = None;
+        self.store.reset();
     }
-}
 
-fn connected<'c>(
-    conn: &'c mut Option<Box<dyn Store>>,
-    open: &OpenStore,
-) -> Result<&'c mut dyn Store, StoreError> {
-    if conn.is_none() {
-        *conn = Some(open()?);
-    }
-    Ok(conn.as_deref_mut().expect("just opened"))
-}
-
-/// Routes one request and runs its handler. The route is checked before the
-/// store is touched, so bad requests get their 4xx even when it is down.
-pub fn respond<'s>(
-    svc: &Service,
-    open: &OpenStore,
-    slot: &'s mut StoreSlot,
-    head: &Head,
-) -> Result<Response<'s>, HandlerError> {
-    let route = routes::parse(&head.method, &head.target).map_err(HandlerError::Route)?;
-    let StoreSlot { conn, narinfos } = slot;
-    let store = connected(conn, open)?;
-    match route {
-        Route::NarInfo(hash) => narinfo::handle(store, &svc.keys, narinfos, &hash),
-        Route::Nar { hash, nar_hash } => nar::handle(
-            store,
-            &nar::NarRequest {
-                hash,
-                nar_hash,
-                range: head.range.as_deref(),
-                head_only: head.method == Method::Head,
-            },
-        ),
-        Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), svc.priority)),
+    /// Routes one request and runs its handler. The route is checked before
+    /// the store is touched, so bad requests get their 4xx even when it is down.
+    fn handle(&mut self, head: &Head) -> Result<Response, HandlerError> {
+        let route = routes::parse(&head.method, &head.target).map_err(HandlerError::Route)?;
+        let store = self.store.get()?;
+        match route {
+            Route::NarInfo(hash) => {
+                narinfo::handle(store, &self.svc.keys, &mut self.narinfos, &hash)
+            }
+            Route::Nar { hash, nar_hash } => nar::handle(
+                store,
+                &nar::NarRequest {
+                    hash,
+                    nar_hash,
+                    range: head.range.as_deref(),
+                    head_only: head.method == Method::Head,
+                },
+            ),
+            Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), self.svc.priority)),
+        }
     }
 }

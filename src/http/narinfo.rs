@@ -53,7 +53,7 @@ pub fn handle(
     keys: &[SecretKey],
     memo: &mut Memo,
     hash: &HashPart,
-) -> Result<Response<'static>, HandlerError> {
+) -> Result<Response, HandlerError> {
     // Read before the look-up, so a remembered reply is never older than
     // the generation it is filed under.
     let generation = store.generation()?;
@@ -77,7 +77,7 @@ pub fn handle(
     Ok(reply_of(body))
 }
 
-fn reply_of(body: Option<Vec<u8>>) -> Response<'static> {
+fn reply_of(body: Option<Vec<u8>>) -> Response {
     match body {
         Some(body) => Response::new(200, "text/x-nix-narinfo", CACHE_SHORT, Body::Bytes(body)),
         // nix-serve's words. A 404 is only for "definitely absent" (§4.4).

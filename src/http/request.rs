@@ -1,9 +1,12 @@
-//! The HTTP/1.x request head, parsed from bytes with every length bounded
-//! (`style.md` 9). Pure: no sockets here; `conn.rs` collects the bytes.
+//! The HTTP/1.x request head: bytes in, a typed [`Head`] or a status out.
+//! Pure: no sockets here; the server collects the bytes.
 //!
-//! Only what a binary cache needs is kept: method, target, version, whether
-//! the connection may stay open, `Range`, and whether a body follows (we never
-//! read bodies: GET and HEAD have none, anything else is refused and closed).
+//! Tokenizing is `httparse`'s (the parser hyper uses, fuzzed upstream); the
+//! limits and the semantics a cache server needs are ours, on top:
+//! RFC 9112's rules for `Host`, `Content-Length` and `Transfer-Encoding`,
+//! versions, and what a binary cache keeps of a request (method, target,
+//! keep-alive, `Range`, `Accept-Encoding`, whether a body follows: we never
+//! read bodies; GET and HEAD have none, the connection is closed after any).
 
 use thiserror::Error;
 
@@ -18,8 +21,8 @@ pub const MAX_HEADERS: usize = 100;
 pub enum RequestError {
     #[error("malformed request line")]
     RequestLine,
-    #[error("malformed header line {0}")]
-    Header(usize),
+    #[error("malformed header {0}")]
+    Header(&'static str),
     #[error("request target longer than {MAX_TARGET} bytes")]
     TargetTooLong,
     #[error("more than {MAX_HEADERS} headers")]
@@ -28,16 +31,27 @@ pub enum RequestError {
     HeadTooLarge,
     #[error("HTTP version {0:?} not supported")]
     Version(String),
+    #[error("{0}")]
+    Framing(&'static str),
+    #[error("transfer coding {0:?} not implemented")]
+    TransferCoding(String),
+    /// Part of a head arrived, then its deadline passed (the server's word,
+    /// never the parser's).
+    #[error("request head not complete in time")]
+    Timeout,
 }
 
 impl RequestError {
-    /// The status to answer before closing the connection.
+    /// The status to answer before closing the connection (RFC 9110 §15,
+    /// RFC 9112 §3, §6.1: an unknown transfer coding is 501).
     pub fn status(&self) -> u16 {
         match self {
-            RequestError::RequestLine | RequestError::Header(_) => 400,
+            RequestError::RequestLine | RequestError::Header(_) | RequestError::Framing(_) => 400,
             RequestError::TargetTooLong => 414,
             RequestError::TooManyHeaders | RequestError::HeadTooLarge => 431,
             RequestError::Version(_) => 505,
+            RequestError::TransferCoding(_) => 501,
+            RequestError::Timeout => 408,
         }
     }
 }
@@ -62,75 +76,119 @@ impl Method {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Head {
     pub method: Method,
-    /// Raw request target (origin form), undecoded; `routes::parse` reads it.
+    /// Raw request target (origin or absolute form), undecoded;
+    /// `routes::parse` reads it.
     pub target: String,
-    /// Minor version: 0 or 1 (HTTP/1.x only).
+    /// Minor version: 0 or 1 (a later HTTP/1.x is served as 1.1).
     pub minor: u8,
     /// Whether the client allows the connection to stay open afterwards.
     pub keep_alive: bool,
     pub range: Option<String>,
+    pub accept_encoding: Option<String>,
     /// A request body follows (Content-Length > 0 or Transfer-Encoding).
     pub has_body: bool,
     pub user_agent: Option<String>,
 }
 
-/// The length of the head at the start of `buf`, terminator included, once
-/// the blank line has arrived.
-pub fn head_len(buf: &[u8]) -> Option<usize> {
-    // Accept a bare LF as line end too (RFC 9112 §2.2 allows it).
-    let mut i = 0;
-    while let Some(p) = buf[i..].iter().position(|&b| b == b'\n') {
-        let nl = i + p;
-        let rest = &buf[nl + 1..];
-        if rest.starts_with(b"\n") {
-            return Some(nl + 2);
-        }
-        if rest.starts_with(b"\r\n") {
-            return Some(nl + 3);
-        }
-        i = nl + 1;
-    }
-    None
+/// What a buffer that starts a request holds so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A whole head of this many bytes (its blank line included).
+    Complete(Head, usize),
+    /// Not a whole head yet, and nothing wrong so far: read more.
+    Partial,
 }
 
-/// Parses a complete head as found by [`head_len`].
-pub fn parse(head: &[u8]) -> Result<Head, RequestError> {
-    if head.len() > MAX_HEAD {
+/// Parses the head at the start of `buf`. An error comes as soon as the
+/// bytes seen are wrong (a TLS ClientHello is refused at its first byte, not
+/// after the head deadline); `Partial` past [`MAX_HEAD`] is the caller's 431.
+pub fn parse(buf: &[u8]) -> Result<Parsed, RequestError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let (n, minor) = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => (n, req.version.unwrap_or(1)),
+        Ok(httparse::Status::Partial) => return partial(buf),
+        Err(httparse::Error::Version) => return later_version(buf),
+        Err(e) => return Err(tokenizer_error(e)),
+    };
+    if n > MAX_HEAD {
         return Err(RequestError::HeadTooLarge);
     }
-    let mut lines = head
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let request_line = lines.next().ok_or(RequestError::RequestLine)?;
-    let request_line = std::str::from_utf8(request_line).map_err(|_| RequestError::RequestLine)?;
-    let mut parts = request_line.split(' ');
-    let (method, target, version) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(m), Some(t), Some(v), None) if !m.is_empty() && !t.is_empty() => (m, t, v),
-        _ => return Err(RequestError::RequestLine),
-    };
+    let (method, target) = (req.method.unwrap_or(""), req.path.unwrap_or(""));
+    head(method, target, minor, req.headers).map(|h| Parsed::Complete(h, n))
+}
+
+/// The head of a request whose version is a later HTTP/1.x: RFC 9110 §6.2
+/// says to serve it as the highest 1.x we implement. httparse knows only 1.0
+/// and 1.1, so the version's last digit is read as `1` in a copy.
+fn later_version(buf: &[u8]) -> Result<Parsed, RequestError> {
+    let line_end = buf.iter().position(|&b| b == b'\n');
+    let line = &buf[..line_end.unwrap_or(buf.len())];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    let shown = || String::from_utf8_lossy(&version[..version.len().min(16)]).into_owned();
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', d] if d.is_ascii_digit() => {
+            let at = line.len() - 1;
+            let mut copy = buf[..buf.len().min(MAX_HEAD + 4)].to_vec();
+            copy[at] = b'1';
+            match parse(&copy)? {
+                Parsed::Complete(h, n) => Ok(Parsed::Complete(h, n)),
+                Parsed::Partial => partial(buf),
+            }
+        }
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Err(RequestError::Version(shown()))
+        }
+        // The line is not finished: wait for the rest.
+        _ if line_end.is_none() && b"HTTP/1.1".starts_with(version) => partial(buf),
+        _ if line_end.is_none() && version.starts_with(b"HTTP/") && version.len() < 8 => {
+            partial(buf)
+        }
+        _ => Err(RequestError::RequestLine),
+    }
+}
+
+fn partial(buf: &[u8]) -> Result<Parsed, RequestError> {
+    if buf.len() > MAX_HEAD {
+        return Err(RequestError::HeadTooLarge);
+    }
+    // httparse reads the target before it can say anything about it.
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or(buf);
+    if line.len() > MAX_TARGET + 32 {
+        return Err(RequestError::TargetTooLong);
+    }
+    Ok(Parsed::Partial)
+}
+
+fn tokenizer_error(e: httparse::Error) -> RequestError {
+    use httparse::Error as E;
+    match e {
+        E::HeaderName => RequestError::Header("name"),
+        E::HeaderValue => RequestError::Header("value"),
+        E::NewLine => RequestError::Header("line end"),
+        E::TooManyHeaders => RequestError::TooManyHeaders,
+        E::Version => RequestError::RequestLine,
+        E::Token | E::Status => RequestError::RequestLine,
+    }
+}
+
+fn head(
+    method: &str,
+    target: &str,
+    minor: u8,
+    headers: &[httparse::Header<'_>],
+) -> Result<Head, RequestError> {
     if target.len() > MAX_TARGET {
         return Err(RequestError::TargetTooLong);
     }
-    if !method
-        .bytes()
-        .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
-    {
+    // httparse lets bytes above 0x7f through in the target; a cache's URLs
+    // are ASCII, and the access log should not carry raw bytes.
+    if target.is_empty() || !target.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(RequestError::RequestLine);
     }
-    if target
-        .bytes()
-        .any(|b| b.is_ascii_control() || !b.is_ascii())
-    {
-        return Err(RequestError::RequestLine);
-    }
-    let minor = match version {
-        "HTTP/1.1" => 1,
-        "HTTP/1.0" => 0,
-        v if v.starts_with("HTTP/") => {
-            return Err(RequestError::Version(v.chars().take(16).collect()))
-        }
-        _ => return Err(RequestError::RequestLine),
-    };
     let method = match method {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
@@ -142,42 +200,64 @@ pub fn parse(head: &[u8]) -> Result<Head, RequestError> {
         minor,
         keep_alive: minor == 1,
         range: None,
+        accept_encoding: None,
         has_body: false,
         user_agent: None,
     };
-    let mut count = 0;
-    for (i, line) in lines.enumerate() {
-        if line.is_empty() {
-            break;
-        }
-        count += 1;
-        if count > MAX_HEADERS {
-            return Err(RequestError::TooManyHeaders);
-        }
-        let line = std::str::from_utf8(line).map_err(|_| RequestError::Header(i + 1))?;
-        let (name, value) = line.split_once(':').ok_or(RequestError::Header(i + 1))?;
-        if name.is_empty() || name.bytes().any(|b| b <= b' ' || b >= 0x7f) {
-            return Err(RequestError::Header(i + 1));
-        }
-        let value = value.trim_matches([' ', '\t']);
-        if name.eq_ignore_ascii_case("connection") {
-            for token in value.split(',').map(str::trim) {
+    let (mut hosts, mut content_length, mut chunked) = (0, None::<u64>, false);
+    for h in headers {
+        let name = h.name;
+        let value = std::str::from_utf8(h.value).ok();
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if is("host") {
+            hosts += 1;
+        } else if is("connection") {
+            for token in value.unwrap_or("").split(',').map(str::trim) {
                 if token.eq_ignore_ascii_case("close") {
                     out.keep_alive = false;
                 } else if token.eq_ignore_ascii_case("keep-alive") && minor == 0 {
                     out.keep_alive = true;
                 }
             }
-        } else if name.eq_ignore_ascii_case("range") {
-            out.range = Some(value.to_owned());
-        } else if name.eq_ignore_ascii_case("content-length") {
-            out.has_body |= value != "0";
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            out.has_body = true;
-        } else if name.eq_ignore_ascii_case("user-agent") {
-            out.user_agent = Some(value.chars().take(200).collect());
+        } else if is("range") {
+            out.range = value.map(str::to_owned);
+        } else if is("accept-encoding") {
+            out.accept_encoding = value.map(|v| v.chars().take(200).collect());
+        } else if is("content-length") {
+            // RFC 9112 §6.3: one valid decimal, once; anything else is an
+            // unrecoverable framing error (a smuggling opening behind a proxy).
+            let v = value.unwrap_or("");
+            let valid = !v.is_empty() && v.len() <= 19 && v.bytes().all(|b| b.is_ascii_digit());
+            if !valid || content_length.is_some() {
+                return Err(RequestError::Framing("invalid or repeated Content-Length"));
+            }
+            content_length = v.parse().ok();
+        } else if is("transfer-encoding") {
+            // RFC 9112 §6.1: only `chunked`, last; we do not implement any
+            // other coding (501).
+            for coding in value.unwrap_or("").split(',').map(str::trim) {
+                if coding.eq_ignore_ascii_case("chunked") && !chunked {
+                    chunked = true;
+                } else {
+                    let shown = coding.chars().take(32).collect();
+                    return Err(RequestError::TransferCoding(shown));
+                }
+            }
+        } else if is("user-agent") {
+            out.user_agent = Some(String::from_utf8_lossy(h.value).chars().take(200).collect());
         }
     }
+    if chunked && content_length.is_some() {
+        return Err(RequestError::Framing(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    // RFC 9112 §3.2: a 1.1 request has exactly one Host; any request has
+    // at most one.
+    if hosts > 1 || (minor >= 1 && hosts == 0) {
+        return Err(RequestError::Framing("missing or repeated Host"));
+    }
+    out.has_body = chunked || content_length.is_some_and(|n| n > 0);
     Ok(out)
 }
 
@@ -185,21 +265,25 @@ pub fn parse(head: &[u8]) -> Result<Head, RequestError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn finds_the_end_of_the_head() {
-        assert_eq!(head_len(b"GET / HTTP/1.1\r\n\r\n"), Some(18));
-        assert_eq!(head_len(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"), Some(24));
-        assert_eq!(head_len(b"GET / HTTP/1.1\n\n"), Some(16));
-        assert_eq!(head_len(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
-        assert_eq!(head_len(b""), None);
+    fn complete(raw: &[u8]) -> (Head, usize) {
+        match parse(raw) {
+            Ok(Parsed::Complete(h, n)) => (h, n),
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(raw)),
+        }
+    }
+
+    fn status(raw: &[u8]) -> u16 {
+        match parse(raw) {
+            Err(e) => e.status(),
+            Ok(p) => panic!("{:?}: accepted as {p:?}", String::from_utf8_lossy(raw)),
+        }
     }
 
     #[test]
     fn parses_a_nix_client_request() {
-        let h = parse(
-            b"HEAD /abc.narinfo HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/7.88 Nix/2.8.0\r\nAccept: */*\r\n\r\n",
-        )
-        .unwrap();
+        let raw = b"HEAD /abc.narinfo HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/7.88 Nix/2.8.0\r\nAccept: */*\r\n\r\nGET";
+        let (h, n) = complete(raw);
+        assert_eq!(n, raw.len() - 3);
         assert_eq!(h.method, Method::Head);
         assert_eq!(h.target, "/abc.narinfo");
         assert!(h.keep_alive);
@@ -208,57 +292,133 @@ mod tests {
     }
 
     #[test]
-    fn connection_rules() {
-        let table: [(&[u8], bool); 5] = [
-            (b"GET / HTTP/1.1\r\n\r\n", true),
-            (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", false),
-            (b"GET / HTTP/1.0\r\n\r\n", false),
-            (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
-            (b"GET / HTTP/1.1\r\nconnection: TE, close\r\n\r\n", false),
-        ];
-        for (raw, keep) in table {
-            assert_eq!(parse(raw).unwrap().keep_alive, keep, "{raw:?}");
+    fn partial_heads_wait_for_more() {
+        for raw in [
+            &b""[..],
+            b"G",
+            b"GET / HTTP/1.1\r\nHost: x\r\n",
+            b"GET / HTTP/1.",
+            b"GET / HTTP/1.2",
+            b"GET / HTT",
+        ] {
+            assert_eq!(parse(raw), Ok(Parsed::Partial), "{raw:?}");
         }
     }
 
     #[test]
-    fn range_and_body() {
-        let h = parse(b"GET /nar/x.nar HTTP/1.1\r\nRange: bytes=10-\r\nContent-Length: 5\r\n\r\n")
-            .unwrap();
-        assert_eq!(h.range.as_deref(), Some("bytes=10-"));
-        assert!(h.has_body);
-        let h = parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
-        assert_eq!(h.method, Method::Other("POST".into()));
-        assert!(h.has_body);
+    fn connection_rules() {
+        let table: [(&[u8], bool); 5] = [
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", true),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                false,
+            ),
+            (b"GET / HTTP/1.0\r\n\r\n", false),
+            (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nconnection: TE, close\r\n\r\n",
+                false,
+            ),
+        ];
+        for (raw, keep) in table {
+            assert_eq!(complete(raw).0.keep_alive, keep, "{raw:?}");
+        }
     }
 
     #[test]
+    fn range_accept_encoding_and_body() {
+        let (h, _) = complete(
+            b"GET /nar/x.nar HTTP/1.1\r\nHost: x\r\nRange: bytes=10-\r\nAccept-Encoding: zstd\r\nContent-Length: 5\r\n\r\n",
+        );
+        assert_eq!(h.range.as_deref(), Some("bytes=10-"));
+        assert_eq!(h.accept_encoding.as_deref(), Some("zstd"));
+        assert!(h.has_body);
+        let (h, _) = complete(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(h.method, Method::Other("POST".into()));
+        assert!(h.has_body);
+        let (h, _) = complete(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        assert!(!h.has_body);
+    }
+
+    /// What RFC 9110/9112 ask a server to accept (issue: connection core).
+    #[test]
+    fn accepts_what_the_rfcs_allow() {
+        // A blank line before the request line (RFC 9112 §2.2).
+        let (h, _) = complete(b"\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(h.target, "/x");
+        // A later HTTP/1.x is served as 1.1 (RFC 9110 §6.2).
+        let (h, n) = complete(b"GET /x HTTP/1.2\r\nHost: x\r\n\r\n");
+        assert_eq!((h.minor, n), (1, 28));
+        // obs-text in a header value.
+        let (h, _) = complete(b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: caf\xe9\r\n\r\n");
+        assert_eq!(h.user_agent.as_deref(), Some("caf\u{fffd}"));
+        // Bare LF line ends.
+        complete(b"GET / HTTP/1.1\nHost: x\n\n");
+        // HTTP/1.0 needs no Host.
+        complete(b"GET / HTTP/1.0\r\n\r\n");
+        // Identical duplicates of other headers are nobody's business.
+        complete(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: a\r\nAccept: a\r\n\r\n");
+        // Methods are case-sensitive tokens: `get` is some other method
+        // (405 from the route table), not a malformed line.
+        let (h, _) = complete(b"get / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(h.method, Method::Other("get".into()));
+    }
+
+    /// What RFC 9110/9112 ask a server to reject, with the status each gets.
+    #[test]
     fn rejects_bad_heads() {
-        let long_target = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_TARGET));
+        let long_target = format!(
+            "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "a".repeat(MAX_TARGET)
+        );
         let many = format!(
-            "GET / HTTP/1.1\r\n{}\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
             "A: b\r\n".repeat(MAX_HEADERS + 1)
         );
         let table: Vec<(Vec<u8>, u16)> = vec![
             (b"GET /\r\n\r\n".to_vec(), 400),
-            (b"GET  / HTTP/1.1\r\n\r\n".to_vec(), 400),
-            (b"get / HTTP/1.1\r\n\r\n".to_vec(), 400),
-            (b"GET / HTTP/2.0\r\n\r\n".to_vec(), 505),
+            (b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400),
+            (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n".to_vec(), 505),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), 505),
             (b"GET / FTP/1.0\r\n\r\n".to_vec(), 400),
             (b"GET /\x01 HTTP/1.1\r\n\r\n".to_vec(), 400),
+            (b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400),
             (b"GET / HTTP/1.1\r\nno colon\r\n\r\n".to_vec(), 400),
             (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n".to_vec(), 400),
+            // Bare CR and NUL in a header value: smuggling openings.
+            (b"GET / HTTP/1.1\r\nHost: x\r\nA: b\rc\r\n\r\n".to_vec(), 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nA: b\0c\r\n\r\n".to_vec(), 400),
+            // obs-fold (RFC 9112 §5.2 lets a server reject it).
+            (b"GET / HTTP/1.1\r\nHost: x\r\nA: b\r\n c\r\n\r\n".to_vec(), 400),
+            // Content-Length: invalid, doubled, listed, with Transfer-Encoding.
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n".to_vec(), 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n".to_vec(), 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n".to_vec(), 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 1\r\n\r\n".to_vec(), 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(), 501),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n".to_vec(), 501),
+            // Host: missing in 1.1, doubled anywhere.
+            (b"GET / HTTP/1.1\r\n\r\n".to_vec(), 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n".to_vec(), 400),
+            (b"GET / HTTP/1.0\r\nHost: x\r\nHost: x\r\n\r\n".to_vec(), 400),
             (long_target.into_bytes(), 414),
             (many.into_bytes(), 431),
-            (vec![b'a'; MAX_HEAD + 1], 431),
         ];
-        for (raw, status) in table {
-            assert_eq!(
-                parse(&raw).unwrap_err().status(),
-                status,
-                "{:?}",
-                String::from_utf8_lossy(&raw[..raw.len().min(40)])
-            );
+        for (raw, want) in table {
+            assert_eq!(status(&raw), want, "{:?}", String::from_utf8_lossy(&raw));
         }
+    }
+
+    #[test]
+    fn refuses_at_once_what_is_not_http() {
+        // A TLS ClientHello: refused at its first bytes, not at a deadline.
+        assert_eq!(status(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"), 400);
+        // A target that will not fit, before its line ends.
+        let long = format!("GET /{}", "a".repeat(MAX_TARGET + 64));
+        assert_eq!(status(long.as_bytes()), 414);
+        // A head that will not fit.
+        let big = format!("GET / HTTP/1.1\r\nHost: x\r\nA: {}", "b".repeat(MAX_HEAD));
+        assert_eq!(status(big.as_bytes()), 431);
     }
 }

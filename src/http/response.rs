@@ -9,8 +9,10 @@
 use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::nix::nar::NarReader;
 use crate::store::StoreError;
 
+use super::request::RequestError;
 use super::routes::RouteError;
 
 /// narinfo and nix-cache-info: cacheable, but a path can be deleted or
@@ -20,47 +22,54 @@ pub const CACHE_SHORT: &str = "public, max-age=3600";
 pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 pub const CACHE_NONE: &str = "no-store";
 
-pub enum Body<'a> {
+pub enum Body {
     Bytes(Vec<u8>),
-    /// Exactly `len` bytes to stream from `reader`; fewer is an error that
-    /// aborts the connection (`style.md` 8).
-    Stream {
-        reader: Box<dyn Read + 'a>,
+    /// Exactly `len` bytes of the NAR `reader` encodes from the files, from
+    /// its cursor on: the server sends framing bytes with `write` and file
+    /// contents with `sendfile(2)`, never copying them through user space.
+    Nar {
+        reader: NarReader,
         len: u64,
+    },
+    /// Bytes computed by `reader`, read chunk by chunk by a worker when the
+    /// socket can take them. With a length, exactly that many or the
+    /// connection is aborted (`style.md` 8); without, sent chunked (HTTP/1.1)
+    /// or until the connection closes (HTTP/1.0).
+    Stream {
+        reader: Box<dyn Read + Send>,
+        len: Option<u64>,
     },
     /// The reply to HEAD for a streamed body: the length without the bytes.
     Omitted {
-        len: u64,
+        len: Option<u64>,
     },
 }
 
-impl Body<'_> {
-    pub fn len(&self) -> u64 {
+impl Body {
+    /// The length the head announces, when it is known.
+    pub fn length(&self) -> Option<u64> {
         match self {
-            Body::Bytes(b) => b.len() as u64,
+            Body::Bytes(b) => Some(b.len() as u64),
+            Body::Nar { len, .. } => Some(*len),
             Body::Stream { len, .. } | Body::Omitted { len } => *len,
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
-pub struct Response<'a> {
+pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub cache_control: &'static str,
     pub extra: Vec<(&'static str, String)>,
-    pub body: Body<'a>,
+    pub body: Body,
 }
 
-impl<'a> Response<'a> {
+impl Response {
     pub fn new(
         status: u16,
         content_type: &'static str,
         cache_control: &'static str,
-        body: Body<'a>,
+        body: Body,
     ) -> Self {
         Response {
             status,
@@ -91,9 +100,12 @@ impl<'a> Response<'a> {
     }
 }
 
-/// What a handler can fail with.
+/// What a request can fail with, from its head to its handler.
 #[derive(Debug)]
 pub enum HandlerError {
+    /// The head itself (malformed, too large, too slow): the connection is
+    /// closed after the reply.
+    Request(RequestError),
     Route(RouteError),
     Store(StoreError),
 }
@@ -107,8 +119,16 @@ impl From<StoreError> for HandlerError {
 /// The one exhaustive mapping of errors to statuses. The detail is logged by
 /// the caller; the body only says what kind of failure it was. Transient
 /// store trouble is 5xx, never 404: clients cache 404s (`nix-protocols.md` §4.4).
-pub fn error_response(e: &HandlerError) -> Response<'static> {
+pub fn error_response(e: &HandlerError) -> Response {
     match e {
+        HandlerError::Request(RequestError::Timeout) => Response::text(408, "Request timeout.\n"),
+        HandlerError::Request(r) => match r.status() {
+            414 => Response::text(414, "Request target too long.\n"),
+            431 => Response::text(431, "Request header too large.\n"),
+            505 => Response::text(505, "HTTP version not supported.\n"),
+            501 => Response::text(501, "Transfer coding not implemented.\n"),
+            status => Response::text(status, "Bad request.\n"),
+        },
         HandlerError::Route(RouteError::Method) => Response::text(405, "Method not allowed.\n")
             .with_header("Allow", "GET, HEAD".to_owned()),
         HandlerError::Route(RouteError::NotFound) => Response::not_found(),
@@ -126,18 +146,6 @@ pub fn error_response(e: &HandlerError) -> Response<'static> {
     }
 }
 
-/// Whether the worker must drop its store connection after `e`: after a
-/// protocol or transport failure its state is unknown (`style.md` 8).
-pub fn poisons_store(e: &StoreError) -> bool {
-    match e {
-        StoreError::Unavailable(_)
-        | StoreError::Timeout(_)
-        | StoreError::Protocol(_)
-        | StoreError::Io(_) => true,
-        StoreError::Daemon(_) | StoreError::Corrupt(_) => false,
-    }
-}
-
 pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
@@ -146,75 +154,111 @@ pub fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        413 => "Content Too Large",
         414 => "URI Too Long",
         416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
+        501 => "Not Implemented",
         505 => "HTTP Version Not Supported",
         _ => "Unknown",
     }
 }
 
-/// The response head: status line and headers, blank line included.
-pub fn head_bytes(r: &Response<'_>, keep_alive: bool, date: &str) -> Vec<u8> {
-    let mut h = format!(
-        "HTTP/1.1 {} {}\r\nDate: {date}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: {}\r\n",
+/// How the body's end is marked: the head says which.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length` (every body whose length is known: NARs are never
+    /// chunked, so a client checks NarSize against it, §4.4).
+    Length(u64),
+    /// `Transfer-Encoding: chunked` (HTTP/1.1, length unknown).
+    Chunked,
+    /// Neither: the body ends when the connection closes (HTTP/1.0).
+    Close,
+}
+
+/// The response head: status line and headers, blank line included,
+/// appended to `out`.
+pub fn head_bytes(r: &Response, framing: Framing, keep_alive: bool, date: &str, out: &mut Vec<u8>) {
+    use std::fmt::Write;
+    let mut h = String::with_capacity(256);
+    let _ = write!(
+        h,
+        "HTTP/1.1 {} {}\r\nDate: {date}\r\nContent-Type: {}\r\n",
         r.status,
         reason(r.status),
         r.content_type,
-        r.body.len(),
-        r.cache_control,
     );
+    match framing {
+        Framing::Length(n) => {
+            let _ = write!(h, "Content-Length: {n}\r\n");
+        }
+        Framing::Chunked => h.push_str("Transfer-Encoding: chunked\r\n"),
+        Framing::Close => {}
+    }
+    let _ = write!(h, "Cache-Control: {}\r\n", r.cache_control);
     for (name, value) in &r.extra {
-        h.push_str(name);
-        h.push_str(": ");
-        h.push_str(value);
-        h.push_str("\r\n");
+        let _ = write!(h, "{name}: {value}\r\n");
     }
     h.push_str(if keep_alive {
         "Connection: keep-alive\r\n\r\n"
     } else {
         "Connection: close\r\n\r\n"
     });
-    h.into_bytes()
+    out.extend_from_slice(h.as_bytes());
+}
+
+/// A moment as calendar fields, UTC.
+struct Civil {
+    year: i64,
+    month: &'static str,
+    day: u32,
+    weekday: &'static str,
+    hour: u64,
+    minute: u64,
+    second: u64,
+}
+
+impl Civil {
+    fn at(t: SystemTime) -> Civil {
+        const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+        let secs = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let days = secs / 86_400;
+        let (year, month, day) = civil_from_days(days as i64);
+        let rem = secs % 86_400;
+        Civil {
+            year,
+            month: MONTHS[(month - 1) as usize],
+            day,
+            weekday: DAYS[(days % 7) as usize],
+            hour: rem / 3600,
+            minute: rem % 3600 / 60,
+            second: rem % 60,
+        }
+    }
 }
 
 /// RFC 9110 IMF-fixdate, e.g. `Wed, 25 Nov 2026 14:51:38 GMT`.
 pub fn http_date(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    let c = Civil::at(t);
     format!(
-        "{}, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
-        DAYS[((secs / 86_400) % 7) as usize],
-        MONTHS[(mo - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        c.weekday, c.day, c.month, c.year, c.hour, c.minute, c.second
     )
 }
 
 /// Common Log Format time, as Starman's access log writes it:
 /// `25/Nov/2026:14:51:38 +0000`.
 pub fn clf_date(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
+    let c = Civil::at(t);
     format!(
-        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
-        MONTHS[(mo - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:02}/{}/{}:{:02}:{:02}:{:02} +0000",
+        c.day, c.month, c.year, c.hour, c.minute, c.second
     )
 }
 
@@ -262,8 +306,13 @@ mod tests {
             CACHE_SHORT,
             Body::Bytes(b"abc".to_vec()),
         );
+        let head = |r: &Response, framing, keep| {
+            let mut out = Vec::new();
+            head_bytes(r, framing, keep, "D", &mut out);
+            String::from_utf8(out).unwrap()
+        };
         assert_eq!(
-            String::from_utf8(head_bytes(&r, true, "D")).unwrap(),
+            head(&r, Framing::Length(3), true),
             "HTTP/1.1 200 OK\r\nDate: D\r\nContent-Type: text/x-nix-cache-info\r\n\
              Content-Length: 3\r\nCache-Control: public, max-age=3600\r\n\
              Connection: keep-alive\r\n\r\n"
@@ -272,11 +321,11 @@ mod tests {
             200,
             "application/x-nix-nar",
             CACHE_IMMUTABLE,
-            Body::Omitted { len: 99 },
+            Body::Omitted { len: Some(99) },
         )
         .with_header("Accept-Ranges", "bytes".into());
         assert_eq!(
-            String::from_utf8(head_bytes(&r, false, "D")).unwrap(),
+            head(&r, Framing::Length(99), false),
             "HTTP/1.1 200 OK\r\nDate: D\r\nContent-Type: application/x-nix-nar\r\n\
              Content-Length: 99\r\nCache-Control: public, max-age=31536000, immutable\r\n\
              Accept-Ranges: bytes\r\nConnection: close\r\n\r\n"
@@ -321,17 +370,39 @@ mod tests {
                 false,
             ),
             (HandlerError::Store(StoreError::Io(io())), 500, true),
+            (HandlerError::Request(RequestError::Timeout), 408, false),
+            (HandlerError::Request(RequestError::RequestLine), 400, false),
+            (
+                HandlerError::Request(RequestError::HeadTooLarge),
+                431,
+                false,
+            ),
+            (
+                HandlerError::Request(RequestError::TargetTooLong),
+                414,
+                false,
+            ),
+            (
+                HandlerError::Request(RequestError::Version(D.into())),
+                505,
+                false,
+            ),
+            (
+                HandlerError::Request(RequestError::TransferCoding(D.into())),
+                501,
+                false,
+            ),
         ];
         for (e, status, poison) in table {
             let r = error_response(&e);
             assert_eq!(r.status, status, "{e:?}");
             assert_eq!(r.cache_control, CACHE_NONE);
             if let HandlerError::Store(s) = &e {
-                assert_eq!(poisons_store(s), poison, "{e:?}");
-                // No internals in the body (style.md 7).
-                let Body::Bytes(b) = &r.body else { panic!() };
-                assert!(!String::from_utf8_lossy(b).contains(D));
+                assert_eq!(s.poisons_connection(), poison, "{e:?}");
             }
+            // No internals in the body (style.md 7).
+            let Body::Bytes(b) = &r.body else { panic!() };
+            assert!(!String::from_utf8_lossy(b).contains(D), "{e:?}");
         }
         let r = error_response(&HandlerError::Route(RouteError::Method));
         assert_eq!(r.extra, vec![("Allow", "GET, HEAD".to_owned())]);

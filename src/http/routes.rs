@@ -45,11 +45,9 @@ pub fn parse(method: &Method, target: &str) -> Result<Route, RouteError> {
         return Err(RouteError::Method);
     }
     // Absolute form (`GET http://host/x`), which RFC 9112 §3.2.2 says a
-    // server must accept; proxies send it.
-    let target = match target
-        .strip_prefix("http://")
-        .or_else(|| target.strip_prefix("https://"))
-    {
+    // server must accept; proxies send it. The scheme is case-insensitive
+    // (RFC 3986 §3.1): `HTTP://host/x` is the same target.
+    let target = match strip_scheme(target) {
         Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
         None => target,
     };
@@ -78,6 +76,15 @@ pub fn parse(method: &Method, target: &str) -> Result<Route, RouteError> {
         return parse_nar(name, query);
     }
     Err(RouteError::NotFound)
+}
+
+/// What follows `http://` or `https://`, in any case, or `None`.
+fn strip_scheme(target: &str) -> Option<&str> {
+    ["http://", "https://"].iter().find_map(|scheme| {
+        let head = target.get(..scheme.len())?;
+        head.eq_ignore_ascii_case(scheme)
+            .then(|| &target[scheme.len()..])
+    })
 }
 
 fn parse_nar(name: &str, query: Option<&str>) -> Result<Route, RouteError> {
@@ -147,6 +154,11 @@ mod tests {
             Ok(Route::CacheInfo)
         );
         assert_eq!(get("http://cache.example"), Err(RouteError::NotFound));
+        assert_eq!(
+            get("HTTP://cache.example/nix-cache-info"),
+            Ok(Route::CacheInfo)
+        );
+        assert_eq!(get("hTtPs://c/nix-cache-info"), Ok(Route::CacheInfo));
         assert_eq!(
             get(&format!("/nar/{H}-{N}.nar")),
             Ok(Route::Nar {

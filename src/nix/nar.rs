@@ -96,16 +96,47 @@ pub struct NarReader {
     /// symlink target, both bounded by the OS), then is reused.
     scratch: Vec<u8>,
     rendered: Option<usize>,
-    /// The file of the current contents piece, once opened.
-    file: Option<File>,
+    /// The file of the current contents piece, once opened, with its
+    /// modification time then.
+    file: Option<(File, Mtime)>,
     failed: bool,
+}
+
+/// A file's modification time, seconds and nanoseconds. Nix sets every store
+/// file's to 1 and any write changes it, so an unchanged mtime and size at
+/// the end of a file mean its bytes were the ones planned, without hashing.
+type Mtime = (i64, i64);
+
+/// A run of the NAR at the cursor, for a sender that does not copy file
+/// contents through user space (`sendfile(2)`): see [`NarReader::segment`].
+#[derive(Debug)]
+pub enum Segment<'a> {
+    /// Framing bytes (names, lengths, padding, parentheses), rendered.
+    Bytes(&'a [u8]),
+    /// `len` bytes of `file` from `offset`: file contents.
+    File {
+        file: &'a File,
+        offset: u64,
+        len: u64,
+    },
 }
 
 impl NarReader {
     /// Walks `path` (without reading file contents) to plan the NAR and learn
     /// its size; streaming starts at `offset`.
     pub fn open_at(path: &Path, offset: u64) -> Result<Self, NarError> {
-        let plan = Plan::new(path)?;
+        Self::open_planned_at(Plan::new(path, false)?, offset)
+    }
+
+    /// [`NarReader::open_at`] for a valid store path: every file, directory
+    /// and symlink must still have the mtime Nix gave it (1), when planned
+    /// and when opened, so a file rewritten in place, even with the same
+    /// size and before the request, is an error and never wrong bytes.
+    pub fn open_store_path_at(path: &Path, offset: u64) -> Result<Self, NarError> {
+        Self::open_planned_at(Plan::new(path, true)?, offset)
+    }
+
+    fn open_planned_at(plan: Plan, offset: u64) -> Result<Self, NarError> {
         if offset > plan.size {
             return Err(NarError::OffsetPastEnd {
                 offset,
@@ -149,17 +180,7 @@ impl NarReader {
                 self.next_piece();
                 continue;
             }
-            if self.rendered != Some(self.piece) {
-                self.plan.render(piece, &mut self.scratch);
-                self.rendered = Some(self.piece);
-                // The plan measured this piece with the same renderer.
-                if self.scratch.len() as u64 != len {
-                    return Err(NarError::Length {
-                        planned: len,
-                        streamed: self.scratch.len() as u64,
-                    });
-                }
-            }
+            self.render_current(piece, len)?;
             let from = self.done as usize;
             let k = min(buf.len() - n, self.scratch.len() - from);
             buf[n..n + k].copy_from_slice(&self.scratch[from..from + k]);
@@ -173,7 +194,7 @@ impl NarReader {
     /// opening it first; at its end checks it has no more bytes, closes it
     /// and moves on. An empty file is still opened and checked.
     fn read_contents(&mut self, node: usize, len: u64, buf: &mut [u8]) -> Result<usize, NarError> {
-        let file = match self.file {
+        let (file, _) = match self.file {
             Some(ref mut file) => file,
             None => self.file.insert(open_planned(&self.plan, node, self.done)?),
         };
@@ -185,8 +206,7 @@ impl NarReader {
                     format!("now longer than {len} bytes"),
                 ));
             }
-            self.file = None;
-            self.next_piece();
+            self.finish_file(node, len)?;
             return Ok(0);
         }
         let want = min(buf.len() as u64, len - self.done) as usize;
@@ -199,10 +219,129 @@ impl NarReader {
         Ok(k)
     }
 
+    /// Renders the head or tail `piece` at the cursor into `scratch`,
+    /// once; `len` is what the plan measured for it.
+    fn render_current(&mut self, piece: plan::Piece, len: u64) -> Result<(), NarError> {
+        if self.rendered != Some(self.piece) {
+            self.plan.render(piece, &mut self.scratch);
+            self.rendered = Some(self.piece);
+            // The plan measured this piece with the same renderer.
+            if self.scratch.len() as u64 != len {
+                return Err(NarError::Length {
+                    planned: len,
+                    streamed: self.scratch.len() as u64,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn next_piece(&mut self) {
         self.piece += 1;
         self.done = 0;
     }
+
+    /// At the end of file `node`: checks (fstat) that it still has the
+    /// planned size and the mtime it had when opened, closes it and moves on.
+    /// The NAR's closing bytes for the file come only after this passes, so
+    /// a file rewritten in place while it streamed never yields a complete
+    /// NAR (`style.md` 8).
+    fn finish_file(&mut self, node: usize, len: u64) -> Result<(), NarError> {
+        if let Some((file, opened)) = self.file.take() {
+            let meta = file.metadata().map_err(|source| NarError::Io {
+                path: self.plan.path_of(node).display().to_string(),
+                source,
+            })?;
+            if meta.len() != len {
+                let what = format!("size now {} bytes, planned {len}", meta.len());
+                return Err(changed(&self.plan, node, what));
+            }
+            if mtime(&meta) != opened {
+                return Err(changed(&self.plan, node, "written to".into()));
+            }
+        }
+        self.next_piece();
+        Ok(())
+    }
+
+    /// The run of the NAR at the cursor, `None` at the end; the cursor does
+    /// not move until [`NarReader::consume`]. A regular file is opened and
+    /// checked when its contents come up, and checked again at their end.
+    pub fn segment(&mut self) -> Result<Option<Segment<'_>>, NarError> {
+        self.guard(|r| r.step_to_segment())?;
+        let Some(&piece) = self.plan.pieces.get(self.piece) else {
+            return Ok(None);
+        };
+        let len = self.plan.piece_len(self.piece);
+        Ok(Some(match piece.part {
+            Part::Contents => {
+                let (file, _) = self.file.as_ref().expect("opened by step_to_segment");
+                Segment::File {
+                    file,
+                    offset: self.done,
+                    len: len - self.done,
+                }
+            }
+            Part::Head | Part::Tail => Segment::Bytes(&self.scratch[self.done as usize..]),
+        }))
+    }
+
+    /// Moves the cursor past `n` bytes of the segment last returned. Zero
+    /// bytes of a file segment mean the file ended early: an error.
+    pub fn consume(&mut self, n: u64) -> Result<(), NarError> {
+        let Some(&piece) = self.plan.pieces.get(self.piece) else {
+            return Ok(());
+        };
+        let len = self.plan.piece_len(self.piece);
+        if piece.part == Part::Contents && n == 0 && self.done < len {
+            let what = format!("now shorter than {len} bytes (ended at {})", self.done);
+            self.failed = true;
+            self.file = None;
+            return Err(changed(&self.plan, piece.node, what));
+        }
+        self.done = (self.done + n).min(len);
+        Ok(())
+    }
+
+    /// Skips finished and empty pieces, opening or closing files, until the
+    /// cursor is inside a piece with bytes left (or at the end).
+    fn step_to_segment(&mut self) -> Result<(), NarError> {
+        while let Some(&piece) = self.plan.pieces.get(self.piece) {
+            let len = self.plan.piece_len(self.piece);
+            if piece.part == Part::Contents {
+                if self.file.is_none() {
+                    self.file = Some(open_planned(&self.plan, piece.node, self.done)?);
+                }
+                if self.done < len {
+                    return Ok(());
+                }
+                self.finish_file(piece.node, len)?;
+                continue;
+            }
+            if self.done == len {
+                self.next_piece();
+                continue;
+            }
+            return self.render_current(piece, len);
+        }
+        Ok(())
+    }
+
+    /// Runs `f` unless the reader failed before; a failure is final.
+    fn guard(&mut self, f: impl FnOnce(&mut Self) -> Result<(), NarError>) -> Result<(), NarError> {
+        if self.failed {
+            return Err(NarError::Aborted);
+        }
+        f(self).map_err(|e| {
+            self.failed = true;
+            self.file = None;
+            e
+        })
+    }
+}
+
+fn mtime(meta: &std::fs::Metadata) -> Mtime {
+    (meta.mtime(), meta.mtime_nsec())
 }
 
 impl Read for NarReader {
@@ -222,7 +361,7 @@ impl Read for NarReader {
 
 /// Opens the planned regular file `node`, positioned `skip` bytes in, after
 /// checking it is still what the plan recorded.
-fn open_planned(plan: &Plan, node: usize, skip: u64) -> Result<File, NarError> {
+fn open_planned(plan: &Plan, node: usize, skip: u64) -> Result<(File, Mtime), NarError> {
     let Kind::Regular { size, executable } = plan.nodes[node].kind else {
         unreachable!("contents pieces belong to regular files");
     };
@@ -262,10 +401,17 @@ fn open_planned(plan: &Plan, node: usize, skip: u64) -> Result<File, NarError> {
     if (meta.mode() & libc::S_IXUSR != 0) != executable {
         return Err(changed(plan, node, "executable bit flipped".into()));
     }
+    if plan.canonical && meta.mtime() != plan::CANONICAL_MTIME {
+        return Err(changed(
+            plan,
+            node,
+            "written to since it was planned".into(),
+        ));
+    }
     if skip > 0 {
         file.seek(SeekFrom::Start(skip)).map_err(io_error)?;
     }
-    Ok(file)
+    Ok((file, mtime(&meta)))
 }
 
 fn read_retrying(

@@ -20,7 +20,7 @@ use crate::nix::store_path::{HashPart, StoreDir, StorePath};
 
 use super::cache::{DataVersion, InfoCache};
 use super::wire;
-use super::{Generation, Store, StoreError};
+use super::{Generation, NarBody, Store, StoreError};
 
 mod connection;
 mod nar_stream;
@@ -42,6 +42,8 @@ pub struct DaemonStore {
     store_dir: StoreDir,
     timeout: Option<Duration>,
     conn: Option<Connection>,
+    /// Where a finished [`NarStream`] returns the connection it took.
+    returned: nar_stream::Home,
     /// Hash part → path, for paths seen valid. A hash part names one path
     /// forever (the name is part of what it hashes), so a remembered one
     /// saves QueryPathFromHashPart: one daemon round trip per narinfo, not
@@ -251,6 +253,7 @@ impl DaemonStore {
             store_dir,
             timeout: Some(timeout).filter(|t| !t.is_zero()),
             conn: None,
+            returned: nar_stream::Home::default(),
             paths: HashMap::new(),
             cache: InfoCache::default(),
             changes: Changes::new(ChangeSignal::Every(Duration::ZERO)),
@@ -279,8 +282,20 @@ impl DaemonStore {
     }
 
     /// What the current connection's handshake said, if there is one.
-    pub fn daemon_info(&self) -> Option<&DaemonInfo> {
+    pub fn daemon_info(&mut self) -> Option<&DaemonInfo> {
+        self.reclaim();
         self.conn.as_ref().map(Connection::info)
+    }
+
+    /// Takes back the connection a finished [`NarStream`] returned.
+    fn reclaim(&mut self) {
+        if self.conn.is_none() {
+            self.conn = self
+                .returned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+        }
     }
 
     /// The NAR of `info.path` through NarFromPath (op 38), from byte `offset`,
@@ -291,7 +306,7 @@ impl DaemonStore {
         &mut self,
         info: &PathInfo,
         offset: u64,
-    ) -> Result<NarStream<'_>, StoreError> {
+    ) -> Result<NarStream, StoreError> {
         check_offset(info, offset)?;
         let path = &info.path;
         self.run(|conn, dir| {
@@ -322,11 +337,17 @@ impl DaemonStore {
             .conn
             .take()
             .expect("run keeps the connection on success");
-        let mut stream = NarStream::new(&mut self.conn, conn, info.nar_size);
+        let mut stream = NarStream::new(self.returned.clone(), conn, info.nar_size);
         // No way to ask the daemon for part of a NAR: read and drop the head.
         let skipped = io::copy(&mut (&mut stream).take(offset), &mut io::sink())
             .map_err(|e| connection::io_failure("NarFromPath", e))?;
-        debug_assert_eq!(skipped, offset, "NarStream errors rather than end early");
+        if skipped != offset {
+            // NarStream errors rather than ending early; never trust a
+            // stream that did anyway (style.md 8).
+            return Err(StoreError::Protocol(format!(
+                "NarFromPath: the NAR ended after {skipped} bytes, before offset {offset}"
+            )));
+        }
         Ok(stream)
     }
 
@@ -369,7 +390,12 @@ impl DaemonStore {
         &mut self,
         mut op: impl FnMut(&mut Connection, &StoreDir) -> Result<T, OpError>,
     ) -> Result<T, StoreError> {
-        let (mut conn, reused) = match self.conn.take() {
+        let returned = self
+            .returned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let (mut conn, reused) = match self.conn.take().or(returned) {
             Some(conn) => (conn, true),
             None => (self.connect()?, false),
         };
@@ -498,11 +524,11 @@ impl Store for DaemonStore {
 
     /// From the files when we can read them (no daemon round trip, no copy
     /// through its process), else through NarFromPath.
-    fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<Box<dyn Read + '_>, StoreError> {
+    fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<NarBody, StoreError> {
         check_offset(info, offset)?;
         let local = Path::new(self.store_dir.as_str()).join(info.path.base_name());
-        match NarReader::open_at(&local, offset) {
-            Ok(reader) if reader.nar_size() == info.nar_size => Ok(Box::new(reader)),
+        match NarReader::open_store_path_at(&local, offset) {
+            Ok(reader) if reader.nar_size() == info.nar_size => Ok(NarBody::Files(reader)),
             Ok(reader) => Err(StoreError::Corrupt(format!(
                 "{}: the files make a {}-byte NAR, the store says {}",
                 local.display(),
@@ -517,7 +543,9 @@ impl Store for DaemonStore {
                     io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound
                 ) =>
             {
-                Ok(Box::new(self.nar_from_daemon(info, offset)?))
+                Ok(NarBody::Stream(Box::new(
+                    self.nar_from_daemon(info, offset)?,
+                )))
             }
             Err(e) => Err(e.into()),
         }

@@ -7,14 +7,14 @@
 //! back for long.
 
 use std::fs;
-use std::io::Read;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Params};
 
 use super::cache::{DataVersion, InfoCache};
-use super::{Generation, Store, StoreError};
+use super::{Generation, NarBody, Store, StoreError};
 use crate::nix::nar::NarReader;
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
@@ -231,9 +231,9 @@ impl Store for LocalStore {
 
     /// A path whose files have gone (garbage-collected since the look-up) is
     /// an I/O error, never "absent": the client was just told it exists (§8).
-    fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<Box<dyn Read + '_>, StoreError> {
+    fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<NarBody, StoreError> {
         let path = self.loc.real_store.join(info.path.base_name());
-        let reader = NarReader::open_at(&path, offset)?;
+        let reader = NarReader::open_store_path_at(&path, offset)?;
         if reader.nar_size() != info.nar_size {
             // Files changed behind Nix's back: never send bytes that do not
             // match the promised length and hash.
@@ -244,7 +244,7 @@ impl Store for LocalStore {
                 info.nar_size
             )));
         }
-        Ok(Box::new(reader))
+        Ok(NarBody::Files(reader))
     }
 }
 

@@ -8,17 +8,19 @@ use std::io::{self, Read};
 
 use thiserror::Error;
 
-use crate::nix::nar::NarError;
+use crate::nix::nar::{NarError, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
 
 pub mod cache;
 pub mod daemon;
 pub mod local;
+pub mod slot;
 pub mod uri;
 pub mod wire;
 
 pub use cache::Generation;
+pub use slot::{OpenStore, StoreSlot};
 pub use uri::Opener;
 
 /// What can go wrong asking the store. The HTTP layer maps each variant to a
@@ -44,6 +46,22 @@ pub enum StoreError {
     /// I/O on the store's files (a path that vanished mid-request, say).
     #[error("store I/O: {0}")]
     Io(#[from] io::Error),
+}
+
+impl StoreError {
+    /// Whether the connection that produced this error must be dropped:
+    /// after a transport or protocol failure its state is unknown
+    /// (`style.md` 8). An error the daemon reported, or bad data in the
+    /// store, leaves the connection in step.
+    pub fn poisons_connection(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_)
+            | StoreError::Timeout(_)
+            | StoreError::Protocol(_)
+            | StoreError::Io(_) => true,
+            StoreError::Daemon(_) | StoreError::Corrupt(_) => false,
+        }
+    }
 }
 
 /// A NAR that cannot be made from the files: I/O keeps its kind (a vanished
@@ -84,5 +102,24 @@ pub trait Store: Send {
 
     /// The NAR of the valid path `info`, starting at byte `offset`: exactly
     /// `info.nar_size - offset` bytes, or an error (never short or wrong bytes).
-    fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<Box<dyn Read + '_>, StoreError>;
+    /// It owns what it reads from, so it can outlive the request's worker.
+    fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<NarBody, StoreError>;
+}
+
+/// Where a NAR's bytes come from.
+pub enum NarBody {
+    /// Encoded here from the files: framing rendered from the plan, file
+    /// contents straight from the files (`sendfile(2)` by the server).
+    Files(NarReader),
+    /// Made elsewhere and read as a stream (the nix-daemon's NarFromPath).
+    Stream(Box<dyn Read + Send>),
+}
+
+impl Read for NarBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            NarBody::Files(r) => r.read(buf),
+            NarBody::Stream(r) => r.read(buf),
+        }
+    }
 }

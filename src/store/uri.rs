@@ -428,3 +428,9 @@ fn reason(e: StoreError) -> String {
 
 #[cfg(test)]
 mod tests;
+
+impl super::OpenStore for Opener {
+    fn open(&self) -> Result<Box<dyn Store>, StoreError> {
+        Opener::open(self)
+    }
+}

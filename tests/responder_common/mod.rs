@@ -109,12 +109,29 @@ impl Drop for Running {
 
 impl Running {
     pub fn start(args: &[&str], stderr: Stdio) -> Running {
-        Self::start_with_env(args, &[], stderr)
+        Self::start_wrapped(&[], args, stderr)
+    }
+
+    /// Runs the binary through `wrapper` (e.g. `prlimit --nofile=64`).
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str], stderr: Stdio) -> Running {
+        Self::start_with(wrapper, &[], args, stderr)
     }
 
     /// [`Running::start`] with `env` set for the server.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Running {
-        let child = Command::new(BIN)
+        Self::start_with(&[], env, args, stderr)
+    }
+
+    fn start_with(wrapper: &[&str], env: &[(&str, &str)], args: &[&str], stderr: Stdio) -> Running {
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
             .args(args)
             .envs(env.iter().copied())
             .env_remove("LISTEN_FDS")
@@ -146,7 +163,15 @@ impl Running {
 /// address it bound from its start-up line. Its stderr is collected in the
 /// returned buffer from then on.
 pub fn start_on_any_port(args: &[&str]) -> (Running, SocketAddr, Arc<Mutex<String>>) {
-    start_on_any_port_with_env(args, &[])
+    start_on_any_port_wrapped(&[], args)
+}
+
+/// [`start_on_any_port`] through `wrapper` (see [`Running::start_wrapped`]).
+pub fn start_on_any_port_wrapped(
+    wrapper: &[&str],
+    args: &[&str],
+) -> (Running, SocketAddr, Arc<Mutex<String>>) {
+    start_on_any_port_with(wrapper, &[], args)
 }
 
 /// [`start_on_any_port`] with `env` set for the server.
@@ -154,9 +179,17 @@ pub fn start_on_any_port_with_env(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (Running, SocketAddr, Arc<Mutex<String>>) {
+    start_on_any_port_with(&[], env, args)
+}
+
+fn start_on_any_port_with(
+    wrapper: &[&str],
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Running, SocketAddr, Arc<Mutex<String>>) {
     let mut all = vec!["--listen", "127.0.0.1:0"];
     all.extend_from_slice(args);
-    let mut running = Running::start_with_env(&all, env, Stdio::piped());
+    let mut running = Running::start_with(wrapper, env, &all, Stdio::piped());
     let mut lines = BufReader::new(running.child.stderr.take().unwrap()).lines();
     let mut early = String::new();
     let addr = loop {

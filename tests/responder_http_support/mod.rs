@@ -9,11 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix_serve_sd::http::conn::{Limits, Shared};
-use nix_serve_sd::http::server::{Listener, Server};
-use nix_serve_sd::http::{open_store, OpenStore, Service, StoreSlot};
+use nix_serve_sd::http::{Service, Worker};
 use nix_serve_sd::nix::signing::SecretKey;
-use nix_serve_sd::store::Opener;
+use nix_serve_sd::server::{Limits, Listener, Server};
+use nix_serve_sd::store::{OpenStore, Opener, Store, StoreError};
 
 /// A hash part no store here has.
 pub const ABSENT: &str = "00000000000000000000000000000000";
@@ -40,26 +39,43 @@ pub fn opener(uri: &str) -> Opener {
     Opener::resolve(uri, &env).unwrap_or_else(|e| panic!("store {uri}: {e}"))
 }
 
+/// The real store, with its connections counted on their way, and a
+/// panic on demand.
+struct Counting {
+    real: Opener,
+    opens: Arc<AtomicUsize>,
+    panic_next_open: Arc<AtomicBool>,
+}
+
+impl OpenStore for Counting {
+    fn open(&self) -> Result<Box<dyn Store>, StoreError> {
+        self.opens.fetch_add(1, Ordering::SeqCst);
+        assert!(
+            !self.panic_next_open.swap(false, Ordering::SeqCst),
+            "store connection refused by the test (a panic it expects)"
+        );
+        self.real.open()
+    }
+}
+
 /// Serves the store `opener` names on 127.0.0.1, port 0, wired as `main`
-/// wires it; the store connections are counted on their way.
+/// wires it; the store connections are counted on their way. Each worker
+/// opens its connection on its first request.
 pub fn start(opener: Opener, workers: usize, keys: Vec<SecretKey>, limits: Limits) -> Harness {
     let opens = Arc::new(AtomicUsize::new(0));
     let panic_next_open = Arc::new(AtomicBool::new(false));
-    let real = open_store(opener);
-    let (o, p) = (opens.clone(), panic_next_open.clone());
-    let open: OpenStore = Box::new(move || {
-        o.fetch_add(1, Ordering::SeqCst);
-        assert!(
-            !p.swap(false, Ordering::SeqCst),
-            "store connection refused by the test (a panic it expects)"
-        );
-        real()
+    let open: Arc<dyn OpenStore> = Arc::new(Counting {
+        real: opener,
+        opens: opens.clone(),
+        panic_next_open: panic_next_open.clone(),
     });
-    let slots = StoreSlot::open_all(&open, workers).unwrap();
+    let svc = Arc::new(Service { keys, priority: 30 });
+    let workers = (0..workers)
+        .map(|_| Worker::new(svc.clone(), open.clone(), None))
+        .collect();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let shared = Shared::new(Service { keys, priority: 30 }, open, limits, false);
-    let server = Server::start(vec![Listener::Tcp(listener)], slots, shared).unwrap();
+    let server = Server::start(vec![Listener::Tcp(listener)], workers, limits, false).unwrap();
     Harness {
         addr,
         server: Some(server),

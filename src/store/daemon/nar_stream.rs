@@ -2,24 +2,31 @@
 //! unframed bytes, so we read exactly the `narSize` the daemon just confirmed.
 
 use std::io::{self, Read};
+use std::sync::{Arc, Mutex};
 
 use super::connection::Connection;
 
+/// Where a [`NarStream`] hands its connection back: the store that lent it
+/// takes it from here for its next request.
+pub(super) type Home = Arc<Mutex<Option<Connection>>>;
+
 /// Yields exactly `remaining` bytes of NAR, or an error: never fewer, never
-/// more. The connection goes back to its owner only once the NAR has been read
-/// to its end; a reader dropped early, or one that failed, takes the
-/// connection with it, so nobody reads a reply out of the middle of a NAR.
-pub struct NarStream<'a> {
-    home: &'a mut Option<Connection>,
+/// more. It owns its daemon connection, so a slow client holds this stream
+/// and no worker's connection; the connection goes back home only once the
+/// NAR has been read to its end. A reader dropped early, or one that failed,
+/// takes the connection with it, so nobody reads a reply out of the middle
+/// of a NAR.
+pub struct NarStream {
+    home: Home,
     conn: Option<Connection>,
     remaining: u64,
     total: u64,
 }
 
-impl<'a> NarStream<'a> {
+impl NarStream {
     /// `conn` has just read STDERR_LAST of a NarFromPath reply for a path
     /// whose NAR is `nar_size` bytes.
-    pub(super) fn new(home: &'a mut Option<Connection>, conn: Connection, nar_size: u64) -> Self {
+    pub(super) fn new(home: Home, conn: Connection, nar_size: u64) -> Self {
         let mut stream = NarStream {
             home,
             conn: Some(conn),
@@ -44,13 +51,13 @@ impl<'a> NarStream<'a> {
             // Bytes already buffered past the NAR's end mean the daemon sent
             // more than narSize: the stream is out of step, drop it.
             if conn.buffered().is_empty() {
-                *self.home = Some(conn);
+                *self.home.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
             }
         }
     }
 }
 
-impl Read for NarStream<'_> {
+impl Read for NarStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.remaining == 0 || buf.is_empty() {
             return Ok(0);

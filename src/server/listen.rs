@@ -1,9 +1,10 @@
-//! Binding our own sockets when systemd passed none, as Starman does:
-//! `HOST:PORT`, `:PORT` (every IPv6 and IPv4 address), a Unix socket path.
+//! Listening sockets: those systemd passed, or our own bound as Starman
+//! binds them: `HOST:PORT`, `:PORT` (every IPv6 and IPv4 address), a Unix
+//! socket path.
 
 use std::io::{self, ErrorKind};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::unix::net::UnixStream;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -11,7 +12,30 @@ use thiserror::Error;
 
 use crate::config::ListenSpec;
 
-use super::server::Listener;
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// The address, for the log.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(a) => a.to_string(),
+                Err(_) => "tcp".into(),
+            },
+            Listener::Unix(l) => match l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            {
+                Some(p) => p,
+                None => "unix".into(),
+            },
+        }
+    }
+}
 
 #[derive(Debug, Error)]
 #[error("cannot listen on {addr}: {source}")]

@@ -1,0 +1,721 @@
+//! One client connection, as a state machine the event loop drives: read a
+//! head without blocking (bounded size, deadline), hand it to a worker, write
+//! the answer without blocking, then wait for the next head or close.
+//!
+//! A connection costs a descriptor and its buffers, never a thread, while it
+//! sends its head, sits idle between requests, or reads its reply slowly.
+//! Limits (README "Limits"): a head must be complete within `read_timeout`
+//! of its first byte and fit in `request::MAX_HEAD`; an idle connection is
+//! closed after `keepalive_timeout` (the first request may take
+//! `read_timeout`); a reply must move at least [`MIN_RATE`] bytes a second
+//! on average over every `write_timeout`, and make some progress within it.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::http::request::{self, Head, Method, Parsed, RequestError};
+use crate::http::response::{self, Body, Framing, HandlerError, Response};
+use crate::log;
+use crate::nix::nar::{NarReader, Segment};
+
+use super::pool::{ConnId, Job, Pool};
+use super::Limits;
+
+/// The slowest a reply may be read, on average over each `write_timeout`:
+/// a real link slower than this is not one a binary cache can serve.
+pub const MIN_RATE: u64 = 1024;
+/// How long and how much a closing connection reads and drops, so that
+/// bytes the client sent after what we answered do not make the kernel
+/// send a reset that destroys the reply before the client reads it.
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 256 * 1024;
+/// The chunk a worker reads of a computed body at a time.
+const FILL: usize = 64 * 1024;
+/// Bytes one connection may send in one turn of the loop before others get
+/// theirs (a fast client on loopback would otherwise never block).
+const TURN: u64 = 4 << 20;
+/// Framing bytes gathered before a write.
+const GATHER: usize = 16 * 1024;
+const READ_CHUNK: usize = 4096;
+
+pub(super) enum Sock {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl Sock {
+    pub fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Sock::Tcp(s) => s,
+            Sock::Unix(s) => s,
+        }
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Sock::Tcp(s) => s.as_fd(),
+            Sock::Unix(s) => s.as_fd(),
+        }
+    }
+
+    fn shutdown_write(&self) {
+        let _ = match self {
+            Sock::Tcp(s) => s.shutdown(Shutdown::Write),
+            Sock::Unix(s) => s.shutdown(Shutdown::Write),
+        };
+    }
+
+    /// Makes the close that follows a reset: what is still queued to send
+    /// is dropped at once, instead of a FIN waiting behind megabytes that a
+    /// client too slow to read them would never reach.
+    fn reset_on_close(&self) {
+        let _ = socket2::SockRef::from(&self.fd()).set_linger(Some(Duration::ZERO));
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => (&*s).read(buf),
+            Sock::Unix(s) => (&*s).read(buf),
+        }
+    }
+
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => (&*s).write(buf),
+            Sock::Unix(s) => (&*s).write(buf),
+        }
+    }
+}
+
+/// Where a connection is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum State {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// A worker is computing the response.
+    Busy,
+    /// Writing a response.
+    Write,
+    /// A worker is reading the next chunk of a computed body.
+    Filling,
+    /// The reply is out and our side is shut: dropping what still comes.
+    Linger,
+}
+
+/// What the loop should do with the connection after driving it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Life {
+    /// Waiting for readiness, a worker or a deadline.
+    Wait,
+    /// It could go on at once but used its turn: drive it again soon.
+    Again,
+    Closed,
+}
+
+/// What the event loop lends a connection while driving it.
+pub(super) struct Ctx<'a> {
+    pub id: ConnId,
+    pub pool: &'a Pool,
+    pub limits: &'a Limits,
+    pub date: &'a str,
+    pub access_log: bool,
+    pub draining: bool,
+    pub now: Instant,
+}
+
+/// The body still to send.
+enum Pending {
+    None,
+    Nar {
+        reader: NarReader,
+        left: u64,
+    },
+    Stream {
+        /// `None` while a worker has it.
+        reader: Option<Box<dyn Read + Send>>,
+        left: Option<u64>,
+        chunked: bool,
+        spare: Vec<u8>,
+    },
+}
+
+/// The request being answered, for the access log.
+struct Exchange {
+    method: Method,
+    target: String,
+    minor: u8,
+    user_agent: Option<String>,
+    status: u16,
+}
+
+pub(super) struct Conn {
+    pub generation: u64,
+    pub sock: Sock,
+    peer: String,
+    pub state: State,
+    inbuf: Vec<u8>,
+    /// When the head being read started to arrive.
+    head_started: Option<Instant>,
+    /// When this connection started to wait for a head with nothing sent.
+    idle_since: Instant,
+    /// Whether a request was answered on it yet (the first head may take
+    /// `read_timeout` to start; later ones `keepalive_timeout`).
+    answered: bool,
+    out: Vec<u8>,
+    out_pos: usize,
+    pending: Pending,
+    /// After this response: keep the connection open for the next head.
+    keep: bool,
+    exchange: Option<Exchange>,
+    /// Bytes of the current reply written, its head included, and the
+    /// head's length: the access log counts body bytes.
+    written: u64,
+    head_len: u64,
+    /// Body bytes of the current reply on the wire, for write progress.
+    progress_at: Instant,
+    window_start: Instant,
+    window_sent: u64,
+    linger_until: Instant,
+    linger_left: usize,
+}
+
+impl Conn {
+    pub fn new(sock: Sock, peer: String, generation: u64, now: Instant) -> Conn {
+        Conn {
+            generation,
+            sock,
+            peer,
+            state: State::Head,
+            inbuf: Vec::new(),
+            head_started: None,
+            idle_since: now,
+            answered: false,
+            out: Vec::new(),
+            out_pos: 0,
+            pending: Pending::None,
+            keep: false,
+            exchange: None,
+            written: 0,
+            head_len: 0,
+            progress_at: now,
+            window_start: now,
+            window_sent: 0,
+            linger_until: now,
+            linger_left: 0,
+        }
+    }
+
+    /// Whether it waits for a request with nothing of one received: what
+    /// draining may close at once.
+    pub fn is_idle(&self) -> bool {
+        self.state == State::Head && self.inbuf.is_empty()
+    }
+
+    /// Moves the connection on as far as it can go without blocking.
+    pub fn drive(&mut self, cx: &Ctx<'_>) -> Life {
+        let mut budget = TURN;
+        loop {
+            match self.state {
+                State::Head => {
+                    if let Some(life) = self.read_head(cx) {
+                        return life;
+                    }
+                }
+                State::Busy | State::Filling => return Life::Wait,
+                State::Write => match self.flush(cx, &mut budget) {
+                    Flush::Blocked => return Life::Wait,
+                    Flush::Turn => return Life::Again,
+                    Flush::Fill => return Life::Wait,
+                    Flush::Failed => return Life::Closed,
+                    Flush::Complete => {
+                        if let Some(life) = self.finish(cx) {
+                            return life;
+                        }
+                    }
+                },
+                State::Linger => return self.linger(cx.now),
+            }
+        }
+    }
+
+    /// Head state: parse what is buffered, read more when that is not a
+    /// whole head. `None` when the state changed and driving goes on.
+    fn read_head(&mut self, cx: &Ctx<'_>) -> Option<Life> {
+        loop {
+            match request::parse(&self.inbuf) {
+                Ok(Parsed::Complete(head, n)) => {
+                    self.inbuf.drain(..n);
+                    self.head_started = (!self.inbuf.is_empty()).then_some(cx.now);
+                    self.dispatch(head, cx);
+                    return Some(Life::Wait);
+                }
+                Ok(Parsed::Partial) => {}
+                Err(e) => {
+                    log::info(&format!("bad request from {}: {e}", self.peer));
+                    self.reply_error(e, cx);
+                    return None;
+                }
+            }
+            let at = self.inbuf.len();
+            self.inbuf.resize(at + READ_CHUNK, 0);
+            let read = self.sock.read(&mut self.inbuf[at..]);
+            self.inbuf.truncate(at + *read.as_ref().unwrap_or(&0));
+            match read {
+                Ok(0) => return Some(Life::Closed),
+                Ok(_) => {
+                    self.head_started.get_or_insert(cx.now);
+                }
+                // Draining: a connection with nothing of a request received
+                // is closed; one that sent a head gets its reply.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    let done = cx.draining && self.inbuf.is_empty();
+                    return Some(if done { Life::Closed } else { Life::Wait });
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Some(Life::Closed),
+            }
+        }
+    }
+
+    fn dispatch(&mut self, head: Head, cx: &Ctx<'_>) {
+        self.state = State::Busy;
+        cx.pool.submit(Job::Respond { id: cx.id, head });
+    }
+
+    /// A head that cannot be answered: its status, then close.
+    fn reply_error(&mut self, e: RequestError, cx: &Ctx<'_>) {
+        let resp = response::error_response(&HandlerError::Request(e));
+        let exchange = Exchange {
+            method: Method::Other("-".into()),
+            target: "-".into(),
+            minor: 1,
+            user_agent: None,
+            status: resp.status,
+        };
+        self.start_reply(resp, exchange, false, false, cx);
+    }
+
+    /// A worker's answer to the request `head` this connection sent.
+    pub fn respond(&mut self, response: Response, head: &Head, cx: &Ctx<'_>) {
+        let keep = head.keep_alive && cx.limits.keepalive && !head.has_body && !cx.draining;
+        let exchange = Exchange {
+            method: head.method.clone(),
+            target: head.target.clone(),
+            minor: head.minor,
+            user_agent: head.user_agent.clone(),
+            status: response.status,
+        };
+        let head_only = head.method == Method::Head;
+        self.start_reply(response, exchange, keep, head_only, cx);
+    }
+
+    fn start_reply(
+        &mut self,
+        resp: Response,
+        exchange: Exchange,
+        mut keep: bool,
+        head_only: bool,
+        cx: &Ctx<'_>,
+    ) {
+        let len = resp.body.length();
+        let framing = match len {
+            Some(n) => Framing::Length(n),
+            None if head_only => Framing::Close,
+            None if exchange.minor >= 1 => Framing::Chunked,
+            None => {
+                keep = false;
+                Framing::Close
+            }
+        };
+        self.out.clear();
+        self.out_pos = 0;
+        response::head_bytes(&resp, framing, keep, cx.date, &mut self.out);
+        let head_len = self.out.len();
+        self.pending = Pending::None;
+        if !head_only {
+            match resp.body {
+                Body::Bytes(b) => self.out.extend_from_slice(&b),
+                Body::Nar { reader, len } => self.pending = Pending::Nar { reader, left: len },
+                Body::Stream { reader, len } => {
+                    self.pending = Pending::Stream {
+                        reader: Some(reader),
+                        left: len,
+                        chunked: framing == Framing::Chunked,
+                        spare: Vec::new(),
+                    }
+                }
+                Body::Omitted { .. } => {}
+            }
+        }
+        self.head_len = head_len as u64;
+        self.written = 0;
+        self.exchange = Some(exchange);
+        self.keep = keep;
+        self.state = State::Write;
+        self.progress_at = cx.now;
+        self.window_start = cx.now;
+        self.window_sent = 0;
+    }
+}
+
+enum Flush {
+    /// The socket is full: wait until it is writable.
+    Blocked,
+    /// This turn's bytes are out; more could go at once.
+    Turn,
+    /// A worker was asked for the next chunk.
+    Fill,
+    /// The reply is out.
+    Complete,
+    /// The client went away or the body's source failed: close now, so a
+    /// short body is never taken for a whole one (`style.md` 8).
+    Failed,
+}
+
+impl Conn {
+    /// Writes what is ready of the reply.
+    fn flush(&mut self, cx: &Ctx<'_>, budget: &mut u64) -> Flush {
+        loop {
+            if *budget == 0 {
+                return Flush::Turn;
+            }
+            if self.out_pos < self.out.len() {
+                match self.sock.write(&self.out[self.out_pos..]) {
+                    Ok(n) => {
+                        self.out_pos += n;
+                        self.sent(n as u64, cx.now, budget);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Flush::Blocked,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return self.client_gone(&e),
+                }
+                continue;
+            }
+            self.out.clear();
+            self.out_pos = 0;
+            match self.pending {
+                Pending::None => return Flush::Complete,
+                Pending::Nar { .. } => {
+                    if let Some(flush) = self.send_nar(cx, budget) {
+                        return flush;
+                    }
+                }
+                Pending::Stream {
+                    ref mut reader,
+                    left,
+                    ref mut spare,
+                    ..
+                } => {
+                    let Some(reader) = reader.take() else {
+                        return Flush::Fill;
+                    };
+                    let want = left.map_or(FILL, |l| l.min(FILL as u64) as usize);
+                    let buf = std::mem::take(spare);
+                    self.state = State::Filling;
+                    cx.pool.submit(Job::Fill {
+                        id: cx.id,
+                        reader,
+                        buf,
+                        want,
+                    });
+                    return Flush::Fill;
+                }
+            }
+        }
+    }
+
+    /// One step of a NAR body: gathers framing bytes into `out`, or sends
+    /// file contents with `sendfile(2)`. `None` to go on flushing.
+    fn send_nar(&mut self, cx: &Ctx<'_>, budget: &mut u64) -> Option<Flush> {
+        let Pending::Nar { reader, left } = &mut self.pending else {
+            return None;
+        };
+        loop {
+            if *left == 0 {
+                self.pending = Pending::None;
+                return None;
+            }
+            let segment = match reader.segment() {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    let left = *left;
+                    return Some(self.source_failed(&format!("the NAR ended {left} bytes early")));
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    return Some(self.source_failed(&e));
+                }
+            };
+            match segment {
+                Segment::Bytes(b) => {
+                    let k = b.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    self.out.extend_from_slice(&b[..k]);
+                    *left -= k as u64;
+                    let _ = reader.consume(k as u64);
+                    if self.out.len() >= GATHER {
+                        return None;
+                    }
+                }
+                Segment::File { .. } if !self.out.is_empty() => return None,
+                Segment::File { file, offset, len } => {
+                    let want = len.min(*left).min(*budget).min(1 << 30) as usize;
+                    let mut off = offset;
+                    let sent = rustix::fs::sendfile(self.sock.fd(), file, Some(&mut off), want);
+                    match sent {
+                        Ok(k) => {
+                            if let Err(e) = reader.consume(k as u64) {
+                                let e = e.to_string();
+                                return Some(self.source_failed(&e));
+                            }
+                            *left -= k as u64;
+                            self.written += k as u64;
+                            if k > 0 {
+                                self.progress_at = cx.now;
+                                self.window_sent += k as u64;
+                            }
+                            *budget = budget.saturating_sub(k as u64);
+                            if *budget == 0 {
+                                return Some(Flush::Turn);
+                            }
+                        }
+                        Err(rustix::io::Errno::AGAIN) => return Some(Flush::Blocked),
+                        Err(rustix::io::Errno::INTR) => {}
+                        Err(e) if is_peer_error(e) => {
+                            return Some(self.client_gone(&io::Error::from(e)))
+                        }
+                        Err(e) => {
+                            let e = format!("sendfile: {e}");
+                            return Some(self.source_failed(&e));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A worker read the next chunk of a computed body.
+    pub fn filled(
+        &mut self,
+        reader: Box<dyn Read + Send>,
+        mut buf: Vec<u8>,
+        result: io::Result<usize>,
+    ) -> bool {
+        let Pending::Stream {
+            reader: slot,
+            left,
+            chunked,
+            spare,
+        } = &mut self.pending
+        else {
+            return false;
+        };
+        self.state = State::Write;
+        let n = match result {
+            Ok(n) => n,
+            Err(e) => {
+                let e = e.to_string();
+                self.source_failed(&e);
+                return false;
+            }
+        };
+        if n == 0 {
+            if left.is_some_and(|l| l > 0) {
+                let l = left.unwrap_or(0);
+                self.source_failed(&format!("the body ended {l} bytes early"));
+                return false;
+            }
+            if *chunked {
+                self.out.extend_from_slice(b"0\r\n\r\n");
+            }
+            self.pending = Pending::None;
+            return true;
+        }
+        if let Some(l) = left {
+            *l -= n as u64;
+        }
+        if *chunked {
+            self.out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+            self.out.extend_from_slice(&buf[..n]);
+            self.out.extend_from_slice(b"\r\n");
+        } else if self.out.is_empty() {
+            std::mem::swap(&mut self.out, &mut buf);
+        } else {
+            self.out.extend_from_slice(&buf[..n]);
+        }
+        if *left == Some(0) {
+            // Dropping the reader here, at the exact end, lets a daemon NAR
+            // stream hand its connection back.
+            self.pending = Pending::None;
+        } else {
+            *slot = Some(reader);
+            *spare = buf;
+        }
+        true
+    }
+
+    /// The reply is out: log it, then wait for the next head or close.
+    /// `None` when driving goes on.
+    fn finish(&mut self, cx: &Ctx<'_>) -> Option<Life> {
+        if let Some(x) = self.exchange.take() {
+            if cx.access_log {
+                let body = self.written.saturating_sub(self.head_len);
+                log::access(&access_line(&self.peer, &x, body));
+            }
+        }
+        self.answered = true;
+        if self.keep && !cx.draining {
+            self.state = State::Head;
+            self.idle_since = cx.now;
+            if self.inbuf.is_empty() {
+                self.head_started = None;
+            }
+            self.out = Vec::new();
+            return None;
+        }
+        Some(self.start_linger(cx.now))
+    }
+
+    /// Our side is done: shut it, then drop what the client still sends
+    /// for a moment, so that a reset does not destroy the reply in flight.
+    fn start_linger(&mut self, now: Instant) -> Life {
+        self.sock.shutdown_write();
+        self.state = State::Linger;
+        self.linger_until = now + LINGER;
+        self.linger_left = LINGER_BYTES;
+        self.inbuf = Vec::new();
+        self.out = Vec::new();
+        self.linger(now)
+    }
+
+    fn linger(&mut self, now: Instant) -> Life {
+        let mut buf = [0u8; READ_CHUNK];
+        loop {
+            if self.linger_left == 0 || now >= self.linger_until {
+                return Life::Closed;
+            }
+            match self.sock.read(&mut buf) {
+                Ok(0) => return Life::Closed,
+                Ok(n) => self.linger_left = self.linger_left.saturating_sub(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Life::Wait,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Life::Closed,
+            }
+        }
+    }
+
+    fn sent(&mut self, n: u64, now: Instant, budget: &mut u64) {
+        self.written += n;
+        if n > 0 {
+            self.progress_at = now;
+            self.window_sent += n;
+        }
+        *budget = budget.saturating_sub(n);
+    }
+
+    fn client_gone(&mut self, e: &io::Error) -> Flush {
+        if let Some(x) = &self.exchange {
+            log::info(&format!(
+                "client {} went away mid-response to {}: {e}",
+                self.peer, x.target
+            ));
+        }
+        self.log_cut();
+        Flush::Failed
+    }
+
+    fn source_failed(&mut self, e: &str) -> Flush {
+        let target = self.exchange.as_ref().map_or("-", |x| x.target.as_str());
+        log::error(&format!("the body of {target} failed mid-stream: {e}"));
+        self.log_cut();
+        Flush::Failed
+    }
+
+    /// A reply cut short still gets its access-log line.
+    fn log_cut(&mut self) {
+        self.pending = Pending::None;
+        if let Some(x) = self.exchange.take() {
+            if log::access_enabled() {
+                let body = self.written.saturating_sub(self.head_len);
+                log::access(&access_line(&self.peer, &x, body));
+            }
+        }
+    }
+
+    /// The deadline check, run by the loop every tick: `Closed` when the
+    /// connection has overstayed.
+    pub fn on_tick(&mut self, cx: &Ctx<'_>) -> Life {
+        let limits = cx.limits;
+        match self.state {
+            State::Head => {
+                if let Some(started) = self.head_started {
+                    if cx.now >= started + limits.read_timeout {
+                        log::info(&format!("request head from {} timed out", self.peer));
+                        self.reply_error(RequestError::Timeout, cx);
+                        return self.drive(cx);
+                    }
+                } else {
+                    let wait = if self.answered {
+                        limits.keepalive_timeout
+                    } else {
+                        limits.read_timeout
+                    };
+                    if cx.now >= self.idle_since + wait {
+                        return Life::Closed;
+                    }
+                }
+                Life::Wait
+            }
+            State::Write => {
+                if cx.now >= self.progress_at + limits.write_timeout {
+                    self.too_slow("no progress");
+                    return Life::Closed;
+                }
+                let window = cx.now.duration_since(self.window_start);
+                if window >= limits.write_timeout {
+                    if self.window_sent < MIN_RATE * window.as_secs().max(1) {
+                        self.too_slow("below the minimum rate");
+                        return Life::Closed;
+                    }
+                    self.window_start = cx.now;
+                    self.window_sent = 0;
+                }
+                Life::Wait
+            }
+            State::Linger if cx.now >= self.linger_until => Life::Closed,
+            State::Busy | State::Filling | State::Linger => Life::Wait,
+        }
+    }
+
+    fn too_slow(&mut self, why: &str) {
+        self.sock.reset_on_close();
+        let target = self.exchange.as_ref().map_or("-", |x| x.target.as_str());
+        log::info(&format!(
+            "client {} reads {target} too slowly ({why}); closed",
+            self.peer
+        ));
+        self.log_cut();
+    }
+}
+
+fn is_peer_error(e: rustix::io::Errno) -> bool {
+    use rustix::io::Errno;
+    matches!(
+        e,
+        Errno::PIPE | Errno::CONNRESET | Errno::NOTCONN | Errno::TIMEDOUT | Errno::HOSTUNREACH
+    )
+}
+
+/// Combined Log Format, as Starman's `--access-log` writes.
+fn access_line(peer: &str, x: &Exchange, bytes: u64) -> String {
+    let date = response::clf_date(SystemTime::now());
+    let target = x.target.replace('"', "%22");
+    let ua = x.user_agent.as_deref().unwrap_or("-").replace('"', "'");
+    format!(
+        "{peer} - - [{date}] \"{} {target} HTTP/1.{}\" {} {bytes} \"-\" \"{ua}\"",
+        x.method.as_str(),
+        x.minor,
+        x.status
+    )
+}
