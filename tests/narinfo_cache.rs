@@ -96,16 +96,22 @@ fn delete(path: &str, dir: &Path) {
     nix_store(&["--delete", path]);
 }
 
+/// `nix-store --add` of a file whose contents only this test writes.
+fn add_own_file(scratch: &Scratch, name: &str) -> String {
+    let src = scratch.join(name);
+    std::fs::write(&src, format!("narinfo cache {name} {:?}\n", scratch.path())).unwrap();
+    nix_store(&["--add", src.to_str().unwrap()])
+        .trim()
+        .to_owned()
+}
+
 fn deleted_then_rebuilt(store: &str, tag: &str) {
     let _fx = Fixtures::load();
     let scratch = Scratch::new(tag);
     let (_server, addr) = serve(store);
 
     // A path, its narinfo, then gone: 404 at once.
-    let src = scratch.join("added.txt");
-    std::fs::write(&src, format!("narinfo cache {tag} {:?}\n", scratch.path())).unwrap();
-    let added = nix_store(&["--add", src.to_str().unwrap()]);
-    let added = added.trim();
+    let added = &add_own_file(&scratch, "added.txt");
     let (status, text) = narinfo_twice(addr, added);
     assert_eq!(status, 200, "{text}");
     assert!(text.starts_with(&format!("StorePath: {added}\n")), "{text}");
@@ -180,10 +186,7 @@ fn daemon_without_its_database_forgets_within_the_bound() {
             .contains("is not the same in the daemon's store"),
         "the chroot store's database was not refused"
     );
-    let src = scratch.join("bound.txt");
-    std::fs::write(&src, format!("narinfo cache bound {:?}\n", scratch.path())).unwrap();
-    let added = nix_store(&["--add", src.to_str().unwrap()]);
-    let added = added.trim();
+    let added = &add_own_file(&scratch, "bound.txt");
     assert_eq!(narinfo_twice(addr, added).0, 200);
     nix_store(&["--delete", added]);
     thread::sleep(STALE_BOUND + STALE_BOUND / 10);
@@ -202,10 +205,7 @@ fn daemon_on_its_own_socket_is_watched_through_the_machines_database() {
     let uri = format!("unix://{}", daemon.socket().display());
     let (_server, addr, log) = start_on_any_port(&["--store", &uri, "--workers", "1"]);
     assert!(!log.lock().unwrap().contains("narinfo cache:"), "{log:?}");
-    let src = scratch.join("own.txt");
-    std::fs::write(&src, format!("narinfo cache own {:?}\n", scratch.path())).unwrap();
-    let added = nix_store(&["--add", src.to_str().unwrap()]);
-    let added = added.trim();
+    let added = &add_own_file(&scratch, "own.txt");
     assert_eq!(narinfo_twice(addr, added).0, 200);
     nix_store(&["--delete", added]);
     assert_eq!(narinfo_twice(addr, added).0, 404, "{added} deleted");

@@ -5,7 +5,7 @@
 mod common;
 mod responder_common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{nix_on, nix_store_dump, run, Fixtures, Scratch};
@@ -38,25 +38,34 @@ fn copy_trusting(url: &str, dst: &Path, key: &str, paths: &[&str]) -> Output {
     cmd.output().unwrap()
 }
 
+/// `nix store sign --store uri --key-file key paths`.
+fn sign(uri: &str, key: &Path, paths: &[&str]) {
+    let key = key.to_str().unwrap();
+    nix_on(&["store", "sign", "--store", uri, "--key-file", key], paths);
+}
+
+/// A chroot store in `scratch` holding `paths` (copied from the machine's
+/// store), signed there with `key`: the store's own signatures.
+fn signed_copy(scratch: &Scratch, paths: &[&str], key: &Path) -> PathBuf {
+    let store = scratch.join("store");
+    let uri = store.to_str().unwrap();
+    nix_on(&["copy", "--no-check-sigs", "--to", uri], paths);
+    sign(uri, key, paths);
+    store
+}
+
 #[test]
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn a_path_signed_in_the_store_by_a_second_key_is_accepted_trusting_only_that_key() {
     let fx = Fixtures::load();
     let scratch = Scratch::new("sigs-nix");
-    let store = scratch.join("store");
-    let uri = store.to_str().unwrap();
     let paths: Vec<&str> = PATHS.iter().map(|n| fx.path(n)).collect();
-    nix_on(&["copy", "--no-check-sigs", "--to", uri], &paths);
-    let second = fx.key("wrong.secret");
-    let sign = ["store", "sign", "--store", uri, "--key-file"];
-    nix_on(&[&sign[..], &[second.to_str().unwrap()]].concat(), &paths);
+    let store = signed_copy(&scratch, &paths, &fx.key("wrong.secret"));
+    let uri = store.to_str().unwrap();
     // One more stored signature under our own key's name: ours must win,
     // with no second `Sig:` of that name.
     let ours = fx.key("secret");
-    nix_on(
-        &[&sign[..], &[ours.to_str().unwrap()]].concat(),
-        &paths[..1],
-    );
+    sign(uri, &ours, &paths[..1]);
     // A third key no client here trusts, to show the client does check.
     let third = scratch.join("third");
     run(Command::new("nix-store")
@@ -136,22 +145,9 @@ fn a_path_signed_in_the_store_by_a_second_key_is_accepted_trusting_only_that_key
 fn a_malformed_stored_signature_is_left_out_with_one_warning() {
     let fx = Fixtures::load();
     let scratch = Scratch::new("sigs-bad");
-    let store = scratch.join("store");
-    let uri = store.to_str().unwrap();
     let leaf = fx.path("dep-leaf");
-    nix_on(&["copy", "--no-check-sigs", "--to", uri], &[leaf]);
-    let second = fx.key("wrong.secret");
-    nix_on(
-        &[
-            "store",
-            "sign",
-            "--store",
-            uri,
-            "--key-file",
-            second.to_str().unwrap(),
-        ],
-        &[leaf],
-    );
+    let store = signed_copy(&scratch, &[leaf], &fx.key("wrong.secret"));
+    let uri = store.to_str().unwrap();
     // Nix never writes this; a damaged database or a hand edit does.
     let db = store.join("nix/var/nix/db/db.sqlite");
     let conn = rusqlite::Connection::open(&db).unwrap();

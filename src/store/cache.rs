@@ -60,6 +60,15 @@ impl InfoCache {
         self.generation
     }
 
+    /// The generation after the store's change signal said `changed`: a new
+    /// one, with everything forgotten, if it did.
+    pub fn after(&mut self, changed: bool) -> Generation {
+        if changed {
+            self.invalidate();
+        }
+        self.generation
+    }
+
     /// The store may have changed: forget everything, under a new generation.
     pub fn invalidate(&mut self) {
         self.generation = Generation::fresh();

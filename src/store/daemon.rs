@@ -495,10 +495,7 @@ impl Store for DaemonStore {
     /// for our connection keeps no stale path info: checked with a delete
     /// and a rebuild in tests/narinfo_cache.rs).
     fn generation(&mut self) -> Result<Generation, StoreError> {
-        if self.changes.changed() {
-            self.cache.invalidate();
-        }
-        Ok(self.cache.generation())
+        Ok(self.cache.after(self.changes.changed()))
     }
 
     /// Remembered until the generation changes; else QueryPathInfo alone for

@@ -194,10 +194,7 @@ impl Store for LocalStore {
             .version
             .changed(&self.conn)
             .map_err(|e| sql_error(&self.loc.db, e))?;
-        if changed {
-            self.cache.invalidate();
-        }
-        Ok(self.cache.generation())
+        Ok(self.cache.after(changed))
     }
 
     fn path_info_by_hash(&mut self, hash: &HashPart) -> Result<Option<PathInfo>, StoreError> {
