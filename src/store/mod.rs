@@ -20,7 +20,7 @@ pub mod uri;
 pub mod wire;
 
 pub use cache::Generation;
-pub use slot::{OpenStore, StoreSlot};
+pub use slot::{Counted, OpenStore, StoreSlot};
 pub use uri::Opener;
 
 /// What can go wrong asking the store. The HTTP layer maps each variant to a

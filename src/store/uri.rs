@@ -249,8 +249,18 @@ pub struct Opener {
     daemon_timeout: Duration,
     /// How daemon connections learn that the store changed; probed once.
     daemon_changes: ChangeSignal,
-    /// The connection [`Opener::resolve`] checked, for the first `open`.
+    /// The daemon connection [`Opener::resolve`] checked, for the first
+    /// `open`: its handshake (a nix-daemon fork) is not paid again on the
+    /// first request (bench/README.md, "Cold start").
     spare: Arc<Mutex<Option<Box<dyn Store>>>>,
+    /// The local backend's probe connection, kept open for as long as any
+    /// clone of the opener lives. SQLite deletes a WAL database's -wal and
+    /// -shm files when its last connection closes, and a reader that may not
+    /// write the db directory (a `DynamicUser=` service) cannot make them
+    /// again: every later query would fail until some writer opened the
+    /// database. An open WAL connection keeps a shared lock on the database
+    /// file, which stops the last writer from removing them (§8).
+    _keep_open: Option<KeepOpen>,
 }
 
 impl fmt::Debug for Opener {
@@ -260,6 +270,18 @@ impl fmt::Debug for Opener {
             .field("daemon_timeout", &self.daemon_timeout)
             .field("daemon_changes", &self.daemon_changes)
             .finish_non_exhaustive()
+    }
+}
+
+/// The probe's connection, shared by the opener's clones.
+#[derive(Clone)]
+struct KeepOpen {
+    _conn: Arc<Mutex<LocalStore>>,
+}
+
+impl fmt::Debug for KeepOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeepOpen")
     }
 }
 
@@ -279,9 +301,6 @@ impl Opener {
     ) -> Result<Self, StoreError> {
         let target = parse(uri, env).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let shown = if uri.is_empty() { "auto" } else { uri };
-        // The connection that passed the check is kept for the first worker:
-        // its handshake (a nix-daemon fork) or its schema read is not paid
-        // again on the first request (bench/README.md, "Cold start").
         let mut local = None;
         let mut daemon = None;
         let backend = decide(
@@ -321,23 +340,27 @@ impl Opener {
                 }
                 (Some(Box::new(daemon)), changes)
             }
-            _ => (
-                local.map(|l| Box::new(l) as Box<dyn Store>),
-                ChangeSignal::Every(STALE_BOUND),
-            ),
+            _ => (None, ChangeSignal::Every(STALE_BOUND)),
+        };
+        let keep_open = match backend {
+            Backend::Local(_) => local.map(|s| KeepOpen {
+                _conn: Arc::new(Mutex::new(s)),
+            }),
+            Backend::Daemon { .. } => None,
         };
         Ok(Opener {
             backend,
             daemon_timeout,
             daemon_changes,
             spare: Arc::new(Mutex::new(spare)),
+            _keep_open: keep_open,
         })
     }
 
-    /// A connection for one worker: the first call gets the one checked at
-    /// start-up, already connected; later ones a fresh one, which is cheap:
-    /// the daemon backend connects on first use, the local one reads the
-    /// database on first query.
+    /// A connection for one worker: with the daemon backend, the first call
+    /// gets the one checked at start-up, already connected; otherwise a
+    /// fresh one, which is cheap: the daemon backend connects on first use,
+    /// the local one reads the database on first query.
     pub fn open(&self) -> Result<Box<dyn Store>, StoreError> {
         let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(store) = spare {
