@@ -20,7 +20,6 @@ use std::time::Instant;
 use crate::log;
 use crate::metrics::Metrics;
 use crate::nix::compression::{Compression, DEFAULT_ZSTD_LEVEL};
-use crate::nix::sig_cache::SigCache;
 use crate::nix::signing::SecretKey;
 use crate::store::{OpenStore, Store, StoreSlot};
 
@@ -38,11 +37,11 @@ pub struct Service {
 }
 
 /// One store worker's state: its own store connection and its memo of
-/// signatures. No lock on the hot path.
+/// narinfo replies and signatures. No lock on the hot path.
 pub struct Worker {
     svc: Arc<Service>,
     store: StoreSlot,
-    sigs: SigCache,
+    narinfos: narinfo::Memo,
     /// Where store look-up latency goes; with `true`, `/metrics` serves it.
     metrics: Option<(Arc<Metrics>, bool)>,
 }
@@ -54,7 +53,7 @@ impl Worker {
         Worker {
             svc,
             store: StoreSlot::new(open, conn),
-            sigs: SigCache::default(),
+            narinfos: narinfo::Memo::default(),
             metrics: None,
         }
     }
@@ -104,7 +103,7 @@ impl Worker {
         let svc = &*self.svc;
         let answer = match route {
             Route::NarInfo(hash) => {
-                narinfo::handle(store, &svc.keys, &mut self.sigs, &hash, svc.compression)
+                narinfo::handle(store, &svc.keys, &mut self.narinfos, &hash, svc.compression)
             }
             Route::Nar { hash, nar_hash } => nar::handle(
                 store,

@@ -43,7 +43,7 @@ fn push_nar_url(out: &mut String, path: &StorePath, nar_hash_nix32: &str) {
 /// A `Sig` or `CA` value containing `\n` or `\r` is left out: written as is
 /// it would end its line early and let the rest be read as further keys
 /// (§4.1). Neither format can contain them, so only a corrupt store does.
-pub fn render(info: &PathInfo, store_dir: &StoreDir, sigs: &[String]) -> String {
+pub fn render(info: &PathInfo, store_dir: &StoreDir, sigs: &[impl AsRef<str>]) -> String {
     render_compressed(info, store_dir, sigs, Compression::None)
 }
 
@@ -53,7 +53,7 @@ pub fn render(info: &PathInfo, store_dir: &StoreDir, sigs: &[String]) -> String 
 pub fn render_compressed(
     info: &PathInfo,
     store_dir: &StoreDir,
-    sigs: &[String],
+    sigs: &[impl AsRef<str>],
     compression: Compression,
 ) -> String {
     let nar32 = info.nar_hash.to_nix32();
@@ -94,7 +94,7 @@ pub fn render_compressed(
         out.push_str(deriver.base_name());
         out.push('\n');
     }
-    for sig in sigs.iter().filter(|s| is_single_line(s)) {
+    for sig in sigs.iter().map(AsRef::as_ref).filter(|s| is_single_line(s)) {
         out.push_str("Sig: ");
         out.push_str(sig);
         out.push('\n');
@@ -119,7 +119,7 @@ fn is_single_line(value: &str) -> bool {
 }
 
 /// An upper bound on what [`render`] writes, so it allocates once.
-fn rendered_len_bound(info: &PathInfo, store_dir: &StoreDir, sigs: &[String]) -> usize {
+fn rendered_len_bound(info: &PathInfo, store_dir: &StoreDir, sigs: &[impl AsRef<str>]) -> usize {
     const U64_DIGITS: usize = 20;
     let mut n = "StorePath: /\n".len() + store_dir.as_str().len() + info.path.base_name().len();
     n += "URL: \n".len() + nar_url_len() + ".zst".len();
@@ -139,7 +139,7 @@ fn rendered_len_bound(info: &PathInfo, store_dir: &StoreDir, sigs: &[String]) ->
     }
     n += sigs
         .iter()
-        .map(|s| "Sig: \n".len() + s.len())
+        .map(|s| "Sig: \n".len() + s.as_ref().len())
         .sum::<usize>();
     if let Some(ca) = &info.ca {
         n += "CA: \n".len() + ca.len();

@@ -139,27 +139,102 @@ impl fmt::Debug for SecretKey {
     }
 }
 
-/// A signature as narinfo `Sig:` lines and the store's database carry it:
-/// `name:base64(64 bytes)` (§5.2). Parsing checks the form only: whether it
-/// verifies needs the signer's public key, which a cache does not have.
+/// Why a `Sig:` value is not a signature a Nix client could check. Public
+/// data, so the messages may quote it.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SignatureError {
+    #[error("signature {0:?} is not of the form <key name>:<base64>: it has no ':'")]
+    NoColon(String),
+    #[error("signature {0:?} has an empty key name before the ':'")]
+    EmptyName(String),
+    /// A space, a control character or a non-ASCII byte in the key name:
+    /// Nix separates stored signatures with spaces and narinfo lines with
+    /// newlines, so no real key name has one.
+    #[error("signature by {name:?}: key name has byte {byte:#04x} at position {position}")]
+    NameByte {
+        name: String,
+        byte: u8,
+        position: usize,
+    },
+    #[error("signature by {name:?}: invalid base64 at byte {position} after the ':'")]
+    Base64 { name: String, position: usize },
+    #[error(
+        "signature by {name:?}: decodes to {actual} bytes, an Ed25519 signature is {SIGNATURE_LEN}"
+    )]
+    Length { name: String, actual: usize },
+}
+
+/// A well-formed `name:base64(64 bytes)` signature (§5.2), as stored in a
+/// Nix database and served in `Sig:` lines.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NamedSignature<'a> {
-    pub key_name: &'a str,
+    pub name: &'a str,
     pub bytes: [u8; SIGNATURE_LEN],
 }
 
 impl<'a> NamedSignature<'a> {
-    /// `None` unless `text` is a non-empty key name, a `:`, and base64 (as
-    /// lenient as for keys) of exactly 64 bytes. Nix splits at the first `:`
-    /// and trims nothing (`verifyDetached`).
-    pub fn parse(text: &'a str) -> Option<Self> {
-        let (key_name, data) = text.split_once(':')?;
-        if key_name.is_empty() {
-            return None;
+    /// Parses `text` as Nix would have to in order to check it: split at
+    /// the first `:`, a non-empty printable key name, and exactly 64 bytes
+    /// of base64 (padding optional, as Nix's decoder allows). Nothing is
+    /// trimmed: a stored value with spaces around it is not one Nix wrote.
+    pub fn parse(text: &'a str) -> Result<Self, SignatureError> {
+        let (name, data) = text
+            .split_once(':')
+            .ok_or_else(|| SignatureError::NoColon(text.to_owned()))?;
+        if name.is_empty() {
+            return Err(SignatureError::EmptyName(text.to_owned()));
         }
-        let bytes = LENIENT.decode(data).ok()?.try_into().ok()?;
-        Some(NamedSignature { key_name, bytes })
+        if let Some(position) = name.bytes().position(|b| !b.is_ascii_graphic()) {
+            return Err(SignatureError::NameByte {
+                name: name.to_owned(),
+                byte: name.as_bytes()[position],
+                position,
+            });
+        }
+        let bytes = LENIENT.decode(data).map_err(|e| SignatureError::Base64 {
+            name: name.to_owned(),
+            position: match e {
+                base64::DecodeError::InvalidByte(at, _)
+                | base64::DecodeError::InvalidLastSymbol(at, _) => at,
+                // Length or padding: the fault shows at the end.
+                _ => data.len(),
+            },
+        })?;
+        let bytes = <[u8; SIGNATURE_LEN]>::try_from(bytes).map_err(|b| SignatureError::Length {
+            name: name.to_owned(),
+            actual: b.len(),
+        })?;
+        Ok(NamedSignature { name, bytes })
     }
+}
+
+/// The `Sig:` values to serve: `ours` (fresh, one per key of ours, in key
+/// order), then the `stored` ones whose key name none of ours has and that
+/// parse, the first of each name, in stored order. A malformed stored
+/// signature is left out and returned with why: a Nix client refuses a whole
+/// narinfo over one `Sig:` it cannot decode (§5.2), so passing it on would
+/// hide every good one.
+pub fn merge_signatures<'s>(
+    ours: &'s [String],
+    stored: &'s [String],
+) -> (Vec<&'s str>, Vec<SignatureError>) {
+    let mut out: Vec<&str> = ours.iter().map(String::as_str).collect();
+    let mut rejected = Vec::new();
+    let mut names: Vec<&str> = ours
+        .iter()
+        .map(|s| s.split_once(':').map_or("", |(n, _)| n))
+        .collect();
+    for sig in stored {
+        match NamedSignature::parse(sig) {
+            Ok(parsed) if names.contains(&parsed.name) => {}
+            Ok(parsed) => {
+                names.push(parsed.name);
+                out.push(sig);
+            }
+            Err(e) => rejected.push(e),
+        }
+    }
+    (out, rejected)
 }
 
 fn read_key_file(path: &Path) -> Result<String, KeyError> {

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Params};
 
-use super::{Failure, NarBody, Store, StoreError};
+use super::cache::{DataVersion, InfoCache};
+use super::{Failure, Generation, NarBody, Store, StoreError};
 use crate::nix::nar::NarReader;
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
@@ -64,6 +65,9 @@ pub struct LocalStore {
     conn: Connection,
     loc: LocalLocation,
     log_dir: Option<PathBuf>,
+    /// Look-ups by hash part, forgotten whenever Nix commits (`cache.rs`).
+    cache: InfoCache,
+    version: DataVersion,
 }
 
 impl LocalStore {
@@ -79,6 +83,8 @@ impl LocalStore {
             conn,
             loc,
             log_dir: None,
+            cache: InfoCache::default(),
+            version: DataVersion::default(),
         })
     }
 
@@ -105,7 +111,7 @@ impl LocalStore {
                 |r| r.get::<_, i64>(0),
             )
             .map_err(|e| sql_error(db, e))?;
-        for sql in [BY_HASH, BY_PATH, REFS] {
+        for sql in [BY_HASH, BY_PATH, REFS, "begin", "commit", "rollback"] {
             self.conn
                 .prepare_cached(sql)
                 .map_err(|e| sql_error(db, e))?;
@@ -151,27 +157,35 @@ impl LocalStore {
     }
 }
 
+/// The two queries in one read transaction. `begin` and `commit` are
+/// cached statements too: `Connection::transaction` parses them anew on
+/// every call.
 fn read_row_and_refs(
     conn: &mut Connection,
     sql: &str,
     args: impl Params,
 ) -> rusqlite::Result<Option<(RawRow, Vec<String>)>> {
-    let tx = conn.transaction()?;
-    let row = tx
-        .prepare_cached(sql)?
-        .query_row(args, RawRow::read)
-        .optional()?;
-    let found = match row {
-        None => None,
-        Some(row) => {
-            let refs = tx
-                .prepare_cached(REFS)?
-                .query_map([row.id], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Some((row, refs))
-        }
-    };
-    tx.commit()?;
+    conn.prepare_cached("begin")?.execute([])?;
+    let found = (|| -> rusqlite::Result<Option<(RawRow, Vec<String>)>> {
+        let Some(row) = conn
+            .prepare_cached(sql)?
+            .query_row(args, RawRow::read)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let refs = conn
+            .prepare_cached(REFS)?
+            .query_map([row.id], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Some((row, refs)))
+    })();
+    // A read transaction changes nothing: ending it either way is the same,
+    // but after a failed step only a rollback is sure to succeed.
+    let end = if found.is_ok() { "commit" } else { "rollback" };
+    let ended = conn.prepare_cached(end).and_then(|mut s| s.execute([]));
+    let found = found?;
+    ended?;
     Ok(found)
 }
 
@@ -180,12 +194,28 @@ impl Store for LocalStore {
         &self.loc.store_dir
     }
 
+    /// `PRAGMA data_version`: a new generation whenever Nix has committed
+    /// since the last call (`cache.rs`).
+    fn generation(&mut self) -> Result<Generation, StoreError> {
+        let changed = self
+            .version
+            .changed(&self.conn)
+            .map_err(|e| sql_error(&self.loc.db, e))?;
+        Ok(self.cache.after(changed))
+    }
+
     fn path_info_by_hash(&mut self, hash: &HashPart) -> Result<Option<PathInfo>, StoreError> {
+        self.generation()?;
+        if let Some(known) = self.cache.get(hash) {
+            return Ok(known.clone());
+        }
         let dir = self.loc.store_dir.as_str();
         let (lo, hi) = (format!("{dir}/{hash}-"), format!("{dir}/{hash}."));
         let info = self.query_info(BY_HASH, params![lo, hi])?;
         // The range already implies it; checked anyway as Nix does (§8).
-        Ok(info.filter(|i| i.path.hash_part() == *hash))
+        let info = info.filter(|i| i.path.hash_part() == *hash);
+        self.cache.insert(*hash, info.clone());
+        Ok(info)
     }
 
     fn path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {

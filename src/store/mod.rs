@@ -14,6 +14,7 @@ use crate::nix::nar::{NarError, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
 
+pub mod cache;
 pub mod daemon;
 pub mod local;
 pub mod log;
@@ -21,6 +22,7 @@ pub mod slot;
 pub mod uri;
 pub mod wire;
 
+pub use cache::Generation;
 pub use slot::{Counted, OpenStore, StoreSlot};
 pub use uri::Opener;
 
@@ -146,8 +148,16 @@ pub trait Store: Send {
     /// The logical store directory (`/nix/store` usually).
     fn store_dir(&self) -> &StoreDir;
 
+    /// Which state of the store this connection's answers reflect: the same
+    /// [`Generation`] as before means nothing was committed to the store in
+    /// between, so an answer remembered under it is still true. Read it
+    /// *before* the look-ups it is to guard (`cache.rs`). Cheap: no round
+    /// trip to the store.
+    fn generation(&mut self) -> Result<Generation, StoreError>;
+
     /// Hot path: the info of the valid path whose hash part is `hash`, or
-    /// `None` when there is none. One round trip where the backend allows it.
+    /// `None` when there is none. Remembered per connection, positive and
+    /// negative, until the [`Generation`] changes.
     fn path_info_by_hash(&mut self, hash: &HashPart) -> Result<Option<PathInfo>, StoreError>;
 
     /// The info of `path`, or `None` when it is not valid. The server does

@@ -122,7 +122,7 @@ fn renders_under_another_store_dir() {
     info.ca = None;
     info.references.clear();
     let gnu = StoreDir::new("/gnu/store").unwrap();
-    let got = render(&info, &gnu, &[]);
+    let got = render(&info, &gnu, &[] as &[&str]);
     assert!(got.starts_with(&format!("StorePath: /gnu/store/{REF}\nURL: nar/")));
 }
 

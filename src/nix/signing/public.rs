@@ -47,10 +47,10 @@ impl PublicKey {
     /// scalars) matches libsodium's `crypto_sign_verify_detached`, which Nix
     /// uses.
     pub fn verify(&self, fingerprint: &str, sig: &str) -> bool {
-        let Some(sig) = NamedSignature::parse(sig) else {
+        let Ok(sig) = NamedSignature::parse(sig) else {
             return false;
         };
-        sig.key_name == self.name
+        sig.name == self.name
             && self
                 .key
                 .verify_strict(fingerprint.as_bytes(), &Signature::from_bytes(&sig.bytes))
