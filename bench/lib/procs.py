@@ -62,6 +62,32 @@ def rss_kib(pids):
     return total
 
 
+def threads(pids):
+    """Sum of the thread counts over pids (those that vanished count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("Threads:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
+
+
+def fds(pids):
+    """Open descriptors over pids (those that vanished count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            total += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            pass
+    return total
+
+
 def spawn(argv, env, listen_fd=None, log=None):
     """fork/exec argv; with listen_fd, the child gets it as fd 3 the way systemd
     hands over a socket (LISTEN_FDS=1, LISTEN_PID=its own pid, known only after
