@@ -117,7 +117,7 @@ def main():
     # Each round runs every figure against every server in turn; the second
     # round in the opposite order. Per figure the best round counts: load from
     # elsewhere only ever makes a figure worse.
-    for rnd in range(opts.rounds):
+    for rnd in range(opts.rounds if wanted("seq") or wanted("load") else 0):
         order = (lambda xs: xs) if rnd % 2 == 0 else (lambda xs: xs[::-1])
         log(f"round {rnd + 1} of {opts.rounds}")
         # 1. nix-serve-ng's four scenarios: one connection, one request at a time.
@@ -288,6 +288,12 @@ def misbehave(spec, work, urls, present_list, opts, results, notes):
         results["misbehave.fds"] = sampler.max_fds
         if clients.done:
             misbehave_notes(notes, name, "at the end", clients.done)
+            done = clients.done
+            per_reader = done["reader_bytes"] / MISBEHAVING["readers"] / done["seconds"]
+            notes.append(f"{name}, misbehave: over {done['seconds']:.0f} s, each slow reader got "
+                         f"{per_reader / 1024:.0f} KiB/s on average (paced at 64); the "
+                         f"misbehaving clients' process used "
+                         f"{done['cpu_seconds'] / done['seconds']:.0%} of a core")
         else:
             notes.append(f"{name}, misbehave: the misbehaving clients printed no summary")
     except (measure.MeasureError, OSError) as e:
