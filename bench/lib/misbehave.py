@@ -96,7 +96,7 @@ class Load:
         err = s.connect_ex(("127.0.0.1", self.opts.port))
         if err not in (0, errno.EINPROGRESS):
             s.close()
-            self.errors[c.kind][errno.errorcode.get(err, str(err))] += 1
+            self.errors[c.kind][error_name(err)] += 1
             c.sock, c.state = None, "retry"
             c.next_send = now + 0.1
             self.retrying.append(c)
@@ -127,11 +127,26 @@ class Load:
         c.sock = None
         self.connect(c, now)
 
+    def recv(self, c, now, n):
+        """Up to n bytes from c; None when none are ready or c was lost (and
+        is being opened again)."""
+        try:
+            data = c.sock.recv(n)
+        except BlockingIOError:
+            return None
+        except OSError as e:
+            self.drop(c, now, error_name(e.errno))
+            return None
+        if not data:
+            self.drop(c, now)
+            return None
+        return data
+
     def on_event(self, c, mask, now):
         if c.state == "connecting":
             err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
-                return self.drop(c, now, errno.errorcode.get(err, str(err)))
+                return self.drop(c, now, error_name(err))
             if c.kind == "slowloris":
                 c.state = "slow"
                 self.sel.modify(c.sock, selectors.EVENT_READ, c)
@@ -139,20 +154,15 @@ class Load:
             try:
                 c.sock.sendall(self.request[c.kind])  # small: fits the empty send buffer
             except OSError as e:
-                return self.drop(c, now, errno.errorcode.get(e.errno, str(e)))
+                return self.drop(c, now, error_name(e.errno))
             c.state = "head"
             self.sel.modify(c.sock, selectors.EVENT_READ, c)
             return
         if c.kind == "reader" and c.state == "body":
             return  # paced by tick(), not by readiness
-        try:
-            data = c.sock.recv(65536)
-        except BlockingIOError:
+        data = self.recv(c, now, 65536)
+        if data is None:
             return
-        except OSError as e:
-            return self.drop(c, now, errno.errorcode.get(e.errno, str(e)))
-        if not data:
-            return self.drop(c, now)
         c.buf += data
         if c.state == "head" and b"\r\n\r\n" in c.buf:
             head, rest = c.buf.split(b"\r\n\r\n", 1)
@@ -190,7 +200,7 @@ class Load:
                 except BlockingIOError:
                     pass
                 except OSError as e:
-                    self.drop(c, now, errno.errorcode.get(e.errno, str(e)))
+                    self.drop(c, now, error_name(e.errno))
                     continue
                 c.next_send += 1.0
             elif c.kind == "reader" and c.state == "body":
@@ -199,14 +209,9 @@ class Load:
     def read_paced(self, c, now):
         allowed = int(self.opts.rate * (now - c.started)) - c.body_got
         while allowed > 0:
-            try:
-                data = c.sock.recv(min(allowed, 65536))
-            except BlockingIOError:
+            data = self.recv(c, now, min(allowed, 65536))
+            if data is None:
                 return
-            except OSError as e:
-                return self.drop(c, now, errno.errorcode.get(e.errno, str(e)))
-            if not data:
-                return self.drop(c, now)
             c.body_got += len(data)
             self.read_bytes += len(data)
             allowed -= len(data)
@@ -215,7 +220,7 @@ class Load:
                 try:
                     c.sock.sendall(self.request["reader"])
                 except OSError as e:
-                    return self.drop(c, now, errno.errorcode.get(e.errno, str(e)))
+                    return self.drop(c, now, error_name(e.errno))
                 c.state, c.buf = "head", b""
                 self.sel.register(c.sock, selectors.EVENT_READ, c)
                 return
@@ -267,6 +272,10 @@ class Load:
                 print("READY " + json.dumps(self.summary()), flush=True)
                 announced = True
         print("DONE " + json.dumps(self.summary()), flush=True)
+
+
+def error_name(code):
+    return errno.errorcode.get(code, str(code))
 
 
 def status_of(head):
