@@ -63,7 +63,7 @@ pub struct Cli {
     #[arg(short = 'S', long = "socket", value_name = "PATH")]
     pub socket: Vec<PathBuf>,
 
-    /// Worker threads, each with its own store connection (default 2 × cores, at most 32).
+    /// Store workers, each with its own store connection (default 2 × cores, at most 32).
     #[arg(long)]
     pub workers: Option<usize>,
     /// Listen queue length.
@@ -75,7 +75,8 @@ pub struct Cli {
     /// Seconds an idle keep-alive connection is kept open.
     #[arg(long = "keepalive-timeout", value_name = "S")]
     pub keepalive_timeout: Option<String>,
-    /// Seconds one socket write may block on a client that does not read.
+    /// Seconds a reply may make no progress; also the window over which a
+    /// reader must average 1 KiB/s.
     #[arg(long, value_name = "S")]
     pub timeout: Option<String>,
     /// Close the connection after every response.
@@ -261,7 +262,7 @@ impl Config {
             listen,
             workers,
             backlog: cli.backlog.clamp(1, 65535),
-            // A zero timeout would mean "block forever" to the socket layer.
+            // A zero timeout would close every connection at once.
             read_timeout: read_timeout.max(Duration::from_millis(100)),
             keepalive_timeout,
             write_timeout: write_timeout.max(Duration::from_millis(100)),

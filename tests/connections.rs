@@ -511,3 +511,32 @@ fn past_the_descriptor_limit_clients_are_refused_cleanly() {
     thread::sleep(Duration::from_millis(300));
     assert_eq!(get(addr, &format!("/{hash}.narinfo")).status, 200);
 }
+
+/// A close we start (`Connection: close`) with the client's next bytes
+/// still unread lingers instead of resetting: the whole reply arrives.
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn a_close_with_unread_pipelined_bytes_still_delivers_the_reply() {
+    let fx = Fixtures::load();
+    let (_server, addr) = serve(&[]);
+    let big = hash_of(&fx, "big-10M");
+    let mut s = connect(addr);
+    let mut raw =
+        format!("GET /nar/{big}.nar HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes();
+    for _ in 0..500 {
+        raw.extend_from_slice(b"GET /nix-cache-info HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    s.write_all(&raw).unwrap();
+    // Read slowly at first, so the close comes while the bytes are unread.
+    thread::sleep(Duration::from_millis(300));
+    let (status, _, body) = read_one(&mut s);
+    assert_eq!(status, 200);
+    assert!(body == common::nix_store_dump(fx.path("big-10M")));
+    let mut rest = Vec::new();
+    assert!(s.read_to_end(&mut rest).is_ok(), "reset after the reply");
+    assert!(
+        rest.is_empty(),
+        "{} bytes after Connection: close",
+        rest.len()
+    );
+}

@@ -5,7 +5,7 @@ use std::io::Read;
 
 use crate::nix::hash::Sha256;
 use crate::nix::store_path::HashPart;
-use crate::store::{NarBody, Store};
+use crate::store::{NarBody, Store, StoreError};
 
 use super::range::{self, RangeOutcome};
 use super::response::{Body, HandlerError, Response, CACHE_IMMUTABLE, CACHE_SHORT};
@@ -47,16 +47,29 @@ pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, H
                 .with_header("Content-Range", format!("bytes */{total}")))
         }
     };
-    let body = if req.head_only {
-        Body::Omitted { len: Some(len) }
-    } else {
-        match store.nar(&info, start)? {
-            NarBody::Files(reader) => Body::Nar { reader, len },
-            NarBody::Stream(reader) => Body::Stream {
-                reader: Box::new(reader.take(len)),
-                len: Some(len),
-            },
+    // HEAD opens the NAR too (plans it, reads no contents), so HEAD and GET
+    // agree on a path whose files are gone.
+    let nar = match store.nar(&info, start) {
+        Ok(nar) => nar,
+        Err(e) if is_not_found(&e) => {
+            // Collected between the look-up and now (the garbage collector
+            // invalidates a path, then deletes its files): absent, as the
+            // look-up now says; a path still valid with its files gone is
+            // the store's problem (500).
+            if store.path_info_by_hash(&req.hash)?.is_none() {
+                return Ok(Response::text(404, "No such path.\n"));
+            }
+            return Err(e.into());
         }
+        Err(e) => return Err(e.into()),
+    };
+    let body = match nar {
+        _ if req.head_only => Body::Omitted { len: Some(len) },
+        NarBody::Files(reader) => Body::Nar { reader, len },
+        NarBody::Stream(reader) => Body::Stream {
+            reader: Box::new(reader.take(len)),
+            len: Some(len),
+        },
     };
     let mut r = Response::new(status, CONTENT_TYPE, cache_control, body)
         .with_header("Accept-Ranges", "bytes".to_owned());
@@ -67,4 +80,9 @@ pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, H
         );
     }
     Ok(r)
+}
+
+/// Whether `e` says the path's files are not there (any more).
+fn is_not_found(e: &StoreError) -> bool {
+    matches!(e, StoreError::Io(io) if io.kind() == std::io::ErrorKind::NotFound)
 }

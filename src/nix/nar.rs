@@ -125,7 +125,18 @@ impl NarReader {
     /// Walks `path` (without reading file contents) to plan the NAR and learn
     /// its size; streaming starts at `offset`.
     pub fn open_at(path: &Path, offset: u64) -> Result<Self, NarError> {
-        let plan = Plan::new(path)?;
+        Self::open_planned_at(Plan::new(path, false)?, offset)
+    }
+
+    /// [`NarReader::open_at`] for a valid store path: every file, directory
+    /// and symlink must still have the mtime Nix gave it (1), when planned
+    /// and when opened, so a file rewritten in place, even with the same
+    /// size and before the request, is an error and never wrong bytes.
+    pub fn open_store_path_at(path: &Path, offset: u64) -> Result<Self, NarError> {
+        Self::open_planned_at(Plan::new(path, true)?, offset)
+    }
+
+    fn open_planned_at(plan: Plan, offset: u64) -> Result<Self, NarError> {
         if offset > plan.size {
             return Err(NarError::OffsetPastEnd {
                 offset,
@@ -169,17 +180,7 @@ impl NarReader {
                 self.next_piece();
                 continue;
             }
-            if self.rendered != Some(self.piece) {
-                self.plan.render(piece, &mut self.scratch);
-                self.rendered = Some(self.piece);
-                // The plan measured this piece with the same renderer.
-                if self.scratch.len() as u64 != len {
-                    return Err(NarError::Length {
-                        planned: len,
-                        streamed: self.scratch.len() as u64,
-                    });
-                }
-            }
+            self.render_current(piece, len)?;
             let from = self.done as usize;
             let k = min(buf.len() - n, self.scratch.len() - from);
             buf[n..n + k].copy_from_slice(&self.scratch[from..from + k]);
@@ -216,6 +217,23 @@ impl NarReader {
         }
         self.done += k as u64;
         Ok(k)
+    }
+
+    /// Renders the head or tail `piece` at the cursor into `scratch`,
+    /// once; `len` is what the plan measured for it.
+    fn render_current(&mut self, piece: plan::Piece, len: u64) -> Result<(), NarError> {
+        if self.rendered != Some(self.piece) {
+            self.plan.render(piece, &mut self.scratch);
+            self.rendered = Some(self.piece);
+            // The plan measured this piece with the same renderer.
+            if self.scratch.len() as u64 != len {
+                return Err(NarError::Length {
+                    planned: len,
+                    streamed: self.scratch.len() as u64,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn next_piece(&mut self) {
@@ -304,17 +322,7 @@ impl NarReader {
                 self.next_piece();
                 continue;
             }
-            if self.rendered != Some(self.piece) {
-                self.plan.render(piece, &mut self.scratch);
-                self.rendered = Some(self.piece);
-                if self.scratch.len() as u64 != len {
-                    return Err(NarError::Length {
-                        planned: len,
-                        streamed: self.scratch.len() as u64,
-                    });
-                }
-            }
-            return Ok(());
+            return self.render_current(piece, len);
         }
         Ok(())
     }
@@ -392,6 +400,13 @@ fn open_planned(plan: &Plan, node: usize, skip: u64) -> Result<(File, Mtime), Na
     }
     if (meta.mode() & libc::S_IXUSR != 0) != executable {
         return Err(changed(plan, node, "executable bit flipped".into()));
+    }
+    if plan.canonical && meta.mtime() != plan::CANONICAL_MTIME {
+        return Err(changed(
+            plan,
+            node,
+            "written to since it was planned".into(),
+        ));
     }
     if skip > 0 {
         file.seek(SeekFrom::Start(skip)).map_err(io_error)?;

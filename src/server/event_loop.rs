@@ -85,14 +85,12 @@ pub(super) struct EventLoop {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     open: usize,
-    max_conns: usize,
     generation: u64,
     pool: Pool,
     done: Receiver<Done>,
     ctl: Receiver<Ctl>,
     activity: Arc<Activity>,
-    limits: Limits,
-    access_log: bool,
+    settings: Settings,
     drain_deadline: Option<Instant>,
     /// Connections that used their turn and can go on at once.
     again: Vec<usize>,
@@ -100,18 +98,28 @@ pub(super) struct EventLoop {
     date_second: u64,
 }
 
+/// What the loop is told once, at start.
+pub(super) struct Settings {
+    pub limits: Limits,
+    pub access_log: bool,
+    /// Connections served at once; more are refused (503).
+    pub max_conns: usize,
+}
+
+/// The loop's ends of the channels to the workers and the main thread.
+pub(super) struct Channels {
+    pub done: Receiver<Done>,
+    pub ctl: Receiver<Ctl>,
+}
+
 impl EventLoop {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         poll: Poll,
         listeners: Vec<Listener>,
         pool: Pool,
-        done: Receiver<Done>,
-        ctl: Receiver<Ctl>,
+        channels: Channels,
         activity: Arc<Activity>,
-        limits: Limits,
-        access_log: bool,
-        max_conns: usize,
+        settings: Settings,
     ) -> io::Result<EventLoop> {
         let listeners = listeners
             .into_iter()
@@ -125,14 +133,12 @@ impl EventLoop {
             conns: Vec::new(),
             free: Vec::new(),
             open: 0,
-            max_conns,
             generation: 0,
             pool,
-            done,
-            ctl,
+            done: channels.done,
+            ctl: channels.ctl,
             activity,
-            limits,
-            access_log,
+            settings,
             drain_deadline: None,
             again: Vec::new(),
             date: String::new(),
@@ -260,7 +266,7 @@ impl EventLoop {
                     return;
                 }
             };
-            if self.open >= self.max_conns {
+            if self.open >= self.settings.max_conns {
                 // Over the limit: refused clearly, never by failing
                 // requests in flight.
                 let _ = match &sock {
@@ -300,9 +306,9 @@ impl EventLoop {
         Ctx {
             id: ConnId { index, generation },
             pool: &self.pool,
-            limits: &self.limits,
+            limits: &self.settings.limits,
             date: &self.date,
-            access_log: self.access_log,
+            access_log: self.settings.access_log,
             draining: self.drain_deadline.is_some(),
             now: Instant::now(),
         }

@@ -22,7 +22,7 @@ use crate::http::Worker;
 use crate::log;
 
 pub use conn::MIN_RATE;
-use event_loop::{Ctl, EventLoop, WAKER};
+use event_loop::{Channels, Ctl, EventLoop, Settings, WAKER};
 pub use listen::{bind, BindError, Listener};
 use pool::Pool;
 
@@ -147,12 +147,16 @@ impl Server {
             poll,
             listeners,
             pool,
-            done_rx,
-            ctl_rx,
+            Channels {
+                done: done_rx,
+                ctl: ctl_rx,
+            },
             activity.clone(),
-            limits,
-            access_log,
-            max_conns,
+            Settings {
+                limits,
+                access_log,
+                max_conns,
+            },
         )?;
         let thread = thread::Builder::new()
             .name("event-loop".into())

@@ -80,8 +80,20 @@ impl DaemonStore {
     }
 
     /// What the current connection's handshake said, if there is one.
-    pub fn daemon_info(&self) -> Option<&DaemonInfo> {
+    pub fn daemon_info(&mut self) -> Option<&DaemonInfo> {
+        self.reclaim();
         self.conn.as_ref().map(Connection::info)
+    }
+
+    /// Takes back the connection a finished [`NarStream`] returned.
+    fn reclaim(&mut self) {
+        if self.conn.is_none() {
+            self.conn = self
+                .returned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+        }
     }
 
     /// The NAR of `info.path` through NarFromPath (op 38), from byte `offset`,
@@ -286,7 +298,7 @@ impl Store for DaemonStore {
     fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<NarBody, StoreError> {
         check_offset(info, offset)?;
         let local = Path::new(self.store_dir.as_str()).join(info.path.base_name());
-        match NarReader::open_at(&local, offset) {
+        match NarReader::open_store_path_at(&local, offset) {
             Ok(reader) if reader.nar_size() == info.nar_size => Ok(NarBody::Files(reader)),
             Ok(reader) => Err(StoreError::Corrupt(format!(
                 "{}: the files make a {}-byte NAR, the store says {}",

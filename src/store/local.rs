@@ -195,7 +195,7 @@ impl Store for LocalStore {
     /// an I/O error, never "absent": the client was just told it exists (§8).
     fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<NarBody, StoreError> {
         let path = self.loc.real_store.join(info.path.base_name());
-        let reader = NarReader::open_at(&path, offset)?;
+        let reader = NarReader::open_store_path_at(&path, offset)?;
         if reader.nar_size() != info.nar_size {
             // Files changed behind Nix's back: never send bytes that do not
             // match the promised length and hash.

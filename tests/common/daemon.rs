@@ -76,6 +76,19 @@ impl TestDaemon {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the daemon and its workers.
+    pub fn signal(&self, signal: &str) {
+        let Some(child) = &self.child else { return };
+        let mut pids = workers_of(child.id());
+        pids.push(child.id().to_string());
+        Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(&pids)
+            .stderr(Stdio::null())
+            .status()
+            .expect("run kill(1) (package procps)");
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();

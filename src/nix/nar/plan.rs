@@ -66,11 +66,20 @@ pub(super) struct Plan {
     /// Entry names and symlink targets, raw bytes, back to back.
     names: Vec<u8>,
     pub size: u64,
+    /// Every node must have Nix's canonical mtime (see [`CANONICAL_MTIME`]).
+    pub canonical: bool,
 }
 
+/// The modification time Nix gives every file, directory and symlink of a
+/// valid store path (canonicalisePathMetaData). Any write changes it, so a
+/// store path's file with another mtime was modified after Nix registered
+/// its NarHash, and its bytes cannot be trusted without hashing them.
+pub(super) const CANONICAL_MTIME: i64 = 1;
+
 impl Plan {
-    /// Walks `root` without following symlinks.
-    pub fn new(root: &Path) -> Result<Self, NarError> {
+    /// Walks `root` without following symlinks. With `canonical`, a node
+    /// whose mtime is not [`CANONICAL_MTIME`] is an error.
+    pub fn new(root: &Path, canonical: bool) -> Result<Self, NarError> {
         let mut planner = Planner {
             plan: Plan {
                 root: root.to_path_buf(),
@@ -78,6 +87,7 @@ impl Plan {
                 pieces: Vec::new(),
                 names: Vec::new(),
                 size: 0,
+                canonical,
             },
             path: root.to_path_buf(),
             scratch: Vec::new(),
@@ -214,6 +224,15 @@ impl Planner {
     /// bytes to the full path handed to lstat, which fails beyond 4096.
     fn visit(&mut self, parent: Option<usize>, name: Span) -> Result<(), NarError> {
         let meta = fs::symlink_metadata(&self.path).map_err(|e| self.io_error(e))?;
+        if self.plan.canonical && meta.mtime() != CANONICAL_MTIME {
+            return Err(NarError::Changed {
+                path: self.path.display().to_string(),
+                what: format!(
+                    "modified after Nix registered it (mtime {}, not {CANONICAL_MTIME})",
+                    meta.mtime()
+                ),
+            });
+        }
         let file_type = meta.file_type();
         let kind = if file_type.is_file() {
             Kind::Regular {

@@ -409,3 +409,112 @@ fn reads_span_pieces_and_files() {
     assert_eq!(reader.read(&mut buf).unwrap(), full.len());
     assert_eq!(reader.read(&mut buf).unwrap(), 0);
 }
+
+/// Walks the NAR through `segment`/`consume`, as the server's sendfile path
+/// does, reading file regions with pread.
+fn by_segments(reader: &mut NarReader) -> Result<Vec<u8>, NarError> {
+    use std::os::unix::fs::FileExt;
+    let mut out = Vec::new();
+    while let Some(segment) = reader.segment()? {
+        let n = match segment {
+            Segment::Bytes(b) => {
+                // Take a part at a time, as a socket might.
+                let k = b.len().min(5);
+                out.extend_from_slice(&b[..k]);
+                k
+            }
+            Segment::File { file, offset, len } => {
+                let mut buf = vec![0u8; len.min(3) as usize];
+                let k = file.read_at(&mut buf, offset).unwrap();
+                out.extend_from_slice(&buf[..k]);
+                k
+            }
+        };
+        reader.consume(n as u64)?;
+    }
+    Ok(out)
+}
+
+/// Sets every node's mtime to Nix's canonical 1, as a store path has.
+fn canonicalise(root: &Path) {
+    let status = std::process::Command::new("find")
+        .arg(root)
+        .args(["-exec", "touch", "-h", "-d", "@1", "{}", "+"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn segments_reassemble_the_nar_from_any_offset() {
+    let dir = TempDir::new();
+    let root = dir.join("tree");
+    small_tree(&root);
+    let full = nar(&root);
+    for offset in [0, 1, 7, 8, 100, full.len() as u64 - 1, full.len() as u64] {
+        let mut reader = NarReader::open_at(&root, offset).unwrap();
+        let got = by_segments(&mut reader).unwrap();
+        assert!(got == full[offset as usize..], "offset {offset}");
+    }
+}
+
+#[test]
+fn a_file_shorter_than_planned_ends_the_segments_with_an_error() {
+    let dir = TempDir::new();
+    let root = dir.join("tree");
+    small_tree(&root);
+    let mut reader = NarReader::open(&root).unwrap();
+    fs::write(root.join("a"), b"1234").unwrap();
+    let e = by_segments(&mut reader).unwrap_err();
+    assert!(matches!(e, NarError::Changed { .. }), "{e}");
+}
+
+#[test]
+fn a_store_path_rewritten_in_place_before_the_request_is_refused() {
+    let dir = TempDir::new();
+    let root = dir.join("tree");
+    small_tree(&root);
+    canonicalise(&root);
+    let full = nar(&root);
+    let mut reader = NarReader::open_store_path_at(&root, 0).unwrap();
+    assert!(by_segments(&mut reader).unwrap() == full);
+    // Same size, other bytes: only the mtime tells.
+    fs::write(root.join("sub/x"), b"SEVEN!!").unwrap();
+    match NarReader::open_store_path_at(&root, 0) {
+        Err(NarError::Changed { path, what }) => {
+            assert!(path.ends_with("sub/x"), "{path}");
+            assert!(what.contains("modified after Nix registered it"), "{what}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_store_path_rewritten_in_place_while_it_streams_is_refused() {
+    let dir = TempDir::new();
+    let root = dir.join("tree");
+    small_tree(&root);
+    canonicalise(&root);
+    let mut reader = NarReader::open_store_path_at(&root, 0).unwrap();
+    // Up to the first file's contents, which opens it.
+    loop {
+        match reader.segment().unwrap() {
+            Some(Segment::File { .. }) => break,
+            Some(Segment::Bytes(b)) => {
+                let n = b.len() as u64;
+                reader.consume(n).unwrap();
+            }
+            None => panic!("no file"),
+        }
+    }
+    // "B" is the first entry (raw byte order): same size, other bytes.
+    fs::write(root.join("B"), b"BEE\n").unwrap();
+    let e = by_segments(&mut reader).unwrap_err();
+    match e {
+        NarError::Changed { path, what } => {
+            assert!(path.ends_with("/B"), "{path}");
+            assert_eq!(what, "written to");
+        }
+        other => panic!("{other}"),
+    }
+}
