@@ -64,6 +64,8 @@ class Conn:
 
 
 class Load:
+    """All the misbehaving connections, driven by one selector loop."""
+
     def __init__(self, opts):
         self.opts = opts
         self.sel = selectors.DefaultSelector()
