@@ -11,7 +11,11 @@
 #     multi-user.target;
 #   - `bindAddress` "0.0.0.0" (upstream's default) means every IPv4 *and* IPv6
 #     address;
-#   - the service is Type=notify and sandboxed like systemd/nix-serve.service.
+#   - the service is Type=notify and sandboxed like systemd/nix-serve.service;
+#   - it reads the store's database directly when it can (`store = "auto"`,
+#     where upstream forces the daemon), and says which in `systemctl status`;
+#   - `listen` adds Unix socket paths and more addresses, `signKeyPaths` more
+#     keys (as credentials), `store` another store.
 # With any other package (nix-serve, nix-serve-ng) nothing here applies and the
 # upstream module behaves exactly as before.
 #
@@ -27,8 +31,12 @@
 
 let
   inherit (lib)
+    all
+    any
     concatStringsSep
     hasInfix
+    hasPrefix
+    imap0
     literalExpression
     mkDefault
     mkIf
@@ -65,12 +73,27 @@ let
       "[${cfg.bindAddress}]:${toString cfg.port}"
     else
       "${cfg.bindAddress}:${toString cfg.port}";
-  # systemd parses ListenStream= itself and resolves no host names.
-  isIpLiteral = builtins.match "[0-9.]+|\\[?[0-9a-fA-F.]*:[0-9a-fA-F:.]*]?" cfg.bindAddress != null;
+  # The default of `listen`: bindAddress and port as a ListenStream= value.
+  defaultListen = if isWildcard then toString cfg.port else hostPort;
 
-  listenStream = if isWildcard then toString cfg.port else hostPort;
+  isPath = hasPrefix "/";
+  isPort = s: builtins.match "[0-9]+" s != null;
+  # systemd parses ListenStream= itself and resolves no host names: a port,
+  # an absolute path, or an IP literal with a port.
+  isSocketAddress =
+    s:
+    isPort s
+    || isPath s
+    || builtins.match "[0-9.]+:[0-9]+|\\[[0-9a-fA-F.:]*]:[0-9]+" s != null;
   # Bound by the server itself: ":PORT" is every IPv4 and IPv6 address.
-  listenFlag = if isWildcard then ":${toString cfg.port}" else hostPort;
+  listenFlag = s: if isPort s then ":${s}" else s;
+
+  # Each signing key becomes a credential: systemd reads the file as root
+  # and hands the service a private copy under %d.
+  keyCredentials = imap0 (i: path: {
+    id = "nix-serve-sign-key-${toString i}";
+    inherit path;
+  }) cfg.signKeyPaths;
 
   # extraParams went through a shell in upstream's `script`, where "%" is an
   # ordinary character; in ExecStart= systemd would read it as a specifier.
@@ -82,9 +105,12 @@ let
       if cfg.socketActivation then
         [ "--idle-timeout ${toString cfg.idleTimeout}s" ]
       else
-        [ "--listen ${listenFlag}" ]
+        map (s: "--listen ${listenFlag s}") cfg.listen
     )
+    # The counts survive the idle exit in StateDirectory= (README "Operating it").
+    ++ [ "--metrics-file /var/lib/nix-serve/metrics.prom" ]
     ++ optional (cfg.priority != null) "--priority ${toString cfg.priority}"
+    ++ map (k: "--sign-key-file %d/${k.id}") keyCredentials
     # Last, so that the flags a user already has keep their place and meaning.
     ++ optional (extraParams != "") extraParams
   );
@@ -112,6 +138,55 @@ in
         server exits (status 0); the next client starts it again and waits
         only for its start-up. 0 keeps it running once started. Used only with
         {option}`services.nix-serve.socketActivation`.
+      '';
+    };
+
+    listen = mkOption {
+      type = types.nonEmptyListOf types.str;
+      default = [ defaultListen ];
+      defaultText = literalExpression ''
+        [ "''${toString config.services.nix-serve.port}" ]  # bindAddress "0.0.0.0": every IPv4 and IPv6 address
+        # otherwise [ "<bindAddress>:<port>" ]'';
+      example = [
+        "[::1]:5000"
+        "/run/nix-serve/http.sock"
+      ];
+      description = ''
+        Where the server listens: a port (every IPv4 and IPv6 address), an
+        IP address with a port (`192.0.2.1:5000`, `[2001:db8::1]:5000`), or
+        the absolute path of a Unix socket (for a proxy on the same
+        machine). With {option}`services.nix-serve.socketActivation` these
+        are the socket unit's `ListenStream=` lines, so host names are not
+        accepted. The default is {option}`services.nix-serve.bindAddress`
+        and {option}`services.nix-serve.port`.
+      '';
+    };
+
+    signKeyPaths = mkOption {
+      type = types.listOf types.path;
+      default = [ ];
+      example = [ "/var/lib/secrets/nix-serve-2.key" ];
+      description = ''
+        Nix secret key files to sign narinfo with, in addition to
+        {option}`services.nix-serve.secretKeyFile`: every narinfo carries one
+        signature per key (for rotating keys). Each is handed to the service as
+        a credential (`LoadCredential=`), so the files can stay readable by
+        root only.
+      '';
+    };
+
+    store = mkOption {
+      type = types.str;
+      default = "auto";
+      example = "daemon";
+      description = ''
+        The store to serve (the server's `--store`). `auto` reads the store's
+        database directly when the service's user can (while Nix has it
+        open), which is faster, and asks the nix-daemon otherwise; the
+        start-up log line and `systemctl status` (`STATUS=`) say which.
+        `daemon` always asks the nix-daemon (upstream's `NIX_REMOTE=daemon`);
+        `local` only reads the database; `unix:///path/to/socket` names
+        another daemon socket.
       '';
     };
 
@@ -143,10 +218,12 @@ in
             + "${lib.getName cfg.package} does not. Use nix-serve-sd or set socketActivation = false.";
         }
         {
-          assertion = cfg.socketActivation -> (isWildcard || isIpLiteral);
+          assertion = cfg.socketActivation -> all isSocketAddress cfg.listen;
           message =
-            "services.nix-serve.bindAddress = \"${cfg.bindAddress}\" is not an IP address; "
-            + "a socket unit (socketActivation) resolves no host names.";
+            "services.nix-serve.listen = [ ${concatStringsSep " " (map (s: "\"${s}\"") cfg.listen)} ]: "
+            + "each must be a port, an IP address with a port, or a Unix socket path; "
+            + "a socket unit (socketActivation) resolves no host names (is bindAddress "
+            + "\"${cfg.bindAddress}\" an IP address?).";
         }
       ];
     }
@@ -163,14 +240,34 @@ in
         environment.NIX_SECRET_KEY_FILE = mkIf (
           cfg.secretKeyFile != null
         ) "%d/NIX_SECRET_KEY_FILE";
+        # Upstream's NIX_REMOTE=daemon would always take the slower daemon
+        # path; the server reads NIX_REMOTE as its default --store.
+        environment.NIX_REMOTE = mkOverUpstream cfg.store;
         wants = [ "nix-daemon.socket" ];
         after = [ "nix-daemon.socket" ];
+
+        # As systemd/nix-serve.service: a start that fails for good is not
+        # restarted, and 10 starts in 30 s fail the socket too, so clients
+        # are refused instead of waiting (README, exit statuses).
+        unitConfig = {
+          StartLimitIntervalSec = "30s";
+          StartLimitBurst = 10;
+        };
 
         serviceConfig = {
           ExecStart = execStart;
           Type = "notify";
           WatchdogSec = "30s";
           TimeoutStopSec = "30s";
+          RestartSec = mkOverUpstream "1s";
+          RestartPreventExitStatus = "2 78 203 216 243";
+          # Upstream's credential for secretKeyFile, and one per signKeyPaths.
+          LoadCredential = mkIf (keyCredentials != [ ]) (
+            mkOverUpstream (
+              optional (cfg.secretKeyFile != null) "NIX_SECRET_KEY_FILE:${cfg.secretKeyFile}"
+              ++ map (k: "${k.id}:${k.path}") keyCredentials
+            )
+          );
 
           # The same sandbox as systemd/nix-serve.service; the reasons are
           # written there. NixOS's daemon socket is world-connectable, so no
@@ -197,6 +294,7 @@ in
           ProtectHostname = true;
           UMask = "0077";
           KeyringMode = "private";
+          StateDirectory = "nix-serve";
           RestrictNamespaces = true;
           RestrictRealtime = true;
           LockPersonality = true;
@@ -224,12 +322,12 @@ in
       systemd.sockets.nix-serve = {
         description = "nix-serve binary cache server (socket)";
         wantedBy = [ "sockets.target" ];
-        listenStreams = [ listenStream ];
+        listenStreams = cfg.listen;
         socketConfig = {
           Accept = false;
           NoDelay = true;
         }
-        // lib.optionalAttrs isWildcard { BindIPv6Only = "both"; };
+        // lib.optionalAttrs (any isPort cfg.listen) { BindIPv6Only = "both"; };
       };
 
       systemd.services.nix-serve = {

@@ -106,6 +106,17 @@ pub struct Cli {
     /// Default: 60s when socket-activated, never otherwise.
     #[arg(long = "idle-timeout", value_name = "DURATION")]
     pub idle_timeout: Option<String>,
+    /// Keep the metrics in this file (Prometheus text format), rewritten
+    /// every --metrics-interval and at exit; counts resume from it at start.
+    #[arg(long = "metrics-file", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// How often --metrics-file is rewritten while running (default 15s).
+    #[arg(long = "metrics-interval", value_name = "DURATION")]
+    pub metrics_interval: Option<String>,
+    /// Serve the metrics at GET /metrics (a scrape is a connection: it keeps
+    /// the server from its idle exit).
+    #[arg(long = "metrics-route")]
+    pub metrics_route: bool,
 
     // Accepted for compatibility, no effect here (one warning each).
     #[arg(long = "max-requests", value_name = "N", hide = true)]
@@ -170,6 +181,9 @@ pub struct Config {
     pub key_files: Vec<PathBuf>,
     /// `None`: never exit for idleness.
     pub idle_timeout: Option<Duration>,
+    pub metrics_file: Option<PathBuf>,
+    pub metrics_interval: Duration,
+    pub metrics_route: bool,
     /// Flags accepted for compatibility that do nothing here.
     pub ignored: Vec<&'static str>,
 }
@@ -180,6 +194,7 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_ACTIVATED_IDLE: Duration = Duration::from_secs(60);
 pub const DEFAULT_PORT: u16 = 5000;
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(15);
 
 impl Config {
     /// Resolves the parsed command line with the environment (`NIX_REMOTE`,
@@ -244,6 +259,11 @@ impl Config {
             Duration::ZERO
         };
         let idle = secs("--idle-timeout", &cli.idle_timeout, idle_default)?;
+        let metrics_interval = secs(
+            "--metrics-interval",
+            &cli.metrics_interval,
+            DEFAULT_METRICS_INTERVAL,
+        )?;
 
         let mut key_files = cli.sign_key_file.clone();
         if let Some(f) = env("NIX_SECRET_KEY_FILE").filter(|f| !f.is_empty()) {
@@ -274,6 +294,10 @@ impl Config {
             store_uri,
             key_files,
             idle_timeout: (!idle.is_zero()).then_some(idle),
+            metrics_file: cli.metrics_file.clone(),
+            // The main thread looks every 100 ms: no use asking for less.
+            metrics_interval: metrics_interval.max(Duration::from_millis(100)),
+            metrics_route: cli.metrics_route,
             ignored: ignored_flags(&cli),
         })
     }
@@ -376,6 +400,35 @@ mod tests {
         assert_eq!(c.idle_timeout, None);
         let c = resolve(&["--idle-timeout", "5min"], &[], false).unwrap();
         assert_eq!(c.idle_timeout, Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn metrics_flags() {
+        let c = resolve(&[], &[], true).unwrap();
+        assert_eq!(c.metrics_file, None);
+        assert_eq!(c.metrics_interval, DEFAULT_METRICS_INTERVAL);
+        assert!(!c.metrics_route);
+        let c = resolve(
+            &[
+                "--metrics-file",
+                "/var/lib/nix-serve/metrics.prom",
+                "--metrics-interval",
+                "1min",
+                "--metrics-route",
+            ],
+            &[],
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            c.metrics_file.as_deref(),
+            Some(std::path::Path::new("/var/lib/nix-serve/metrics.prom"))
+        );
+        assert_eq!(c.metrics_interval, Duration::from_secs(60));
+        assert!(c.metrics_route);
+        let c = resolve(&["--metrics-interval", "0"], &[], true).unwrap();
+        assert_eq!(c.metrics_interval, Duration::from_millis(100));
+        assert!(resolve(&["--metrics-interval", "soon"], &[], true).is_err());
     }
 
     #[test]

@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use nix_serve_sd::config::{Cli, Config, ListenSpec};
+use nix_serve_sd::exit::StartError;
 use nix_serve_sd::http::{Service, Worker};
 use nix_serve_sd::log;
+use nix_serve_sd::metrics::{Metrics, MetricsFile};
 use nix_serve_sd::nix::signing::SecretKey;
 use nix_serve_sd::server::{self, Limits, Listener, Server};
-use nix_serve_sd::store::{OpenStore, Opener};
+use nix_serve_sd::store::{uri, Counted, OpenStore, Opener};
 use nix_serve_sd::systemd::{self, Notifier};
 
 /// How long SIGTERM waits for requests in flight before exiting anyway
@@ -31,10 +33,7 @@ fn main() -> ExitCode {
     // First, before any thread exists: listenfd reads and clears LISTEN_FDS.
     let inherited = match systemd::take_inherited() {
         Ok(l) => l,
-        Err(e) => {
-            log::fatal(&e);
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(StartError::Other(e)),
     };
     let activated = !inherited.is_empty();
     let cli = Cli::parse();
@@ -42,26 +41,25 @@ fn main() -> ExitCode {
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     let config = match Config::resolve(cli, &env, activated, cores) {
         Ok(c) => c,
-        Err(e) => {
-            log::fatal(&e.to_string());
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(StartError::Config(e.to_string())),
     };
     if let Err(e) = log::init(
         log::under_systemd(&env, activated),
         config.error_log.as_deref(),
         config.access_log.as_deref(),
     ) {
-        log::fatal(&e);
-        return ExitCode::FAILURE;
+        return fail(StartError::Config(e));
     }
     match run(&config, inherited) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::fatal(&e);
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(e),
     }
+}
+
+/// One line saying why, and the status that tells systemd whether to retry.
+fn fail(e: StartError) -> ExitCode {
+    log::fatal(&e.to_string());
+    ExitCode::from(e.exit_code())
 }
 
 enum Exit {
@@ -69,7 +67,7 @@ enum Exit {
     Signal,
 }
 
-fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
+fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     let activated = !inherited.is_empty();
     for flag in &config.ignored {
         log::warn(&format!(
@@ -81,7 +79,9 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
     let keys = config
         .key_files
         .iter()
-        .map(|p| SecretKey::from_file(p).map_err(|e| format!("signing key: {e}")))
+        .map(|p| {
+            SecretKey::from_file(p).map_err(|e| StartError::Config(format!("signing key: {e}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     let mut unix_paths: Vec<PathBuf> = Vec::new();
@@ -94,7 +94,9 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
     } else {
         let mut all = Vec::new();
         for spec in &config.listen {
-            all.extend(server::bind(spec, config.backlog).map_err(|e| e.to_string())?);
+            all.extend(
+                server::bind(spec, config.backlog).map_err(|e| StartError::Other(e.to_string()))?,
+            );
             if let ListenSpec::Unix(p) = spec {
                 unix_paths.push(p.clone());
             }
@@ -106,27 +108,46 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
     // READY. Resolving checks once that the store answers; each worker then
     // opens its own connection on its first request.
     let env = |k: &str| std::env::var(k).ok();
-    // The store's errors name the store: no prefix needed.
-    let opener = Opener::resolve(&config.store_uri, &env).map_err(|e| e.to_string())?;
-    let open: Arc<dyn OpenStore> = Arc::new(opener.clone());
+    // The store's errors name the store: no prefix needed. A URI that does
+    // not parse is the configuration's fault; one that names a store not
+    // reachable now is worth another start.
+    uri::parse(&config.store_uri, &env).map_err(|e| StartError::Config(e.to_string()))?;
+    let opener =
+        Opener::resolve(&config.store_uri, &env).map_err(|e| StartError::Store(e.to_string()))?;
+    // Counting starts from where the last process left off.
+    let mut metrics_file =
+        (config.metrics_file.clone()).map(|p| MetricsFile::new(p, config.metrics_interval));
+    let metrics = Arc::new(
+        metrics_file
+            .as_ref()
+            .map_or_else(Metrics::default, MetricsFile::resume),
+    );
+    metrics.activation();
+    let open: Arc<dyn OpenStore> = Arc::new(Counted {
+        inner: Arc::new(opener.clone()),
+        metrics: metrics.clone(),
+    });
     let svc = Arc::new(Service {
         keys,
         priority: config.priority,
     });
     let workers = (0..config.workers)
-        .map(|_| Worker::new(svc.clone(), open.clone(), None))
+        .map(|_| {
+            Worker::new(svc.clone(), open.clone(), None)
+                .with_metrics(metrics.clone(), config.metrics_route)
+        })
         .collect();
 
     // Before the threads start, so a SIGTERM from now on drains cleanly.
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, term.clone())
-            .map_err(|e| format!("signal handler: {e}"))?;
+            .map_err(|e| StartError::Other(format!("signal handler: {e}")))?;
     }
 
     if let Some(p) = &config.pid_file {
         std::fs::write(p, format!("{}\n", std::process::id()))
-            .map_err(|e| format!("cannot write --pid {}: {e}", p.display()))?;
+            .map_err(|e| StartError::Config(format!("cannot write --pid {}: {e}", p.display())))?;
     }
 
     let limits = Limits {
@@ -135,8 +156,9 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
         write_timeout: config.write_timeout,
         keepalive: config.keepalive,
     };
-    let mut server = Server::start(listeners, workers, limits, log::access_enabled())
-        .map_err(|e| format!("cannot start: {e}"))?;
+    let access = log::access_enabled();
+    let mut server = Server::start(listeners, workers, limits, access, metrics.clone())
+        .map_err(|e| StartError::Other(format!("cannot start: {e}")))?;
 
     let notifier = Notifier::from_env(&env);
     let what = format!(
@@ -149,7 +171,19 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
     log::info(&what);
     notifier.ready(&what);
 
-    let exit = watch(&mut server, config, &notifier, &term);
+    if let Some(f) = &mut metrics_file {
+        f.write(&metrics);
+    }
+    let store = opener.describe();
+    let exit = watch(
+        &mut server,
+        config,
+        &notifier,
+        &term,
+        &store,
+        &mut metrics_file,
+        &metrics,
+    );
     // The drain bound counts from the moment the signal was seen.
     let deadline = Instant::now() + DRAIN_BOUND;
     let why = match exit {
@@ -164,11 +198,34 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), String> {
     for p in unix_paths.iter().chain(&config.pid_file) {
         let _ = std::fs::remove_file(p);
     }
+    if matches!(exit, Exit::Idle(_)) {
+        metrics.idle_exit();
+    }
+    if let Some(f) = &mut metrics_file {
+        f.write(&metrics);
+    }
+    let run = metrics.run_summary();
+    log::info(&format!(
+        "Exiting after {:.1}s: {} requests answered, {} bytes sent",
+        run.alive.as_secs_f64(),
+        run.requests,
+        run.bytes
+    ));
     Ok(())
 }
 
 /// The main thread's loop: signals, the watchdog, idleness, status lines.
-fn watch(server: &mut Server, config: &Config, notifier: &Notifier, term: &AtomicBool) -> Exit {
+/// `store` stays in every STATUS= line: `systemctl status` shows which
+/// backend `auto` settled on for as long as the process runs.
+fn watch(
+    server: &mut Server,
+    config: &Config,
+    notifier: &Notifier,
+    term: &AtomicBool,
+    store: &str,
+    metrics_file: &mut Option<MetricsFile>,
+    metrics: &Metrics,
+) -> Exit {
     let ping_every = notifier.watchdog_period();
     let mut next_ping = Instant::now();
     let mut next_status = Instant::now() + STATUS_EVERY;
@@ -196,11 +253,14 @@ fn watch(server: &mut Server, config: &Config, notifier: &Notifier, term: &Atomi
                 server.resume_accepting();
             }
         }
+        if let Some(f) = metrics_file {
+            f.tick(metrics, now);
+        }
         if now >= next_status {
             let counts = server.activity().counts();
             if counts != last_counts {
                 notifier.status(&format!(
-                    "Serving: {} open connection(s), {} requests answered so far",
+                    "Serving store {store}: {} open connection(s), {} requests answered so far",
                     counts.0, counts.1
                 ));
                 last_counts = counts;

@@ -540,3 +540,28 @@ fn a_close_with_unread_pipelined_bytes_still_delivers_the_reply() {
         rest.len()
     );
 }
+
+/// SIGTERM right after clients connected but before they sent their
+/// request (a `systemctl restart` under load): each is still answered. A
+/// connection that never carried a request is not an idle keep-alive one.
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn sigterm_answers_connections_accepted_before_their_request() {
+    let fx = Fixtures::load();
+    let (server, addr) = serve(&["--workers", "1"]);
+    let hash = hash_of(&fx, "dep-top");
+    let mut conns: Vec<TcpStream> = (0..20).map(|_| connect(addr)).collect();
+    thread::sleep(Duration::from_millis(200));
+    kill_term(&server);
+    thread::sleep(Duration::from_millis(200));
+    for (i, s) in conns.iter_mut().enumerate() {
+        s.write_all(format!("GET /{hash}.narinfo HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let (status, head, _) = read_one(s);
+        assert_eq!(status, 200, "connection {i}");
+        assert!(head.contains("Connection: close"), "{head}");
+    }
+    let mut server = server;
+    let st = responder_common::wait_exit(&mut server.child, Duration::from_secs(40));
+    assert!(st.expect("exits after SIGTERM").success());
+}

@@ -100,6 +100,10 @@ fn show(eval: &Value) {
     eprintln!("{line}");
 }
 
+/// Where the module keeps the metrics: its StateDirectory= (README
+/// "Operating it").
+const METRICS: &str = "--metrics-file /var/lib/nix-serve/metrics.prom";
+
 #[test]
 #[ignore = "needs real Nix: run scripts/test"]
 fn default_configuration_listens_on_ipv4_and_ipv6_through_a_socket() {
@@ -112,7 +116,7 @@ fn default_configuration_listens_on_ipv4_and_ipv6_through_a_socket() {
     assert_eq!(eval["socket"]["socketConfig"]["BindIPv6Only"], "both");
     assert_eq!(
         service_config(&eval, "ExecStart"),
-        format!("{FAKE_SD}/bin/nix-serve --idle-timeout 60s").as_str()
+        format!("{FAKE_SD}/bin/nix-serve --idle-timeout 60s {METRICS}").as_str()
     );
     // No key configured: no credential and no variable pointing at one.
     assert_eq!(service_config(&eval, "LoadCredential"), "");
@@ -121,6 +125,7 @@ fn default_configuration_listens_on_ipv4_and_ipv6_through_a_socket() {
         None
     );
     assert!(strings(&eval["firewall"]).is_empty());
+    assert_eq!(service_config(&eval, "StateDirectory"), "nix-serve");
 }
 
 #[test]
@@ -148,7 +153,8 @@ fn key_port_bind_address_and_extra_params_are_honoured() {
     assert_eq!(eval["socket"]["socketConfig"].get("BindIPv6Only"), None);
     assert_eq!(
         service_config(&eval, "ExecStart"),
-        format!("{FAKE_SD}/bin/nix-serve --idle-timeout 60s --workers 4 --priority 40").as_str()
+        format!("{FAKE_SD}/bin/nix-serve --idle-timeout 60s {METRICS} --workers 4 --priority 40")
+            .as_str()
     );
     // Upstream's credential, read through the variable nix-serve reads.
     assert_eq!(
@@ -176,7 +182,7 @@ fn ipv6_bind_address_priority_and_idle_timeout() {
     assert_eq!(strings(&eval["socket"]["listenStreams"]), ["[::1]:5000"]);
     assert_eq!(
         service_config(&eval, "ExecStart"),
-        format!("{FAKE_SD}/bin/nix-serve --idle-timeout 0s --priority 50").as_str()
+        format!("{FAKE_SD}/bin/nix-serve --idle-timeout 0s {METRICS} --priority 50").as_str()
     );
 }
 
@@ -205,7 +211,8 @@ fn without_socket_activation_the_server_binds_every_address_itself() {
     // ":PORT" is every IPv4 and IPv6 address; "%" stays literal as in a shell.
     assert_eq!(
         service_config(&eval, "ExecStart"),
-        format!("{FAKE_SD}/bin/nix-serve --listen :5000 --access-log /var/log/%%h").as_str()
+        format!("{FAKE_SD}/bin/nix-serve --listen :5000 {METRICS} --access-log /var/log/%%h")
+            .as_str()
     );
 }
 
@@ -257,6 +264,116 @@ fn a_host_name_cannot_be_a_socket_address() {
     let failed = strings(&eval["failedAssertions"]);
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].contains("cache.example.org"), "{}", failed[0]);
+}
+
+/// Upstream sets NIX_REMOTE=daemon, which would always take the slower
+/// daemon path; the module's `store` (default auto) replaces it, and the
+/// failure policy is the shipped unit's.
+#[test]
+#[ignore = "needs real Nix: run scripts/test"]
+fn store_defaults_to_auto_and_failures_are_not_retried_for_ever() {
+    let Some(inputs) = inputs() else { return };
+    let eval = eval_module(&inputs, "{ services.nix-serve.enable = true; }");
+    assert_no_failed_assertions(&eval);
+    assert_eq!(eval["service"]["environment"]["NIX_REMOTE"], "auto");
+    assert_eq!(service_config(&eval, "RestartSec"), "1s");
+    assert_eq!(
+        service_config(&eval, "RestartPreventExitStatus"),
+        "2 78 203 216 243"
+    );
+    assert_eq!(eval["service"]["unitConfig"]["StartLimitBurst"], 10);
+    assert_eq!(
+        eval["service"]["unitConfig"]["StartLimitIntervalSec"],
+        "30s"
+    );
+
+    let eval = eval_module(
+        &inputs,
+        r#"{ services.nix-serve = { enable = true; store = "daemon"; }; }"#,
+    );
+    assert_eq!(eval["service"]["environment"]["NIX_REMOTE"], "daemon");
+}
+
+/// Every key of `signKeyPaths` is a credential of its own and a
+/// `--sign-key-file` under %d; upstream's `secretKeyFile` stays one of them.
+#[test]
+#[ignore = "needs real Nix: run scripts/test"]
+fn sign_key_paths_are_credentials() {
+    let Some(inputs) = inputs() else { return };
+    let eval = eval_module(
+        &inputs,
+        r#"{ services.nix-serve = {
+              enable = true;
+              secretKeyFile = "/etc/nix/cache.key";
+              signKeyPaths = [ "/run/keys/a.key" "/run/keys/b.key" ];
+            }; }"#,
+    );
+    show(&eval);
+    assert_no_failed_assertions(&eval);
+    assert_eq!(
+        strings(service_config(&eval, "LoadCredential")),
+        [
+            "NIX_SECRET_KEY_FILE:/etc/nix/cache.key",
+            "nix-serve-sign-key-0:/run/keys/a.key",
+            "nix-serve-sign-key-1:/run/keys/b.key"
+        ]
+    );
+    assert_eq!(
+        service_config(&eval, "ExecStart"),
+        format!(
+            "{FAKE_SD}/bin/nix-serve --idle-timeout 60s {METRICS} \
+             --sign-key-file %d/nix-serve-sign-key-0 --sign-key-file %d/nix-serve-sign-key-1"
+        )
+        .as_str()
+    );
+    assert_eq!(
+        eval["service"]["environment"]["NIX_SECRET_KEY_FILE"],
+        "%d/NIX_SECRET_KEY_FILE"
+    );
+}
+
+/// `listen` takes Unix socket paths next to addresses: the socket's
+/// ListenStream= lines, or the server's own --listen flags.
+#[test]
+#[ignore = "needs real Nix: run scripts/test"]
+fn listen_takes_unix_socket_paths_and_addresses() {
+    let Some(inputs) = inputs() else { return };
+    let listen = r#"[ "/run/nix-serve/http.sock" "[::1]:5000" "8080" ]"#;
+    let eval = eval_module(
+        &inputs,
+        &format!("{{ services.nix-serve = {{ enable = true; listen = {listen}; }}; }}"),
+    );
+    show(&eval);
+    assert_no_failed_assertions(&eval);
+    assert_socket_activated(&eval);
+    assert_eq!(
+        strings(&eval["socket"]["listenStreams"]),
+        ["/run/nix-serve/http.sock", "[::1]:5000", "8080"]
+    );
+    assert_eq!(eval["socket"]["socketConfig"]["BindIPv6Only"], "both");
+
+    let eval = eval_module(
+        &inputs,
+        &format!(
+            "{{ services.nix-serve = {{ enable = true; socketActivation = false; listen = {listen}; }}; }}"
+        ),
+    );
+    assert_no_failed_assertions(&eval);
+    assert_eq!(
+        service_config(&eval, "ExecStart"),
+        format!(
+            "{FAKE_SD}/bin/nix-serve --listen /run/nix-serve/http.sock --listen [::1]:5000 --listen :8080 {METRICS}"
+        )
+        .as_str()
+    );
+
+    let eval = eval_module(
+        &inputs,
+        r#"{ services.nix-serve = { enable = true; listen = [ "cache.example.org:80" ]; }; }"#,
+    );
+    let failed = strings(&eval["failedAssertions"]);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("cache.example.org:80"), "{}", failed[0]);
 }
 
 /// Our overrides of upstream's values sit at priority 90, so a user's

@@ -191,3 +191,31 @@ fn exposure_line_is_parsed() {
     assert_eq!(exposure(sample), Some(0.4));
     assert_eq!(exposure("no such line"), None);
 }
+
+/// The statuses the server exits with (src/exit.rs) and the ones the unit
+/// refuses to restart on must agree: a configuration error restarted every
+/// second would keep the socket accepting and its clients waiting.
+#[test]
+fn restart_policy_matches_the_exit_statuses() {
+    use nix_serve_sd::exit::StartError;
+    let unit = fs::read_to_string(repo().join("systemd/nix-serve.service")).expect("read unit");
+    let value = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+            .flat_map(|v| v.split_whitespace().map(str::to_owned))
+            .collect()
+    };
+    let prevent = value("RestartPreventExitStatus");
+    for code in ["2".to_owned(), StartError::CONFIG.to_string()] {
+        assert!(
+            prevent.contains(&code),
+            "RestartPreventExitStatus= lacks {code}: {prevent:?}"
+        );
+    }
+    assert!(
+        !prevent.contains(&StartError::STORE.to_string()),
+        "the store's status is transient and must be restarted: {prevent:?}"
+    );
+    assert_eq!(value("Restart"), ["on-failure"]);
+    assert!(!value("StartLimitBurst").is_empty(), "no StartLimitBurst=");
+}

@@ -4,6 +4,7 @@
 //! hands each to a [`Worker`] and writes what it answers.
 
 pub mod cache_info;
+pub mod metrics;
 pub mod nar;
 pub mod narinfo;
 pub mod range;
@@ -12,15 +13,17 @@ pub mod response;
 pub mod routes;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::log;
+use crate::metrics::Metrics;
 use crate::nix::sig_cache::SigCache;
 use crate::nix::signing::SecretKey;
 use crate::store::{OpenStore, Store, StoreSlot};
 
 use request::{Head, Method};
 use response::{HandlerError, Response};
-use routes::Route;
+use routes::{Route, RouteError};
 
 /// What every worker shares, read-only: keys loaded once at start-up.
 pub struct Service {
@@ -34,6 +37,8 @@ pub struct Worker {
     svc: Arc<Service>,
     store: StoreSlot,
     sigs: SigCache,
+    /// Where store look-up latency goes; with `true`, `/metrics` serves it.
+    metrics: Option<(Arc<Metrics>, bool)>,
 }
 
 impl Worker {
@@ -44,7 +49,15 @@ impl Worker {
             svc,
             store: StoreSlot::new(open, conn),
             sigs: SigCache::default(),
+            metrics: None,
         }
+    }
+
+    /// Records store look-up latency in `metrics`, and serves them at
+    /// `/metrics` when `route` (`--metrics-route`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>, route: bool) -> Self {
+        self.metrics = Some((metrics, route));
+        self
     }
 
     /// Answers one request. Errors become their status here; the detail
@@ -70,9 +83,18 @@ impl Worker {
     /// Routes one request and runs its handler. The route is checked before
     /// the store is touched, so bad requests get their 4xx even when it is down.
     fn handle(&mut self, head: &Head) -> Result<Response, HandlerError> {
+        if let Some((m, true)) = &self.metrics {
+            if routes::label(&head.target) == "metrics" {
+                if !matches!(head.method, Method::Get | Method::Head) {
+                    return Err(HandlerError::Route(RouteError::Method));
+                }
+                return Ok(metrics::handle(m));
+            }
+        }
         let route = routes::parse(&head.method, &head.target).map_err(HandlerError::Route)?;
         let store = self.store.get()?;
-        match route {
+        let started = Instant::now();
+        let answer = match route {
             Route::NarInfo(hash) => narinfo::handle(store, &self.svc.keys, &mut self.sigs, &hash),
             Route::Nar { hash, nar_hash } => nar::handle(
                 store,
@@ -84,6 +106,10 @@ impl Worker {
                 },
             ),
             Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), self.svc.priority)),
+        };
+        if let Some((m, _)) = &self.metrics {
+            m.store_lookup(started.elapsed());
         }
+        answer
     }
 }

@@ -128,6 +128,34 @@ fn parse_nar_hash(s: &str) -> Result<Sha256, RouteError> {
     Sha256::parse_bare(s).map_err(|_| RouteError::BadRequest("Invalid NAR hash.\n"))
 }
 
+/// The route a raw target names, for metrics labels: cheap, and never
+/// more than these few values, whatever a client sends (a label per target
+/// would let clients grow the metrics without bound). Validates nothing.
+pub fn label(target: &str) -> &'static str {
+    let path = match target.find("://") {
+        Some(i) => target[i + 3..]
+            .find('/')
+            .map_or("/", |j| &target[i + 3 + j..]),
+        None => target,
+    };
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    if path.ends_with(".narinfo") {
+        "narinfo"
+    } else if path.starts_with("/nar/") {
+        "nar"
+    } else if path == "/nix-cache-info" {
+        "nix-cache-info"
+    } else if path.ends_with(".ls") {
+        "ls"
+    } else if path.starts_with("/log/") {
+        "log"
+    } else if path == "/metrics" {
+        "metrics"
+    } else {
+        "other"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +255,28 @@ mod tests {
                 parse(&Method::Other(m.into()), "/nix-cache-info"),
                 Err(RouteError::Method)
             );
+        }
+    }
+
+    #[test]
+    fn labels() {
+        let table = [
+            (format!("/{H}.narinfo"), "narinfo"),
+            (format!("http://c.example/{H}.narinfo?x"), "narinfo"),
+            ("/nar/abc.nar".into(), "nar"),
+            (format!("/nar/{N}.nar?hash={H}"), "nar"),
+            ("/nix-cache-info".into(), "nix-cache-info"),
+            (format!("/{H}.ls"), "ls"),
+            (format!("/log/{H}-hello.drv"), "log"),
+            ("/metrics".into(), "metrics"),
+            ("/metrics?name[]=x".into(), "metrics"),
+            ("/metrics/x".into(), "other"),
+            ("/".into(), "other"),
+            ("-".into(), "other"),
+            ("http://c.example".into(), "other"),
+        ];
+        for (target, want) in table {
+            assert_eq!(label(&target), want, "{target}");
         }
     }
 }

@@ -13,11 +13,14 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::http::request::{self, Head, Method, Parsed, RequestError};
 use crate::http::response::{self, Body, Framing, HandlerError, Response};
+use crate::http::routes;
 use crate::log;
+use crate::metrics::Metrics;
 use crate::nix::nar::{NarReader, Segment};
 
 use super::pool::{ConnId, Job, Pool};
@@ -148,6 +151,8 @@ struct Exchange {
     minor: u8,
     user_agent: Option<String>,
     status: u16,
+    /// When the reply started to go out.
+    started: Instant,
 }
 
 pub(super) struct Conn {
@@ -179,10 +184,17 @@ pub(super) struct Conn {
     window_sent: u64,
     linger_until: Instant,
     linger_left: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Conn {
-    pub fn new(sock: Sock, peer: String, generation: u64, now: Instant) -> Conn {
+    pub fn new(
+        sock: Sock,
+        peer: String,
+        generation: u64,
+        now: Instant,
+        metrics: Arc<Metrics>,
+    ) -> Conn {
         Conn {
             generation,
             sock,
@@ -204,13 +216,16 @@ impl Conn {
             window_sent: 0,
             linger_until: now,
             linger_left: 0,
+            metrics,
         }
     }
 
-    /// Whether it waits for a request with nothing of one received: what
-    /// draining may close at once.
+    /// Whether it is a kept-alive connection waiting for its next request
+    /// with nothing of one received: what draining may close at once. A
+    /// connection that has not sent its first request yet is not idle: its
+    /// client connected to be served.
     pub fn is_idle(&self) -> bool {
-        self.state == State::Head && self.inbuf.is_empty()
+        self.state == State::Head && self.inbuf.is_empty() && self.answered
     }
 
     /// Moves the connection on as far as it can go without blocking.
@@ -267,10 +282,13 @@ impl Conn {
                 Ok(_) => {
                     self.head_started.get_or_insert(cx.now);
                 }
-                // Draining: a connection with nothing of a request received
-                // is closed; one that sent a head gets its reply.
+                // Draining: a kept-alive connection waiting for its next
+                // request is closed (a client retries a request that races
+                // such a close); a new one still gets its first request
+                // answered, within the read timeout, and one that sent part
+                // of a head gets the rest of its time.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    let done = cx.draining && self.inbuf.is_empty();
+                    let done = cx.draining && self.is_idle();
                     return Some(if done { Life::Closed } else { Life::Wait });
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -293,6 +311,7 @@ impl Conn {
             minor: 1,
             user_agent: None,
             status: resp.status,
+            started: cx.now,
         };
         self.start_reply(resp, exchange, false, false, cx);
     }
@@ -306,6 +325,7 @@ impl Conn {
             minor: head.minor,
             user_agent: head.user_agent.clone(),
             status: response.status,
+            started: cx.now,
         };
         let head_only = head.method == Method::Head;
         self.start_reply(response, exchange, keep, head_only, cx);
@@ -559,6 +579,7 @@ impl Conn {
     /// `None` when driving goes on.
     fn finish(&mut self, cx: &Ctx<'_>) -> Option<Life> {
         if let Some(x) = self.exchange.take() {
+            self.record(&x);
             if cx.access_log {
                 let body = self.written.saturating_sub(self.head_len);
                 log::access(&access_line(&self.peer, &x, body));
@@ -636,11 +657,20 @@ impl Conn {
     fn log_cut(&mut self) {
         self.pending = Pending::None;
         if let Some(x) = self.exchange.take() {
+            self.record(&x);
             if log::access_enabled() {
                 let body = self.written.saturating_sub(self.head_len);
                 log::access(&access_line(&self.peer, &x, body));
             }
         }
+    }
+
+    /// Counts a reply, whole or cut, in the metrics.
+    fn record(&self, x: &Exchange) {
+        let route = routes::label(&x.target);
+        let nar_body = route == "nar" && x.method == Method::Get && x.status < 300;
+        let took = nar_body.then(|| x.started.elapsed());
+        self.metrics.reply(route, x.status, self.written, took);
     }
 
     /// The deadline check, run by the loop every tick: `Closed` when the

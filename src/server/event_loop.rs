@@ -12,6 +12,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::http::response;
 use crate::log;
+use crate::metrics::Metrics;
 
 use super::conn::{Conn, Ctx, Life, Sock, State};
 use super::listen::Listener;
@@ -90,6 +91,7 @@ pub(super) struct EventLoop {
     done: Receiver<Done>,
     ctl: Receiver<Ctl>,
     activity: Arc<Activity>,
+    metrics: Arc<Metrics>,
     settings: Settings,
     drain_deadline: Option<Instant>,
     /// Connections that used their turn and can go on at once.
@@ -119,6 +121,7 @@ impl EventLoop {
         pool: Pool,
         channels: Channels,
         activity: Arc<Activity>,
+        metrics: Arc<Metrics>,
         settings: Settings,
     ) -> io::Result<EventLoop> {
         let listeners = listeners
@@ -138,6 +141,7 @@ impl EventLoop {
             done: channels.done,
             ctl: channels.ctl,
             activity,
+            metrics,
             settings,
             drain_deadline: None,
             again: Vec::new(),
@@ -274,6 +278,7 @@ impl EventLoop {
                     Sock::Unix(s) => std::io::Write::write(&mut &*s, BUSY),
                 };
                 self.activity.refused();
+                self.metrics.connection_refused();
                 continue;
             }
             let index = match self.free.pop() {
@@ -294,7 +299,10 @@ impl EventLoop {
                 continue;
             }
             self.generation += 1;
-            self.conns[index] = Some(Conn::new(sock, peer, self.generation, Instant::now()));
+            let metrics = self.metrics.clone();
+            let conn = Conn::new(sock, peer, self.generation, Instant::now(), metrics);
+            self.conns[index] = Some(conn);
+            self.metrics.connection_accepted();
             self.open += 1;
             // Counted before the next look at the orders: see StopAccepting.
             self.activity.opened();

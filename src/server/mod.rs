@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::Worker;
 use crate::log;
+use crate::metrics::Metrics;
 
 pub use conn::MIN_RATE;
 use event_loop::{Channels, Ctl, EventLoop, Settings, WAKER};
@@ -118,12 +119,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the event loop on `listeners` and one thread per worker.
+    /// Starts the event loop on `listeners` and one thread per worker;
+    /// connections and replies are counted in `metrics`.
     pub fn start(
         listeners: Vec<Listener>,
         workers: Vec<Worker>,
         limits: Limits,
         access_log: bool,
+        metrics: Arc<Metrics>,
     ) -> io::Result<Server> {
         let described = listeners
             .iter()
@@ -152,6 +155,7 @@ impl Server {
                 ctl: ctl_rx,
             },
             activity.clone(),
+            metrics,
             Settings {
                 limits,
                 access_log,

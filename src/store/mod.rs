@@ -18,7 +18,7 @@ pub mod slot;
 pub mod uri;
 pub mod wire;
 
-pub use slot::{OpenStore, StoreSlot};
+pub use slot::{Counted, OpenStore, StoreSlot};
 pub use uri::Opener;
 
 /// What can go wrong asking the store. The HTTP layer maps each variant to a

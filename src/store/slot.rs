@@ -5,12 +5,29 @@
 
 use std::sync::Arc;
 
+use crate::metrics::Metrics;
+
 use super::{Store, StoreError};
 
 /// What makes store connections: the resolved `--store` ([`super::Opener`]),
 /// or a test's wrapper around it that counts or refuses connections.
 pub trait OpenStore: Send + Sync {
     fn open(&self) -> Result<Box<dyn Store>, StoreError>;
+}
+
+/// Counts in `metrics` every store connection `inner` opens: a number
+/// rising faster than one per worker and activation is reconnects.
+pub struct Counted {
+    pub inner: Arc<dyn OpenStore>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl OpenStore for Counted {
+    fn open(&self) -> Result<Box<dyn Store>, StoreError> {
+        let conn = self.inner.open()?;
+        self.metrics.store_connection_opened();
+        Ok(conn)
+    }
 }
 
 /// A worker's own connection; no lock on the hot path.

@@ -4,7 +4,9 @@
 //! [`parse`] is pure (URI plus an injected environment → [`Target`]);
 //! [`Opener::resolve`] then probes the target once and settles on a backend.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -245,6 +247,26 @@ enum Backend {
 pub struct Opener {
     backend: Backend,
     daemon_timeout: Duration,
+    /// The local backend's probe connection, kept open for as long as any
+    /// clone of the opener lives. SQLite deletes a WAL database's -wal and
+    /// -shm files when its last connection closes, and a reader that may not
+    /// write the db directory (a `DynamicUser=` service) cannot make them
+    /// again: every later query would fail until some writer opened the
+    /// database. An open WAL connection keeps a shared lock on the database
+    /// file, which stops the last writer from removing them (§8).
+    _keep_open: Option<KeepOpen>,
+}
+
+/// The probe's connection, shared by the opener's clones.
+#[derive(Clone)]
+struct KeepOpen {
+    _conn: Arc<Mutex<LocalStore>>,
+}
+
+impl fmt::Debug for KeepOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeepOpen")
+    }
 }
 
 impl Opener {
@@ -263,18 +285,31 @@ impl Opener {
     ) -> Result<Self, StoreError> {
         let target = parse(uri, env).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let shown = if uri.is_empty() { "auto" } else { uri };
+        let mut probed = None;
         let backend = decide(
             shown,
             target,
-            &mut |loc| LocalStore::open(loc.clone())?.check(),
+            &mut |loc| {
+                let mut store = LocalStore::open(loc.clone())?;
+                store.check()?;
+                probed = Some(store);
+                Ok(())
+            },
             &mut |socket, dir| {
                 DaemonStore::new(socket.to_owned(), dir.clone(), daemon_timeout).check()
             },
             &mut note,
         )?;
+        let keep_open = match backend {
+            Backend::Local(_) => probed.map(|s| KeepOpen {
+                _conn: Arc::new(Mutex::new(s)),
+            }),
+            Backend::Daemon { .. } => None,
+        };
         Ok(Opener {
             backend,
             daemon_timeout,
+            _keep_open: keep_open,
         })
     }
 

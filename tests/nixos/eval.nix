@@ -58,6 +58,7 @@ in
           after
           environment
           script
+          unitConfig
           serviceConfig
           ;
       };

@@ -75,7 +75,14 @@ pub fn start(opener: Opener, workers: usize, keys: Vec<SecretKey>, limits: Limit
         .collect();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = Server::start(vec![Listener::Tcp(listener)], workers, limits, false).unwrap();
+    let server = Server::start(
+        vec![Listener::Tcp(listener)],
+        workers,
+        limits,
+        false,
+        Default::default(),
+    )
+    .unwrap();
     Harness {
         addr,
         server: Some(server),

@@ -1,0 +1,16 @@
+//! `/metrics`, only with `--metrics-route`: the registry in the Prometheus
+//! text format (README "Operating it"). Never cached: each scrape must see
+//! the counts of now.
+
+use crate::metrics::{Metrics, CONTENT_TYPE};
+
+use super::response::{Body, Response, CACHE_NONE};
+
+pub fn handle(metrics: &Metrics) -> Response {
+    Response::new(
+        200,
+        CONTENT_TYPE,
+        CACHE_NONE,
+        Body::Bytes(metrics.render().into_bytes()),
+    )
+}

@@ -1,0 +1,604 @@
+//! What the server counts, in the Prometheus text exposition format, and the
+//! `--metrics-file` that carries the counts from one process to the next.
+//!
+//! A socket-activated server exits when idle, so its counters would restart
+//! at every activation. Instead each process starts from the values in the
+//! file the previous one left (README "Operating it"): the counters keep
+//! rising, and only deleting the file resets them. The file is ours alone:
+//! it starts with [`MARKER`], and anything else found there (corrupt,
+//! foreign) is replaced, never a reason to refuse to start.
+//!
+//! One lock for everything: most updates come from the event-loop thread,
+//! the rest (store look-up latency, store connections) from the workers,
+//! and each holds it for a few map operations.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{self, Write as _};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The first line of every file we write; Prometheus reads it as a comment.
+pub const MARKER: &str = "# nix-serve-sd metrics 1";
+/// The last line: a file cut short (a full disk) is not taken for whole.
+const END: &str = "# end of nix-serve-sd metrics\n";
+/// `Content-Type` of the exposition format (`GET /metrics`).
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Store look-up latency buckets, in seconds: a narinfo from SQLite takes
+/// well under a millisecond, one through a busy daemon tens of them.
+const LOOKUP_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// NAR stream duration buckets, in seconds: from a small file on loopback
+/// to a large closure over a slow link.
+const NAR_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+];
+
+const REQUESTS: &str = "nix_serve_requests_total";
+const SENT: &str = "nix_serve_sent_bytes_total";
+const LOOKUP: &str = "nix_serve_store_lookup_seconds";
+const NAR_STREAM: &str = "nix_serve_nar_stream_seconds";
+const ACCEPTED: &str = "nix_serve_connections_accepted_total";
+const REFUSED: &str = "nix_serve_connections_refused_total";
+const ACTIVATIONS: &str = "nix_serve_activations_total";
+const IDLE_EXITS: &str = "nix_serve_idle_exits_total";
+const STORE_OPENS: &str = "nix_serve_store_connections_opened_total";
+
+/// Why the values in a metrics file were not carried over.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read it: {0}")]
+    Read(#[source] io::Error),
+    #[error("it was not written by nix-serve-sd (no {MARKER:?} first line)")]
+    Foreign,
+    #[error("line {line} is corrupt: {why}")]
+    Corrupt { line: usize, why: &'static str },
+}
+
+/// A histogram with fixed buckets: per-bucket counts (the last one is
+/// `+Inf`), exposed cumulatively.
+#[derive(Clone, Debug, PartialEq)]
+struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+        }
+    }
+
+    fn observe(&mut self, seconds: f64) {
+        let i = self.bounds.partition_point(|&b| b < seconds);
+        self.counts[i] += 1;
+        self.sum += seconds;
+    }
+
+    fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+type RouteKey = Cow<'static, str>;
+
+#[derive(Clone, Debug, PartialEq)]
+struct Values {
+    requests: BTreeMap<(RouteKey, u16), u64>,
+    sent: BTreeMap<RouteKey, u64>,
+    lookup: Histogram,
+    nar_stream: Histogram,
+    accepted: u64,
+    refused: u64,
+    activations: u64,
+    idle_exits: u64,
+    store_opens: u64,
+}
+
+impl Default for Values {
+    fn default() -> Self {
+        Values {
+            requests: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            lookup: Histogram::new(LOOKUP_BUCKETS),
+            nar_stream: Histogram::new(NAR_BUCKETS),
+            accepted: 0,
+            refused: 0,
+            activations: 0,
+            idle_exits: 0,
+            store_opens: 0,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    values: Values,
+    /// This process alone, for the line logged at exit.
+    run_requests: u64,
+    run_sent: u64,
+}
+
+/// The registry. Shared as `Arc<Metrics>` by the event loop, the workers
+/// and the main thread.
+pub struct Metrics {
+    started: Instant,
+    state: Mutex<State>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::from_values(Values::default())
+    }
+}
+
+/// What this process did, for its exit line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunSummary {
+    pub requests: u64,
+    pub bytes: u64,
+    pub alive: Duration,
+}
+
+impl Metrics {
+    fn from_values(values: Values) -> Metrics {
+        Metrics {
+            started: Instant::now(),
+            state: Mutex::new(State {
+                values,
+                ..State::default()
+            }),
+        }
+    }
+
+    /// Starts from the values in the file at `path`; from zero when there
+    /// is none. The error says why a file that exists was not used: it is
+    /// then replaced at the next write.
+    pub fn resume(path: &Path) -> (Metrics, Option<LoadError>) {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return (Metrics::default(), None),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return (
+                    Metrics::default(),
+                    Some(LoadError::Corrupt {
+                        line: 0,
+                        why: "not UTF-8",
+                    }),
+                )
+            }
+            Err(e) => return (Metrics::default(), Some(LoadError::Read(e))),
+        };
+        match parse(&text) {
+            Ok(v) => (Metrics::from_values(v), None),
+            Err(e) => (Metrics::default(), Some(e)),
+        }
+    }
+
+    fn with(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// A reply finished (or was cut): `bytes` written for it, head
+    /// included; `nar_stream` how long a NAR body took to send.
+    pub fn reply(
+        &self,
+        route: &'static str,
+        status: u16,
+        bytes: u64,
+        nar_stream: Option<Duration>,
+    ) {
+        self.with(|s| {
+            let v = &mut s.values;
+            match v.requests.get_mut(&(Cow::Borrowed(route), status)) {
+                Some(n) => *n += 1,
+                None => {
+                    v.requests.insert((Cow::Borrowed(route), status), 1);
+                }
+            }
+            *v.sent.entry(Cow::Borrowed(route)).or_default() += bytes;
+            if let Some(d) = nar_stream {
+                v.nar_stream.observe(d.as_secs_f64());
+            }
+            s.run_requests += 1;
+            s.run_sent += bytes;
+        });
+    }
+
+    /// How long a worker took to answer a request from the store.
+    pub fn store_lookup(&self, took: Duration) {
+        self.with(|s| s.values.lookup.observe(took.as_secs_f64()));
+    }
+
+    pub fn connection_accepted(&self) {
+        self.with(|s| s.values.accepted += 1);
+    }
+
+    pub fn connection_refused(&self) {
+        self.with(|s| s.values.refused += 1);
+    }
+
+    /// This process started.
+    pub fn activation(&self) {
+        self.with(|s| s.values.activations += 1);
+    }
+
+    pub fn idle_exit(&self) {
+        self.with(|s| s.values.idle_exits += 1);
+    }
+
+    pub fn store_connection_opened(&self) {
+        self.with(|s| s.values.store_opens += 1);
+    }
+
+    pub fn run_summary(&self) -> RunSummary {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        RunSummary {
+            requests: s.run_requests,
+            bytes: s.run_sent,
+            alive: self.started.elapsed(),
+        }
+    }
+
+    /// The Prometheus text exposition format, [`MARKER`] first.
+    pub fn render(&self) -> String {
+        let values = self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values
+            .clone();
+        render(&values)
+    }
+
+    /// Writes [`Metrics::render`] to `path` atomically: a reader (the
+    /// textfile collector) sees the old file or the new one, never a part.
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        let text = self.render();
+        let tmp = temp_path(path);
+        let written = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            // For the collector, whatever the service's UMask=: counts are
+            // not secrets.
+            f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+            f.write_all(text.as_bytes())?;
+            // On disk before it takes the name: a crash right after the
+            // rename must not leave an empty file there.
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+}
+
+/// `--metrics-file`: where, how often, and whether the last write failed
+/// (one warning per run of failures, not one every interval).
+pub struct MetricsFile {
+    path: PathBuf,
+    every: Duration,
+    next: Instant,
+    failing: bool,
+}
+
+impl MetricsFile {
+    pub fn new(path: PathBuf, every: Duration) -> MetricsFile {
+        MetricsFile {
+            path,
+            every,
+            next: Instant::now() + every,
+            failing: false,
+        }
+    }
+
+    /// The registry, starting from the file's values. A file that cannot
+    /// be used costs one warning and is replaced at the first write.
+    pub fn resume(&self) -> Metrics {
+        let (metrics, error) = Metrics::resume(&self.path);
+        if let Some(e) = error {
+            crate::log::warn(&format!(
+                "--metrics-file {}: {e}; it will be replaced and the counts start from zero",
+                self.path.display()
+            ));
+        }
+        metrics
+    }
+
+    /// Writes when the interval is up.
+    pub fn tick(&mut self, metrics: &Metrics, now: Instant) {
+        if now >= self.next {
+            self.write(metrics);
+            self.next = now + self.every;
+        }
+    }
+
+    pub fn write(&mut self, metrics: &Metrics) {
+        match metrics.save(&self.path) {
+            Ok(()) => self.failing = false,
+            Err(e) if !self.failing => {
+                crate::log::warn(&format!(
+                    "cannot write --metrics-file {}: {e}",
+                    self.path.display()
+                ));
+                self.failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// `.NAME.PID.tmp` beside `path`: the same file system, so the rename is
+/// atomic, and a name the textfile collector (`*.prom`) never reads.
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(|| "metrics".into(), |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    family(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+    family(out, name, "histogram", help);
+    let mut cumulative = 0;
+    for (i, n) in h.counts.iter().enumerate() {
+        cumulative += n;
+        match h.bounds.get(i) {
+            Some(b) => {
+                let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+            }
+            None => {
+                let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+            }
+        }
+    }
+    let _ = writeln!(out, "{name}_sum {}", h.sum);
+    let _ = writeln!(out, "{name}_count {}", h.count());
+}
+
+fn render(v: &Values) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{MARKER}: counters start from this file's values at each start; delete it to reset them"
+    );
+    family(
+        &mut out,
+        REQUESTS,
+        "counter",
+        "Requests answered, by route and status.",
+    );
+    for ((route, status), n) in &v.requests {
+        let _ = writeln!(
+            out,
+            "{REQUESTS}{{route=\"{route}\",status=\"{status}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        SENT,
+        "counter",
+        "Bytes written to clients, response heads included, by route.",
+    );
+    for (route, n) in &v.sent {
+        let _ = writeln!(out, "{SENT}{{route=\"{route}\"}} {n}");
+    }
+    histogram(
+        &mut out,
+        LOOKUP,
+        "Time a store worker took to answer a request from the store.",
+        &v.lookup,
+    );
+    histogram(
+        &mut out,
+        NAR_STREAM,
+        "Time from the first to the last byte of a NAR reply.",
+        &v.nar_stream,
+    );
+    counter(
+        &mut out,
+        ACCEPTED,
+        "Client connections accepted.",
+        v.accepted,
+    );
+    counter(
+        &mut out,
+        REFUSED,
+        "Client connections refused (503) at the connection limit.",
+        v.refused,
+    );
+    counter(&mut out, ACTIVATIONS, "Process starts.", v.activations);
+    counter(
+        &mut out,
+        IDLE_EXITS,
+        "Exits after --idle-timeout without a connection.",
+        v.idle_exits,
+    );
+    counter(
+        &mut out,
+        STORE_OPENS,
+        "Store connections opened: one per worker, then one per reconnect.",
+        v.store_opens,
+    );
+    out.push_str(END);
+    out
+}
+
+/// One sample line: name, labels in order, value text.
+struct Sample<'a> {
+    name: &'a str,
+    labels: Vec<(&'a str, &'a str)>,
+    value: &'a str,
+}
+
+fn sample(line: &str) -> Result<Sample<'_>, &'static str> {
+    let name_end = line.find(['{', ' ']).ok_or("a sample without a value")?;
+    let name = &line[..name_end];
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(inner) = rest.strip_prefix('{') {
+        let close = inner.find('}').ok_or("an unclosed label set")?;
+        let body = &inner[..close];
+        rest = &inner[close + 1..];
+        for pair in body.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').ok_or("a label without a value")?;
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .ok_or("an unquoted label value")?;
+            if v.contains(['"', '\\']) {
+                return Err("an escaped label value");
+            }
+            labels.push((k, v));
+        }
+    }
+    let value = rest.strip_prefix(' ').ok_or("a sample without a value")?;
+    if value.is_empty() || value.contains(' ') {
+        return Err("a value that is not one number");
+    }
+    Ok(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+fn int(text: &str) -> Result<u64, &'static str> {
+    text.parse()
+        .map_err(|_| "a count that is not a whole number")
+}
+
+/// A histogram as read: cumulative bucket counts, sum, count.
+type ReadHistogram = (Vec<u64>, Option<f64>, Option<u64>);
+
+/// Reads back a file [`render`] wrote. Anything else is an error: the
+/// values of a file we cannot read as ours are not carried over.
+fn parse(text: &str) -> Result<Values, LoadError> {
+    if !text.starts_with(MARKER) {
+        return Err(LoadError::Foreign);
+    }
+    if !text.ends_with(END) {
+        return Err(LoadError::Corrupt {
+            line: text.lines().count(),
+            why: "cut short (no end line)",
+        });
+    }
+    let mut v = Values::default();
+    // Cumulative bucket counts as read, with the sum and count, per histogram.
+    let mut buckets: BTreeMap<&str, ReadHistogram> = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let corrupt = |why| LoadError::Corrupt { line: i + 1, why };
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let s = sample(line).map_err(corrupt)?;
+        let label = |k: &str| {
+            s.labels
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| *v)
+                .ok_or(corrupt("a label missing"))
+        };
+        let route = |r: &str| -> RouteKey { Cow::Owned(r.to_owned()) };
+        match s.name {
+            REQUESTS => {
+                let status = label("status")?
+                    .parse()
+                    .map_err(|_| corrupt("a status that is not a number"))?;
+                let key = (route(label("route")?), status);
+                v.requests.insert(key, int(s.value).map_err(corrupt)?);
+            }
+            SENT => {
+                v.sent
+                    .insert(route(label("route")?), int(s.value).map_err(corrupt)?);
+            }
+            ACCEPTED => v.accepted = int(s.value).map_err(corrupt)?,
+            REFUSED => v.refused = int(s.value).map_err(corrupt)?,
+            ACTIVATIONS => v.activations = int(s.value).map_err(corrupt)?,
+            IDLE_EXITS => v.idle_exits = int(s.value).map_err(corrupt)?,
+            STORE_OPENS => v.store_opens = int(s.value).map_err(corrupt)?,
+            name => {
+                let (base, part) = [LOOKUP, NAR_STREAM]
+                    .iter()
+                    .find_map(|h| name.strip_prefix(h).map(|p| (*h, p)))
+                    .ok_or(corrupt("an unknown metric"))?;
+                let hist = if base == LOOKUP {
+                    &v.lookup
+                } else {
+                    &v.nar_stream
+                };
+                let entry = buckets.entry(base).or_default();
+                match part {
+                    "_bucket" => {
+                        let le = label("le")?;
+                        let want = hist.bounds.get(entry.0.len()).map(f64::to_string);
+                        let expected = want.as_deref().unwrap_or("+Inf");
+                        if entry.0.len() > hist.bounds.len() || le != expected {
+                            return Err(corrupt("histogram buckets other than ours"));
+                        }
+                        entry.0.push(int(s.value).map_err(corrupt)?);
+                    }
+                    "_sum" => {
+                        let sum = s
+                            .value
+                            .parse()
+                            .map_err(|_| corrupt("a sum that is not a number"))?;
+                        entry.1 = Some(sum);
+                    }
+                    "_count" => entry.2 = Some(int(s.value).map_err(corrupt)?),
+                    _ => return Err(corrupt("an unknown metric")),
+                }
+            }
+        }
+    }
+    for (base, (cumulative, sum, count)) in buckets {
+        let hist = if base == LOOKUP {
+            &mut v.lookup
+        } else {
+            &mut v.nar_stream
+        };
+        let at_end = LoadError::Corrupt {
+            line: text.lines().count(),
+            why: "an incomplete histogram",
+        };
+        let (Some(sum), Some(count)) = (sum, count) else {
+            return Err(at_end);
+        };
+        if cumulative.len() != hist.counts.len()
+            || cumulative.windows(2).any(|w| w[0] > w[1])
+            || cumulative.last() != Some(&count)
+            || !(sum >= 0.0 && sum.is_finite())
+        {
+            return Err(at_end);
+        }
+        let mut before = 0;
+        for (slot, c) in hist.counts.iter_mut().zip(cumulative) {
+            *slot = c - before;
+            before = c;
+        }
+        hist.sum = sum;
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests;
