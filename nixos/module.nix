@@ -110,6 +110,7 @@ let
     # The counts survive the idle exit in StateDirectory= (README "Operating it").
     ++ [ "--metrics-file /var/lib/nix-serve/metrics.prom" ]
     ++ optional (cfg.priority != null) "--priority ${toString cfg.priority}"
+    ++ optional (cfg.compression != "none") "--compression ${cfg.compression}"
     ++ map (k: "--sign-key-file %d/${k.id}") keyCredentials
     # Last, so that the flags a user already has keep their place and meaning.
     ++ optional (extraParams != "") extraParams
@@ -198,6 +199,18 @@ in
         The `Priority` this cache announces in `/nix-cache-info` (clients try
         caches with lower numbers first). `null` keeps the server's default,
         30, as nix-serve announces.
+      '';
+    };
+
+    compression = mkOption {
+      type = types.strMatching "none|zstd(:([1-9]|1[0-9]))?";
+      default = "none";
+      example = "zstd";
+      description = ''
+        How NARs are served: `none` (nix-serve's bytes), or `zstd` /
+        `zstd:LEVEL` (1 to 19; `zstd` is level 1), compressed while they
+        stream. Narinfos then point to `nar/….nar.zst`; the uncompressed
+        URLs keep working.
       '';
     };
   };

@@ -12,6 +12,8 @@ use std::time::Duration;
 use clap::Parser;
 use thiserror::Error;
 
+use crate::nix::compression::Compression;
+
 mod values;
 
 use values::bracket_v6;
@@ -31,6 +33,8 @@ pub enum ConfigError {
         value: String,
         reason: &'static str,
     },
+    #[error("--compression {value:?}: {reason}")]
+    Compression { value: String, reason: &'static str },
     #[error("--workers must be between 1 and {max}, not {value}")]
     Workers { value: usize, max: usize },
 }
@@ -102,6 +106,10 @@ pub struct Cli {
     /// A Nix secret key file to sign narinfos with. Repeatable. $NIX_SECRET_KEY_FILE adds one.
     #[arg(long = "sign-key-file", value_name = "PATH")]
     pub sign_key_file: Vec<PathBuf>,
+    /// NARs as served: none (nix-serve's bytes), or zstd[:LEVEL] (1-19,
+    /// default 1), compressed while they stream. Default: none.
+    #[arg(long, value_name = "none|zstd[:LEVEL]")]
+    pub compression: Option<String>,
     /// Exit after this long with no connection (60, 60s, 5min, 1h; 0 = never).
     /// Default: 60s when socket-activated, never otherwise.
     #[arg(long = "idle-timeout", value_name = "DURATION")]
@@ -177,6 +185,7 @@ pub struct Config {
     pub error_log: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub priority: u32,
+    pub compression: Compression,
     pub store_uri: String,
     pub key_files: Vec<PathBuf>,
     /// `None`: never exit for idleness.
@@ -272,6 +281,13 @@ impl Config {
                 key_files.push(f);
             }
         }
+        let compression = match cli.compression.as_deref() {
+            None => Compression::None,
+            Some(v) => Compression::parse(v).map_err(|reason| ConfigError::Compression {
+                value: v.to_owned(),
+                reason,
+            })?,
+        };
         let store_uri = cli
             .store
             .clone()
@@ -291,6 +307,7 @@ impl Config {
             error_log: cli.error_log.clone(),
             pid_file: cli.pid.clone(),
             priority: cli.priority,
+            compression,
             store_uri,
             key_files,
             idle_timeout: (!idle.is_zero()).then_some(idle),
@@ -518,5 +535,20 @@ mod tests {
         );
         assert!(resolve(&["--ssl-key", "k"], &[], false).is_err());
         assert!(resolve(&["--workers", "0"], &[], false).is_err());
+    }
+
+    #[test]
+    fn compression_flag() {
+        assert_eq!(
+            resolve(&[], &[], false).unwrap().compression,
+            Compression::None
+        );
+        let c = resolve(&["--compression", "zstd:5"], &[], false).unwrap();
+        assert_eq!(c.compression, Compression::Zstd { level: 5 });
+        let e = resolve(&["--compression", "xz"], &[], false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--compression \"xz\": expected none, zstd or zstd:LEVEL"
+        );
     }
 }

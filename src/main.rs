@@ -130,6 +130,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     let svc = Arc::new(Service {
         keys,
         priority: config.priority,
+        compression: config.compression,
     });
     let workers = (0..config.workers)
         .map(|_| {

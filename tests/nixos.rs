@@ -539,3 +539,20 @@ fn collect_nix_files(dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+#[test]
+#[ignore = "needs real Nix: run scripts/test"]
+fn compression_option_becomes_the_flag() {
+    let Some(inputs) = inputs() else { return };
+    let eval = eval_module(
+        &inputs,
+        r#"{ services.nix-serve = { enable = true; compression = "zstd:3"; }; }"#,
+    );
+    show(&eval);
+    assert_no_failed_assertions(&eval);
+    assert_eq!(
+        service_config(&eval, "ExecStart"),
+        format!("{FAKE_SD}/bin/nix-serve --idle-timeout 60s {METRICS} --compression zstd:3")
+            .as_str()
+    );
+}

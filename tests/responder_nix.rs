@@ -6,10 +6,10 @@ mod responder_common;
 
 use std::net::{Ipv6Addr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::Fixtures;
+use common::{nix_fresh_cache, succeeded, Fixtures};
 use responder_common::{free_port, get, start_on_any_port, tmpdir, wait_listening, Running};
 
 /// The closure we copy: input-addressed paths (so a wrong key must be
@@ -30,32 +30,13 @@ fn serve(fx: &Fixtures, extra: &[&str]) -> (Running, SocketAddr) {
     (running, addr)
 }
 
-/// Runs a Nix command with a fresh narinfo cache (Nix caches 404s, §4.4).
-fn nix(cmd: &str, args: &[&str], xdg: &Path) -> Output {
-    Command::new(cmd)
-        .args(args)
-        .env("XDG_CACHE_HOME", xdg)
-        .env_remove("NIX_REMOTE")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
-}
-
-fn ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn dump(store: Option<&Path>, path: &str) -> Vec<u8> {
     let mut cmd = Command::new("nix-store");
     if let Some(s) = store {
         cmd.args(["--store", s.to_str().unwrap()]);
     }
     let out = cmd.args(["--dump", path]).output().unwrap();
-    ok(&out, &format!("nix-store --dump {path}"));
+    succeeded(&out, &format!("nix-store --dump {path}"));
     out.stdout
 }
 
@@ -86,8 +67,8 @@ fn nix_copy_through(store_args: &[&str]) {
     let mut args = vec!["copy", "--from", &url, "--to", dst.to_str().unwrap()];
     args.extend(["--option", "trusted-public-keys", public.trim()]);
     args.extend(&paths);
-    ok(
-        &nix("nix", &args, &work.join("xdg-right")),
+    succeeded(
+        &nix_fresh_cache("nix", &args, &work.join("xdg-right")),
         "nix copy with the right key",
     );
     for p in &paths {
@@ -110,7 +91,7 @@ fn nix_copy_through(store_args: &[&str]) {
         wrong.trim(),
         top,
     ];
-    let out = nix("nix", &args, &work.join("xdg-wrong"));
+    let out = nix_fresh_cache("nix", &args, &work.join("xdg-wrong"));
     assert!(
         !out.status.success(),
         "nix copy accepted {top} signed by a key it does not trust"
@@ -145,7 +126,10 @@ fn nix_store_realise_with_the_server_as_substituter() {
         public.trim(),
         top,
     ];
-    ok(&nix("nix-store", &args, &work.join("xdg")), "nix-store -r");
+    succeeded(
+        &nix_fresh_cache("nix-store", &args, &work.join("xdg")),
+        "nix-store -r",
+    );
     assert_eq!(dump(None, top), dump(Some(&dst), top));
     let _ = std::fs::remove_dir_all(&work);
 }

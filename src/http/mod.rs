@@ -3,7 +3,9 @@
 //! end to end"). No sockets here: the server (`crate::server`) reads heads,
 //! hands each to a [`Worker`] and writes what it answers.
 
+pub mod build_log;
 pub mod cache_info;
+pub mod listing;
 pub mod metrics;
 pub mod nar;
 pub mod narinfo;
@@ -17,6 +19,7 @@ use std::time::Instant;
 
 use crate::log;
 use crate::metrics::Metrics;
+use crate::nix::compression::{Compression, DEFAULT_ZSTD_LEVEL};
 use crate::nix::sig_cache::SigCache;
 use crate::nix::signing::SecretKey;
 use crate::store::{OpenStore, Store, StoreSlot};
@@ -29,6 +32,9 @@ use routes::{Route, RouteError};
 pub struct Service {
     pub keys: Vec<SecretKey>,
     pub priority: u32,
+    /// `--compression`: what narinfos point to, and whether a plain NAR may
+    /// be sent zstd-encoded to a client that asks.
+    pub compression: Compression,
 }
 
 /// One store worker's state: its own store connection and its memo of
@@ -94,8 +100,11 @@ impl Worker {
         let route = routes::parse(&head.method, &head.target).map_err(HandlerError::Route)?;
         let store = self.store.get()?;
         let started = Instant::now();
+        let svc = &*self.svc;
         let answer = match route {
-            Route::NarInfo(hash) => narinfo::handle(store, &self.svc.keys, &mut self.sigs, &hash),
+            Route::NarInfo(hash) => {
+                narinfo::handle(store, &svc.keys, &mut self.sigs, &hash, svc.compression)
+            }
             Route::Nar { hash, nar_hash } => nar::handle(
                 store,
                 &nar::NarRequest {
@@ -103,9 +112,38 @@ impl Worker {
                     nar_hash,
                     range: head.range.as_deref(),
                     head_only: head.method == Method::Head,
+                    encoding: nar::negotiate(
+                        svc.compression,
+                        head.accept_encoding.as_deref(),
+                        head.range.as_deref(),
+                    ),
+                    vary: svc.compression != Compression::None,
                 },
             ),
-            Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), self.svc.priority)),
+            Route::NarZstd { hash, nar_hash } => nar::handle(
+                store,
+                &nar::NarRequest {
+                    hash,
+                    nar_hash,
+                    range: None,
+                    head_only: head.method == Method::Head,
+                    encoding: nar::Encoding::ZstdFile {
+                        level: match svc.compression {
+                            Compression::Zstd { level } => level,
+                            Compression::None => DEFAULT_ZSTD_LEVEL,
+                        },
+                    },
+                    vary: false,
+                },
+            ),
+            Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), svc.priority)),
+            Route::Listing(hash) => listing::handle(store, &hash, head.range.as_deref()),
+            Route::Log(name) => build_log::handle(
+                store,
+                &name,
+                head.range.as_deref(),
+                head.method == Method::Head,
+            ),
         };
         if let Some((m, _)) = &self.metrics {
             m.store_lookup(started.elapsed());

@@ -4,6 +4,7 @@
 //! dropped, as nix-serve does with one key; without keys, the stored ones, so
 //! a cache of signed paths stays usable with no key here (§4.3, §5).
 
+use crate::nix::compression::Compression;
 use crate::nix::narinfo;
 use crate::nix::sig_cache::SigCache;
 use crate::nix::signing::SecretKey;
@@ -17,6 +18,7 @@ pub fn handle(
     keys: &[SecretKey],
     memo: &mut SigCache,
     hash: &HashPart,
+    compression: Compression,
 ) -> Result<Response, HandlerError> {
     let Some(info) = store.path_info_by_hash(hash)? else {
         // nix-serve's words. A 404 is only for "definitely absent" (§4.4).
@@ -28,7 +30,7 @@ pub fn handle(
     } else {
         memo.signatures(keys, info.fingerprint(store_dir))
     };
-    let body = narinfo::render(&info, store_dir, sigs);
+    let body = narinfo::render_compressed(&info, store_dir, sigs, compression);
     Ok(Response::new(
         200,
         "text/x-nix-narinfo",

@@ -1,5 +1,6 @@
 //! Pure Nix formats: no network I/O, no threads (`nix-protocols.md` §1–§6).
 
+pub mod compression;
 pub mod hash;
 pub mod nar;
 pub mod narinfo;

@@ -13,6 +13,7 @@
 //! promised length (style.md "fail, don't desync"). Directories and symlinks
 //! are streamed as planned.
 
+pub mod listing;
 mod plan;
 #[cfg(test)]
 mod tests;

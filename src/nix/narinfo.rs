@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use thiserror::Error;
 
+use super::compression::Compression;
 use super::hash::{HashError, Sha256};
 use super::path_info::PathInfo;
 use super::store_path::{StoreDir, StorePath, StorePathError, HASH_PART_LEN};
@@ -120,6 +121,18 @@ fn push_nar_url(out: &mut String, path: &StorePath, nar_hash_nix32: &str) {
 /// it would end its line early and let the rest be read as further keys
 /// (§4.1). Neither format can contain them, so only a corrupt store does.
 pub fn render(info: &PathInfo, store_dir: &StoreDir, sigs: &[String]) -> String {
+    render_compressed(info, store_dir, sigs, Compression::None)
+}
+
+/// [`render`] for NARs served with `compression`: `URL: nar/….nar.zst` and
+/// `Compression: zstd` for zstd. No `FileHash`/`FileSize`: the compressed
+/// bytes are made while they stream, and Nix needs neither (§4.1).
+pub fn render_compressed(
+    info: &PathInfo,
+    store_dir: &StoreDir,
+    sigs: &[String],
+    compression: Compression,
+) -> String {
     let nar32 = info.nar_hash.to_nix32();
     let mut out = String::with_capacity(rendered_len_bound(info, store_dir, sigs));
 
@@ -129,8 +142,11 @@ pub fn render(info: &PathInfo, store_dir: &StoreDir, sigs: &[String]) -> String 
     out.push_str(info.path.base_name());
     out.push_str("\nURL: ");
     push_nar_url(&mut out, &info.path, &nar32);
+    out.push_str(compression.extension());
     // Always written: a missing Compression means bzip2 to Nix (§4.1).
-    out.push_str("\nCompression: none\nNarHash: sha256:");
+    out.push_str("\nCompression: ");
+    out.push_str(compression.name());
+    out.push_str("\nNarHash: sha256:");
     out.push_str(&nar32);
     out.push_str("\nNarSize: ");
     // Writing a u64 into a String cannot fail.
@@ -183,7 +199,7 @@ fn is_single_line(value: &str) -> bool {
 fn rendered_len_bound(info: &PathInfo, store_dir: &StoreDir, sigs: &[String]) -> usize {
     const U64_DIGITS: usize = 20;
     let mut n = "StorePath: /\n".len() + store_dir.as_str().len() + info.path.base_name().len();
-    n += "URL: \n".len() + nar_url_len();
+    n += "URL: \n".len() + nar_url_len() + ".zst".len();
     n += "Compression: none\n".len();
     n += "NarHash: sha256:\n".len() + NAR_HASH_NIX32_LEN;
     n += "NarSize: \n".len() + U64_DIGITS;

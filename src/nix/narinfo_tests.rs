@@ -457,3 +457,24 @@ fn line_numbers_count_glued_lines() {
         })
     );
 }
+
+#[test]
+fn renders_zstd_compression() {
+    let mut info = ref_txt();
+    info.ca = None;
+    let zstd = Compression::Zstd { level: 3 };
+    let got = render_compressed(&info, &dir(), &[SIG_B.to_owned()], zstd);
+    let want = SPEC_NARINFO
+        .replace(".nar\n", ".nar.zst\n")
+        .replace("Compression: none", "Compression: zstd");
+    assert_eq!(got, want);
+    assert_eq!(
+        render_compressed(&info, &dir(), &[SIG_B.to_owned()], Compression::None),
+        SPEC_NARINFO
+    );
+    // What a Nix client reads back.
+    let parsed = NarInfo::parse(&got, &dir()).unwrap();
+    assert_eq!(parsed.compression, "zstd");
+    assert!(parsed.url.ends_with(".nar.zst"));
+    assert_eq!((parsed.file_hash, parsed.file_size), (None, None));
+}

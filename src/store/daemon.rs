@@ -45,6 +45,9 @@ pub struct DaemonStore {
     /// saves QueryPathFromHashPart: one daemon round trip per narinfo, not
     /// two. Bounded; absent paths are never remembered (they may appear).
     paths: HashMap<HashPart, StorePath>,
+    /// Build logs are files the daemon wrote; read here, as Nix's own
+    /// daemon client does (§9).
+    log_dir: Option<PathBuf>,
 }
 
 /// Entries [`DaemonStore::paths`] holds before it starts over.
@@ -62,7 +65,14 @@ impl DaemonStore {
             conn: None,
             returned: nar_stream::Home::default(),
             paths: HashMap::new(),
+            log_dir: None,
         }
+    }
+
+    /// Serves build logs from `dir` (none without it).
+    pub fn with_log_dir(mut self, dir: PathBuf) -> Self {
+        self.log_dir = Some(dir);
+        self
     }
 
     pub fn socket(&self) -> &Path {
@@ -320,5 +330,17 @@ impl Store for DaemonStore {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// From the files only: the daemon has no operation for a listing, and
+    /// making one from NarFromPath would read the whole NAR. Files we cannot
+    /// read are an I/O error (500), said in the log.
+    fn nar_listing(&mut self, info: &PathInfo) -> Result<Vec<u8>, StoreError> {
+        let local = Path::new(self.store_dir.as_str()).join(info.path.base_name());
+        super::listing_from_files(&local, info)
+    }
+
+    fn log_dir(&self) -> Option<&Path> {
+        self.log_dir.as_deref()
     }
 }

@@ -64,6 +64,7 @@ pub struct LocalLocation {
 pub struct LocalStore {
     conn: Connection,
     loc: LocalLocation,
+    log_dir: Option<PathBuf>,
 }
 
 impl LocalStore {
@@ -75,7 +76,17 @@ impl LocalStore {
             Connection::open_with_flags(&loc.db, flags).map_err(|e| sql_error(&loc.db, e))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| sql_error(&loc.db, e))?;
-        Ok(LocalStore { conn, loc })
+        Ok(LocalStore {
+            conn,
+            loc,
+            log_dir: None,
+        })
+    }
+
+    /// Serves build logs from `dir` (none without it).
+    pub fn with_log_dir(mut self, dir: PathBuf) -> Self {
+        self.log_dir = Some(dir);
+        self
     }
 
     pub fn location(&self) -> &LocalLocation {
@@ -207,6 +218,14 @@ impl Store for LocalStore {
             )));
         }
         Ok(NarBody::Files(reader))
+    }
+
+    fn nar_listing(&mut self, info: &PathInfo) -> Result<Vec<u8>, StoreError> {
+        super::listing_from_files(&self.loc.real_store.join(info.path.base_name()), info)
+    }
+
+    fn log_dir(&self) -> Option<&Path> {
+        self.log_dir.as_deref()
     }
 }
 

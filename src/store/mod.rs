@@ -5,15 +5,18 @@
 //! lock is taken on the hot path.
 
 use std::io::{self, Read};
+use std::path::Path;
 
 use thiserror::Error;
 
+use crate::nix::nar::listing::store_path_listing;
 use crate::nix::nar::{NarError, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
 
 pub mod daemon;
 pub mod local;
+pub mod log;
 pub mod slot;
 pub mod uri;
 pub mod wire;
@@ -94,6 +97,28 @@ pub trait Store: Send {
     /// `info.nar_size - offset` bytes, or an error (never short or wrong bytes).
     /// It owns what it reads from, so it can outlive the request's worker.
     fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<NarBody, StoreError>;
+
+    /// The NAR listing (`<hash>.ls`) of the valid path `info`, made from its
+    /// files without reading them (`nix::nar::listing`).
+    fn nar_listing(&mut self, info: &PathInfo) -> Result<Vec<u8>, StoreError>;
+
+    /// Where Nix keeps this store's build logs ([`log::open`]), if known.
+    fn log_dir(&self) -> Option<&Path>;
+}
+
+/// [`Store::nar_listing`] from the files of `info` at `real`: a tree that no
+/// longer makes the recorded NarSize is corrupt, since its offsets would not
+/// match the NAR a client gets.
+fn listing_from_files(real: &Path, info: &PathInfo) -> Result<Vec<u8>, StoreError> {
+    let (json, size) = store_path_listing(real)?;
+    if size != info.nar_size {
+        return Err(StoreError::Corrupt(format!(
+            "{}: the files make a {size}-byte NAR, the store says {}",
+            real.display(),
+            info.nar_size
+        )));
+    }
+    Ok(json)
 }
 
 /// Where a NAR's bytes come from.

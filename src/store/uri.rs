@@ -156,6 +156,29 @@ fn local_location(
     })
 }
 
+/// The build-log directory of the store `uri` names (an already parsed
+/// one), as Nix 2.8's `LocalFSStoreConfig::logDir`: `<root>/nix/var/log/nix`
+/// for a chroot store, else `NIX_LOG_DIR`, else `/nix/var/log/nix` (§9). A
+/// daemon store's logs are the machine's, which its clients read directly.
+pub fn log_dir(uri: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let root = if base.starts_with('/') {
+        Some(base.to_owned())
+    } else if base == "local" {
+        Params::parse(uri, query).ok().and_then(|p| p.get("root"))
+    } else {
+        None
+    };
+    match root {
+        Some(r) => PathBuf::from(format!("{}/nix/var/log/nix", r.trim_end_matches('/'))),
+        None => PathBuf::from(
+            env("NIX_LOG_DIR")
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| super::log::DEFAULT_LOG_DIR.to_owned()),
+        ),
+    }
+}
+
 fn absolute<'a>(uri: &str, what: &'static str, value: &'a str) -> Result<&'a str, UriError> {
     if value.starts_with('/') {
         Ok(value)
@@ -247,6 +270,7 @@ enum Backend {
 pub struct Opener {
     backend: Backend,
     daemon_timeout: Duration,
+    log_dir: PathBuf,
     /// The local backend's probe connection, kept open for as long as any
     /// clone of the opener lives. SQLite deletes a WAL database's -wal and
     /// -shm files when its last connection closes, and a reader that may not
@@ -309,6 +333,7 @@ impl Opener {
         Ok(Opener {
             backend,
             daemon_timeout,
+            log_dir: log_dir(uri, env),
             _keep_open: keep_open,
         })
     }
@@ -317,12 +342,13 @@ impl Opener {
     /// on first use, the local one reads the database on first query.
     pub fn open(&self) -> Result<Box<dyn Store>, StoreError> {
         match &self.backend {
-            Backend::Local(loc) => Ok(Box::new(LocalStore::open(loc.clone())?)),
-            Backend::Daemon { socket, store_dir } => Ok(Box::new(DaemonStore::new(
-                socket.clone(),
-                store_dir.clone(),
-                self.daemon_timeout,
-            ))),
+            Backend::Local(loc) => Ok(Box::new(
+                LocalStore::open(loc.clone())?.with_log_dir(self.log_dir.clone()),
+            )),
+            Backend::Daemon { socket, store_dir } => Ok(Box::new(
+                DaemonStore::new(socket.clone(), store_dir.clone(), self.daemon_timeout)
+                    .with_log_dir(self.log_dir.clone()),
+            )),
         }
     }
 

@@ -17,7 +17,10 @@ use std::sync::{Mutex, MutexGuard};
 pub use chroot::ChrootStore;
 pub use daemon::TestDaemon;
 pub use fixtures::{Fixtures, SETUP_NIX_FIXTURES};
-pub use nix::{nix_command, nix_on, nix_path_info, nix_path_infos, nix_store_dump, output_of, run};
+pub use nix::{
+    nix_command, nix_fresh_cache, nix_on, nix_path_info, nix_path_infos, nix_store_dump, output_of,
+    run, succeeded,
+};
 pub use scratch::{write_file, Scratch};
 
 /// Tests that count the process's file descriptors, chmod directories or

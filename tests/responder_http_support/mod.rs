@@ -69,7 +69,11 @@ pub fn start(opener: Opener, workers: usize, keys: Vec<SecretKey>, limits: Limit
         opens: opens.clone(),
         panic_next_open: panic_next_open.clone(),
     });
-    let svc = Arc::new(Service { keys, priority: 30 });
+    let svc = Arc::new(Service {
+        keys,
+        priority: 30,
+        compression: Default::default(),
+    });
     let workers = (0..workers)
         .map(|_| Worker::new(svc.clone(), open.clone(), None))
         .collect();

@@ -327,3 +327,52 @@ impl Planner {
         }
     }
 }
+
+/// One planned node as the NAR listing sees it (`listing.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Visit<'p> {
+    Regular {
+        size: u64,
+        executable: bool,
+        /// Where the file's bytes start in the NAR.
+        contents_at: u64,
+    },
+    Symlink {
+        target: &'p [u8],
+    },
+    Directory,
+}
+
+/// Read-only walk of the plan for the NAR listing: no file is read.
+impl Plan {
+    /// Every node in NAR order (pre-order, entries sorted) as `(depth, entry
+    /// name, what it is)`; the root has depth 0 and an empty name.
+    pub fn visits(&self) -> impl Iterator<Item = (usize, &[u8], Visit<'_>)> + '_ {
+        let mut depths: Vec<usize> = Vec::with_capacity(self.nodes.len());
+        self.pieces
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, piece)| {
+                if piece.part != Part::Head {
+                    return None;
+                }
+                let node = &self.nodes[piece.node];
+                // Pre-order: a parent's depth is known before its children's.
+                let depth = node.parent.map_or(0, |p| depths[p] + 1);
+                depths.push(depth);
+                let visit = match node.kind {
+                    Kind::Regular { size, executable } => Visit::Regular {
+                        size,
+                        executable,
+                        // A head is always followed by its contents piece.
+                        contents_at: self.pieces[i + 1].start,
+                    },
+                    Kind::Symlink { target } => Visit::Symlink {
+                        target: self.bytes(target),
+                    },
+                    Kind::Directory => Visit::Directory,
+                };
+                Some((depth, self.bytes(node.name), visit))
+            })
+    }
+}
