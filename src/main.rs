@@ -114,7 +114,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     // reachable now is worth another start.
     uri::parse(&config.store_uri, &env).map_err(|e| StartError::Config(e.to_string()))?;
     let opener =
-        Opener::resolve(&config.store_uri, &env).map_err(|e| StartError::Store(e.to_string()))?;
+        Opener::resolve(&config.store_uri, &env).map_err(|e| StartError::Store(log::chain(&e)))?;
     // Counting starts from where the last process left off.
     let mut metrics_file =
         (config.metrics_file.clone()).map(|p| MetricsFile::new(p, config.metrics_interval));

@@ -7,7 +7,6 @@
 //! refused.
 
 mod common;
-mod responder_common;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -15,8 +14,8 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::binary::{exchange, start_on_any_port, Reply, Running};
 use common::{nix_fresh_cache, run, succeeded, Fixtures, Scratch};
-use responder_common::{exchange, start_on_any_port, Reply, Running};
 
 const LIMIT: Duration = Duration::from_secs(60);
 /// A hash part no store holds.

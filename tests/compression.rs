@@ -5,14 +5,12 @@
 //! scripts/test.
 
 mod common;
-mod responder_common;
-mod routes_support;
 
 use std::process::Command;
 
+use common::binary::{start_on_any_port, tmpdir};
+use common::routes::{get, hash_part, request};
 use common::{nix_fresh_cache, nix_store_dump, output_of, succeeded, Fixtures};
-use responder_common::{start_on_any_port, tmpdir};
-use routes_support::{get, hash_part, request};
 
 fn url_of(narinfo: &str) -> &str {
     narinfo

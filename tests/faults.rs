@@ -5,15 +5,14 @@
 //! exists, a 200 with wrong bytes).
 
 mod common;
-mod responder_http_support;
 
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::in_process::*;
 use common::{ChrootStore, Fixtures, TestDaemon};
 use nix_serve_sd::store::Opener;
-use responder_http_support::*;
 
 /// HEAD and GET agree on a NAR whose files are gone behind Nix's back: both
 /// 500 (HEAD said 200 before, because it never looked at the files).

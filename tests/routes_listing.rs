@@ -4,8 +4,6 @@
 //! scripts/test.
 
 mod common;
-mod responder_common;
-mod routes_support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use common::binary::{start_on_any_port, tmpdir};
+use common::routes::{get, hash_part, request};
 use common::{nix_fresh_cache, succeeded, Fixtures};
-use responder_common::{start_on_any_port, tmpdir};
-use routes_support::{get, hash_part, request};
 
 /// Every regular file in a listing: path inside the store path, size, offset.
 fn files(node: &Value, at: PathBuf, out: &mut Vec<(PathBuf, u64, u64)>) {

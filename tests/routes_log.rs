@@ -4,17 +4,15 @@
 //! through scripts/test.
 
 mod common;
-mod responder_common;
-mod routes_support;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use common::binary::{start_on_any_port, tmpdir};
+use common::routes::{get, hash_part, request};
 use common::{nix_fresh_cache, run, succeeded, ChrootStore, Fixtures};
-use responder_common::{start_on_any_port, tmpdir};
-use routes_support::{get, hash_part, request};
 
 /// A fresh derivation (the nonce makes it new, so it really builds) whose
 /// log is `line` and one more line: its `.drv` and output paths.

@@ -20,9 +20,8 @@ use std::time::Instant;
 use crate::log;
 use crate::metrics::Metrics;
 use crate::nix::compression::{Compression, DEFAULT_ZSTD_LEVEL};
-use crate::nix::sig_cache::SigCache;
 use crate::nix::signing::SecretKey;
-use crate::store::closure::{Allowed, Filtered};
+use crate::store::closure::{Allowed, Closure, Filtered};
 use crate::store::{OpenStore, Store, StoreSlot};
 
 use request::{Head, Method};
@@ -39,15 +38,17 @@ pub struct Service {
 }
 
 /// One store worker's state: its own store connection and its memo of
-/// signatures. No lock on the hot path.
+/// narinfo replies and signatures. No lock on the hot path.
 pub struct Worker {
     svc: Arc<Service>,
     store: StoreSlot,
-    sigs: SigCache,
+    narinfos: narinfo::Memo,
     /// Where store look-up latency goes; with `true`, `/metrics` serves it.
     metrics: Option<(Arc<Metrics>, bool)>,
     /// `--serve-closure-of`: the only paths this worker may serve.
     closure: Option<Arc<Allowed>>,
+    /// The closure `narinfos` was filled under.
+    closure_seen: Option<Arc<Closure>>,
 }
 
 impl Worker {
@@ -57,9 +58,10 @@ impl Worker {
         Worker {
             svc,
             store: StoreSlot::new(open, conn),
-            sigs: SigCache::default(),
+            narinfos: narinfo::Memo::default(),
             metrics: None,
             closure: None,
+            closure_seen: None,
         }
     }
 
@@ -83,7 +85,8 @@ impl Worker {
             Ok(r) => r,
             Err(e) => {
                 if let HandlerError::Store(s) = &e {
-                    log::error(&format!("{} {}: {s}", head.method.as_str(), head.target));
+                    let (method, target) = (head.method.as_str(), &head.target);
+                    log::error(&format!("{method} {target}: {}", log::chain(s)));
                     self.store.failed(s);
                 }
                 response::error_response(&e)
@@ -110,6 +113,19 @@ impl Worker {
         let route = routes::parse(&head.method, &head.target).map_err(HandlerError::Route)?;
         let store = self.store.get()?;
         let allowed = self.closure.as_ref().map(|a| a.current());
+        if let Some(now) = &allowed {
+            // A switched root is no change of the store's generation, yet
+            // the replies remembered under the old closure (a 200 for a path
+            // now outside, a 404 for one now inside) no longer hold.
+            if !self
+                .closure_seen
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, now))
+            {
+                self.narinfos = narinfo::Memo::default();
+                self.closure_seen = Some(now.clone());
+            }
+        }
         let mut filtered;
         let store: &mut dyn Store = match &allowed {
             Some(allowed) => {
@@ -125,7 +141,7 @@ impl Worker {
         let svc = &*self.svc;
         let answer = match route {
             Route::NarInfo(hash) => {
-                narinfo::handle(store, &svc.keys, &mut self.sigs, &hash, svc.compression)
+                narinfo::handle(store, &svc.keys, &mut self.narinfos, &hash, svc.compression)
             }
             Route::Nar { hash, nar_hash } => nar::handle(
                 store,

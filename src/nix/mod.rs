@@ -9,3 +9,4 @@ pub mod path_info;
 pub mod sig_cache;
 pub mod signing;
 pub mod store_path;
+pub mod wire_str;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params_from_iter, Connection, OpenFlags};
 
 use super::local::LocalLocation;
-use super::{NarBody, Store, StoreError};
+use super::{Failure, Generation, NarBody, Store, StoreError};
 use crate::log;
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath, HASH_PART_LEN};
@@ -112,8 +112,10 @@ impl Store for Filtered<'_> {
         self.inner.path_info(path)
     }
 
-    fn is_valid_path(&mut self, path: &StorePath) -> Result<bool, StoreError> {
-        Ok(self.allowed.contains(&path.hash_part()) && self.inner.is_valid_path(path)?)
+    /// The store's: a change of closure is the worker's to notice
+    /// (`http::Worker`), since it is not a change of the store.
+    fn generation(&mut self) -> Result<Generation, StoreError> {
+        self.inner.generation()
     }
 
     fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<NarBody, StoreError> {
@@ -291,10 +293,10 @@ impl LocalClosure {
                 .get(dir_len..dir_len + HASH_PART_LEN)
                 .and_then(|h| HashPart::parse(h).ok())
                 .ok_or_else(|| {
-                    StoreError::Corrupt(format!(
+                    StoreError::Corrupt(Failure::new(format!(
                         "local database {}: {path:?} is not a store path",
                         self.loc.db.display()
-                    ))
+                    )))
                 })?;
             members.insert(hash);
         }
@@ -303,9 +305,9 @@ impl LocalClosure {
 }
 
 fn sql(loc: &LocalLocation, e: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(format!(
-        "local database {} (closure): {e}",
-        loc.db.display()
+    StoreError::Unavailable(Failure::because(
+        format!("local database {} (closure)", loc.db.display()),
+        e,
     ))
 }
 
@@ -344,7 +346,7 @@ impl Source {
     fn is_valid(&mut self, path: &StorePath) -> Result<bool, StoreError> {
         match self {
             Source::Local(l) => l.is_valid(path),
-            Source::Any(s) => s.is_valid_path(path),
+            Source::Any(s) => Ok(s.path_info(path)?.is_some()),
         }
     }
 

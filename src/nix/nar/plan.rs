@@ -16,6 +16,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::NarError;
+use crate::nix::wire_str::{padding, put_str};
 
 /// A byte range in [`Plan::names`].
 #[derive(Clone, Copy, Debug)]
@@ -188,25 +189,13 @@ impl Plan {
 
 fn render_tail(node: &Node, out: &mut Vec<u8>) {
     if let Kind::Regular { size, .. } = node.kind {
-        out.resize(pad8(size), 0);
+        out.resize(padding(size), 0);
     }
     put_str(out, b")");
     if node.parent.is_some() {
         // Closes the `"entry" "("` wrapper.
         put_str(out, b")");
     }
-}
-
-/// Zero bytes that pad a `str` of `len` bytes to a multiple of 8 (§3).
-fn pad8(len: u64) -> usize {
-    ((8 - len % 8) % 8) as usize
-}
-
-/// §3 `str(b)`: u64 little-endian length, the bytes, zero padding.
-fn put_str(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-    out.extend_from_slice(bytes);
-    out.resize(out.len() + pad8(bytes.len() as u64), 0);
 }
 
 struct Planner {

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 
 use super::*;
+use crate::store::Failure;
 
 fn env_of(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
     move |name| {
@@ -254,7 +255,8 @@ fn run_decide(
         &mut |loc| {
             ran.borrow_mut().push("local");
             local_ok.map_err(|why| {
-                StoreError::Unavailable(format!("local database {}: {why}", loc.db.display()))
+                let what = format!("local database {}", loc.db.display());
+                StoreError::Unavailable(Failure::because(what, why))
             })
         },
         &mut |_, _| {

@@ -1,13 +1,12 @@
 //! For the tests of the log, listing and compression routes: a raw HTTP
 //! client that sends extra headers and reads chunked and close-delimited
 //! bodies (written here, not trusting the server's own code).
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-pub use crate::responder_common::Reply;
+pub use crate::common::binary::Reply;
 
 /// One request on a new connection (`Connection: close`), HTTP/1.1 unless
 /// `http10`. The body is read by the rules of RFC 9112 §6.3: none for HEAD,

@@ -1,8 +1,11 @@
 //! Tests of `narinfo.rs`: byte-exact rendering against the narinfo a real Nix
 //! accepted (`nix-protocols.md` §5.3) and Nix's parse rules (§4.1).
 
+use super::parse::{NarInfo, NarInfoError};
 use super::*;
+use crate::nix::hash::HashError;
 use crate::nix::path_info::tests::ref_txt;
+use crate::nix::store_path::StorePathError;
 
 const HELLO: &str = "i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt";
 const REF: &str = "wmm9hngfwxsjqpiy50lligndn8n83f6w-ref.txt";
@@ -119,7 +122,7 @@ fn renders_under_another_store_dir() {
     info.ca = None;
     info.references.clear();
     let gnu = StoreDir::new("/gnu/store").unwrap();
-    let got = render(&info, &gnu, &[]);
+    let got = render(&info, &gnu, &[] as &[&str]);
     assert!(got.starts_with(&format!("StorePath: /gnu/store/{REF}\nURL: nar/")));
 }
 
