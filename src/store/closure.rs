@@ -234,8 +234,10 @@ pub struct LocalClosure {
     loc: LocalLocation,
 }
 
-/// Every path reachable from the roots in `rarray`-free SQL: the roots are
-/// bound as `?1..?n` by [`LocalClosure::closure`].
+/// Every valid path reachable from the roots through `Refs`, in one
+/// recursive query (`union`, not `union all`: each id is visited once, so
+/// cycles and shared references cost nothing extra). The roots' `?, ?, …`
+/// go between head and tail ([`LocalClosure::closure`]).
 const CLOSURE_HEAD: &str =
     "with recursive closure(id) as (select id from ValidPaths where path in (";
 const CLOSURE_TAIL: &str =
@@ -466,10 +468,11 @@ impl Watcher {
             return;
         }
         self.next = now + CHECK_EVERY;
-        // Full: a check is still running or queued; this one is not needed.
+        // Full: a check is still running or queued, so this one is not
+        // needed. Disconnected: the thread is gone (it never returns on its
+        // own); nothing to do from here.
         match self.wake.try_send(()) {
-            Ok(()) | Err(TrySendError::Full(())) => {}
-            Err(TrySendError::Disconnected(())) => {}
+            Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
         }
     }
 }
