@@ -427,6 +427,29 @@ mod tests {
     }
 
     #[test]
+    fn serve_closure_of_is_repeatable_and_off_by_default() {
+        assert!(resolve(&[], &[], true).unwrap().closure_roots.is_empty());
+        let c = resolve(
+            &[
+                "--serve-closure-of",
+                "/run/current-system",
+                "--serve-closure-of",
+                "result",
+            ],
+            &[],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            c.closure_roots,
+            [
+                PathBuf::from("/run/current-system"),
+                PathBuf::from("result")
+            ]
+        );
+    }
+
+    #[test]
     fn metrics_flags() {
         let c = resolve(&[], &[], true).unwrap();
         assert_eq!(c.metrics_file, None);
