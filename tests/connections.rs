@@ -8,7 +8,6 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -289,15 +288,6 @@ fn a_reader_below_the_minimum_rate_is_cut() {
     assert_eq!(get(addr, "/nix-cache-info").status, 200);
 }
 
-fn kill_term(server: &Running) {
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-}
-
 /// SIGTERM with many requests received and not yet answered (one worker,
 /// 60 connections that each sent a head): every one gets its whole reply.
 #[test]
@@ -320,7 +310,7 @@ fn sigterm_answers_every_request_already_received() {
         })
         .collect();
     thread::sleep(Duration::from_millis(100));
-    kill_term(&server);
+    server.signal_term();
     let want_nar = common::nix_store_dump(fx.path("many-files"));
     for (i, s) in conns.iter_mut().enumerate() {
         let (status, head, body) = read_one(s);
@@ -343,7 +333,7 @@ fn sigterm_with_many_silent_connections_exits_within_the_bound() {
     let (server, addr) = serve(&["--workers", "1"]);
     let conns: Vec<TcpStream> = (0..300).map(|_| connect(addr)).collect();
     thread::sleep(Duration::from_millis(200));
-    kill_term(&server);
+    server.signal_term();
     let mut server = server;
     let st = common::binary::wait_exit(&mut server.child, Duration::from_secs(35));
     assert!(st.expect("exits within the 30 s bound").success());
@@ -550,7 +540,7 @@ fn sigterm_answers_connections_accepted_before_their_request() {
     let hash = hash_of(&fx, "dep-top");
     let mut conns: Vec<TcpStream> = (0..20).map(|_| connect(addr)).collect();
     thread::sleep(Duration::from_millis(200));
-    kill_term(&server);
+    server.signal_term();
     thread::sleep(Duration::from_millis(200));
     for (i, s) in conns.iter_mut().enumerate() {
         s.write_all(format!("GET /{hash}.narinfo HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())

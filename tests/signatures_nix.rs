@@ -6,6 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use common::binary::{get, start_on_any_port};
 use common::{nix_on, nix_store_dump, run, Fixtures, Scratch};
@@ -167,6 +168,11 @@ fn a_malformed_stored_signature_is_left_out_with_one_warning() {
     let sigs: Vec<&str> = text.lines().filter(|l| l.starts_with("Sig: ")).collect();
     assert_eq!(sigs.len(), 1, "{text}");
     assert!(sigs[0].starts_with("Sig: wrong-key-1:"), "{text}");
+    // The server's stderr reaches the test through a reader thread: wait
+    // for the warning, then a moment more for a second one that must not come.
+    let warned = || log.lock().unwrap().contains("broken-key");
+    common::wait_until("the warning in the log", Duration::from_secs(10), warned);
+    std::thread::sleep(Duration::from_millis(200));
     let warnings = log
         .lock()
         .unwrap()

@@ -146,14 +146,19 @@ impl Running {
         Running { child }
     }
 
-    /// Sends SIGTERM (via kill(1): no unsafe) and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    /// Sends SIGTERM (via kill(1): no unsafe), without waiting.
+    pub fn signal_term(&self) {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .unwrap()
             .success());
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal_term();
         wait_exit(&mut self.child, Duration::from_secs(60)).expect("exits after SIGTERM")
     }
 }
