@@ -99,6 +99,13 @@ let
   # ordinary character; in ExecStart= systemd would read it as a specifier.
   extraParams = lib.replaceStrings [ "%" ] [ "%%" ] cfg.extraParams;
 
+  # allowedIPs: the kernel (cgroup BPF) drops everyone else's packets on
+  # the listening socket and every connection accepted from it.
+  ipFilter = {
+    IPAddressAllow = cfg.allowedIPs;
+    IPAddressDeny = "any";
+  };
+
   execStart = concatStringsSep " " (
     [ "${cfg.package}/bin/nix-serve" ]
     ++ (
@@ -110,6 +117,8 @@ let
     # The counts survive the idle exit in StateDirectory= (README "Operating it").
     ++ [ "--metrics-file /var/lib/nix-serve/metrics.prom" ]
     ++ optional (cfg.priority != null) "--priority ${toString cfg.priority}"
+    ++ optional (cfg.compression != "none") "--compression ${cfg.compression}"
+    ++ map (r: "--serve-closure-of ${r}") cfg.serveClosureOf
     ++ map (k: "--sign-key-file %d/${k.id}") keyCredentials
     # Last, so that the flags a user already has keep their place and meaning.
     ++ optional (extraParams != "") extraParams
@@ -190,6 +199,41 @@ in
       '';
     };
 
+    serveClosureOf = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [
+        "/run/current-system"
+        "/nix/var/nix/profiles/per-user/alice/profile"
+      ];
+      description = ''
+        Serve only the store paths in the closure of these roots: store
+        paths, or symlinks that lead to one (`/run/current-system`, a
+        profile, a GC root). Every other path is answered exactly as an
+        absent one. A root is followed again when it changes, so a
+        `nixos-rebuild switch` needs no restart. Empty: the whole store.
+        The roots must be readable by the service (it has `ProtectHome=`).
+      '';
+    };
+
+    allowedIPs = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [
+        "192.0.2.0/24"
+        "2001:db8::/32"
+        "localhost"
+      ];
+      description = ''
+        Addresses and prefixes allowed to connect; everyone else is refused
+        by the kernel before the server sees the connection, or is even
+        started for it (`IPAddressAllow=` with `IPAddressDeny=any` on
+        `nix-serve.socket`, or on the service when it binds its own
+        sockets; systemd.resource-control(5): also `localhost`,
+        `link-local`, `multicast`). Empty: everyone.
+      '';
+    };
+
     priority = mkOption {
       type = types.nullOr types.ints.unsigned;
       default = null;
@@ -198,6 +242,18 @@ in
         The `Priority` this cache announces in `/nix-cache-info` (clients try
         caches with lower numbers first). `null` keeps the server's default,
         30, as nix-serve announces.
+      '';
+    };
+
+    compression = mkOption {
+      type = types.strMatching "none|zstd(:([1-9]|1[0-9]))?";
+      default = "none";
+      example = "zstd";
+      description = ''
+        How NARs are served: `none` (nix-serve's bytes), or `zstd` /
+        `zstd:LEVEL` (1 to 19; `zstd` is level 1), compressed while they
+        stream. Narinfos then point to `nar/….nar.zst`; the uncompressed
+        URLs keep working.
       '';
     };
   };
@@ -307,6 +363,11 @@ in
           SystemCallErrorNumber = "EPERM";
           # Without socket activation the server binds its own sockets and
           # needs IP; with it, none (below).
+          # Without socket activation the server's own sockets are filtered
+          # (with it, the socket unit's; the service's PrivateNetwork= and
+          # IPAddressDeny= below keep it off the network anyway).
+          IPAddressAllow = mkIf (!cfg.socketActivation && cfg.allowedIPs != [ ]) cfg.allowedIPs;
+          IPAddressDeny = mkIf (!cfg.socketActivation && cfg.allowedIPs != [ ]) "any";
           RestrictAddressFamilies = [
             "AF_UNIX"
           ]
@@ -327,7 +388,8 @@ in
           Accept = false;
           NoDelay = true;
         }
-        // lib.optionalAttrs (any isPort cfg.listen) { BindIPv6Only = "both"; };
+        // lib.optionalAttrs (any isPort cfg.listen) { BindIPv6Only = "both"; }
+        // lib.optionalAttrs (cfg.allowedIPs != [ ]) ipFilter;
       };
 
       systemd.services.nix-serve = {

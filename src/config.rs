@@ -12,6 +12,8 @@ use std::time::Duration;
 use clap::Parser;
 use thiserror::Error;
 
+use crate::nix::compression::Compression;
+
 mod values;
 
 use values::bracket_v6;
@@ -31,6 +33,8 @@ pub enum ConfigError {
         value: String,
         reason: &'static str,
     },
+    #[error("--compression {value:?}: {reason}")]
+    Compression { value: String, reason: &'static str },
     #[error("--workers must be between 1 and {max}, not {value}")]
     Workers { value: usize, max: usize },
 }
@@ -102,6 +106,10 @@ pub struct Cli {
     /// A Nix secret key file to sign narinfos with. Repeatable. $NIX_SECRET_KEY_FILE adds one.
     #[arg(long = "sign-key-file", value_name = "PATH")]
     pub sign_key_file: Vec<PathBuf>,
+    /// NARs as served: none (nix-serve's bytes), or zstd[:LEVEL] (1-19,
+    /// default 1), compressed while they stream. Default: none.
+    #[arg(long, value_name = "none|zstd[:LEVEL]")]
+    pub compression: Option<String>,
     /// Exit after this long with no connection (60, 60s, 5min, 1h; 0 = never).
     /// Default: 60s when socket-activated, never otherwise.
     #[arg(long = "idle-timeout", value_name = "DURATION")]
@@ -117,6 +125,10 @@ pub struct Cli {
     /// the server from its idle exit).
     #[arg(long = "metrics-route")]
     pub metrics_route: bool,
+    /// Serve only the closure of this store path, or of the store path this
+    /// symlink leads to (followed again when it changes). Repeatable.
+    #[arg(long = "serve-closure-of", value_name = "PATH")]
+    pub serve_closure_of: Vec<PathBuf>,
 
     // Accepted for compatibility, no effect here (one warning each).
     #[arg(long = "max-requests", value_name = "N", hide = true)]
@@ -177,6 +189,7 @@ pub struct Config {
     pub error_log: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub priority: u32,
+    pub compression: Compression,
     pub store_uri: String,
     pub key_files: Vec<PathBuf>,
     /// `None`: never exit for idleness.
@@ -184,6 +197,8 @@ pub struct Config {
     pub metrics_file: Option<PathBuf>,
     pub metrics_interval: Duration,
     pub metrics_route: bool,
+    /// `--serve-closure-of`: empty serves the whole store.
+    pub closure_roots: Vec<PathBuf>,
     /// Flags accepted for compatibility that do nothing here.
     pub ignored: Vec<&'static str>,
 }
@@ -272,6 +287,13 @@ impl Config {
                 key_files.push(f);
             }
         }
+        let compression = match cli.compression.as_deref() {
+            None => Compression::None,
+            Some(v) => Compression::parse(v).map_err(|reason| ConfigError::Compression {
+                value: v.to_owned(),
+                reason,
+            })?,
+        };
         let store_uri = cli
             .store
             .clone()
@@ -291,6 +313,7 @@ impl Config {
             error_log: cli.error_log.clone(),
             pid_file: cli.pid.clone(),
             priority: cli.priority,
+            compression,
             store_uri,
             key_files,
             idle_timeout: (!idle.is_zero()).then_some(idle),
@@ -298,6 +321,7 @@ impl Config {
             // The main thread looks every 100 ms: no use asking for less.
             metrics_interval: metrics_interval.max(Duration::from_millis(100)),
             metrics_route: cli.metrics_route,
+            closure_roots: cli.serve_closure_of.clone(),
             ignored: ignored_flags(&cli),
         })
     }
@@ -400,6 +424,29 @@ mod tests {
         assert_eq!(c.idle_timeout, None);
         let c = resolve(&["--idle-timeout", "5min"], &[], false).unwrap();
         assert_eq!(c.idle_timeout, Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn serve_closure_of_is_repeatable_and_off_by_default() {
+        assert!(resolve(&[], &[], true).unwrap().closure_roots.is_empty());
+        let c = resolve(
+            &[
+                "--serve-closure-of",
+                "/run/current-system",
+                "--serve-closure-of",
+                "result",
+            ],
+            &[],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            c.closure_roots,
+            [
+                PathBuf::from("/run/current-system"),
+                PathBuf::from("result")
+            ]
+        );
     }
 
     #[test]
@@ -518,5 +565,20 @@ mod tests {
         );
         assert!(resolve(&["--ssl-key", "k"], &[], false).is_err());
         assert!(resolve(&["--workers", "0"], &[], false).is_err());
+    }
+
+    #[test]
+    fn compression_flag() {
+        assert_eq!(
+            resolve(&[], &[], false).unwrap().compression,
+            Compression::None
+        );
+        let c = resolve(&["--compression", "zstd:5"], &[], false).unwrap();
+        assert_eq!(c.compression, Compression::Zstd { level: 5 });
+        let e = resolve(&["--compression", "xz"], &[], false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--compression \"xz\": expected none, zstd or zstd:LEVEL"
+        );
     }
 }

@@ -10,6 +10,7 @@
 //! [`reopen`] opens the two files again by name (SIGHUP, as logrotate sends
 //! it and as Starman reopens on it), so a rotated file is let go.
 
+use std::error::Error;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -236,9 +237,52 @@ pub fn fatal(msg: &str) {
     }
 }
 
+/// `e` and its causes, outermost first, joined with `": "`: what the log
+/// says about an error. A cause whose text the message already ends with is
+/// not repeated: many errors here print their source themselves.
+pub fn chain(e: &dyn Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::*;
+    use std::fmt;
+
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+
+    impl fmt::Display for E {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl Error for E {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            self.1.as_deref().map(|e| e as &(dyn Error + 'static))
+        }
+    }
+
+    #[test]
+    fn chain_joins_causes_once() {
+        let e = E("a", Some(Box::new(E("b", Some(Box::new(E("c", None)))))));
+        assert_eq!(chain(&e), "a: b: c");
+        // An error that prints its source itself: not said twice.
+        let e = E("open x: denied", Some(Box::new(E("denied", None))));
+        assert_eq!(chain(&e), "open x: denied");
+        assert_eq!(chain(&E("alone", None)), "alone");
+    }
 
     #[test]
     fn escape_is_nginx_default_byte_for_byte() {

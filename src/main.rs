@@ -19,6 +19,7 @@ use nix_serve_sd::log;
 use nix_serve_sd::metrics::{Metrics, MetricsFile};
 use nix_serve_sd::nix::signing::SecretKey;
 use nix_serve_sd::server::{self, Limits, Listener, Server};
+use nix_serve_sd::store::closure::{self, Roots, Watcher};
 use nix_serve_sd::store::{uri, Counted, OpenStore, Opener};
 use nix_serve_sd::systemd::{self, Notifier};
 
@@ -113,7 +114,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     // reachable now is worth another start.
     uri::parse(&config.store_uri, &env).map_err(|e| StartError::Config(e.to_string()))?;
     let opener =
-        Opener::resolve(&config.store_uri, &env).map_err(|e| StartError::Store(e.to_string()))?;
+        Opener::resolve(&config.store_uri, &env).map_err(|e| StartError::Store(log::chain(&e)))?;
     // Counting starts from where the last process left off.
     let mut metrics_file =
         (config.metrics_file.clone()).map(|p| MetricsFile::new(p, config.metrics_interval));
@@ -130,11 +131,28 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     let svc = Arc::new(Service {
         keys,
         priority: config.priority,
+        compression: config.compression,
     });
+    // The first closure before READY: the server never serves unfiltered.
+    let mut closure_watch = None;
+    let allowed = if config.closure_roots.is_empty() {
+        None
+    } else {
+        let source = closure::Source::of(&opener).map_err(|e| StartError::Store(e.to_string()))?;
+        let roots = Roots::new(config.closure_roots.clone(), source);
+        let (allowed, watcher) =
+            Watcher::start(roots).map_err(|e| StartError::Store(e.to_string()))?;
+        closure_watch = Some(watcher);
+        Some(allowed)
+    };
     let workers = (0..config.workers)
         .map(|_| {
-            Worker::new(svc.clone(), open.clone(), None)
-                .with_metrics(metrics.clone(), config.metrics_route)
+            let w = Worker::new(svc.clone(), open.clone(), None)
+                .with_metrics(metrics.clone(), config.metrics_route);
+            match &allowed {
+                Some(a) => w.with_closure(a.clone()),
+                None => w,
+            }
         })
         .collect();
 
@@ -183,8 +201,11 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         &notifier,
         &term,
         &store,
-        &mut metrics_file,
-        &metrics,
+        &mut Chores {
+            metrics_file: &mut metrics_file,
+            metrics: &metrics,
+            closure: closure_watch,
+        },
     );
     // The drain bound counts from the moment the signal was seen.
     let deadline = Instant::now() + DRAIN_BOUND;
@@ -216,6 +237,26 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     Ok(())
 }
 
+/// What the watch loop does at each tick besides its own checks.
+struct Chores<'a> {
+    metrics_file: &'a mut Option<MetricsFile>,
+    metrics: &'a Metrics,
+    /// `--serve-closure-of`: asks about once a second whether a root or the
+    /// store changed; the recompute runs on its own thread.
+    closure: Option<Watcher>,
+}
+
+impl Chores<'_> {
+    fn tick(&mut self, now: Instant) {
+        if let Some(f) = self.metrics_file {
+            f.tick(self.metrics, now);
+        }
+        if let Some(w) = &mut self.closure {
+            w.tick(now);
+        }
+    }
+}
+
 /// The main thread's loop: signals, the watchdog, idleness, status lines.
 /// `store` stays in every STATUS= line: `systemctl status` shows which
 /// backend `auto` settled on for as long as the process runs.
@@ -225,8 +266,7 @@ fn watch(
     notifier: &Notifier,
     term: &AtomicBool,
     store: &str,
-    metrics_file: &mut Option<MetricsFile>,
-    metrics: &Metrics,
+    chores: &mut Chores<'_>,
 ) -> Exit {
     let ping_every = notifier.watchdog_period();
     let mut next_ping = Instant::now();
@@ -256,9 +296,7 @@ fn watch(
                 server.resume_accepting();
             }
         }
-        if let Some(f) = metrics_file {
-            f.tick(metrics, now);
-        }
+        chores.tick(now);
         if now >= next_status {
             let counts = server.activity().counts();
             if counts != last_counts {

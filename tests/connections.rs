@@ -5,17 +5,14 @@
 //! from hanging the run, never speed assertions.
 
 mod common;
-mod responder_common;
-mod responder_http_support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::binary::{get, start_on_any_port, Running};
 use common::Fixtures;
-use responder_common::{get, start_on_any_port, Running};
 
 fn hash_of(fx: &Fixtures, name: &str) -> String {
     fx.path(name)["/nix/store/".len()..][..32].to_owned()
@@ -291,15 +288,6 @@ fn a_reader_below_the_minimum_rate_is_cut() {
     assert_eq!(get(addr, "/nix-cache-info").status, 200);
 }
 
-fn kill_term(server: &Running) {
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-}
-
 /// SIGTERM with many requests received and not yet answered (one worker,
 /// 60 connections that each sent a head): every one gets its whole reply.
 #[test]
@@ -322,7 +310,7 @@ fn sigterm_answers_every_request_already_received() {
         })
         .collect();
     thread::sleep(Duration::from_millis(100));
-    kill_term(&server);
+    server.signal_term();
     let want_nar = common::nix_store_dump(fx.path("many-files"));
     for (i, s) in conns.iter_mut().enumerate() {
         let (status, head, body) = read_one(s);
@@ -332,7 +320,7 @@ fn sigterm_answers_every_request_already_received() {
         }
     }
     let mut server = server;
-    let st = responder_common::wait_exit(&mut server.child, Duration::from_secs(40));
+    let st = common::binary::wait_exit(&mut server.child, Duration::from_secs(40));
     assert!(st.expect("exits after SIGTERM").success());
 }
 
@@ -345,9 +333,9 @@ fn sigterm_with_many_silent_connections_exits_within_the_bound() {
     let (server, addr) = serve(&["--workers", "1"]);
     let conns: Vec<TcpStream> = (0..300).map(|_| connect(addr)).collect();
     thread::sleep(Duration::from_millis(200));
-    kill_term(&server);
+    server.signal_term();
     let mut server = server;
-    let st = responder_common::wait_exit(&mut server.child, Duration::from_secs(35));
+    let st = common::binary::wait_exit(&mut server.child, Duration::from_secs(35));
     assert!(st.expect("exits within the 30 s bound").success());
     drop(conns);
 }
@@ -458,11 +446,11 @@ fn idle_slowloris_and_slow_readers_at_once() {
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn client_resets_cost_no_daemon_connection() {
     let fx = Fixtures::load();
-    let h = responder_http_support::start(
-        responder_http_support::opener("daemon"),
+    let h = common::in_process::start(
+        common::in_process::opener("daemon"),
         2,
         vec![],
-        responder_http_support::limits(),
+        common::in_process::limits(),
     );
     let hash = hash_of(&fx, "dep-top");
     for _ in 0..300 {
@@ -489,7 +477,7 @@ fn client_resets_cost_no_daemon_connection() {
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn past_the_descriptor_limit_clients_are_refused_cleanly() {
     let fx = Fixtures::load();
-    let (_server, addr, _) = responder_common::start_on_any_port_wrapped(
+    let (_server, addr, _) = common::binary::start_on_any_port_wrapped(
         &["prlimit", "--nofile=128:128"],
         &["--workers", "1"],
     );
@@ -552,7 +540,7 @@ fn sigterm_answers_connections_accepted_before_their_request() {
     let hash = hash_of(&fx, "dep-top");
     let mut conns: Vec<TcpStream> = (0..20).map(|_| connect(addr)).collect();
     thread::sleep(Duration::from_millis(200));
-    kill_term(&server);
+    server.signal_term();
     thread::sleep(Duration::from_millis(200));
     for (i, s) in conns.iter_mut().enumerate() {
         s.write_all(format!("GET /{hash}.narinfo HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
@@ -562,6 +550,6 @@ fn sigterm_answers_connections_accepted_before_their_request() {
         assert!(head.contains("Connection: close"), "{head}");
     }
     let mut server = server;
-    let st = responder_common::wait_exit(&mut server.child, Duration::from_secs(40));
+    let st = common::binary::wait_exit(&mut server.child, Duration::from_secs(40));
     assert!(st.expect("exits after SIGTERM").success());
 }

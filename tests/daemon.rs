@@ -55,7 +55,6 @@ fn path_info_matches_nix_path_info() {
             assert_eq!(by_path, nix, "{which}: {name} as nix path-info says");
             let by_hash = store.path_info_by_hash(&path.hash_part()).unwrap();
             assert_eq!(by_hash.as_ref(), Some(&by_path), "{which} {name}");
-            assert!(store.is_valid_path(&path).unwrap(), "{which} {name}");
         }
     }
 }
@@ -72,7 +71,6 @@ fn absent_paths_are_none_not_errors() {
         let hash = HashPart::parse(ABSENT).unwrap();
         assert_eq!(store.path_info_by_hash(&hash).unwrap(), None, "{which}");
         assert_eq!(store.path_info(&absent_path).unwrap(), None, "{which}");
-        assert!(!store.is_valid_path(&absent_path).unwrap(), "{which}");
         // The connection is still good after the negative answers.
         let present = store.path_info_by_hash(&fx.store_path("tree").hash_part());
         assert!(present.unwrap().is_some(), "{which}");
@@ -133,7 +131,7 @@ fn daemon_restart_between_two_requests() {
     daemon.restart();
     // The old connection is dead; the store reconnects and retries.
     assert!(store.path_info_by_hash(&hash).unwrap().is_some());
-    assert!(store.is_valid_path(&fx.store_path("tree")).unwrap());
+    assert!(store.path_info(&fx.store_path("tree")).unwrap().is_some());
 
     // With the daemon down: a clean Unavailable, and back once it returns.
     daemon.kill();
@@ -162,7 +160,6 @@ fn nar_from_path_equals_nix_store_dump() {
             let mut got = Vec::new();
             let mut nar = store.nar_from_daemon(&info, offset).unwrap();
             nar.read_to_end(&mut got).unwrap();
-            assert_eq!(nar.remaining(), 0);
             drop(nar);
             assert!(
                 got == expected[offset as usize..],

@@ -3,12 +3,12 @@
 //! not 75 (the store may be back on the next start). Needs no Nix: the store
 //! that cannot be reached is a socket path that does not exist.
 
-mod responder_common;
+mod common;
 
 use std::net::TcpListener;
 use std::process::Command;
 
-use responder_common::BIN;
+use common::binary::BIN;
 
 /// Runs the server with `args` (never socket-activated) and returns its exit
 /// status and stderr.

@@ -13,7 +13,6 @@
 //! closing bytes.
 
 mod common;
-mod responder_common;
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -21,8 +20,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use common::binary::start_on_any_port;
 use common::{ChrootStore, Fixtures};
-use responder_common::start_on_any_port;
 
 /// Far larger than what the kernel buffers between the server and a client
 /// with a small receive buffer (loopback send buffers grow to 4 MiB), so a

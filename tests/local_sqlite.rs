@@ -132,7 +132,6 @@ fn reads_rows_as_nix_does() {
     assert_eq!(b.nar_size, 0, "NULL narSize reads as 0");
     assert_eq!(b.nar_hash.to_prefixed_nix32(), HASH32, "nix32 in the db");
     assert!(!b.ultimate && b.sigs.is_empty() && b.deriver.is_none());
-    assert!(store.is_valid_path(&b.path).unwrap());
 }
 
 #[test]
@@ -167,7 +166,6 @@ fn a_hash_between_two_paths_is_absent() {
         .parse_path("/nix/store/0000000000000000000000000000000b-a")
         .unwrap();
     assert_eq!(store.path_info(&absent).unwrap(), None);
-    assert!(!store.is_valid_path(&absent).unwrap());
 }
 
 #[test]
@@ -204,7 +202,9 @@ fn unreadable_rows_are_corrupt_not_absent() {
         make_store(dir.path(), true, rows, refs);
         let got = open(dir.path()).path_info_by_hash(&hash("0000000000000000000000000000000a"));
         match got {
-            Err(StoreError::Corrupt(msg)) => assert!(msg.contains("db.sqlite"), "{what}: {msg}"),
+            Err(StoreError::Corrupt(msg)) => {
+                assert!(msg.to_string().contains("db.sqlite"), "{what}: {msg}")
+            }
             other => panic!("{what}: expected Corrupt, got {other:?}"),
         }
     }

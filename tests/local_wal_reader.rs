@@ -12,7 +12,6 @@
 //! writes. Needs root (to switch to nobody) and Nix.
 
 mod common;
-mod responder_common;
 
 use std::fs;
 use std::net::SocketAddr;
@@ -20,8 +19,8 @@ use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::binary::{free_port, get, wait_listening, Running, BIN};
 use common::ChrootStore;
-use responder_common::{free_port, get, wait_listening, Running, BIN};
 
 /// The narinfo of `path` (a full store path) as the server at `addr` answers.
 fn narinfo(addr: SocketAddr, path: &str) -> (u16, String) {

@@ -3,7 +3,7 @@
 //! and keeps serving. And what a client sends is escaped in the access log
 //! as nginx escapes it, so no request can forge a line or drive a terminal.
 
-mod responder_common;
+mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use responder_common::{free_port, get, tmpdir, wait_listening, Running};
+use common::binary::{free_port, get, tmpdir, wait_listening, Running};
 
 /// Starts the server on a free port with both logs in `dir`.
 fn start_with_logs(dir: &Path) -> (Running, SocketAddr) {

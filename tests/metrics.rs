@@ -5,7 +5,6 @@
 //! Bounds are time-outs that keep a broken server from hanging the run.
 
 mod common;
-mod responder_common;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
@@ -17,9 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::binary::{exchange, get, start_on_any_port, wait_exit, Reply, Running, BIN};
 use common::{ChrootStore, Fixtures, Scratch};
 use nix_serve_sd::metrics::Metrics;
-use responder_common::{exchange, get, start_on_any_port, wait_exit, Reply, Running, BIN};
 
 const LIMIT: Duration = Duration::from_secs(60);
 /// A hash part no store holds.

@@ -332,6 +332,58 @@ fn sign_key_paths_are_credentials() {
     );
 }
 
+/// `serveClosureOf` becomes one `--serve-closure-of` a root; `allowedIPs`
+/// the socket's IP filter (issue 12 parts 2 and 3), or the service's when
+/// it binds its own sockets. Neither by default.
+#[test]
+#[ignore = "needs real Nix: run scripts/test"]
+fn serve_closure_of_and_allowed_ips() {
+    let Some(inputs) = inputs() else { return };
+    let eval = eval_module(
+        &inputs,
+        r#"{ services.nix-serve = {
+              enable = true;
+              serveClosureOf = [ "/run/current-system" "/nix/var/nix/gcroots/cache" ];
+              allowedIPs = [ "192.0.2.0/24" "2001:db8::/32" ];
+            }; }"#,
+    );
+    show(&eval);
+    assert_no_failed_assertions(&eval);
+    assert_socket_activated(&eval);
+    assert_eq!(
+        service_config(&eval, "ExecStart"),
+        format!(
+            "{FAKE_SD}/bin/nix-serve --idle-timeout 60s {METRICS} \
+             --serve-closure-of /run/current-system --serve-closure-of /nix/var/nix/gcroots/cache"
+        )
+        .as_str()
+    );
+    let socket = &eval["socket"]["socketConfig"];
+    assert_eq!(
+        strings(&socket["IPAddressAllow"]),
+        ["192.0.2.0/24", "2001:db8::/32"]
+    );
+    assert_eq!(socket["IPAddressDeny"], "any");
+    // The service keeps its own deny-all: it has no network but the socket.
+    assert_eq!(service_config(&eval, "IPAddressDeny"), "any");
+    assert_eq!(*service_config(&eval, "IPAddressAllow"), Value::Null);
+
+    let eval = eval_module(
+        &inputs,
+        r#"{ services.nix-serve = { enable = true; socketActivation = false; allowedIPs = [ "localhost" ]; }; }"#,
+    );
+    assert_no_failed_assertions(&eval);
+    assert_eq!(
+        strings(service_config(&eval, "IPAddressAllow")),
+        ["localhost"]
+    );
+    assert_eq!(service_config(&eval, "IPAddressDeny"), "any");
+
+    let eval = eval_module(&inputs, "{ services.nix-serve.enable = true; }");
+    assert_eq!(eval["socket"]["socketConfig"].get("IPAddressAllow"), None);
+    assert_eq!(eval["socket"]["socketConfig"].get("IPAddressDeny"), None);
+}
+
 /// `listen` takes Unix socket paths next to addresses: the socket's
 /// ListenStream= lines, or the server's own --listen flags.
 #[test]
@@ -538,4 +590,21 @@ fn collect_nix_files(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(path);
         }
     }
+}
+
+#[test]
+#[ignore = "needs real Nix: run scripts/test"]
+fn compression_option_becomes_the_flag() {
+    let Some(inputs) = inputs() else { return };
+    let eval = eval_module(
+        &inputs,
+        r#"{ services.nix-serve = { enable = true; compression = "zstd:3"; }; }"#,
+    );
+    show(&eval);
+    assert_no_failed_assertions(&eval);
+    assert_eq!(
+        service_config(&eval, "ExecStart"),
+        format!("{FAKE_SD}/bin/nix-serve --idle-timeout 60s {METRICS} --compression zstd:3")
+            .as_str()
+    );
 }

@@ -111,16 +111,29 @@ fn shipped_units_verify_cleanly() {
 #[test]
 #[ignore = "needs systemd-analyze: run scripts/test"]
 fn signing_key_drop_in_verifies_cleanly() {
-    let dir = scratch("signing");
+    shipped_drop_in_verifies_cleanly("nix-serve.service", "signing-key.conf");
+}
+
+#[test]
+#[ignore = "needs systemd-analyze: run scripts/test"]
+fn allowed_ips_drop_in_verifies_cleanly() {
+    shipped_drop_in_verifies_cleanly("nix-serve.socket", "allowed-ips.conf");
+}
+
+/// `systemd/<file>` installed as a drop-in of `unit`, as its comment says.
+fn shipped_drop_in_verifies_cleanly(unit: &str, file: &str) {
+    let dir = scratch(file.trim_end_matches(".conf"));
     let (socket, service) = install_units(&dir);
-    let drop_ins = dir.join("nix-serve.service.d");
+    let drop_ins = dir.join(format!("{unit}.d"));
     fs::create_dir_all(&drop_ins).expect("create drop-in dir");
-    fs::copy(
-        repo().join("systemd/signing-key.conf"),
-        drop_ins.join("signing-key.conf"),
-    )
-    .expect("copy signing-key.conf");
-    assert_verifies(&dir, &socket, &service, "with signing-key.conf");
+    let shipped = repo().join("systemd").join(file);
+    let text = fs::read_to_string(&shipped).expect("read the drop-in");
+    assert!(
+        text.contains(&format!("/etc/systemd/system/{unit}.d/{file}")),
+        "{file} should say where it is installed"
+    );
+    fs::write(drop_ins.join(file), text).expect("write the drop-in");
+    assert_verifies(&dir, &socket, &service, &format!("with {file}"));
 }
 
 /// The `ini` blocks of docs/install.md, each a drop-in for the unit its

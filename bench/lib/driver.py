@@ -32,7 +32,18 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="rounds of the wrk figures; the best counts")
     ap.add_argument("--idle-timeout", type=int, default=2)
     ap.add_argument("--ours-args", default="", help="extra arguments for our binary")
+    ap.add_argument("--only", default="",
+                    help="comma-separated figure key prefixes to run (e.g. misbehave, "
+                         "load.10M, load.present.32, seq, start, idle, mem.slow); default all")
+    ap.add_argument("--misbehave-seconds", type=int, default=10,
+                    help="whole seconds of each wrk run in the misbehave scenario")
+    ap.add_argument("--misbehave-requests", type=int, default=300,
+                    help="fresh-connection requests timed per phase of the misbehave scenario")
     opts = ap.parse_args()
+    prefixes = [p for p in opts.only.split(",") if p]
+
+    def wanted(key):
+        return not prefixes or any(key.startswith(p) or p.startswith(key) for p in prefixes)
 
     procs.become_subreaper()
     work = tempfile.mkdtemp(prefix="nix-serve-sd-bench.")
@@ -85,6 +96,8 @@ def main():
     narinfo_only = full + [unsigned.name] if unsigned.name in running else full
 
     def run(key, names, scenario, conns, seconds, paths_file=None, sample=False):
+        if not wanted(key):
+            return
         for name in names:
             srv = running[name]
             log(f"{key}: {name}")
@@ -104,7 +117,7 @@ def main():
     # Each round runs every figure against every server in turn; the second
     # round in the opposite order. Per figure the best round counts: load from
     # elsewhere only ever makes a figure worse.
-    for rnd in range(opts.rounds):
+    for rnd in range(opts.rounds if wanted("seq") or wanted("load") else 0):
         order = (lambda xs: xs) if rnd % 2 == 0 else (lambda xs: xs[::-1])
         log(f"round {rnd + 1} of {opts.rounds}")
         # 1. nix-serve-ng's four scenarios: one connection, one request at a time.
@@ -119,7 +132,7 @@ def main():
             run(f"load.mixed.{conns}", order(full), "present", conns, opts.load_seconds,
                 lists["mixed"], sample=conns == 256)
         for size in ("10M", "1G"):
-            for conns in (32, 256):
+            for conns in (4, 32, 256) if size == "10M" else (32, 256):
                 run(f"load.{size}.{conns}", order(full), size, conns, opts.load_seconds,
                     sample=conns == 256)
     move_unsigned(results, unsigned.name)
@@ -135,8 +148,9 @@ def main():
         except (measure.MeasureError, client.BadResponse, OSError) as e:
             notes.append(f"{name}, slow reader: {one_line(e)}")
 
-    log("memory with a slow reader")
-    threads = [threading.Thread(target=slow_one, args=(n,)) for n in full]
+    threads = [threading.Thread(target=slow_one, args=(n,)) for n in full if wanted("mem.slow")]
+    if threads:
+        log("memory with a slow reader")
     for t in threads:
         t.start()
     for t in threads:
@@ -147,10 +161,17 @@ def main():
     for srv in running.values():
         srv.stop()
 
+    # 6. Misbehaving clients, against a new instance of each server in turn.
+    if wanted("misbehave"):
+        for name in full:
+            misbehave(spec_of[name], work, urls[name], lists["present"], opts, results[name], notes)
+
     # 3. Cold start under socket activation, and warm, interleaved per trial.
     present = {n: urls[n]["present"] for n in full}
-    activators = [measure.Activator(s, work) for s in [nginx] + ours if s.name in present]
-    log(f"cold start: {opts.trials} activations each")
+    activators = [measure.Activator(s, work) for s in [nginx] + ours
+                  if s.name in present and wanted("start")]
+    if activators:
+        log(f"cold start: {opts.trials} activations each")
     try:
         cw = measure.cold_and_warm(activators, present, opts.trials)
         for name, (cold, warm) in cw.items():
@@ -164,8 +185,9 @@ def main():
     # 4. After the idle timeout: our server should be gone, nginx stays.
     idle = f"{opts.idle_timeout}s"
     activators = [measure.Activator(s, work, idle_timeout=idle) for s in [nginx] + ours
-                  if s.name in present]
-    log(f"idle timeout {idle}")
+                  if s.name in present and wanted("idle")]
+    if activators:
+        log(f"idle timeout {idle}")
     try:
         for name, (exit_s, count, kib) in measure.after_idle(
                 activators, present, opts.idle_timeout).items():
@@ -202,6 +224,11 @@ def record(results, notes, reconnects, name, key, scenario, r):
     # that, and over 5 % of requests, means the server closed keep-alives.
     if r["accepted"] > 2 * conns + 20 and r["accepted"] > 0.05 * r["requests"]:
         reconnects.setdefault(name, {})[key] = r["accepted"] / r["requests"]
+    wrk_notes(notes, name, key, r)
+
+
+def wrk_notes(notes, name, key, r):
+    """Notes for socket errors and unexpected statuses in one wrk run."""
     errors = r["connect_errors"] + r["read_errors"] + r["write_errors"]
     if errors:
         notes.append(f"{name}, {key}: {errors} socket errors "
@@ -216,6 +243,99 @@ def record(results, notes, reconnects, name, key, scenario, r):
         bad = non_2xx
     if bad:
         notes.append(f"{name}, {key}: {bad} of {r['requests']} responses had an unexpected status")
+
+
+# What the misbehaving clients hold open, all at once (issue 10).
+MISBEHAVING = {"idle": 1000, "slowloris": 500, "readers": 64}
+# The issue's bound on a fresh client's narinfo p99 meanwhile, in seconds.
+MISBEHAVE_P99_TARGET = 0.020
+
+
+def misbehave(spec, work, urls, present_list, opts, results, notes):
+    """The misbehave scenario against a new instance of one server: a fresh
+    client's narinfo latency and narinfo throughput on 32 connections, first
+    unloaded, then with the misbehaving clients holding their connections;
+    the server's peak RSS, threads and descriptors meanwhile."""
+    name = spec.name
+    log(f"misbehave: {name}")
+    try:
+        srv = servers.Running(spec.for_many_connections(), work, tag="-misbehave")
+    except servers.StartError as e:
+        notes.append(f"{name}, misbehave: did not start: {one_line(e)}")
+        return
+    path, seconds = urls["present"], opts.misbehave_seconds
+
+    def phase(key):
+        times, other = measure.fresh_latencies(srv.port, path, opts.misbehave_requests, seconds)
+        r = measure.wrk(srv.port, path, 32, seconds, present_list)
+        results[f"{key}.p50"] = measure.percentile(times, 50)
+        results[f"{key}.p99"] = measure.percentile(times, 99)
+        results[f"{key}.present.32"] = r["requests"] / r["seconds"]
+        if other or len(times) < opts.misbehave_requests:
+            notes.append(f"{name}, {key}, fresh connections: {len(times)} answered 200 "
+                         f"within {seconds} s, other outcomes {other or 'none'}")
+        wrk_notes(notes, name, f"{key}.present.32", r)
+        slow = [t for t in times if t > MISBEHAVE_P99_TARGET]
+        if slow:
+            notes.append(f"{name}, {key}, fresh connections: {len(slow)} of {len(times)} over "
+                         f"{MISBEHAVE_P99_TARGET * 1e3:.0f} ms, the slowest {max(slow) * 1e3:.0f} ms")
+
+    try:
+        time.sleep(0.3)
+        results["misbehave.threads.start"] = procs.threads(srv.members())
+        phase("misbehave.unloaded")
+        with measure.Sampler(srv.pid, counts=True) as sampler:
+            with measure.MisbehavingClients(srv.port, path, urls["10M"], **MISBEHAVING) as clients:
+                misbehave_notes(notes, name, "once in place", clients.ready)
+                time.sleep(min(3, seconds / 3))  # slow readers' buffers fill up
+                phase("misbehave.loaded")
+        results["misbehave.rss"] = sampler.max_kib
+        results["misbehave.threads"] = sampler.max_threads
+        results["misbehave.fds"] = sampler.max_fds
+        if clients.done:
+            misbehave_notes(notes, name, "at the end", clients.done)
+            done = clients.done
+            per_reader = done["reader_bytes"] / MISBEHAVING["readers"] / done["seconds"]
+            notes.append(f"{name}, misbehave: over {done['seconds']:.0f} s, each slow reader got "
+                         f"{per_reader / 1024:.0f} KiB/s on average (paced at 64); the "
+                         f"misbehaving clients' process used "
+                         f"{done['cpu_seconds'] / done['seconds']:.0%} of a core")
+        else:
+            notes.append(f"{name}, misbehave: the misbehaving clients printed no summary")
+    except (measure.MeasureError, OSError) as e:
+        notes.append(f"{name}, misbehave: {one_line(e)}")
+        log(f"{name}: misbehave: {e}\n{procs.tail(srv.log)}")
+    finally:
+        srv.stop()
+    for what in ("present.32", "p99"):
+        loaded = results.get(f"misbehave.loaded.{what}")
+        unloaded = results.get(f"misbehave.unloaded.{what}")
+        if loaded is not None and unloaded:
+            results[f"misbehave.ratio.{what}"] = loaded / unloaded
+
+
+def misbehave_notes(notes, name, when, summary):
+    """What the misbehaving clients saw, when it is not just the load in place:
+    connections not (or no longer) in place, closes, statuses other than 200
+    on the idle and reading ones, any answer to the slowloris ones, errors."""
+    in_place = summary["in_place"]
+    want = {"idle": MISBEHAVING["idle"], "slowloris": MISBEHAVING["slowloris"],
+            "reader": MISBEHAVING["readers"]}
+    said = []
+    short = {k: f"{in_place[k]} of {n}" for k, n in want.items() if in_place[k] < n}
+    if short:
+        said.append("in place " + ", ".join(f"{k} {v}" for k, v in short.items()))
+    closed = {k: v for k, v in summary["closed_by_server"].items() if v}
+    if closed:
+        said.append("closed by the server (and reopened) " + ", ".join(f"{k} {v}" for k, v in closed.items()))
+    for kind, statuses in summary["statuses"].items():
+        odd = {s: n for s, n in statuses.items() if kind == "slowloris" or s != "200"}
+        if odd:
+            said.append(f"{kind} statuses {odd}")
+    for kind, errors in summary.get("errors", {}).items():
+        said.append(f"{kind} errors {errors}")
+    if said:
+        notes.append(f"{name}, misbehaving clients {when}: " + "; ".join(said))
 
 
 def move_unsigned(results, name):
@@ -303,6 +423,8 @@ def report(opts, results, notes, ours_names, idle):
         s, key, name = w
         label = next(lbl for k, lbl, _, _ in figures.FIGURES if k == key)
         lines += ["", f"Furthest behind nginx (medians and throughput): {label.format(**ctx)} ({name}), {s:.2f}× worse."]
+    if opts.only:
+        lines += ["", f"Only the figures {opts.only} (and the RSS after start) were run."]
     if not opts.binary:
         lines += ["", "DRY RUN: no binary given, every column is nginx."]
     if notes:

@@ -15,6 +15,7 @@ FIGURES = [
     ("load.present.256", "narinfo, 1,000 paths, 256 conns", "req/s", 1),
     ("load.mixed.32", "narinfo, 50 % absent, 32 conns", "req/s", 1),
     ("load.mixed.256", "narinfo, 50 % absent, 256 conns", "req/s", 1),
+    ("load.10M.4", "10 MiB NAR, 4 conns", "MB/s", 1e-6),
     ("load.10M.32", "10 MiB NAR, 32 conns", "MB/s", 1e-6),
     ("load.10M.256", "10 MiB NAR, 256 conns", "MB/s", 1e-6),
     ("load.1G.32", "1 GiB NAR, 32 conns", "MB/s", 1e-6),
@@ -28,6 +29,21 @@ FIGURES = [
     ("idle.exit", "exit after last response (idle timeout {idle})", "s", 1),
     ("idle.procs", "processes after the idle timeout", "", 1),
     ("idle.rss", "RSS after the idle timeout", "MiB", 1 / 1024),
+    # The misbehave scenario (a new instance of each server; ours with
+    # --keepalive-timeout 60): unloaded, then with 1,000 idle keep-alive
+    # connections, 500 slowloris ones and 64 slow NAR readers held open.
+    ("misbehave.unloaded.p50", "misbehave scenario, unloaded: fresh-conn narinfo, median", "ms", 1e3),
+    ("misbehave.unloaded.p99", "misbehave scenario, unloaded: fresh-conn narinfo, p99", "ms", 1e3),
+    ("misbehave.loaded.p50", "with misbehaving clients: fresh-conn narinfo, median", "ms", 1e3),
+    ("misbehave.loaded.p99", "with misbehaving clients: fresh-conn narinfo, p99 (target ≤ 20)", "ms", 1e3),
+    ("misbehave.ratio.p99", "fresh-conn narinfo p99, loaded ÷ unloaded", "×", 1),
+    ("misbehave.unloaded.present.32", "misbehave scenario, unloaded: narinfo, 32 conns", "req/s", 1),
+    ("misbehave.loaded.present.32", "with misbehaving clients: narinfo, 32 conns", "req/s", 1),
+    ("misbehave.ratio.present.32", "narinfo, 32 conns, loaded ÷ unloaded (target ≥ 0.7)", "×", 1),
+    ("misbehave.threads.start", "misbehave scenario, unloaded: threads", "", 1),
+    ("misbehave.threads", "with misbehaving clients: threads, peak", "", 1),
+    ("misbehave.fds", "with misbehaving clients: open descriptors, peak", "", 1),
+    ("misbehave.rss", "with misbehaving clients: RSS peak (target ≤ 64)", "MiB", 1 / 1024),
     # Signing costs: our local backend without a key, against the same nginx.
     ("seq.present.p50.unsigned", "present narinfo, unsigned: median", "µs", 1e6),
     ("load.present.256.unsigned", "narinfo, 1,000 paths, 256 conns, unsigned", "req/s", 1),
@@ -83,8 +99,9 @@ def worst(results, nginx_name, ours_names):
     """(slowdown, key, name) of the figure where ours is furthest behind nginx."""
     found = []
     for key, _, _, _ in FIGURES:
-        if key.startswith(("idle.", "mem.")) or ".p99" in key:
-            continue  # nginx does not idle out; memory is not speed; p99 is noisy
+        if key.startswith(("idle.", "mem.", "misbehave.ratio", "misbehave.threads",
+                           "misbehave.fds", "misbehave.rss")) or ".p99" in key:
+            continue  # nginx does not idle out; memory and counts are not speed; p99 is noisy
         base = key.removesuffix(".unsigned")
         for name in ours_names:
             s = slowdown(base, results.get(name, {}).get(key), results[nginx_name].get(base))

@@ -2,11 +2,13 @@
 activation played the way systemd plays it."""
 
 import json
+import math
 import os
 import select
 import socket
 import statistics
 import subprocess
+import sys
 import threading
 import time
 
@@ -53,11 +55,13 @@ def passive_opens():
 
 
 class Sampler:
-    """Samples the RSS of a process group in a thread; keeps the maximum."""
+    """Samples the RSS of a process group in a thread; keeps the maximum.
+    With `counts`, also the peak of its threads and open descriptors."""
 
-    def __init__(self, pgid, interval=0.1):
-        self.pgid, self.interval = pgid, interval
+    def __init__(self, pgid, interval=0.1, counts=False):
+        self.pgid, self.interval, self.counts = pgid, interval, counts
         self.max_kib, self.samples = 0, []
+        self.max_threads = self.max_fds = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -78,6 +82,9 @@ class Sampler:
             kib = procs.rss_kib(members)
             self.samples.append(kib)
             self.max_kib = max(self.max_kib, kib)
+            if self.counts:
+                self.max_threads = max(self.max_threads, procs.threads(members))
+                self.max_fds = max(self.max_fds, procs.fds(members))
             self._stop.wait(self.interval)
 
 
@@ -200,6 +207,73 @@ def after_idle(activators, paths, idle_seconds, grace=5.0):
         members = procs.group(a.pid)
         out[a.spec.name] = (exited.get(a.spec.name), len(members), procs.rss_kib(members))
     return out
+
+
+def fresh_latencies(port, path, count, budget, timeout=10.0):
+    """Up to `count` requests one after the other, each on a new connection,
+    for at most `budget` seconds: (seconds of each 200, other outcomes
+    counted by status or error)."""
+    times, other = [], {}
+    end = time.monotonic() + budget
+    while len(times) < count and time.monotonic() < end:
+        try:
+            t0 = time.perf_counter()
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+                client.request(sock, path)
+                status, _, _ = client.read_response(sock)
+            took = time.perf_counter() - t0
+        except (OSError, client.BadResponse) as e:
+            key = type(e).__name__
+            other[key] = other.get(key, 0) + 1
+            continue
+        if status == 200:
+            times.append(took)
+        else:
+            other[status] = other.get(status, 0) + 1
+    return times, other
+
+
+def percentile(xs, p):
+    """The p-th percentile (nearest rank) of xs; None if empty."""
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[max(0, math.ceil(p / 100 * len(xs)) - 1)]
+
+
+class MisbehavingClients:
+    """bench/lib/misbehave.py as a child process against one server: enter
+    returns once its connections are in place, with their summary in
+    `.ready`; exit stops it and keeps its final summary in `.done`."""
+
+    def __init__(self, port, narinfo, nar, setup_seconds=20.0, **counts):
+        self.argv = [sys.executable, os.path.join(HERE, "misbehave.py"), "--port", str(port),
+                     "--narinfo", narinfo, "--nar", nar, "--setup-seconds", str(setup_seconds)]
+        for k, v in counts.items():
+            self.argv += [f"--{k}", str(v)]
+        self.timeout = setup_seconds + 10
+        self.ready = self.done = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line.startswith("READY "):
+            self.__exit__()
+            raise MeasureError(f"the misbehaving clients did not get ready: {line[-300:]!r}")
+        self.ready = json.loads(line[len("READY "):])
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            out, _ = self.proc.communicate(timeout=10)  # closes its stdin: the signal to stop
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        for line in out.splitlines():
+            if line.startswith("DONE "):
+                self.done = json.loads(line[len("DONE "):])
 
 
 def median(xs):

@@ -49,14 +49,35 @@ def group(pgid):
 
 def rss_kib(pids):
     """Sum of VmRSS over pids (those that vanished count 0)."""
+    return status_sum(pids, "VmRSS:")
+
+
+def threads(pids):
+    """Sum of the thread counts over pids (those that vanished count 0)."""
+    return status_sum(pids, "Threads:")
+
+
+def status_sum(pids, field):
+    """Sum of one numeric field of /proc/PID/status over pids."""
     total = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(field):
                         total += int(line.split()[1])
                         break
+        except OSError:
+            pass
+    return total
+
+
+def fds(pids):
+    """Open descriptors over pids (those that vanished count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            total += len(os.listdir(f"/proc/{pid}/fd"))
         except OSError:
             pass
     return total

@@ -27,6 +27,11 @@ class Nginx:
         for sub in ("tmp", "logs"):
             os.makedirs(os.path.join(self.prefix, sub), exist_ok=True)
 
+    def for_many_connections(self):
+        """Itself: keepalive_timeout (75 s) outlasts the misbehave scenario, and
+        worker_connections (4,096 per worker) take its 1,600 connections."""
+        return self
+
     def command(self, port, activated=False, idle_timeout=None):
         conf = os.path.join(self.prefix, f"nginx-{port}.conf")
         with open(conf, "w") as f:
@@ -88,6 +93,13 @@ class Ours:
         self.env = env or {}
         self.args = list(args)
 
+    def for_many_connections(self):
+        """The same server with a keep-alive timeout (60 s) that outlasts the
+        misbehave scenario, as nginx's does, so its idle connections stay idle
+        instead of being closed and reopened (which would be another scenario)."""
+        return Ours(self.name, self.binary, self.store, self.key, self.env,
+                    self.args + ["--keepalive-timeout", "60"])
+
     def command(self, port, activated=False, idle_timeout=None):
         argv = [self.binary]
         if not activated:
@@ -107,10 +119,10 @@ class Ours:
 class Running:
     """A server started on its own port (no socket activation)."""
 
-    def __init__(self, spec, logdir):
+    def __init__(self, spec, logdir, tag=""):
         self.spec = spec
         self.port = procs.free_port()
-        self.log = os.path.join(logdir, f"{spec.name}.log")
+        self.log = os.path.join(logdir, f"{spec.name}{tag}.log")
         argv, env = spec.command(self.port)
         self.pid = procs.spawn(argv, env, log=self.log)
         deadline = time.monotonic() + 30

@@ -3,7 +3,9 @@
 //! end to end"). No sockets here: the server (`crate::server`) reads heads,
 //! hands each to a [`Worker`] and writes what it answers.
 
+pub mod build_log;
 pub mod cache_info;
+pub mod listing;
 pub mod metrics;
 pub mod nar;
 pub mod narinfo;
@@ -17,8 +19,9 @@ use std::time::Instant;
 
 use crate::log;
 use crate::metrics::Metrics;
-use crate::nix::sig_cache::SigCache;
+use crate::nix::compression::{Compression, DEFAULT_ZSTD_LEVEL};
 use crate::nix::signing::SecretKey;
+use crate::store::closure::{Allowed, Closure, Filtered};
 use crate::store::{OpenStore, Store, StoreSlot};
 
 use request::{Head, Method};
@@ -29,16 +32,23 @@ use routes::{Route, RouteError};
 pub struct Service {
     pub keys: Vec<SecretKey>,
     pub priority: u32,
+    /// `--compression`: what narinfos point to, and whether a plain NAR may
+    /// be sent zstd-encoded to a client that asks.
+    pub compression: Compression,
 }
 
 /// One store worker's state: its own store connection and its memo of
-/// signatures. No lock on the hot path.
+/// narinfo replies and signatures. No lock on the hot path.
 pub struct Worker {
     svc: Arc<Service>,
     store: StoreSlot,
-    sigs: SigCache,
+    narinfos: narinfo::Memo,
     /// Where store look-up latency goes; with `true`, `/metrics` serves it.
     metrics: Option<(Arc<Metrics>, bool)>,
+    /// `--serve-closure-of`: the only paths this worker may serve.
+    closure: Option<Arc<Allowed>>,
+    /// The closure `narinfos` was filled under.
+    closure_seen: Option<Arc<Closure>>,
 }
 
 impl Worker {
@@ -48,8 +58,10 @@ impl Worker {
         Worker {
             svc,
             store: StoreSlot::new(open, conn),
-            sigs: SigCache::default(),
+            narinfos: narinfo::Memo::default(),
             metrics: None,
+            closure: None,
+            closure_seen: None,
         }
     }
 
@@ -60,6 +72,12 @@ impl Worker {
         self
     }
 
+    /// Serves only the paths of `allowed`; any other is answered as absent.
+    pub fn with_closure(mut self, allowed: Arc<Allowed>) -> Self {
+        self.closure = Some(allowed);
+        self
+    }
+
     /// Answers one request. Errors become their status here; the detail
     /// goes to the log, never into the body (`style.md` 7).
     pub fn respond(&mut self, head: &Head) -> Response {
@@ -67,7 +85,8 @@ impl Worker {
             Ok(r) => r,
             Err(e) => {
                 if let HandlerError::Store(s) = &e {
-                    log::error(&format!("{} {}: {s}", head.method.as_str(), head.target));
+                    let (method, target) = (head.method.as_str(), &head.target);
+                    log::error(&format!("{method} {target}: {}", log::chain(s)));
                     self.store.failed(s);
                 }
                 response::error_response(&e)
@@ -93,9 +112,37 @@ impl Worker {
         }
         let route = routes::parse(&head.method, &head.target).map_err(HandlerError::Route)?;
         let store = self.store.get()?;
+        let allowed = self.closure.as_ref().map(|a| a.current());
+        if let Some(now) = &allowed {
+            // A switched root is no change of the store's generation, yet
+            // the replies remembered under the old closure (a 200 for a path
+            // now outside, a 404 for one now inside) no longer hold.
+            if !self
+                .closure_seen
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, now))
+            {
+                self.narinfos = narinfo::Memo::default();
+                self.closure_seen = Some(now.clone());
+            }
+        }
+        let mut filtered;
+        let store: &mut dyn Store = match &allowed {
+            Some(allowed) => {
+                filtered = Filtered {
+                    inner: store,
+                    allowed,
+                };
+                &mut filtered
+            }
+            None => store,
+        };
         let started = Instant::now();
+        let svc = &*self.svc;
         let answer = match route {
-            Route::NarInfo(hash) => narinfo::handle(store, &self.svc.keys, &mut self.sigs, &hash),
+            Route::NarInfo(hash) => {
+                narinfo::handle(store, &svc.keys, &mut self.narinfos, &hash, svc.compression)
+            }
             Route::Nar { hash, nar_hash } => nar::handle(
                 store,
                 &nar::NarRequest {
@@ -103,9 +150,38 @@ impl Worker {
                     nar_hash,
                     range: head.range.as_deref(),
                     head_only: head.method == Method::Head,
+                    encoding: nar::negotiate(
+                        svc.compression,
+                        head.accept_encoding.as_deref(),
+                        head.range.as_deref(),
+                    ),
+                    vary: svc.compression != Compression::None,
                 },
             ),
-            Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), self.svc.priority)),
+            Route::NarZstd { hash, nar_hash } => nar::handle(
+                store,
+                &nar::NarRequest {
+                    hash,
+                    nar_hash,
+                    range: None,
+                    head_only: head.method == Method::Head,
+                    encoding: nar::Encoding::ZstdFile {
+                        level: match svc.compression {
+                            Compression::Zstd { level } => level,
+                            Compression::None => DEFAULT_ZSTD_LEVEL,
+                        },
+                    },
+                    vary: false,
+                },
+            ),
+            Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), svc.priority)),
+            Route::Listing(hash) => listing::handle(store, &hash, head.range.as_deref()),
+            Route::Log(name) => build_log::handle(
+                store,
+                &name,
+                head.range.as_deref(),
+                head.method == Method::Head,
+            ),
         };
         if let Some((m, _)) = &self.metrics {
             m.store_lookup(started.elapsed());

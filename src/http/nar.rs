@@ -3,11 +3,13 @@
 
 use std::io::Read;
 
+use crate::nix::compression::Compression;
 use crate::nix::hash::Sha256;
+use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::HashPart;
 use crate::store::{NarBody, Store, StoreError};
 
-use super::range::{self, RangeOutcome};
+use super::range;
 use super::response::{Body, HandlerError, Response, CACHE_IMMUTABLE, CACHE_SHORT};
 
 pub const CONTENT_TYPE: &str = "application/x-nix-nar";
@@ -19,6 +21,56 @@ pub struct NarRequest<'r> {
     pub range: Option<&'r str>,
     /// HEAD: headers only, the NAR is never opened.
     pub head_only: bool,
+    pub encoding: Encoding,
+    /// Whether the reply depends on `Accept-Encoding` (compression on): a
+    /// cache in front must key on it.
+    pub vary: bool,
+}
+
+/// How the NAR's bytes go out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// The NAR itself, with ranges.
+    Identity,
+    /// `/nar/….nar.zst`: the body is a zstd stream at this level.
+    ZstdFile { level: i32 },
+    /// The plain `.nar` URL, `Content-Encoding: zstd` because the client
+    /// asked for it (see [`negotiate`]).
+    ZstdContent { level: i32 },
+}
+
+/// The encoding of a plain `.nar` reply. Only with `--compression zstd`
+/// (the operator chose to spend the CPU), only when `Accept-Encoding` lists
+/// `zstd` with a non-zero weight (Nix 2.8 sends none, curl none unless told:
+/// both get the NAR's bytes), and never for a `Range`, which names bytes of
+/// the NAR itself (§4.4: Nix resumes only identity downloads).
+pub fn negotiate(
+    compression: Compression,
+    accept_encoding: Option<&str>,
+    range: Option<&str>,
+) -> Encoding {
+    match compression {
+        Compression::Zstd { level } if range.is_none() && accepts_zstd(accept_encoding) => {
+            Encoding::ZstdContent { level }
+        }
+        _ => Encoding::Identity,
+    }
+}
+
+/// RFC 9110 §12.5.3: `zstd` listed without `q=0`. A bare `*` does not
+/// count: a client that names no coding gets the NAR itself.
+fn accepts_zstd(header: Option<&str>) -> bool {
+    header.into_iter().flat_map(|h| h.split(',')).any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or("");
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .or_else(|| p.strip_prefix("Q="))
+                .and_then(|q| q.parse::<f32>().ok())
+                .is_some_and(|q| q == 0.0)
+        });
+        coding.eq_ignore_ascii_case("zstd") && !refused
+    })
 }
 
 pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, HandlerError> {
@@ -38,30 +90,15 @@ pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, H
         // The legacy URL names the path, not the content.
         None => CACHE_SHORT,
     };
+    if let Encoding::ZstdFile { level } | Encoding::ZstdContent { level } = req.encoding {
+        return compressed(store, &info, req, level, cache_control);
+    }
     let total = info.nar_size;
-    let (status, start, len) = match range::parse(req.range, total) {
-        RangeOutcome::Full => (200, 0, total),
-        RangeOutcome::Partial { start, len } => (206, start, len),
-        RangeOutcome::Unsatisfiable => {
-            return Ok(Response::text(416, "Range not satisfiable.\n")
-                .with_header("Content-Range", format!("bytes */{total}")))
-        }
+    let Some((status, start, len)) = range::select(req.range, total) else {
+        return Ok(range::unsatisfiable(total));
     };
-    // HEAD opens the NAR too (plans it, reads no contents), so HEAD and GET
-    // agree on a path whose files are gone.
-    let nar = match store.nar(&info, start) {
-        Ok(nar) => nar,
-        Err(e) if is_not_found(&e) => {
-            // Collected between the look-up and now (the garbage collector
-            // invalidates a path, then deletes its files): absent, as the
-            // look-up now says; a path still valid with its files gone is
-            // the store's problem (500).
-            if store.path_info_by_hash(&req.hash)?.is_none() {
-                return Ok(Response::text(404, "No such path.\n"));
-            }
-            return Err(e.into());
-        }
-        Err(e) => return Err(e.into()),
+    let Some(nar) = open_nar(store, req, &info, start)? else {
+        return Ok(Response::text(404, "No such path.\n"));
     };
     let body = match nar {
         _ if req.head_only => Body::Omitted { len: Some(len) },
@@ -71,18 +108,95 @@ pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, H
             len: Some(len),
         },
     };
-    let mut r = Response::new(status, CONTENT_TYPE, cache_control, body)
-        .with_header("Accept-Ranges", "bytes".to_owned());
-    if status == 206 {
-        r = r.with_header(
-            "Content-Range",
-            format!("bytes {start}-{}/{total}", start + len - 1),
-        );
+    let mut r = Response::new(status, CONTENT_TYPE, cache_control, body);
+    if req.vary {
+        r = r.with_header("Vary", "Accept-Encoding".to_owned());
     }
-    Ok(r)
+    Ok(range::with_headers(r, start, len, total))
+}
+
+/// The whole NAR, compressed while it streams: the length is unknown until
+/// the end, so the body goes chunked, and there are no ranges.
+fn compressed(
+    store: &mut dyn Store,
+    info: &PathInfo,
+    req: &NarRequest<'_>,
+    level: i32,
+    cache_control: &'static str,
+) -> Result<Response, HandlerError> {
+    let Some(nar) = open_nar(store, req, info, 0)? else {
+        return Ok(Response::text(404, "No such path.\n"));
+    };
+    let body = if req.head_only {
+        Body::Omitted { len: None }
+    } else {
+        let reader = zstd::stream::read::Encoder::new(nar, level).map_err(StoreError::Io)?;
+        Body::Stream {
+            reader: Box::new(reader),
+            len: None,
+        }
+    };
+    let r = Response::new(200, CONTENT_TYPE, cache_control, body);
+    Ok(match req.encoding {
+        Encoding::ZstdContent { .. } => r
+            .with_header("Content-Encoding", "zstd".to_owned())
+            .with_header("Vary", "Accept-Encoding".to_owned()),
+        _ => r,
+    })
+}
+
+/// The NAR of `info` from byte `start`, or `None` when the path was
+/// collected since the look-up. HEAD opens the NAR too (plans it, reads no
+/// contents), so HEAD and GET agree on a path whose files are gone.
+fn open_nar(
+    store: &mut dyn Store,
+    req: &NarRequest<'_>,
+    info: &PathInfo,
+    start: u64,
+) -> Result<Option<NarBody>, HandlerError> {
+    match store.nar(info, start) {
+        Ok(nar) => Ok(Some(nar)),
+        Err(e) if is_not_found(&e) => {
+            // Collected between the look-up and now (the garbage collector
+            // invalidates a path, then deletes its files): absent, as the
+            // look-up now says; a path still valid with its files gone is
+            // the store's problem (500).
+            if store.path_info_by_hash(&req.hash)?.is_none() {
+                return Ok(None);
+            }
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Whether `e` says the path's files are not there (any more).
 fn is_not_found(e: &StoreError) -> bool {
     matches!(e, StoreError::Io(io) if io.kind() == std::io::ErrorKind::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zstd_only_when_asked_and_enabled() {
+        let on = Compression::Zstd { level: 3 };
+        let z = Encoding::ZstdContent { level: 3 };
+        let table: [(Compression, Option<&str>, Option<&str>, Encoding); 10] = [
+            (on, None, None, Encoding::Identity),
+            (on, Some("gzip, deflate"), None, Encoding::Identity),
+            (on, Some("gzip, zstd"), None, z),
+            (on, Some("ZSTD;q=0.5"), None, z),
+            (on, Some("zstd;q=0"), None, Encoding::Identity),
+            (on, Some("zstd; q=0.0, gzip"), None, Encoding::Identity),
+            (on, Some("zstdx"), None, Encoding::Identity),
+            (on, Some("zstd"), Some("bytes=0-"), Encoding::Identity),
+            (Compression::None, Some("zstd"), None, Encoding::Identity),
+            (on, Some("deflate, gzip, br, zstd"), None, z),
+        ];
+        for (c, ae, range, want) in table {
+            assert_eq!(negotiate(c, ae, range), want, "{ae:?} {range:?}");
+        }
+    }
 }

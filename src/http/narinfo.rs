@@ -1,38 +1,111 @@
 //! `/<hash>.narinfo`: nix-serve's body (`nix-protocols.md` §4.3) plus `CA:`.
 //!
-//! Signatures: with keys, one fresh `Sig:` per key and the stored ones
-//! dropped, as nix-serve does with one key; without keys, the stored ones, so
-//! a cache of signed paths stays usable with no key here (§4.3, §5).
+//! Signatures: one fresh `Sig:` per key of ours, then those stored with the
+//! path (`nix store sign`, substituted paths) under other key names; a
+//! stored one that does not parse is left out with a warning, since a Nix
+//! client refuses the whole narinfo over it (§5.2). Without keys, the stored
+//! ones alone, so a cache of signed paths stays usable with no key here.
+//!
+//! Replies are remembered per worker, rendered and signed, until the store's
+//! [`Generation`] changes (`store/cache.rs`): a repeated request costs a
+//! look at SQLite's commit counter and a copy of the bytes, no look-up, no
+//! rendering, no signing.
 
+use std::collections::HashMap;
+
+use crate::log;
+use crate::nix::compression::Compression;
 use crate::nix::narinfo;
+use crate::nix::path_info::PathInfo;
 use crate::nix::sig_cache::SigCache;
-use crate::nix::signing::SecretKey;
-use crate::nix::store_path::HashPart;
-use crate::store::Store;
+use crate::nix::signing::{merge_signatures, SecretKey};
+use crate::nix::store_path::{HashPart, StoreDir};
+use crate::store::{Generation, Store};
 
 use super::response::{Body, HandlerError, Response, CACHE_SHORT};
+
+/// Replies a [`Memo`] holds before it starts over: a rendered narinfo is
+/// about 500 bytes, so a couple of megabytes per worker at most.
+pub const CAPACITY: usize = 4096;
+
+/// One worker's memory of narinfo replies (`None`: 404) for one store
+/// generation, and of signatures by fingerprint. The signatures outlive a
+/// change of generation: a fingerprint names its content, so its signature
+/// never goes stale, and a busy store (a builder committing paths) changes
+/// generation far more often than the paths asked for change.
+#[derive(Default)]
+pub struct Memo {
+    generation: Option<Generation>,
+    replies: HashMap<HashPart, Option<Vec<u8>>>,
+    sigs: SigCache,
+}
+
+impl Memo {
+    fn remember(&mut self, hash: HashPart, reply: Option<Vec<u8>>) {
+        if self.replies.len() >= CAPACITY && !self.replies.contains_key(&hash) {
+            self.replies.clear();
+        }
+        self.replies.insert(hash, reply);
+    }
+}
 
 pub fn handle(
     store: &mut dyn Store,
     keys: &[SecretKey],
-    memo: &mut SigCache,
+    memo: &mut Memo,
     hash: &HashPart,
+    compression: Compression,
 ) -> Result<Response, HandlerError> {
-    let Some(info) = store.path_info_by_hash(hash)? else {
-        // nix-serve's words. A 404 is only for "definitely absent" (§4.4).
-        return Ok(Response::text(404, "No such path.\n"));
+    // Read before the look-up, so a remembered reply is never older than
+    // the generation it is filed under.
+    let generation = store.generation()?;
+    if memo.generation != Some(generation) {
+        memo.replies.clear();
+        memo.generation = Some(generation);
+    }
+    if let Some(reply) = memo.replies.get(hash) {
+        return Ok(reply_of(reply.clone()));
+    }
+    let body = match store.path_info_by_hash(hash)? {
+        Some(info) => Some(render_signed(
+            &info,
+            store.store_dir(),
+            keys,
+            &mut memo.sigs,
+            compression,
+        )),
+        None => None,
     };
-    let store_dir = store.store_dir();
-    let sigs: &[String] = if keys.is_empty() {
-        &info.sigs
+    memo.remember(*hash, body.clone());
+    Ok(reply_of(body))
+}
+
+fn reply_of(body: Option<Vec<u8>>) -> Response {
+    match body {
+        Some(body) => Response::new(200, "text/x-nix-narinfo", CACHE_SHORT, Body::Bytes(body)),
+        // nix-serve's words. A 404 is only for "definitely absent" (§4.4).
+        None => Response::text(404, "No such path.\n"),
+    }
+}
+
+fn render_signed(
+    info: &PathInfo,
+    store_dir: &StoreDir,
+    keys: &[SecretKey],
+    memo: &mut SigCache,
+    compression: Compression,
+) -> Vec<u8> {
+    let ours: &[String] = if keys.is_empty() {
+        &[]
     } else {
         memo.signatures(keys, info.fingerprint(store_dir))
     };
-    let body = narinfo::render(&info, store_dir, sigs);
-    Ok(Response::new(
-        200,
-        "text/x-nix-narinfo",
-        CACHE_SHORT,
-        Body::Bytes(body.into_bytes()),
-    ))
+    let (sigs, rejected) = merge_signatures(ours, &info.sigs);
+    for e in rejected {
+        log::warn(&format!(
+            "{}: a stored signature is left out of its narinfo: {e}",
+            store_dir.display_path(&info.path)
+        ));
+    }
+    narinfo::render_compressed(info, store_dir, &sigs, compression).into_bytes()
 }

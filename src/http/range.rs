@@ -1,6 +1,9 @@
 //! Single `Range: bytes=…` requests on NARs (RFC 9110 §14). With
 //! `Accept-Ranges: bytes` a Nix client resumes a broken NAR download from an
-//! offset instead of starting over (`nix-protocols.md` §4.4).
+//! offset instead of starting over (`nix-protocols.md` §4.4). Plain build
+//! logs and NAR listings take ranges too.
+
+use super::response::Response;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RangeOutcome {
@@ -57,6 +60,36 @@ pub fn parse(header: Option<&str>, total: u64) -> RangeOutcome {
             }
         }
         _ => RangeOutcome::Full,
+    }
+}
+
+/// The part of a `total`-byte reply that `header` asks for: `(status,
+/// first byte, length)`, 200 for the whole; `None` when it cannot be had
+/// (send [`unsatisfiable`]).
+pub fn select(header: Option<&str>, total: u64) -> Option<(u16, u64, u64)> {
+    match parse(header, total) {
+        RangeOutcome::Full => Some((200, 0, total)),
+        RangeOutcome::Partial { start, len } => Some((206, start, len)),
+        RangeOutcome::Unsatisfiable => None,
+    }
+}
+
+/// 416 with `Content-Range: bytes */<total>`.
+pub fn unsatisfiable(total: u64) -> Response {
+    Response::text(416, "Range not satisfiable.\n")
+        .with_header("Content-Range", format!("bytes */{total}"))
+}
+
+/// `Accept-Ranges: bytes`, and for a 206 its `Content-Range`.
+pub fn with_headers(r: Response, start: u64, len: u64, total: u64) -> Response {
+    let r = r.with_header("Accept-Ranges", "bytes".to_owned());
+    if r.status == 206 {
+        r.with_header(
+            "Content-Range",
+            format!("bytes {start}-{}/{total}", start + len - 1),
+        )
+    } else {
+        r
     }
 }
 

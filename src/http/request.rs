@@ -103,12 +103,25 @@ pub enum Parsed {
 /// bytes seen are wrong (a TLS ClientHello is refused at its first byte, not
 /// after the head deadline); `Partial` past [`MAX_HEAD`] is the caller's 431.
 pub fn parse(buf: &[u8]) -> Result<Parsed, RequestError> {
+    parse_as(buf, Versions::Any)
+}
+
+/// Which versions [`parse_as`] reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Versions {
+    /// Any; a later HTTP/1.x goes through [`later_version`].
+    Any,
+    /// Only what httparse reads (1.0, 1.1): a copy [`later_version`] made.
+    Patched,
+}
+
+fn parse_as(buf: &[u8], versions: Versions) -> Result<Parsed, RequestError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let (n, minor) = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => (n, req.version.unwrap_or(1)),
         Ok(httparse::Status::Partial) => return partial(buf),
-        Err(httparse::Error::Version) => return later_version(buf),
+        Err(httparse::Error::Version) if versions == Versions::Any => return later_version(buf),
         Err(e) => return Err(tokenizer_error(e)),
     };
     if n > MAX_HEAD {
@@ -118,37 +131,53 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, RequestError> {
     head(method, target, minor, req.headers).map(|h| Parsed::Complete(h, n))
 }
 
-/// The head of a request whose version is a later HTTP/1.x: RFC 9110 §6.2
-/// says to serve it as the highest 1.x we implement. httparse knows only 1.0
-/// and 1.1, so the version's last digit is read as `1` in a copy.
+/// Where httparse said the version is wrong: a later HTTP/1.x, which RFC
+/// 9110 §6.2 says to serve as the highest 1.x we implement (httparse knows
+/// only 1.0 and 1.1, so its minor digit is read as `1` in a copy, parsed
+/// once more, never again: no recursion on what a client sends); a version
+/// we do not speak (505); an unfinished line whose bytes could still be a
+/// version (wait); or a malformed line (400), refused as soon as its bytes
+/// are wrong, so the answer never depends on how TCP split them.
 fn later_version(buf: &[u8]) -> Result<Parsed, RequestError> {
     let line_end = buf.iter().position(|&b| b == b'\n');
     let line = &buf[..line_end.unwrap_or(buf.len())];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    // Method, target, version: exactly two spaces (RFC 9112 §3).
+    let mut tokens = line.split(|&b| b == b' ');
+    let (Some(_), Some(_), Some(version), None) =
+        (tokens.next(), tokens.next(), tokens.next(), tokens.next())
+    else {
+        return Err(RequestError::RequestLine);
+    };
     let shown = || String::from_utf8_lossy(&version[..version.len().min(16)]).into_owned();
+    let digit = |b: &u8| b.is_ascii_digit();
     match version {
-        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', d] if d.is_ascii_digit() => {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', d] if digit(d) && *d >= b'2' => {
             let at = line.len() - 1;
             let mut copy = buf[..buf.len().min(MAX_HEAD + 4)].to_vec();
             copy[at] = b'1';
-            match parse(&copy)? {
+            match parse_as(&copy, Versions::Patched)? {
                 Parsed::Complete(h, n) => Ok(Parsed::Complete(h, n)),
                 Parsed::Partial => partial(buf),
             }
         }
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-            if major.is_ascii_digit() && minor.is_ascii_digit() =>
-        {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if digit(major) && digit(minor) => {
             Err(RequestError::Version(shown()))
         }
-        // The line is not finished: wait for the rest.
-        _ if line_end.is_none() && b"HTTP/1.1".starts_with(version) => partial(buf),
-        _ if line_end.is_none() && version.starts_with(b"HTTP/") && version.len() < 8 => {
-            partial(buf)
-        }
+        // The line is not finished and could still end as `HTTP/d.d`.
+        _ if line_end.is_none() && could_become_version(version) => partial(buf),
         _ => Err(RequestError::RequestLine),
     }
+}
+
+/// Whether `v` is a prefix of some `HTTP/<digit>.<digit>`.
+fn could_become_version(v: &[u8]) -> bool {
+    const SHAPE: &[u8] = b"HTTP/0.0";
+    v.len() <= SHAPE.len()
+        && v.iter().zip(SHAPE).all(|(b, s)| match s {
+            b'0' => b.is_ascii_digit(),
+            s => b == s,
+        })
 }
 
 fn partial(buf: &[u8]) -> Result<Parsed, RequestError> {
@@ -407,6 +436,50 @@ mod tests {
         ];
         for (raw, want) in table {
             assert_eq!(status(&raw), want, "{:?}", String::from_utf8_lossy(&raw));
+        }
+    }
+
+    /// Found by the fuzzer (fuzz/README.md): a space inside the target made
+    /// the version check re-parse the same line for ever, a stack overflow
+    /// that aborted the server.
+    #[test]
+    fn request_line_with_a_space_in_the_target_is_a_400_not_endless_recursion() {
+        for raw in [
+            &b"GET /a /b HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET /a /b HTTP/1.0\r\n\r\n",
+            b"GET /a /b HTTP/1.1",
+            b"GET /nar/x.nGET /nar/x.nar HTTP/1.1\r\nHost: c\r\n\r\n",
+            b"GET /a HTTP/1.1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            assert_eq!(status(raw), 400, "{raw:?}");
+        }
+    }
+
+    /// Found by the fuzzer: a line wrong from its fourth byte on was
+    /// `Partial` when a fourth token followed, so the answer depended on how
+    /// TCP split the bytes. An error comes as soon as the bytes are wrong,
+    /// and more bytes never repair one.
+    #[test]
+    fn a_wrong_request_line_is_refused_whatever_the_segmentation() {
+        for line in [
+            &b"GET / HHEAD HTTP"[..],
+            b"GET / HTTP/1.1x",
+            b"GET / HTTPS/1.1",
+        ] {
+            let mut refused = false;
+            for k in 0..=line.len() {
+                match parse(&line[..k]) {
+                    Ok(Parsed::Partial) => {
+                        assert!(!refused, "{:?} Partial after an error", &line[..k])
+                    }
+                    Ok(p) => panic!("{:?}: {p:?}", &line[..k]),
+                    Err(e) => {
+                        assert_eq!(e.status(), 400, "{:?}", &line[..k]);
+                        refused = true;
+                    }
+                }
+            }
+            assert!(refused, "{line:?} never refused");
         }
     }
 

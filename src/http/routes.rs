@@ -6,7 +6,7 @@
 
 use crate::nix::hash::Sha256;
 use crate::nix::nix32;
-use crate::nix::store_path::{HashPart, HASH_PART_LEN};
+use crate::nix::store_path::{HashPart, StorePath, HASH_PART_LEN};
 
 use super::request::Method;
 
@@ -23,8 +23,30 @@ pub enum Route {
         hash: HashPart,
         nar_hash: Option<Sha256>,
     },
+    /// `/nar/<hash>-<narhash>.nar.zst` (and the other `Nar` shapes with
+    /// `.zst`): the NAR compressed with zstd while it streams.
+    NarZstd {
+        hash: HashPart,
+        nar_hash: Option<Sha256>,
+    },
     /// `/nix-cache-info`
     CacheInfo,
+    /// `/<hash>.ls`: the NAR listing.
+    Listing(HashPart),
+    /// `/log/<…>`: a build log.
+    Log(LogName),
+}
+
+/// What `/log/<…>` names. Nix's client asks for a derivation's base name
+/// (`nix-protocols.md` §9); nix-serve also takes an output's (it runs `nix
+/// log` on it, which follows the deriver), harmonia a bare hash part.
+/// Neither takes a full store path, so neither do we.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogName {
+    /// `<hash>-<name>`: a derivation, or an output whose deriver has the log.
+    Path(StorePath),
+    /// `<hash>`: the valid path with that hash part, then as `Path`.
+    Hash(HashPart),
 }
 
 /// Why a request matches no route. `reason` goes into the body: short, and
@@ -63,19 +85,51 @@ pub fn parse(method: &Method, target: &str) -> Result<Route, RouteError> {
         }
         return parse_hash_part(stem).map(Route::NarInfo);
     }
+    if let Some(name) = path.strip_prefix("log/") {
+        return parse_log(name).map(Route::Log);
+    }
     if path == "nix-cache-info" {
         return Ok(Route::CacheInfo);
     }
-    if let Some(name) = path
-        .strip_prefix("nar/")
-        .and_then(|n| n.strip_suffix(".nar"))
-    {
+    if let Some(name) = path.strip_prefix("nar/") {
+        let (name, zstd) = match name.strip_suffix(".nar.zst") {
+            Some(n) => (n, true),
+            None => (
+                name.strip_suffix(".nar").ok_or(RouteError::NotFound)?,
+                false,
+            ),
+        };
         if name.contains('/') {
             return Err(RouteError::NotFound);
         }
-        return parse_nar(name, query);
+        let (hash, nar_hash) = parse_nar(name, query)?;
+        return Ok(if zstd {
+            Route::NarZstd { hash, nar_hash }
+        } else {
+            Route::Nar { hash, nar_hash }
+        });
+    }
+    if let Some(stem) = path.strip_suffix(".ls") {
+        if stem.contains('/') {
+            return Err(RouteError::NotFound);
+        }
+        return parse_hash_part(stem).map(Route::Listing);
     }
     Err(RouteError::NotFound)
+}
+
+/// The name is never decoded: `%2f`, `..` or a `/` are not in a store path
+/// name's alphabet, so they fail validation and reach no file.
+fn parse_log(name: &str) -> Result<LogName, RouteError> {
+    if name.contains('/') {
+        return Err(RouteError::NotFound);
+    }
+    if name.len() == HASH_PART_LEN {
+        return parse_hash_part(name).map(LogName::Hash);
+    }
+    StorePath::from_base_name(name)
+        .map(LogName::Path)
+        .map_err(|_| RouteError::BadRequest("Invalid store path.\n"))
 }
 
 /// What follows `http://` or `https://`, in any case, or `None`.
@@ -87,12 +141,10 @@ fn strip_scheme(target: &str) -> Option<&str> {
     })
 }
 
-fn parse_nar(name: &str, query: Option<&str>) -> Result<Route, RouteError> {
+/// The store path's hash part and, if the URL has it, the NAR hash.
+fn parse_nar(name: &str, query: Option<&str>) -> Result<(HashPart, Option<Sha256>), RouteError> {
     match name.len() {
-        HASH_PART_LEN => Ok(Route::Nar {
-            hash: parse_hash_part(name)?,
-            nar_hash: None,
-        }),
+        HASH_PART_LEN => Ok((parse_hash_part(name)?, None)),
         NAR_HASH_LEN => {
             let nar_hash = parse_nar_hash(name)?;
             let hash = query
@@ -100,17 +152,14 @@ fn parse_nar(name: &str, query: Option<&str>) -> Result<Route, RouteError> {
                 .flat_map(|q| q.split('&'))
                 .find_map(|kv| kv.strip_prefix("hash="))
                 .ok_or(RouteError::BadRequest("Missing hash query parameter.\n"))?;
-            Ok(Route::Nar {
-                hash: parse_hash_part(hash)?,
-                nar_hash: Some(nar_hash),
-            })
+            Ok((parse_hash_part(hash)?, Some(nar_hash)))
         }
         n if n == HASH_PART_LEN + 1 + NAR_HASH_LEN && name.as_bytes()[HASH_PART_LEN] == b'-' => {
             let (hash, nar_hash) = name.split_at(HASH_PART_LEN);
-            Ok(Route::Nar {
-                hash: parse_hash_part(hash)?,
-                nar_hash: Some(parse_nar_hash(&nar_hash[1..])?),
-            })
+            Ok((
+                parse_hash_part(hash)?,
+                Some(parse_nar_hash(&nar_hash[1..])?),
+            ))
         }
         _ => Err(RouteError::BadRequest("Invalid NAR name.\n")),
     }
@@ -201,6 +250,23 @@ mod tests {
                 nar_hash: None
             })
         );
+        assert_eq!(get(&format!("/{H}.ls")), Ok(Route::Listing(hash)));
+        assert_eq!(
+            get(&format!("/nar/{H}-{N}.nar.zst")),
+            Ok(Route::NarZstd {
+                hash,
+                nar_hash: Some(nar_hash)
+            })
+        );
+        let drv = StorePath::from_base_name(&format!("{H}-hello.drv")).unwrap();
+        assert_eq!(
+            get(&format!("/log/{H}-hello.drv")),
+            Ok(Route::Log(LogName::Path(drv)))
+        );
+        assert_eq!(
+            get(&format!("/log/{H}")),
+            Ok(Route::Log(LogName::Hash(hash)))
+        );
         assert_eq!(
             get(&format!("/nar/{N}.nar?hash={H}")),
             Ok(Route::Nar {
@@ -222,7 +288,18 @@ mod tests {
             ("/nar/../../etc/passwd.nar".into(), RouteError::NotFound),
             (format!("/x/{H}.narinfo"), RouteError::NotFound),
             (format!("/nar/{H}.nar.xz"), RouteError::NotFound),
-            ("/log/abc".into(), RouteError::NotFound),
+            (format!("/nar/x/{H}.nar.zst"), RouteError::NotFound),
+            ("/log/abc".into(), bad("Invalid store path.\n")),
+            (format!("/log/nix/store/{H}-x.drv"), RouteError::NotFound),
+            (format!("/log/{H}-x.drv/"), RouteError::NotFound),
+            (
+                format!("/log/{H}-..%2f..%2fetc"),
+                bad("Invalid store path.\n"),
+            ),
+            (format!("/log/{H}-.."), bad("Invalid store path.\n")),
+            (format!("/log/..%2f{H}"), bad("Invalid store path.\n")),
+            (format!("/x/{H}.ls"), RouteError::NotFound),
+            ("/abc.ls".into(), bad("Invalid store path hash.\n")),
             ("/foo.narinfo".into(), bad("Invalid store path hash.\n")),
             (
                 format!("/{}.narinfo", H.to_uppercase()),

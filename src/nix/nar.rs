@@ -13,6 +13,7 @@
 //! promised length (style.md "fail, don't desync"). Directories and symlinks
 //! are streamed as planned.
 
+pub mod listing;
 mod plan;
 #[cfg(test)]
 mod tests;
@@ -25,7 +26,6 @@ use std::path::Path;
 
 use thiserror::Error;
 
-use super::hash::Sha256;
 use plan::{Kind, Part, Plan};
 
 /// The read size [`nar_hash_and_size`] uses, and a good minimum for any
@@ -442,7 +442,9 @@ fn changed(plan: &Plan, node: usize, what: String) -> NarError {
 
 /// sha256 and length of the NAR of `path`, streamed with a fixed
 /// [`READ_BUF_SIZE`] buffer (the narHash and narSize of §3).
-pub fn nar_hash_and_size(path: &Path) -> Result<(Sha256, u64), NarError> {
+#[cfg(any(test, feature = "testing"))]
+pub fn nar_hash_and_size(path: &Path) -> Result<(super::hash::Sha256, u64), NarError> {
+    use super::hash::Sha256;
     use sha2::Digest;
     let mut reader = NarReader::open(path)?;
     let mut hasher = sha2::Sha256::new();

@@ -15,12 +15,11 @@ use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD as BASE64};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey};
 use thiserror::Error;
 
 const SECRET_KEY_LEN: usize = 64;
 const SEED_LEN: usize = 32;
-const PUBLIC_KEY_LEN: usize = 32;
 const SIGNATURE_LEN: usize = 64;
 /// A key file is one short line; refuse to slurp anything much bigger.
 const MAX_KEY_FILE_LEN: u64 = 64 * 1024;
@@ -92,13 +91,6 @@ pub struct SecretKey {
     key: SigningKey,
 }
 
-/// An Ed25519 public key with its Nix key name.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PublicKey {
-    pub name: String,
-    key: VerifyingKey,
-}
-
 impl SecretKey {
     /// Reads `name:base64(64 bytes)` from a file, whitespace around it tolerated.
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
@@ -136,13 +128,6 @@ impl SecretKey {
         let sig = self.key.sign(fingerprint.as_bytes());
         format_named(&self.name, &sig.to_bytes())
     }
-
-    pub fn public_key(&self) -> PublicKey {
-        PublicKey {
-            name: self.name.clone(),
-            key: self.key.verifying_key(),
-        }
-    }
 }
 
 impl fmt::Debug for SecretKey {
@@ -154,55 +139,102 @@ impl fmt::Debug for SecretKey {
     }
 }
 
-impl PublicKey {
-    /// Parses `name:base64(32 bytes)`, surrounding whitespace trimmed.
-    pub fn parse(text: &str) -> Result<Self, KeyError> {
-        let (name, bytes) = split_key(text, KeyKind::Public, PUBLIC_KEY_LEN)?;
-        let mut raw = [0u8; PUBLIC_KEY_LEN];
-        raw.copy_from_slice(&bytes);
-        match VerifyingKey::from_bytes(&raw) {
-            Ok(key) => Ok(PublicKey { name, key }),
-            Err(_) => Err(KeyError::InvalidPublicKey { name }),
-        }
-    }
+/// Why a `Sig:` value is not a signature a Nix client could check. Public
+/// data, so the messages may quote it.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SignatureError {
+    #[error("signature {0:?} is not of the form <key name>:<base64>: it has no ':'")]
+    NoColon(String),
+    #[error("signature {0:?} has an empty key name before the ':'")]
+    EmptyName(String),
+    /// A space, a control character or a non-ASCII byte in the key name:
+    /// Nix separates stored signatures with spaces and narinfo lines with
+    /// newlines, so no real key name has one.
+    #[error("signature by {name:?}: key name has byte {byte:#04x} at position {position}")]
+    NameByte {
+        name: String,
+        byte: u8,
+        position: usize,
+    },
+    #[error("signature by {name:?}: invalid base64 at byte {position} after the ':'")]
+    Base64 { name: String, position: usize },
+    #[error(
+        "signature by {name:?}: decodes to {actual} bytes, an Ed25519 signature is {SIGNATURE_LEN}"
+    )]
+    Length { name: String, actual: usize },
+}
 
-    /// Whether `sig` (`name:base64`) is this key's valid signature of
-    /// `fingerprint`. A signature under another key name, or one that is not
-    /// 64 bytes of base64, is simply not valid.
-    ///
-    /// Strict verification (no small-order keys or points, canonical
-    /// scalars) matches libsodium's `crypto_sign_verify_detached`, which Nix
-    /// uses.
-    pub fn verify(&self, fingerprint: &str, sig: &str) -> bool {
-        let Some((name, data)) = sig.split_once(':') else {
-            return false;
-        };
-        if name != self.name {
-            return false;
+/// A well-formed `name:base64(64 bytes)` signature (§5.2), as stored in a
+/// Nix database and served in `Sig:` lines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedSignature<'a> {
+    pub name: &'a str,
+    pub bytes: [u8; SIGNATURE_LEN],
+}
+
+impl<'a> NamedSignature<'a> {
+    /// Parses `text` as Nix would have to in order to check it: split at
+    /// the first `:`, a non-empty printable key name, and exactly 64 bytes
+    /// of base64 (padding optional, as Nix's decoder allows). Nothing is
+    /// trimmed: a stored value with spaces around it is not one Nix wrote.
+    pub fn parse(text: &'a str) -> Result<Self, SignatureError> {
+        let (name, data) = text
+            .split_once(':')
+            .ok_or_else(|| SignatureError::NoColon(text.to_owned()))?;
+        if name.is_empty() {
+            return Err(SignatureError::EmptyName(text.to_owned()));
         }
-        let Some(bytes) = LENIENT
-            .decode(data)
-            .ok()
-            .and_then(|b| <[u8; SIGNATURE_LEN]>::try_from(b).ok())
-        else {
-            return false;
-        };
-        let sig = Signature::from_bytes(&bytes);
-        self.key.verify_strict(fingerprint.as_bytes(), &sig).is_ok()
+        if let Some(position) = name.bytes().position(|b| !b.is_ascii_graphic()) {
+            return Err(SignatureError::NameByte {
+                name: name.to_owned(),
+                byte: name.as_bytes()[position],
+                position,
+            });
+        }
+        let bytes = LENIENT.decode(data).map_err(|e| SignatureError::Base64 {
+            name: name.to_owned(),
+            position: match e {
+                base64::DecodeError::InvalidByte(at, _)
+                | base64::DecodeError::InvalidLastSymbol(at, _) => at,
+                // Length or padding: the fault shows at the end.
+                _ => data.len(),
+            },
+        })?;
+        let bytes = <[u8; SIGNATURE_LEN]>::try_from(bytes).map_err(|b| SignatureError::Length {
+            name: name.to_owned(),
+            actual: b.len(),
+        })?;
+        Ok(NamedSignature { name, bytes })
     }
 }
 
-impl fmt::Display for PublicKey {
-    /// `name:base64(32 bytes)`, the form of a `trusted-public-keys` entry.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&format_named(&self.name, self.key.as_bytes()))
+/// The `Sig:` values to serve: `ours` (fresh, one per key of ours, in key
+/// order), then the `stored` ones whose key name none of ours has and that
+/// parse, the first of each name, in stored order. A malformed stored
+/// signature is left out and returned with why: a Nix client refuses a whole
+/// narinfo over one `Sig:` it cannot decode (§5.2), so passing it on would
+/// hide every good one.
+pub fn merge_signatures<'s>(
+    ours: &'s [String],
+    stored: &'s [String],
+) -> (Vec<&'s str>, Vec<SignatureError>) {
+    let mut out: Vec<&str> = ours.iter().map(String::as_str).collect();
+    let mut rejected = Vec::new();
+    let mut names: Vec<&str> = ours
+        .iter()
+        .map(|s| s.split_once(':').map_or("", |(n, _)| n))
+        .collect();
+    for sig in stored {
+        match NamedSignature::parse(sig) {
+            Ok(parsed) if names.contains(&parsed.name) => {}
+            Ok(parsed) => {
+                names.push(parsed.name);
+                out.push(sig);
+            }
+            Err(e) => rejected.push(e),
+        }
     }
-}
-
-impl fmt::Debug for PublicKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PublicKey({self})")
-    }
+    (out, rejected)
 }
 
 fn read_key_file(path: &Path) -> Result<String, KeyError> {
@@ -256,6 +288,11 @@ fn format_named(name: &str, bytes: &[u8]) -> String {
     out
 }
 
+// The server only signs; verifying is for the tests (and clients).
+#[cfg(any(test, feature = "testing"))]
+mod public;
+#[cfg(any(test, feature = "testing"))]
+pub use public::PublicKey;
+
 #[cfg(test)]
-#[path = "signing_tests.rs"]
 mod tests;

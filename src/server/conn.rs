@@ -131,17 +131,44 @@ pub(super) struct Ctx<'a> {
 /// The body still to send.
 enum Pending {
     None,
-    Nar {
-        reader: NarReader,
-        left: u64,
-    },
-    Stream {
-        /// `None` while a worker has it.
-        reader: Option<Box<dyn Read + Send>>,
-        left: Option<u64>,
-        chunked: bool,
-        spare: Vec<u8>,
-    },
+    Nar { reader: NarReader, left: u64 },
+    Stream(StreamBody),
+}
+
+/// A computed body, read by the workers a chunk at a time, one chunk ahead:
+/// while the loop writes one chunk, a worker reads the next.
+struct StreamBody {
+    /// `None` while a worker has it, or after its end.
+    reader: Option<Box<dyn Read + Send>>,
+    /// Bytes still to ask of the reader, when the length is known.
+    left: Option<u64>,
+    chunked: bool,
+    /// The chunk read ahead, framed, for when `out` is written.
+    ready: Option<Vec<u8>>,
+    /// The reader gave its last byte (and, chunked, the last chunk is framed).
+    ended: bool,
+    /// A buffer to hand the next fill.
+    spare: Vec<u8>,
+}
+
+impl StreamBody {
+    /// Hands the reader to a worker for the next chunk, if it is here and
+    /// more is to come.
+    fn request(&mut self, cx: &Ctx<'_>) {
+        if self.ended {
+            return;
+        }
+        let Some(reader) = self.reader.take() else {
+            return;
+        };
+        let want = self.left.map_or(FILL, |l| l.min(FILL as u64) as usize);
+        cx.pool.submit(Job::Fill {
+            id: cx.id,
+            reader,
+            buf: std::mem::take(&mut self.spare),
+            want,
+        });
+    }
 }
 
 /// The request being answered, for the access log.
@@ -359,12 +386,17 @@ impl Conn {
                 Body::Bytes(b) => self.out.extend_from_slice(&b),
                 Body::Nar { reader, len } => self.pending = Pending::Nar { reader, left: len },
                 Body::Stream { reader, len } => {
-                    self.pending = Pending::Stream {
+                    let mut body = StreamBody {
                         reader: Some(reader),
                         left: len,
                         chunked: framing == Framing::Chunked,
+                        ready: None,
+                        ended: false,
                         spare: Vec::new(),
-                    }
+                    };
+                    // The first chunk is read while the head goes out.
+                    body.request(cx);
+                    self.pending = Pending::Stream(body);
                 }
                 Body::Omitted { .. } => {}
             }
@@ -422,24 +454,19 @@ impl Conn {
                         return flush;
                     }
                 }
-                Pending::Stream {
-                    ref mut reader,
-                    left,
-                    ref mut spare,
-                    ..
-                } => {
-                    let Some(reader) = reader.take() else {
-                        return Flush::Fill;
-                    };
-                    let want = left.map_or(FILL, |l| l.min(FILL as u64) as usize);
-                    let buf = std::mem::take(spare);
+                Pending::Stream(ref mut body) => {
+                    if let Some(next) = body.ready.take() {
+                        self.out = next;
+                        body.request(cx);
+                        continue;
+                    }
+                    if body.ended {
+                        self.pending = Pending::None;
+                        continue;
+                    }
+                    // Nothing to write until a worker brings the next chunk.
+                    body.request(cx);
                     self.state = State::Filling;
-                    cx.pool.submit(Job::Fill {
-                        id: cx.id,
-                        reader,
-                        buf,
-                        want,
-                    });
                     return Flush::Fill;
                 }
             }
@@ -515,20 +542,16 @@ impl Conn {
         }
     }
 
-    /// A worker read the next chunk of a computed body.
+    /// A worker read the next chunk of a computed body. False when the
+    /// body failed and the connection must close.
     pub fn filled(
         &mut self,
         reader: Box<dyn Read + Send>,
         mut buf: Vec<u8>,
         result: io::Result<usize>,
+        cx: &Ctx<'_>,
     ) -> bool {
-        let Pending::Stream {
-            reader: slot,
-            left,
-            chunked,
-            spare,
-        } = &mut self.pending
-        else {
+        let Pending::Stream(body) = &mut self.pending else {
             return false;
         };
         self.state = State::Write;
@@ -540,37 +563,43 @@ impl Conn {
                 return false;
             }
         };
+        let mut chunk = Vec::new();
         if n == 0 {
-            if left.is_some_and(|l| l > 0) {
-                let l = left.unwrap_or(0);
+            if let Some(l) = body.left.filter(|l| *l > 0) {
                 self.source_failed(&format!("the body ended {l} bytes early"));
                 return false;
             }
-            if *chunked {
-                self.out.extend_from_slice(b"0\r\n\r\n");
+            if body.chunked {
+                chunk.extend_from_slice(b"0\r\n\r\n");
             }
-            self.pending = Pending::None;
-            return true;
-        }
-        if let Some(l) = left {
-            *l -= n as u64;
-        }
-        if *chunked {
-            self.out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
-            self.out.extend_from_slice(&buf[..n]);
-            self.out.extend_from_slice(b"\r\n");
-        } else if self.out.is_empty() {
-            std::mem::swap(&mut self.out, &mut buf);
+            body.ended = true;
         } else {
-            self.out.extend_from_slice(&buf[..n]);
+            if let Some(l) = &mut body.left {
+                *l -= n as u64;
+            }
+            if body.chunked {
+                chunk.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                chunk.extend_from_slice(&buf[..n]);
+                chunk.extend_from_slice(b"\r\n");
+                body.spare = buf;
+            } else {
+                chunk = std::mem::take(&mut buf);
+            }
+            if body.left == Some(0) {
+                // Dropping the reader here, at the exact end, lets a daemon
+                // NAR stream hand its connection back.
+                body.ended = true;
+            } else {
+                body.reader = Some(reader);
+            }
         }
-        if *left == Some(0) {
-            // Dropping the reader here, at the exact end, lets a daemon NAR
-            // stream hand its connection back.
-            self.pending = Pending::None;
+        if self.out_pos >= self.out.len() {
+            self.out = chunk;
+            self.out_pos = 0;
+            // Read the next chunk while this one is written.
+            body.request(cx);
         } else {
-            *slot = Some(reader);
-            *spare = buf;
+            body.ready = Some(chunk);
         }
         true
     }

@@ -384,7 +384,7 @@ impl EventLoop {
                         continue;
                     }
                     self.with_conn(id.index, |c, cx| {
-                        if c.filled(reader, buf, result) {
+                        if c.filled(reader, buf, result, cx) {
                             c.drive(cx)
                         } else {
                             Life::Closed

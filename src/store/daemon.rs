@@ -9,14 +9,18 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use rusqlite::{Connection as Database, OpenFlags};
+
+use crate::nix::hash::Sha256;
 use crate::nix::nar::{NarError, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
 
+use super::cache::{DataVersion, InfoCache};
 use super::wire;
-use super::{NarBody, Store, StoreError};
+use super::{Failure, Generation, NarBody, Store, StoreError};
 
 mod connection;
 mod nar_stream;
@@ -45,15 +49,207 @@ pub struct DaemonStore {
     /// saves QueryPathFromHashPart: one daemon round trip per narinfo, not
     /// two. Bounded; absent paths are never remembered (they may appear).
     paths: HashMap<HashPart, StorePath>,
+    /// Build logs are files the daemon wrote; read here, as Nix's own
+    /// daemon client does (§9).
+    log_dir: Option<PathBuf>,
+    /// Look-ups by hash part, forgotten when [`Self::changes`] says so.
+    cache: InfoCache,
+    changes: Changes,
 }
 
 /// Entries [`DaemonStore::paths`] holds before it starts over.
 const PATH_MEMO_CAPACITY: usize = 4096;
 
+/// How long a daemon store remembers answers when it has no way to see the
+/// store change (README "Caching"): far below the hour a proxy in front may
+/// keep a narinfo (`Cache-Control: max-age=3600`), long enough that a client
+/// asking for a closure's narinfos does not wait on the daemon twice.
+pub const STALE_BOUND: Duration = Duration::from_secs(1);
+
+/// How a daemon store learns that the store may have changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeSignal {
+    /// The daemon's own database (`<state>/db/db.sqlite`), opened read-only
+    /// only to read its commit counter (`PRAGMA data_version`): exact, as
+    /// for the local backend.
+    Database(PathBuf),
+    /// No database we can read: forget every answer after this long (zero:
+    /// remember nothing).
+    Every(Duration),
+}
+
+impl DaemonStore {
+    /// Finds the database of the store this daemon serves, if we can read
+    /// one and show it is that store's, and from now on learns of changes
+    /// through it; the signal for the other workers' connections, or why
+    /// there is none. Candidates, in order: the state directory of the
+    /// socket (Nix puts it at `<state>/daemon-socket/socket` and the
+    /// database at `<state>/db/db.sqlite`, §7.1, §8), then `state_dir` (the
+    /// machine's, `NIX_STATE_DIR`: a daemon on a socket of its own still
+    /// serves it). A candidate counts only if its newest path is one the
+    /// daemon reports with the same NAR hash and registration time: a socket
+    /// leading to another store (forwarded, in a container) is never watched
+    /// through our own database. Uses this store's connection (one daemon
+    /// handshake at start-up, not two).
+    pub fn watch_database(&mut self, state_dir: &Path) -> Result<ChangeSignal, String> {
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Some(state) = self
+            .socket
+            .parent()
+            .filter(|d| d.file_name().is_some_and(|n| n == "daemon-socket"))
+            .and_then(Path::parent)
+        {
+            candidates.push(state.join("db").join("db.sqlite"));
+        }
+        let machine = state_dir.join("db").join("db.sqlite");
+        if !candidates.contains(&machine) {
+            candidates.push(machine);
+        }
+        let mut why = Vec::new();
+        for db in candidates {
+            match self.verify_database(&db) {
+                Ok((conn, version)) => {
+                    self.changes = Changes::Database {
+                        path: db.clone(),
+                        conn: Some(conn),
+                        version,
+                    };
+                    self.cache.invalidate();
+                    return Ok(ChangeSignal::Database(db));
+                }
+                Err(e) => why.push(format!("database {}: {e}", db.display())),
+            }
+        }
+        Err(why.join("; "))
+    }
+
+    /// Whether `db` is the database of the store this daemon serves (see
+    /// [`Self::watch_database`]), in WAL mode so that its counter is cheap:
+    /// the open connection and the counter as read before the comparison.
+    fn verify_database(&mut self, db: &Path) -> Result<(Database, DataVersion), String> {
+        let conn = open_database(db).map_err(|e| e.to_string())?;
+        let mode: String = conn
+            .query_row("pragma journal_mode", [], |r| r.get(0))
+            .map_err(|e| e.to_string())?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(format!("journal mode {mode:?}, not WAL"));
+        }
+        let mut version = DataVersion::default();
+        version.changed(&conn).map_err(|e| e.to_string())?;
+        let newest = conn.query_row(
+            "select path, hash, registrationTime from ValidPaths order by id desc limit 1",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            },
+        );
+        let (full, hash, time) = match newest {
+            Ok(row) => row,
+            Err(rusqlite::Error::QueryReturnedNoRows) => {
+                return Err("no path in it to compare with the daemon's".into())
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let path = self
+            .store_dir
+            .parse_path(&full)
+            .map_err(|e| format!("holds {full:?}: {e}"))?;
+        let theirs = self
+            .path_info(&path)
+            .map_err(|e| format!("asking the daemon about {full}: {e}"))?;
+        let ours = Sha256::parse_prefixed(&hash).ok();
+        let same = theirs.is_some_and(|i| {
+            Some(i.nar_hash) == ours && u64::try_from(time) == Ok(i.registration_time)
+        });
+        if !same {
+            return Err(format!(
+                "its newest path {full} is not the same in the daemon's store"
+            ));
+        }
+        Ok((conn, version))
+    }
+}
+
+fn open_database(db: &Path) -> rusqlite::Result<Database> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Database::open_with_flags(db, flags)?;
+    conn.busy_timeout(Duration::from_secs(1))?;
+    Ok(conn)
+}
+
+/// [`ChangeSignal`] with its state.
+enum Changes {
+    Database {
+        path: PathBuf,
+        /// Opened on first use, dropped (and opened again) after a failure.
+        conn: Option<Database>,
+        version: DataVersion,
+    },
+    Every {
+        period: Duration,
+        since: Instant,
+    },
+}
+
+impl Changes {
+    fn new(signal: ChangeSignal) -> Self {
+        match signal {
+            ChangeSignal::Database(path) => Changes::Database {
+                path,
+                conn: None,
+                version: DataVersion::default(),
+            },
+            ChangeSignal::Every(period) => Changes::Every {
+                period,
+                since: Instant::now(),
+            },
+        }
+    }
+
+    /// Whether the store may have changed since the last call. When the
+    /// database cannot be read now, yes: a cache without its signal must
+    /// not be trusted.
+    fn changed(&mut self) -> bool {
+        match self {
+            Changes::Database {
+                path,
+                conn,
+                version,
+            } => {
+                if conn.is_none() {
+                    *conn = open_database(path).ok();
+                }
+                let Some(db) = conn else {
+                    return true;
+                };
+                version.changed(db).unwrap_or_else(|_| {
+                    *conn = None;
+                    *version = DataVersion::default();
+                    true
+                })
+            }
+            Changes::Every { period, since } => {
+                let now = Instant::now();
+                let expired = now.duration_since(*since) >= *period;
+                if expired {
+                    *since = now;
+                }
+                expired
+            }
+        }
+    }
+}
+
 impl DaemonStore {
     /// A client of the daemon listening on `socket`, for paths in `store_dir`.
     /// Nothing is opened yet. `timeout` bounds each read and write on the
     /// socket, so a stuck daemon cannot hang a worker; zero means none.
+    /// Remembers no answer unless [`Self::watching`] says how it learns of
+    /// changes (the `Opener` always does).
     pub fn new(socket: PathBuf, store_dir: StoreDir, timeout: Duration) -> Self {
         DaemonStore {
             socket,
@@ -62,7 +258,23 @@ impl DaemonStore {
             conn: None,
             returned: nar_stream::Home::default(),
             paths: HashMap::new(),
+            log_dir: None,
+            cache: InfoCache::default(),
+            changes: Changes::new(ChangeSignal::Every(Duration::ZERO)),
         }
+    }
+
+    /// Serves build logs from `dir` (none without it).
+    pub fn with_log_dir(mut self, dir: PathBuf) -> Self {
+        self.log_dir = Some(dir);
+        self
+    }
+
+    /// Learns of changes to the store through `signal` (see
+    /// [`Self::watch_database`]).
+    pub fn watching(mut self, signal: ChangeSignal) -> Self {
+        self.changes = Changes::new(signal);
+        self
     }
 
     pub fn socket(&self) -> &Path {
@@ -79,7 +291,9 @@ impl DaemonStore {
         Ok(())
     }
 
-    /// What the current connection's handshake said, if there is one.
+    /// What the current connection's handshake said, if there is one: for
+    /// the tests, which check the handshake and when a connection is kept.
+    #[cfg(feature = "testing")]
     pub fn daemon_info(&mut self) -> Option<&DaemonInfo> {
         self.reclaim();
         self.conn.as_ref().map(Connection::info)
@@ -118,17 +332,20 @@ impl DaemonStore {
                     .into())
                 }
                 Some(c) if (c.nar_hash, c.nar_size) != (info.nar_hash, info.nar_size) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "{path} changed: the daemon now reports {} bytes, {}",
-                        c.nar_size,
-                        c.nar_hash.to_prefixed_nix32()
-                    ))
+                    return Err(StoreError::Corrupt(
+                        format!(
+                            "{path} changed: the daemon now reports {} bytes, {}",
+                            c.nar_size,
+                            c.nar_hash.to_prefixed_nix32()
+                        )
+                        .into(),
+                    )
                     .into())
                 }
                 Some(_) => {}
             }
             let full = dir.display_path(path);
-            conn.call(Op::NarFromPath, |w| wire::write_bytes(w, full.as_bytes()))?;
+            conn.call(Op::NarFromPath, |w| wire::put_str(w, full.as_bytes()))?;
             Ok(())
         })?;
         let conn = self
@@ -142,11 +359,41 @@ impl DaemonStore {
         if skipped != offset {
             // NarStream errors rather than ending early; never trust a
             // stream that did anyway (style.md 8).
-            return Err(StoreError::Protocol(format!(
-                "NarFromPath: the NAR ended after {skipped} bytes, before offset {offset}"
-            )));
+            return Err(StoreError::Protocol(
+                format!("NarFromPath: the NAR ended after {skipped} bytes, before offset {offset}")
+                    .into(),
+            ));
         }
         Ok(stream)
+    }
+
+    /// QueryPathInfo alone for a hash part seen before; else
+    /// QueryPathFromHashPart then QueryPathInfo, on one connection.
+    fn path_info_by_hash_uncached(
+        &mut self,
+        hash: &HashPart,
+    ) -> Result<Option<PathInfo>, StoreError> {
+        if let Some(path) = self.paths.get(hash).cloned() {
+            let info = self.run(|conn, dir| query_path_info(conn, dir, &path))?;
+            if info.is_none() {
+                // Collected since: the hash part now names nothing.
+                self.paths.remove(hash);
+            }
+            return Ok(info);
+        }
+        let info = self.run(
+            |conn, dir| match query_path_from_hash_part(conn, dir, hash)? {
+                Some(path) => query_path_info(conn, dir, &path),
+                None => Ok(None),
+            },
+        )?;
+        if let Some(info) = &info {
+            if self.paths.len() >= PATH_MEMO_CAPACITY {
+                self.paths.clear();
+            }
+            self.paths.insert(*hash, info.path.clone());
+        }
+        Ok(info)
     }
 
     fn connect(&self) -> Result<Connection, StoreError> {
@@ -159,12 +406,8 @@ impl DaemonStore {
         &mut self,
         mut op: impl FnMut(&mut Connection, &StoreDir) -> Result<T, OpError>,
     ) -> Result<T, StoreError> {
-        let returned = self
-            .returned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let (mut conn, reused) = match self.conn.take().or(returned) {
+        self.reclaim();
+        let (mut conn, reused) = match self.conn.take() {
             Some(conn) => (conn, true),
             None => (self.connect()?, false),
         };
@@ -206,14 +449,8 @@ fn check_offset(info: &PathInfo, offset: u64) -> Result<(), StoreError> {
 fn path_info_failure(op: Op, e: PathInfoError) -> StoreError {
     match e {
         PathInfoError::Wire(e) => connection::wire_failure(&op.to_string(), e),
-        e => StoreError::Corrupt(format!("{op}: {e}")),
+        e => StoreError::Corrupt(Failure::because(op.to_string(), e)),
     }
-}
-
-fn is_valid_path(conn: &mut Connection, dir: &StoreDir, path: &StorePath) -> Result<bool, OpError> {
-    let full = dir.display_path(path);
-    let mut reply = conn.call(Op::IsValidPath, |w| wire::write_bytes(w, full.as_bytes()))?;
-    Ok(reply.bool("IsValidPath result")?)
 }
 
 /// `None` for an unknown hash part: the daemon answers `""` (§7.6).
@@ -223,13 +460,14 @@ fn query_path_from_hash_part(
     hash: &HashPart,
 ) -> Result<Option<StorePath>, OpError> {
     const OP: Op = Op::QueryPathFromHashPart;
-    let mut reply = conn.call(OP, |w| wire::write_bytes(w, hash.as_str().as_bytes()))?;
+    let mut reply = conn.call(OP, |w| wire::put_str(w, hash.as_str().as_bytes()))?;
     let full = reply.string(valid_path_info::path_bound(dir))?;
     let path = valid_path_info::parse_optional_path(dir, "path", full)
         .map_err(|e| path_info_failure(OP, e))?;
     if let Some(p) = &path {
         if p.hash_part() != *hash {
-            return Err(StoreError::Protocol(format!("{OP}: asked for {hash}, got {p}")).into());
+            let what = format!("{OP}: asked for {hash}, got {p}");
+            return Err(StoreError::Protocol(what.into()).into());
         }
     }
     Ok(path)
@@ -242,7 +480,7 @@ fn query_path_info(
 ) -> Result<Option<PathInfo>, OpError> {
     const OP: Op = Op::QueryPathInfo;
     let full = dir.display_path(path);
-    let mut reply = conn.call(OP, |w| wire::write_bytes(w, full.as_bytes()))?;
+    let mut reply = conn.call(OP, |w| wire::put_str(w, full.as_bytes()))?;
     // From 1.17 on a flag says whether the path is valid (older daemons
     // failed instead; we never speak those).
     if reply.version() >= ProtocolVersion::PATH_INFO_VALID_FLAG && !reply.bool("valid flag")? {
@@ -259,38 +497,29 @@ impl Store for DaemonStore {
         &self.store_dir
     }
 
-    /// QueryPathInfo alone for a hash part seen before; else
-    /// QueryPathFromHashPart then QueryPathInfo, on one connection.
+    /// The daemon's database commit counter, or a clock (`ChangeSignal`).
+    /// The daemon itself answers from the database each time (its worker
+    /// for our connection keeps no stale path info: checked with a delete
+    /// and a rebuild in tests/narinfo_cache.rs).
+    fn generation(&mut self) -> Result<Generation, StoreError> {
+        Ok(self.cache.after(self.changes.changed()))
+    }
+
+    /// Remembered until the generation changes; else QueryPathInfo alone for
+    /// a hash part seen before, or QueryPathFromHashPart then QueryPathInfo,
+    /// on one connection.
     fn path_info_by_hash(&mut self, hash: &HashPart) -> Result<Option<PathInfo>, StoreError> {
-        if let Some(path) = self.paths.get(hash).cloned() {
-            let info = self.run(|conn, dir| query_path_info(conn, dir, &path))?;
-            if info.is_none() {
-                // Collected since: the hash part now names nothing.
-                self.paths.remove(hash);
-            }
-            return Ok(info);
+        self.generation()?;
+        if let Some(known) = self.cache.get(hash) {
+            return Ok(known.clone());
         }
-        let info = self.run(
-            |conn, dir| match query_path_from_hash_part(conn, dir, hash)? {
-                Some(path) => query_path_info(conn, dir, &path),
-                None => Ok(None),
-            },
-        )?;
-        if let Some(info) = &info {
-            if self.paths.len() >= PATH_MEMO_CAPACITY {
-                self.paths.clear();
-            }
-            self.paths.insert(*hash, info.path.clone());
-        }
+        let info = self.path_info_by_hash_uncached(hash)?;
+        self.cache.insert(*hash, info.clone());
         Ok(info)
     }
 
     fn path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {
         self.run(|conn, dir| query_path_info(conn, dir, path))
-    }
-
-    fn is_valid_path(&mut self, path: &StorePath) -> Result<bool, StoreError> {
-        self.run(|conn, dir| is_valid_path(conn, dir, path))
     }
 
     /// From the files when we can read them (no daemon round trip, no copy
@@ -300,12 +529,15 @@ impl Store for DaemonStore {
         let local = Path::new(self.store_dir.as_str()).join(info.path.base_name());
         match NarReader::open_store_path_at(&local, offset) {
             Ok(reader) if reader.nar_size() == info.nar_size => Ok(NarBody::Files(reader)),
-            Ok(reader) => Err(StoreError::Corrupt(format!(
-                "{}: the files make a {}-byte NAR, the store says {}",
-                local.display(),
-                reader.nar_size(),
-                info.nar_size
-            ))),
+            Ok(reader) => Err(StoreError::Corrupt(
+                format!(
+                    "{}: the files make a {}-byte NAR, the store says {}",
+                    local.display(),
+                    reader.nar_size(),
+                    info.nar_size
+                )
+                .into(),
+            )),
             // Not ours to read (permissions), or not on this machine (the
             // socket leads elsewhere): the daemon can still send it.
             Err(NarError::Io { source, .. })
@@ -320,5 +552,17 @@ impl Store for DaemonStore {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// From the files only: the daemon has no operation for a listing, and
+    /// making one from NarFromPath would read the whole NAR. Files we cannot
+    /// read are an I/O error (500), said in the log.
+    fn nar_listing(&mut self, info: &PathInfo) -> Result<Vec<u8>, StoreError> {
+        let local = Path::new(self.store_dir.as_str()).join(info.path.base_name());
+        super::listing_from_files(&local, info)
+    }
+
+    fn log_dir(&self) -> Option<&Path> {
+        self.log_dir.as_deref()
     }
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Params};
 
-use super::{NarBody, Store, StoreError};
+use super::cache::{DataVersion, InfoCache};
+use super::{Failure, Generation, NarBody, Store, StoreError};
 use crate::nix::nar::NarReader;
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
@@ -45,7 +46,6 @@ macro_rules! info_query {
 const BY_HASH: &str = info_query!("path > ?1 and path < ?2 order by path limit 1");
 const BY_PATH: &str = info_query!("path = ?1");
 const REFS: &str = "select path from Refs join ValidPaths on reference = id where referrer = ?1";
-const IS_VALID: &str = "select 1 from ValidPaths where path = ?1";
 
 /// Where a local store's files are: the database and the physical store
 /// directory. Resolved from the store URI by `uri.rs`.
@@ -64,6 +64,10 @@ pub struct LocalLocation {
 pub struct LocalStore {
     conn: Connection,
     loc: LocalLocation,
+    log_dir: Option<PathBuf>,
+    /// Look-ups by hash part, forgotten whenever Nix commits (`cache.rs`).
+    cache: InfoCache,
+    version: DataVersion,
 }
 
 impl LocalStore {
@@ -75,7 +79,19 @@ impl LocalStore {
             Connection::open_with_flags(&loc.db, flags).map_err(|e| sql_error(&loc.db, e))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| sql_error(&loc.db, e))?;
-        Ok(LocalStore { conn, loc })
+        Ok(LocalStore {
+            conn,
+            loc,
+            log_dir: None,
+            cache: InfoCache::default(),
+            version: DataVersion::default(),
+        })
+    }
+
+    /// Serves build logs from `dir` (none without it).
+    pub fn with_log_dir(mut self, dir: PathBuf) -> Self {
+        self.log_dir = Some(dir);
+        self
     }
 
     pub fn location(&self) -> &LocalLocation {
@@ -95,7 +111,7 @@ impl LocalStore {
                 |r| r.get::<_, i64>(0),
             )
             .map_err(|e| sql_error(db, e))?;
-        for sql in [BY_HASH, BY_PATH, REFS, IS_VALID] {
+        for sql in [BY_HASH, BY_PATH, REFS, "begin", "commit", "rollback"] {
             self.conn
                 .prepare_cached(sql)
                 .map_err(|e| sql_error(db, e))?;
@@ -107,17 +123,18 @@ impl LocalStore {
         if !mode.eq_ignore_ascii_case("wal") {
             // Without WAL Nix locks through the unix-dotfile VFS, which a
             // reader on the default VFS does not see (§8).
-            return Err(StoreError::Unavailable(format!(
-                "local database {}: journal mode is {mode:?}, not WAL: Nix then locks it in a way \
-                 a direct reader cannot honour",
-                db.display()
-            )));
+            return Err(StoreError::Unavailable(
+                format!(
+                    "local database {}: journal mode is {mode:?}, not WAL: Nix then locks it in a \
+                     way a direct reader cannot honour",
+                    db.display()
+                )
+                .into(),
+            ));
         }
         fs::read_dir(&self.loc.real_store).map_err(|e| {
-            StoreError::Unavailable(format!(
-                "local store directory {}: {e}",
-                self.loc.real_store.display()
-            ))
+            let what = format!("local store directory {}", self.loc.real_store.display());
+            StoreError::Unavailable(Failure::because(what, e))
         })?;
         Ok(())
     }
@@ -134,32 +151,41 @@ impl LocalStore {
         row.into_info(&self.loc.store_dir, refs)
             .map(Some)
             .map_err(|e| {
-                StoreError::Corrupt(format!("local database {}: {e}", self.loc.db.display()))
+                let what = format!("local database {}", self.loc.db.display());
+                StoreError::Corrupt(Failure::because(what, e))
             })
     }
 }
 
+/// The two queries in one read transaction. `begin` and `commit` are
+/// cached statements too: `Connection::transaction` parses them anew on
+/// every call.
 fn read_row_and_refs(
     conn: &mut Connection,
     sql: &str,
     args: impl Params,
 ) -> rusqlite::Result<Option<(RawRow, Vec<String>)>> {
-    let tx = conn.transaction()?;
-    let row = tx
-        .prepare_cached(sql)?
-        .query_row(args, RawRow::read)
-        .optional()?;
-    let found = match row {
-        None => None,
-        Some(row) => {
-            let refs = tx
-                .prepare_cached(REFS)?
-                .query_map([row.id], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Some((row, refs))
-        }
-    };
-    tx.commit()?;
+    conn.prepare_cached("begin")?.execute([])?;
+    let found = (|| -> rusqlite::Result<Option<(RawRow, Vec<String>)>> {
+        let Some(row) = conn
+            .prepare_cached(sql)?
+            .query_row(args, RawRow::read)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let refs = conn
+            .prepare_cached(REFS)?
+            .query_map([row.id], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Some((row, refs)))
+    })();
+    // A read transaction changes nothing: ending it either way is the same,
+    // but after a failed step only a rollback is sure to succeed.
+    let end = if found.is_ok() { "commit" } else { "rollback" };
+    let ended = conn.prepare_cached(end).and_then(|mut s| s.execute([]));
+    let found = found?;
+    ended?;
     Ok(found)
 }
 
@@ -168,27 +194,33 @@ impl Store for LocalStore {
         &self.loc.store_dir
     }
 
+    /// `PRAGMA data_version`: a new generation whenever Nix has committed
+    /// since the last call (`cache.rs`).
+    fn generation(&mut self) -> Result<Generation, StoreError> {
+        let changed = self
+            .version
+            .changed(&self.conn)
+            .map_err(|e| sql_error(&self.loc.db, e))?;
+        Ok(self.cache.after(changed))
+    }
+
     fn path_info_by_hash(&mut self, hash: &HashPart) -> Result<Option<PathInfo>, StoreError> {
+        self.generation()?;
+        if let Some(known) = self.cache.get(hash) {
+            return Ok(known.clone());
+        }
         let dir = self.loc.store_dir.as_str();
         let (lo, hi) = (format!("{dir}/{hash}-"), format!("{dir}/{hash}."));
         let info = self.query_info(BY_HASH, params![lo, hi])?;
         // The range already implies it; checked anyway as Nix does (§8).
-        Ok(info.filter(|i| i.path.hash_part() == *hash))
+        let info = info.filter(|i| i.path.hash_part() == *hash);
+        self.cache.insert(*hash, info.clone());
+        Ok(info)
     }
 
     fn path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {
         let full = self.loc.store_dir.display_path(path);
         self.query_info(BY_PATH, [&full])
-    }
-
-    fn is_valid_path(&mut self, path: &StorePath) -> Result<bool, StoreError> {
-        let full = self.loc.store_dir.display_path(path);
-        let db = &self.loc.db;
-        let mut stmt = self
-            .conn
-            .prepare_cached(IS_VALID)
-            .map_err(|e| sql_error(db, e))?;
-        stmt.exists([&full]).map_err(|e| sql_error(db, e))
     }
 
     /// A path whose files have gone (garbage-collected since the look-up) is
@@ -199,47 +231,62 @@ impl Store for LocalStore {
         if reader.nar_size() != info.nar_size {
             // Files changed behind Nix's back: never send bytes that do not
             // match the promised length and hash.
-            return Err(StoreError::Corrupt(format!(
-                "{}: NAR is {} bytes, the database says {}",
-                path.display(),
-                reader.nar_size(),
-                info.nar_size
-            )));
+            return Err(StoreError::Corrupt(
+                format!(
+                    "{}: NAR is {} bytes, the database says {}",
+                    path.display(),
+                    reader.nar_size(),
+                    info.nar_size
+                )
+                .into(),
+            ));
         }
         Ok(NarBody::Files(reader))
+    }
+
+    fn nar_listing(&mut self, info: &PathInfo) -> Result<Vec<u8>, StoreError> {
+        super::listing_from_files(&self.loc.real_store.join(info.path.base_name()), info)
+    }
+
+    fn log_dir(&self) -> Option<&Path> {
+        self.log_dir.as_deref()
     }
 }
 
 /// Maps a SQLite failure to what it means for a request.
 fn sql_error(db: &Path, e: rusqlite::Error) -> StoreError {
     let at = db.display();
+    let unavailable = |what: String, e| StoreError::Unavailable(Failure::because(what, e));
+    let corrupt = |what: String, e| StoreError::Corrupt(Failure::because(what, e));
     match &e {
         rusqlite::Error::SqliteFailure(f, _) => match f.code {
-            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
-                StoreError::Unavailable(format!(
-                    "local database {at}: still locked after {} ms: {e}",
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => unavailable(
+                format!(
+                    "local database {at}: still locked after {} ms",
                     BUSY_TIMEOUT.as_millis()
-                ))
-            }
+                ),
+                e,
+            ),
             ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
-                StoreError::Corrupt(format!("local database {at}: {e}"))
+                corrupt(format!("local database {at}"), e)
             }
             // §8: a WAL database opens read-only only if its -wal and -shm
             // files exist or its directory is writable.
-            ErrorCode::ReadOnly | ErrorCode::CannotOpen if db.exists() => {
-                StoreError::Unavailable(format!(
-                    "local database {at}: {e} (a WAL database can be read without write access to \
+            ErrorCode::ReadOnly | ErrorCode::CannotOpen if db.exists() => unavailable(
+                format!(
+                    "local database {at} (a WAL database can be read without write access to \
                      its directory only while Nix holds it open)"
-                ))
-            }
-            _ => StoreError::Unavailable(format!("local database {at}: {e}")),
+                ),
+                e,
+            ),
+            _ => unavailable(format!("local database {at}"), e),
         },
         rusqlite::Error::InvalidColumnType(..)
         | rusqlite::Error::FromSqlConversionFailure(..)
         | rusqlite::Error::IntegralValueOutOfRange(..)
         | rusqlite::Error::Utf8Error(..) => {
-            StoreError::Corrupt(format!("local database {at}: unexpected value: {e}"))
+            corrupt(format!("local database {at}: unexpected value"), e)
         }
-        _ => StoreError::Unavailable(format!("local database {at}: {e}")),
+        _ => unavailable(format!("local database {at}"), e),
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::daemon::DaemonStore;
+use super::daemon::{ChangeSignal, DaemonStore, STALE_BOUND};
 use super::local::{LocalLocation, LocalStore};
 use super::{Store, StoreError};
 use crate::nix::store_path::{StoreDir, StorePathError};
@@ -156,6 +156,29 @@ fn local_location(
     })
 }
 
+/// The build-log directory of the store `uri` names (an already parsed
+/// one), as Nix 2.8's `LocalFSStoreConfig::logDir`: `<root>/nix/var/log/nix`
+/// for a chroot store, else `NIX_LOG_DIR`, else `/nix/var/log/nix` (§9). A
+/// daemon store's logs are the machine's, which its clients read directly.
+pub fn log_dir(uri: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let root = if base.starts_with('/') {
+        Some(base.to_owned())
+    } else if base == "local" {
+        Params::parse(uri, query).ok().and_then(|p| p.get("root"))
+    } else {
+        None
+    };
+    match root {
+        Some(r) => PathBuf::from(format!("{}/nix/var/log/nix", r.trim_end_matches('/'))),
+        None => PathBuf::from(
+            env("NIX_LOG_DIR")
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| super::log::DEFAULT_LOG_DIR.to_owned()),
+        ),
+    }
+}
+
 fn absolute<'a>(uri: &str, what: &'static str, value: &'a str) -> Result<&'a str, UriError> {
     if value.starts_with('/') {
         Ok(value)
@@ -243,10 +266,17 @@ enum Backend {
 }
 
 /// Makes one store connection per worker, all to the same store.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Opener {
     backend: Backend,
     daemon_timeout: Duration,
+    log_dir: PathBuf,
+    /// How daemon connections learn that the store changed; probed once.
+    daemon_changes: ChangeSignal,
+    /// The daemon connection [`Opener::resolve`] checked, for the first
+    /// `open`: its handshake (a nix-daemon fork) is not paid again on the
+    /// first request (bench/README.md, "Cold start").
+    spare: Arc<Mutex<Option<Box<dyn Store>>>>,
     /// The local backend's probe connection, kept open for as long as any
     /// clone of the opener lives. SQLite deletes a WAL database's -wal and
     /// -shm files when its last connection closes, and a reader that may not
@@ -255,6 +285,16 @@ pub struct Opener {
     /// database. An open WAL connection keeps a shared lock on the database
     /// file, which stops the last writer from removing them (§8).
     _keep_open: Option<KeepOpen>,
+}
+
+impl fmt::Debug for Opener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opener")
+            .field("backend", &self.backend)
+            .field("daemon_timeout", &self.daemon_timeout)
+            .field("daemon_changes", &self.daemon_changes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The probe's connection, shared by the opener's clones.
@@ -283,25 +323,56 @@ impl Opener {
         env: &dyn Fn(&str) -> Option<String>,
         daemon_timeout: Duration,
     ) -> Result<Self, StoreError> {
-        let target = parse(uri, env).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // UriError says it all, its one nested cause included.
+        let target = parse(uri, env).map_err(|e| StoreError::Unavailable(e.to_string().into()))?;
         let shown = if uri.is_empty() { "auto" } else { uri };
-        let mut probed = None;
+        let mut local = None;
+        let mut daemon = None;
         let backend = decide(
             shown,
             target,
             &mut |loc| {
                 let mut store = LocalStore::open(loc.clone())?;
                 store.check()?;
-                probed = Some(store);
+                local = Some(store);
                 Ok(())
             },
             &mut |socket, dir| {
-                DaemonStore::new(socket.to_owned(), dir.clone(), daemon_timeout).check()
+                let mut store = DaemonStore::new(socket.to_owned(), dir.clone(), daemon_timeout);
+                store.check()?;
+                daemon = Some(store);
+                Ok(())
             },
             &mut note,
         )?;
+        let log_dir = log_dir(uri, env);
+        let (spare, daemon_changes): (Option<Box<dyn Store>>, _) = match (&backend, daemon) {
+            (Backend::Daemon { .. }, Some(mut daemon)) => {
+                let state_dir = env("NIX_STATE_DIR")
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+                let changes = daemon
+                    .watch_database(Path::new(&state_dir))
+                    .unwrap_or_else(|why| {
+                        crate::log::info(&format!(
+                            "narinfo cache: no database to watch ({why}); daemon answers are \
+                             remembered for at most {} ms",
+                            STALE_BOUND.as_millis()
+                        ));
+                        ChangeSignal::Every(STALE_BOUND)
+                    });
+                if let ChangeSignal::Every(_) = changes {
+                    daemon = daemon.watching(changes.clone());
+                }
+                (
+                    Some(Box::new(daemon.with_log_dir(log_dir.clone()))),
+                    changes,
+                )
+            }
+            _ => (None, ChangeSignal::Every(STALE_BOUND)),
+        };
         let keep_open = match backend {
-            Backend::Local(_) => probed.map(|s| KeepOpen {
+            Backend::Local(_) => local.map(|s| KeepOpen {
                 _conn: Arc::new(Mutex::new(s)),
             }),
             Backend::Daemon { .. } => None,
@@ -309,20 +380,31 @@ impl Opener {
         Ok(Opener {
             backend,
             daemon_timeout,
+            log_dir,
+            daemon_changes,
+            spare: Arc::new(Mutex::new(spare)),
             _keep_open: keep_open,
         })
     }
 
-    /// A fresh connection for one worker. Cheap: the daemon backend connects
-    /// on first use, the local one reads the database on first query.
+    /// A connection for one worker: with the daemon backend, the first call
+    /// gets the one checked at start-up, already connected; otherwise a
+    /// fresh one, which is cheap: the daemon backend connects on first use,
+    /// the local one reads the database on first query.
     pub fn open(&self) -> Result<Box<dyn Store>, StoreError> {
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(store) = spare {
+            return Ok(store);
+        }
         match &self.backend {
-            Backend::Local(loc) => Ok(Box::new(LocalStore::open(loc.clone())?)),
-            Backend::Daemon { socket, store_dir } => Ok(Box::new(DaemonStore::new(
-                socket.clone(),
-                store_dir.clone(),
-                self.daemon_timeout,
-            ))),
+            Backend::Local(loc) => Ok(Box::new(
+                LocalStore::open(loc.clone())?.with_log_dir(self.log_dir.clone()),
+            )),
+            Backend::Daemon { socket, store_dir } => Ok(Box::new(
+                DaemonStore::new(socket.clone(), store_dir.clone(), self.daemon_timeout)
+                    .watching(self.daemon_changes.clone())
+                    .with_log_dir(self.log_dir.clone()),
+            )),
         }
     }
 
@@ -334,6 +416,14 @@ impl Opener {
         }
     }
 
+    /// The local backend's database and files, `None` for the daemon.
+    pub fn local_location(&self) -> Option<&LocalLocation> {
+        match &self.backend {
+            Backend::Local(loc) => Some(loc),
+            Backend::Daemon { .. } => None,
+        }
+    }
+
     pub fn store_dir(&self) -> &StoreDir {
         match &self.backend {
             Backend::Local(loc) => &loc.store_dir,
@@ -342,9 +432,9 @@ impl Opener {
     }
 }
 
-/// Where start-up notes go until the logging module exists.
+/// Start-up notes go to the server's log: the journal when run by systemd,
+/// else stderr. A function, so that [`decide`]'s tests can collect them.
 fn note(msg: &str) {
-    // The server's log: the journal when run by systemd, else stderr.
     crate::log::warn(msg);
 }
 
@@ -358,7 +448,8 @@ fn decide(
     probe_daemon: &mut dyn FnMut(&Path, &StoreDir) -> Result<(), StoreError>,
     note: &mut dyn FnMut(&str),
 ) -> Result<Backend, StoreError> {
-    let fail = |why: String| StoreError::Unavailable(format!("cannot open store '{uri}': {why}"));
+    let fail =
+        |why: String| StoreError::Unavailable(format!("cannot open store '{uri}': {why}").into());
     let daemon_why =
         |socket: &Path, e: StoreError| format!("daemon socket {}: {}", socket.display(), reason(e));
     match target {
@@ -392,11 +483,12 @@ fn decide(
     }
 }
 
-/// The message of `e` without the "store unavailable: " its `Display` adds.
+/// What `e` says, causes included, without the "store unavailable: " its
+/// `Display` starts with: one attempt's part of the start-up error.
 fn reason(e: StoreError) -> String {
     match e {
-        StoreError::Unavailable(why) => why,
-        other => other.to_string(),
+        StoreError::Unavailable(why) => crate::log::chain(&why),
+        other => crate::log::chain(&other),
     }
 }
 

@@ -6,9 +6,12 @@
 //! allocated, so a desynchronised or hostile peer cannot make us allocate or
 //! read without limit.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use thiserror::Error;
+
+use crate::nix::wire_str::padding;
+pub use crate::nix::wire_str::put_str;
 
 /// Longest string we accept, and the field it is for (named in errors).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,11 +50,6 @@ pub enum WireError {
     Bool { what: &'static str, value: u64 },
 }
 
-/// Zero bytes that follow a string of `len` bytes to reach a multiple of 8.
-fn padding(len: usize) -> usize {
-    (8 - len % 8) % 8
-}
-
 pub fn read_u64(r: &mut impl Read) -> Result<u64, WireError> {
     let mut b = [0u8; 8];
     r.read_exact(&mut b)?;
@@ -79,7 +77,7 @@ pub fn read_bytes(r: &mut impl Read, bound: Bound) -> Result<Vec<u8>, WireError>
         });
     }
     let len = len as usize;
-    let mut buf = vec![0u8; len + padding(len)];
+    let mut buf = vec![0u8; len + padding(len as u64)];
     r.read_exact(&mut buf)?;
     if buf[len..].iter().any(|&b| b != 0) {
         return Err(WireError::Padding {
@@ -117,21 +115,18 @@ pub fn read_string_list(
     Ok(out)
 }
 
-pub fn write_u64(w: &mut impl Write, v: u64) -> io::Result<()> {
-    w.write_all(&v.to_le_bytes())
+// Requests are built in memory and sent with one write, so the writers
+// append to a buffer and cannot fail.
+
+pub fn write_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
 }
 
-pub fn write_bytes(w: &mut impl Write, b: &[u8]) -> io::Result<()> {
-    write_u64(w, b.len() as u64)?;
-    w.write_all(b)?;
-    w.write_all(&[0u8; 8][..padding(b.len())])
-}
-
-pub fn write_string_list<S: AsRef<str>>(w: &mut impl Write, items: &[S]) -> io::Result<()> {
-    write_u64(w, items.len() as u64)?;
-    items
-        .iter()
-        .try_for_each(|s| write_bytes(w, s.as_ref().as_bytes()))
+pub fn write_string_list<S: AsRef<str>>(out: &mut Vec<u8>, items: &[S]) {
+    write_u64(out, items.len() as u64);
+    for s in items {
+        put_str(out, s.as_ref().as_bytes());
+    }
 }
 
 /// Wire bytes to build replies in unit tests: a u64 and a padded string.
@@ -143,7 +138,7 @@ pub(crate) mod test_bytes {
 
     pub fn s(text: &str) -> Vec<u8> {
         let mut out = Vec::new();
-        super::write_bytes(&mut out, text.as_bytes()).unwrap();
+        super::put_str(&mut out, text.as_bytes());
         out
     }
 }
@@ -156,14 +151,14 @@ mod tests {
 
     fn encode(s: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        write_bytes(&mut out, s).unwrap();
+        put_str(&mut out, s);
         out
     }
 
     #[test]
     fn u64_is_little_endian() {
         let mut out = Vec::new();
-        write_u64(&mut out, 0x6e697863).unwrap();
+        write_u64(&mut out, 0x6e697863);
         assert_eq!(out, [0x63, 0x78, 0x69, 0x6e, 0, 0, 0, 0]);
         assert_eq!(read_u64(&mut &out[..]).unwrap(), 0x6e697863);
         assert_eq!(
@@ -270,7 +265,7 @@ mod tests {
     #[test]
     fn string_lists() {
         let mut wire = Vec::new();
-        write_string_list(&mut wire, &["a", "", "bcdefghij"]).unwrap();
+        write_string_list(&mut wire, &["a", "", "bcdefghij"]);
         let expected = [
             &[3u8, 0, 0, 0, 0, 0, 0, 0][..],
             &[1, 0, 0, 0, 0, 0, 0, 0, b'a', 0, 0, 0, 0, 0, 0, 0],
@@ -297,7 +292,7 @@ mod tests {
             Err(WireError::Io(_))
         ));
         let mut empty = Vec::new();
-        write_string_list::<&str>(&mut empty, &[]).unwrap();
+        write_string_list::<&str>(&mut empty, &[]);
         assert_eq!(empty, [0; 8]);
     }
 }

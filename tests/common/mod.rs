@@ -6,18 +6,25 @@
 //! part, hence the allowances.
 #![allow(dead_code, unused_imports)]
 
+pub mod binary;
 mod chroot;
 mod daemon;
 mod fixtures;
+pub mod in_process;
 mod nix;
+pub mod routes;
 mod scratch;
 
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 pub use chroot::ChrootStore;
 pub use daemon::TestDaemon;
 pub use fixtures::{Fixtures, SETUP_NIX_FIXTURES};
-pub use nix::{nix_command, nix_on, nix_path_info, nix_path_infos, nix_store_dump, output_of, run};
+pub use nix::{
+    nix_command, nix_fresh_cache, nix_on, nix_path_info, nix_path_infos, nix_store_dump, output_of,
+    run, succeeded,
+};
 pub use scratch::{write_file, Scratch};
 
 /// Tests that count the process's file descriptors, chmod directories or
@@ -30,4 +37,17 @@ pub fn serial() -> MutexGuard<'static, ()> {
 /// How many file descriptors this process has open.
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Polls `cond` until it holds; panics naming `what` after `limit`, so that
+/// a wait that never ends fails the test instead of hanging the run.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use nix_serve_sd::nix::hash::Sha256;
 use nix_serve_sd::nix::path_info::PathInfo;
@@ -129,4 +129,26 @@ fn from_json(v: &Value) -> PathInfo {
             .unwrap_or_default(),
         ca: text("ca").map(str::to_owned),
     }
+}
+
+/// Runs Nix's `cmd` with its own client cache in `xdg` (a client caches 404s
+/// for an hour, `nix-protocols.md` §4.4) and without `NIX_REMOTE`.
+pub fn nix_fresh_cache(cmd: &str, args: &[&str], xdg: &Path) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .env("XDG_CACHE_HOME", xdg)
+        .env_remove("NIX_REMOTE")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
+}
+
+/// Panics with its output unless `out` succeeded; its stdout otherwise.
+pub fn succeeded(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -12,7 +12,9 @@
 # --from`, idle exit and re-activation (the metrics file carried across), `systemctl restart` and `stop` under
 # load, fast failure on a bad key or flag, recovery from a nix-daemon restart,
 # the journal's priorities, the store database under a writer, and the live
-# `systemd-analyze security` score. Prints PASS/FAIL/INFO lines and the figures;
+# `systemd-analyze security` score, and the IP filter of
+# systemd/allowed-ips.conf. Prints PASS/FAIL/INFO lines (SKIP for a check
+# this machine's systemd cannot make) and the figures;
 # exits 0 when every check passes, 1 otherwise, 77 (with a SKIP line saying
 # why) when this machine cannot run it.
 #
@@ -559,6 +561,45 @@ journal -p warning | sort | uniq -c | head -5 | sed 's/^/INFO log: /'
 # The test's paths go again (nothing refers to them).
 ns sh -c 'NIX_REMOTE=daemon nix-store --delete $(cat /tmp/writer/added) >/dev/null 2>&1' \
     || info "could not delete the writer's paths"
+
+# --- who may connect: systemd/allowed-ips.conf on the socket ------------------------------
+# The shipped drop-in with its addresses replaced: 127.0.0.1 only. The
+# namespace has only loopback, where every 127/8 address is local, so
+# 127.0.0.2 is the denied client. It must not be served, and must not even
+# start the service: the kernel drops its packets before the socket sees a
+# connection. Where systemd cannot attach the filter (no cgroup BPF), the
+# check is skipped with systemd's own words, never passed.
+sed -e '/^IPAddressAllow=/d' -e 's/^IPAddressDeny=any$/IPAddressAllow=127.0.0.1\n&/' \
+    "$S/repo/systemd/allowed-ips.conf" >"$S/allowed-ips-test.conf"
+ns install -D -m 0644 "$INNER/stage/allowed-ips-test.conf" /etc/systemd/system/nix-serve.socket.d/allowed-ips.conf
+JSINCE=$(ns date +%s)
+ns systemctl daemon-reload
+ns systemctl stop nix-serve.service nix-serve.socket 2>/dev/null
+ns systemctl reset-failed nix-serve.service nix-serve.socket 2>/dev/null
+ns systemctl start nix-serve.socket
+allow=$(show nix-serve.socket IPAddressAllow)
+deny=$(show nix-serve.socket IPAddressDeny)
+inv_before=$(show nix-serve.service InvocationID)
+svc_before=$(state nix-serve.service)
+denied=$(ns curl -sS -m 3 --interface 127.0.0.2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/nix-cache-info" 2>&1)
+sleep 0.5
+svc_after=$(state nix-serve.service)
+inv_after=$(show nix-serve.service InvocationID)
+bpf=$(ns journalctl --since "@$JSINCE" -o cat 2>/dev/null | grep -i 'bpf\|firewall' | head -3 | tr '\n' ' ')
+if [[ $denied == 200 && -n $bpf ]]; then
+    echo "SKIP ip filter: systemd cannot apply IPAddressDeny= here: $bpf"
+else
+    check "allowed-ips.conf (IPAddressAllow=$allow, IPAddressDeny=$deny): a client from 127.0.0.2 gets '${denied//$'\n'/ }'; the service stays $svc_after (was $svc_before), InvocationID ${inv_after:-none} (was ${inv_before:-none}), NRestarts=$(show nix-serve.service NRestarts)" \
+        bash -c '[[ $1 != 200 && $1 == *"timed out"* && $2 == inactive/dead && $3 == "$4" ]]' _ \
+        "$denied" "$svc_after" "$inv_after" "$inv_before"
+    allowed=$(ns curl -sS -m 15 --interface 127.0.0.1 "http://127.0.0.1:$PORT/nix-cache-info" 2>&1)
+    check "allowed-ips.conf: a client from 127.0.0.1 is served ('$(head -1 <<<"$allowed")'), service $(state nix-serve.service)" \
+        bash -c '[[ $1 == StoreDir:* && $2 == active/running ]]' _ "$allowed" "$(state nix-serve.service)"
+    [[ -n $bpf ]] && info "journal on the filter: $bpf"
+fi
+ns rm /etc/systemd/system/nix-serve.socket.d/allowed-ips.conf
+ns systemctl daemon-reload
+ns systemctl restart nix-serve.socket
 
 # --- the live security score ----------------------------------------------------------------
 sec=$(ns systemd-analyze security --no-pager nix-serve.service 2>&1)

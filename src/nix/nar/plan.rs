@@ -16,6 +16,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::NarError;
+use crate::nix::wire_str::{padding, put_str};
 
 /// A byte range in [`Plan::names`].
 #[derive(Clone, Copy, Debug)]
@@ -188,25 +189,13 @@ impl Plan {
 
 fn render_tail(node: &Node, out: &mut Vec<u8>) {
     if let Kind::Regular { size, .. } = node.kind {
-        out.resize(pad8(size), 0);
+        out.resize(padding(size), 0);
     }
     put_str(out, b")");
     if node.parent.is_some() {
         // Closes the `"entry" "("` wrapper.
         put_str(out, b")");
     }
-}
-
-/// Zero bytes that pad a `str` of `len` bytes to a multiple of 8 (§3).
-fn pad8(len: u64) -> usize {
-    ((8 - len % 8) % 8) as usize
-}
-
-/// §3 `str(b)`: u64 little-endian length, the bytes, zero padding.
-fn put_str(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-    out.extend_from_slice(bytes);
-    out.resize(out.len() + pad8(bytes.len() as u64), 0);
 }
 
 struct Planner {
@@ -325,5 +314,54 @@ impl Planner {
             path: self.path.display().to_string(),
             source,
         }
+    }
+}
+
+/// One planned node as the NAR listing sees it (`listing.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Visit<'p> {
+    Regular {
+        size: u64,
+        executable: bool,
+        /// Where the file's bytes start in the NAR.
+        contents_at: u64,
+    },
+    Symlink {
+        target: &'p [u8],
+    },
+    Directory,
+}
+
+/// Read-only walk of the plan for the NAR listing: no file is read.
+impl Plan {
+    /// Every node in NAR order (pre-order, entries sorted) as `(depth, entry
+    /// name, what it is)`; the root has depth 0 and an empty name.
+    pub fn visits(&self) -> impl Iterator<Item = (usize, &[u8], Visit<'_>)> + '_ {
+        let mut depths: Vec<usize> = Vec::with_capacity(self.nodes.len());
+        self.pieces
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, piece)| {
+                if piece.part != Part::Head {
+                    return None;
+                }
+                let node = &self.nodes[piece.node];
+                // Pre-order: a parent's depth is known before its children's.
+                let depth = node.parent.map_or(0, |p| depths[p] + 1);
+                depths.push(depth);
+                let visit = match node.kind {
+                    Kind::Regular { size, executable } => Visit::Regular {
+                        size,
+                        executable,
+                        // A head is always followed by its contents piece.
+                        contents_at: self.pieces[i + 1].start,
+                    },
+                    Kind::Symlink { target } => Visit::Symlink {
+                        target: self.bytes(target),
+                    },
+                    Kind::Directory => Visit::Directory,
+                };
+                Some((depth, self.bytes(node.name), visit))
+            })
     }
 }

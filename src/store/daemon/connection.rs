@@ -11,9 +11,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::stderr::{self, StderrError};
-use super::version::ProtocolVersion;
+use super::version::{ProtocolVersion, VersionError};
 use crate::store::wire::{self, Bound, WireError};
-use crate::store::StoreError;
+use crate::store::{Failure, StoreError};
 
 const WORKER_MAGIC_1: u64 = 0x6e69_7863;
 const WORKER_MAGIC_2: u64 = 0x6478_696f;
@@ -29,7 +29,6 @@ const READ_BUFFER: usize = 64 * 1024;
 /// The operations we use (§7.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
-    IsValidPath = 1,
     QueryPathInfo = 26,
     QueryPathFromHashPart = 29,
     NarFromPath = 38,
@@ -90,10 +89,8 @@ impl Connection {
     /// (SO_RCVTIMEO/SO_SNDTIMEO) on this connection; `None` waits forever.
     pub fn open(socket: &Path, timeout: Option<Duration>) -> Result<Self, StoreError> {
         let stream = UnixStream::connect(socket).map_err(|e| {
-            StoreError::Unavailable(format!(
-                "cannot connect to nix-daemon at {}: {e}",
-                socket.display()
-            ))
+            let what = format!("cannot connect to nix-daemon at {}", socket.display());
+            StoreError::Unavailable(Failure::because(what, e))
         })?;
         stream.set_read_timeout(timeout)?;
         stream.set_write_timeout(timeout)?;
@@ -101,7 +98,8 @@ impl Connection {
         let info = handshake(&mut reader).map_err(|e| match e {
             HandshakeError::Wire(e) => wire_failure("handshake", e),
             HandshakeError::Stderr(e) => stderr_failure("handshake", e),
-            HandshakeError::Other(m) => StoreError::Protocol(format!("handshake: {m}")),
+            HandshakeError::Version(e) => StoreError::Protocol(Failure::because("handshake", e)),
+            HandshakeError::Other(m) => StoreError::Protocol(format!("handshake: {m}").into()),
         })?;
         Ok(Connection {
             reader,
@@ -110,21 +108,17 @@ impl Connection {
         })
     }
 
+    #[cfg(feature = "testing")]
     pub fn info(&self) -> &DaemonInfo {
         &self.info
     }
 
     /// Sends `op` with the arguments `args` writes, then reads the log loop up
     /// to STDERR_LAST. On success the reply payload is next in [`Self::reader`].
-    pub fn call(
-        &mut self,
-        op: Op,
-        args: impl FnOnce(&mut Vec<u8>) -> io::Result<()>,
-    ) -> Result<Reply<'_>, OpError> {
+    pub fn call(&mut self, op: Op, args: impl FnOnce(&mut Vec<u8>)) -> Result<Reply<'_>, OpError> {
         self.request.clear();
-        wire::write_u64(&mut self.request, op as u64)
-            .and_then(|()| args(&mut self.request))
-            .map_err(|e| OpError::Failed(StoreError::Io(e)))?;
+        wire::write_u64(&mut self.request, op as u64);
+        args(&mut self.request);
         if let Err(e) = self.reader.get_ref().write_all(&self.request) {
             return Err(match e.kind() {
                 io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => OpError::ClosedIdle,
@@ -193,6 +187,7 @@ impl Reply<'_> {
 enum HandshakeError {
     Wire(WireError),
     Stderr(StderrError),
+    Version(VersionError),
     Other(String),
 }
 
@@ -211,8 +206,8 @@ impl From<io::Error> for HandshakeError {
 /// §7.4, client side.
 fn handshake(r: &mut BufReader<UnixStream>) -> Result<DaemonInfo, HandshakeError> {
     let mut out = Vec::with_capacity(32);
-    wire::write_u64(&mut out, WORKER_MAGIC_1)?;
-    wire::write_u64(&mut out, ProtocolVersion::CLIENT.to_wire())?;
+    wire::write_u64(&mut out, WORKER_MAGIC_1);
+    wire::write_u64(&mut out, ProtocolVersion::CLIENT.to_wire());
     r.get_ref().write_all(&out)?;
 
     let magic = wire::read_u64(r)?;
@@ -221,25 +216,23 @@ fn handshake(r: &mut BufReader<UnixStream>) -> Result<DaemonInfo, HandshakeError
             "bad magic {magic:#x} from the daemon socket (not a nix-daemon?)"
         )));
     }
-    let daemon = ProtocolVersion::from_wire(wire::read_u64(r)?)
-        .map_err(|e| HandshakeError::Other(e.to_string()))?;
-    let version =
-        ProtocolVersion::negotiate(daemon).map_err(|e| HandshakeError::Other(e.to_string()))?;
+    let daemon = ProtocolVersion::from_wire(wire::read_u64(r)?).map_err(HandshakeError::Version)?;
+    let version = ProtocolVersion::negotiate(daemon).map_err(HandshakeError::Version)?;
 
     out.clear();
     if version >= ProtocolVersion::FEATURES {
         // We want none of the optional features; the daemon's list is read
         // only to stay in step.
-        wire::write_string_list::<&str>(&mut out, &[])?;
+        wire::write_string_list::<&str>(&mut out, &[]);
         r.get_ref().write_all(&out)?;
         out.clear();
         wire::read_string_list(r, MAX_FEATURES, FEATURE)?;
     }
     if version >= ProtocolVersion::CPU_AFFINITY {
-        wire::write_u64(&mut out, 0)?;
+        wire::write_u64(&mut out, 0);
     }
     if version >= ProtocolVersion::RESERVE_SPACE {
-        wire::write_u64(&mut out, 0)?;
+        wire::write_u64(&mut out, 0);
     }
     r.get_ref().write_all(&out)?;
 
@@ -272,27 +265,31 @@ pub fn io_failure(context: &str, e: io::Error) -> StoreError {
     use io::ErrorKind::*;
     match e.kind() {
         // SO_RCVTIMEO/SO_SNDTIMEO expiry shows as EAGAIN (WouldBlock).
-        WouldBlock | TimedOut => {
-            StoreError::Timeout(format!("{context}: nix-daemon did not answer in time"))
-        }
+        WouldBlock | TimedOut => StoreError::Timeout(Failure::because(
+            format!("{context}: nix-daemon did not answer in time"),
+            e,
+        )),
         UnexpectedEof | BrokenPipe | ConnectionReset | ConnectionAborted => {
-            StoreError::Unavailable(format!("{context}: nix-daemon closed the connection ({e})"))
+            StoreError::Unavailable(Failure::because(
+                format!("{context}: nix-daemon closed the connection"),
+                e,
+            ))
         }
-        _ => StoreError::Io(io::Error::new(e.kind(), format!("{context}: {e}"))),
+        _ => StoreError::Io(io::Error::new(e.kind(), Failure::because(context, e))),
     }
 }
 
 pub fn wire_failure(context: &str, e: WireError) -> StoreError {
     match e {
         WireError::Io(e) => io_failure(context, e),
-        e => StoreError::Protocol(format!("{context}: {e}")),
+        e => StoreError::Protocol(Failure::because(context, e)),
     }
 }
 
 fn stderr_failure(context: &str, e: StderrError) -> StoreError {
     match e {
-        StderrError::Daemon(message) => StoreError::Daemon(message),
+        StderrError::Daemon(message) => StoreError::Daemon(message.into()),
         StderrError::Wire(e) => wire_failure(context, e),
-        e => StoreError::Protocol(format!("{context}: {e}")),
+        e => StoreError::Protocol(Failure::because(context, e)),
     }
 }

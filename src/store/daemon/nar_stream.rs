@@ -41,11 +41,6 @@ impl NarStream {
         stream
     }
 
-    /// Bytes still to come.
-    pub fn remaining(&self) -> u64 {
-        self.remaining
-    }
-
     fn finish(&mut self) {
         if let Some(conn) = self.conn.take() {
             // Bytes already buffered past the NAR's end mean the daemon sent

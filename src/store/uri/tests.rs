@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 
 use super::*;
+use crate::store::Failure;
 
 fn env_of(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
     move |name| {
@@ -254,7 +255,8 @@ fn run_decide(
         &mut |loc| {
             ran.borrow_mut().push("local");
             local_ok.map_err(|why| {
-                StoreError::Unavailable(format!("local database {}: {why}", loc.db.display()))
+                let what = format!("local database {}", loc.db.display());
+                StoreError::Unavailable(Failure::because(what, why))
             })
         },
         &mut |_, _| {
@@ -329,4 +331,24 @@ fn explicit_daemon_never_reads_the_database() {
         ))
     );
     assert_eq!(ran, ["daemon"]);
+}
+
+#[test]
+fn log_dirs_as_nix_has_them() {
+    let none = env_of(&[]);
+    let custom = env_of(&[("NIX_LOG_DIR", "/var/log/n"), ("NIX_STATE_DIR", "/var/st")]);
+    // (uri, with NIX_LOG_DIR set, expected)
+    let table = [
+        ("auto", false, "/nix/var/log/nix"),
+        ("daemon", false, "/nix/var/log/nix"),
+        ("daemon", true, "/var/log/n"),
+        ("local", true, "/var/log/n"),
+        ("local?root=/tmp/ch/", true, "/tmp/ch/nix/var/log/nix"),
+        ("/tmp/ch", false, "/tmp/ch/nix/var/log/nix"),
+        ("unix:///tmp/s.sock", true, "/var/log/n"),
+    ];
+    for (uri, set, want) in table {
+        let env: &dyn Fn(&str) -> Option<String> = if set { &custom } else { &none };
+        assert_eq!(log_dir(uri, env), PathBuf::from(want), "{uri}");
+    }
 }

@@ -1,7 +1,6 @@
 //! The server started in process the way `main` starts it, on a real store
 //! (a chroot store real Nix made, or a test nix-daemon), with a raw HTTP
-//! client, for tests/responder_http.rs.
-#![allow(dead_code)]
+//! client, for tests/server_http.rs.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -69,7 +68,11 @@ pub fn start(opener: Opener, workers: usize, keys: Vec<SecretKey>, limits: Limit
         opens: opens.clone(),
         panic_next_open: panic_next_open.clone(),
     });
-    let svc = Arc::new(Service { keys, priority: 30 });
+    let svc = Arc::new(Service {
+        keys,
+        priority: 30,
+        compression: Default::default(),
+    });
     let workers = (0..workers)
         .map(|_| Worker::new(svc.clone(), open.clone(), None))
         .collect();
@@ -157,8 +160,19 @@ pub fn read_reply(s: &mut impl Read, head_only: bool) -> Reply {
     reply
 }
 
+/// How long a test waits for the server (a read, a state change) before it
+/// fails: a bug must fail the test, not hang the run.
+pub const LIMIT: Duration = Duration::from_secs(60);
+
+/// A client connection whose reads give up after [`LIMIT`].
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s
+}
+
 pub fn send(addr: SocketAddr, raw: &[u8]) -> Reply {
-    let mut s = TcpStream::connect(addr).unwrap();
+    let mut s = connect(addr);
     s.write_all(raw).unwrap();
     let head_only = raw.starts_with(b"HEAD ");
     let r = read_reply(&mut s, head_only);

@@ -2,15 +2,14 @@
 //! end-to-end oracle (`style.md` 13). Run through scripts/test.
 
 mod common;
-mod responder_common;
 
 use std::net::{Ipv6Addr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::Fixtures;
-use responder_common::{free_port, get, start_on_any_port, tmpdir, wait_listening, Running};
+use common::binary::{free_port, get, start_on_any_port, tmpdir, wait_listening, Running};
+use common::{nix_fresh_cache, succeeded, Fixtures};
 
 /// The closure we copy: input-addressed paths (so a wrong key must be
 /// refused), references, a multi-output derivation, a big file.
@@ -30,32 +29,13 @@ fn serve(fx: &Fixtures, extra: &[&str]) -> (Running, SocketAddr) {
     (running, addr)
 }
 
-/// Runs a Nix command with a fresh narinfo cache (Nix caches 404s, §4.4).
-fn nix(cmd: &str, args: &[&str], xdg: &Path) -> Output {
-    Command::new(cmd)
-        .args(args)
-        .env("XDG_CACHE_HOME", xdg)
-        .env_remove("NIX_REMOTE")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
-}
-
-fn ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn dump(store: Option<&Path>, path: &str) -> Vec<u8> {
     let mut cmd = Command::new("nix-store");
     if let Some(s) = store {
         cmd.args(["--store", s.to_str().unwrap()]);
     }
     let out = cmd.args(["--dump", path]).output().unwrap();
-    ok(&out, &format!("nix-store --dump {path}"));
+    succeeded(&out, &format!("nix-store --dump {path}"));
     out.stdout
 }
 
@@ -86,8 +66,8 @@ fn nix_copy_through(store_args: &[&str]) {
     let mut args = vec!["copy", "--from", &url, "--to", dst.to_str().unwrap()];
     args.extend(["--option", "trusted-public-keys", public.trim()]);
     args.extend(&paths);
-    ok(
-        &nix("nix", &args, &work.join("xdg-right")),
+    succeeded(
+        &nix_fresh_cache("nix", &args, &work.join("xdg-right")),
         "nix copy with the right key",
     );
     for p in &paths {
@@ -110,7 +90,7 @@ fn nix_copy_through(store_args: &[&str]) {
         wrong.trim(),
         top,
     ];
-    let out = nix("nix", &args, &work.join("xdg-wrong"));
+    let out = nix_fresh_cache("nix", &args, &work.join("xdg-wrong"));
     assert!(
         !out.status.success(),
         "nix copy accepted {top} signed by a key it does not trust"
@@ -145,7 +125,10 @@ fn nix_store_realise_with_the_server_as_substituter() {
         public.trim(),
         top,
     ];
-    ok(&nix("nix-store", &args, &work.join("xdg")), "nix-store -r");
+    succeeded(
+        &nix_fresh_cache("nix-store", &args, &work.join("xdg")),
+        "nix-store -r",
+    );
     assert_eq!(dump(None, top), dump(Some(&dst), top));
     let _ = std::fs::remove_dir_all(&work);
 }
@@ -248,11 +231,17 @@ fn unreachable_store_fails_before_ready() {
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     notify.set_nonblocking(true).unwrap();
     let port = free_port().to_string();
-    for store in [
-        "local?root=/nonexistent/root",
-        "unix:///nonexistent/daemon.sock",
+    for (store, cause) in [
+        (
+            "local?root=/nonexistent/root",
+            "Unable to open the database file",
+        ),
+        (
+            "unix:///nonexistent/daemon.sock",
+            "No such file or directory",
+        ),
     ] {
-        let out = Command::new(responder_common::BIN)
+        let out = Command::new(common::binary::BIN)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--store", store])
             .env("NOTIFY_SOCKET", &notify_path)
             .env_remove("LISTEN_FDS")
@@ -263,6 +252,7 @@ fn unreachable_store_fails_before_ready() {
         let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
         assert_eq!(errors.len(), 1, "{store}: {stderr}");
         assert!(errors[0].contains("store"), "{store}: {stderr}");
+        assert!(errors[0].contains(cause), "the cause: {store}: {stderr}");
     }
     let mut buf = [0u8; 1024];
     assert!(
@@ -325,24 +315,41 @@ fn daemon_restart_is_503_then_recovers() {
     };
     let daemon = start_daemon();
     let uri = format!("unix://{}", socket.display());
-    let (_server, addr) = serve(&fx, &["--store", &uri, "--workers", "1"]);
+    let (_server, addr, log) = start_on_any_port(&["--store", &uri, "--workers", "1"]);
     let hash = &fx.path("dep-top")["/nix/store/".len()..][..32];
     let narinfo = format!("/{hash}.narinfo");
     assert_eq!(get(addr, &narinfo).status, 200);
 
     stop_daemon(daemon);
+    // A path not asked for yet: the one above may still be answered from
+    // the worker's narinfo cache, since the store has not changed (README
+    // "Caching").
+    let mid = &fx.path("dep-mid")["/nix/store/".len()..][..32];
+    let unseen = format!("/{mid}.narinfo");
     for _ in 0..2 {
-        let r = get(addr, &narinfo);
+        let r = get(addr, &unseen);
         assert_eq!(r.status, 503, "{}", r.text());
         assert_eq!(r.header("Cache-Control"), Some("no-store"));
     }
+    // The log says why, down to the system's reason: the error's source
+    // chain, not only its outermost message.
+    let logged = log.lock().unwrap().clone();
+    let connect = format!("cannot connect to nix-daemon at {}: ", socket.display());
+    assert!(
+        logged
+            .lines()
+            .any(|l| l.contains(&unseen) && l.contains(&connect) && l.contains("(os error")),
+        "{logged}"
+    );
 
     let daemon = start_daemon();
-    assert_eq!(
-        get(addr, &narinfo).status,
-        200,
-        "service resumes with the daemon"
-    );
+    for target in [&narinfo, &unseen] {
+        assert_eq!(
+            get(addr, target).status,
+            200,
+            "service resumes with the daemon: {target}"
+        );
+    }
     stop_daemon(daemon);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -387,12 +394,7 @@ fn sigterm_finishes_the_request_in_flight() {
     let mut first = vec![0u8; 64 * 1024];
     s.read_exact(&mut first).unwrap();
 
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    server.signal_term();
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).unwrap();
     let mut all = first;
@@ -403,6 +405,6 @@ fn sigterm_finishes_the_request_in_flight() {
         "the NAR in flight was cut or changed"
     );
     let mut server = server;
-    let status = responder_common::wait_exit(&mut server.child, Duration::from_secs(60));
+    let status = common::binary::wait_exit(&mut server.child, Duration::from_secs(60));
     assert!(status.expect("exits after SIGTERM").success());
 }

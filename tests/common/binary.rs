@@ -1,7 +1,7 @@
-//! Helpers for the responder's integration tests that run the built binary:
-//! free ports, a child server that is killed when dropped, a minimal HTTP
-//! client (a test should not trust the server's own code to check it).
-#![allow(dead_code)]
+//! The built binary, for the tests that run it (tests/server_activation.rs,
+//! server_cli.rs, server_nix.rs): free ports, a child server that is killed
+//! when dropped, a minimal HTTP client (a test should not trust the server's
+//! own code to check it).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -114,6 +114,15 @@ impl Running {
 
     /// Runs the binary through `wrapper` (e.g. `prlimit --nofile=64`).
     pub fn start_wrapped(wrapper: &[&str], args: &[&str], stderr: Stdio) -> Running {
+        Self::start_with(wrapper, &[], args, stderr)
+    }
+
+    /// [`Running::start`] with `env` set for the server.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Running {
+        Self::start_with(&[], env, args, stderr)
+    }
+
+    fn start_with(wrapper: &[&str], env: &[(&str, &str)], args: &[&str], stderr: Stdio) -> Running {
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
@@ -124,6 +133,7 @@ impl Running {
         };
         let child = cmd
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("LISTEN_FDS")
             .env_remove("NOTIFY_SOCKET")
             // DynamicUser= services have no home: nothing may depend on one.
@@ -136,14 +146,19 @@ impl Running {
         Running { child }
     }
 
-    /// Sends SIGTERM (via kill(1): no unsafe) and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    /// Sends SIGTERM (via kill(1): no unsafe), without waiting.
+    pub fn signal_term(&self) {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .unwrap()
             .success());
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal_term();
         wait_exit(&mut self.child, Duration::from_secs(60)).expect("exits after SIGTERM")
     }
 }
@@ -161,9 +176,25 @@ pub fn start_on_any_port_wrapped(
     wrapper: &[&str],
     args: &[&str],
 ) -> (Running, SocketAddr, Arc<Mutex<String>>) {
+    start_on_any_port_with(wrapper, &[], args)
+}
+
+/// [`start_on_any_port`] with `env` set for the server.
+pub fn start_on_any_port_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Running, SocketAddr, Arc<Mutex<String>>) {
+    start_on_any_port_with(&[], env, args)
+}
+
+fn start_on_any_port_with(
+    wrapper: &[&str],
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Running, SocketAddr, Arc<Mutex<String>>) {
     let mut all = vec!["--listen", "127.0.0.1:0"];
     all.extend_from_slice(args);
-    let mut running = Running::start_wrapped(wrapper, &all, Stdio::piped());
+    let mut running = Running::start_with(wrapper, env, &all, Stdio::piped());
     let mut lines = BufReader::new(running.child.stderr.take().unwrap()).lines();
     let mut early = String::new();
     let addr = loop {

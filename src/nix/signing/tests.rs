@@ -251,3 +251,124 @@ fn debug_shows_no_secret() {
     let shown = format!("{:?}", secret());
     assert_eq!(shown, "SecretKey { name: \"test-cache-1\", .. }");
 }
+
+#[test]
+fn parses_stored_signatures_byte_exactly() {
+    let sig = NamedSignature::parse(SIG_A).unwrap();
+    assert_eq!(sig.name, "test-cache-1");
+    assert_eq!(
+        BASE64.encode(sig.bytes),
+        SIG_A.split_once(':').unwrap().1,
+        "the 64 bytes, re-encoded, are the stored base64"
+    );
+    // Padding is optional, as for Nix's decoder.
+    let unpadded = SIG_A.trim_end_matches('=');
+    assert_eq!(NamedSignature::parse(unpadded).unwrap(), sig);
+    // The name is everything before the first ':'.
+    let odd = format!("a.b-c_1{}", &SIG_A["test-cache-1".len()..]);
+    assert_eq!(NamedSignature::parse(&odd).unwrap().name, "a.b-c_1");
+}
+
+#[test]
+fn rejects_each_malformed_signature_precisely() {
+    let data = SIG_A.split_once(':').unwrap().1;
+    let name = |n: &str| n.to_owned();
+    let cases: Vec<(String, SignatureError)> = vec![
+        ("no-colon".into(), SignatureError::NoColon(name("no-colon"))),
+        (String::new(), SignatureError::NoColon(String::new())),
+        (
+            format!(":{data}"),
+            SignatureError::EmptyName(format!(":{data}")),
+        ),
+        (
+            format!("a b:{data}"),
+            SignatureError::NameByte {
+                name: name("a b"),
+                byte: b' ',
+                position: 1,
+            },
+        ),
+        (
+            format!("ab\n:{data}"),
+            SignatureError::NameByte {
+                name: name("ab\n"),
+                byte: b'\n',
+                position: 2,
+            },
+        ),
+        (
+            format!("k:{}!{}", &data[..10], &data[11..]),
+            SignatureError::Base64 {
+                name: name("k"),
+                position: 10,
+            },
+        ),
+        (
+            format!("k:{data}\n"),
+            SignatureError::Base64 {
+                name: name("k"),
+                position: data.len(),
+            },
+        ),
+        (
+            "k:".into(),
+            SignatureError::Length {
+                name: name("k"),
+                actual: 0,
+            },
+        ),
+        (
+            format!("k:{}", BASE64.encode([7u8; 63])),
+            SignatureError::Length {
+                name: name("k"),
+                actual: 63,
+            },
+        ),
+        (
+            format!("k:{}", BASE64.encode([7u8; 65])),
+            SignatureError::Length {
+                name: name("k"),
+                actual: 65,
+            },
+        ),
+        // The second ':' is part of the base64, where it is not allowed.
+        (
+            format!("k:x:{data}"),
+            SignatureError::Base64 {
+                name: name("k"),
+                position: 1,
+            },
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(NamedSignature::parse(&text), Err(want), "{text:?}");
+    }
+    assert_eq!(
+        SignatureError::Length {
+            name: name("k"),
+            actual: 63
+        }
+        .to_string(),
+        "signature by \"k\": decodes to 63 bytes, an Ed25519 signature is 64"
+    );
+}
+
+#[test]
+fn merges_ours_with_the_stores_by_key_name() {
+    let ours = vec![SIG_A.to_owned()];
+    let other = format!("other-1:{}", SIG_B.split_once(':').unwrap().1);
+    let same_name_as_ours = SIG_B.to_owned();
+    let stored = vec![
+        same_name_as_ours,
+        other.clone(),
+        "broken".to_owned(),
+        format!("other-1:{}", SIG_A.split_once(':').unwrap().1),
+    ];
+    let (sigs, rejected) = merge_signatures(&ours, &stored);
+    assert_eq!(sigs, [SIG_A, other.as_str()], "ours wins, one per name");
+    assert_eq!(rejected, [SignatureError::NoColon("broken".into())]);
+
+    let (sigs, rejected) = merge_signatures(&[], &stored[..2]);
+    assert_eq!(sigs, [SIG_B, other.as_str()], "no keys: the stored ones");
+    assert!(rejected.is_empty());
+}

@@ -2,20 +2,14 @@
 //! an exit status ≠ 0, before any READY=1. Needs no Nix (keys and sockets are
 //! checked before the store is opened).
 
+mod common;
+
 use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_nix-serve");
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nix-serve-sd-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::binary::{tmpdir, BIN};
 
 /// Runs the binary with a NOTIFY_SOCKET of our own; returns its output and
 /// whatever it sent there.

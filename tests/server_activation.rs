@@ -4,7 +4,6 @@
 //! process runs, as systemd does with `Accept=no`). Run through scripts/test.
 
 mod common;
-mod responder_common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::binary::{exchange, get, tmpdir, wait_exit, Reply, Running, BIN};
 use common::Fixtures;
-use responder_common::{exchange, get, tmpdir, wait_exit, Reply, Running, BIN};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -92,7 +91,7 @@ fn socket_activate(listen: impl Fn() -> Vec<String>) -> (Running, Vec<String>) {
 fn systemd_socket_activate_tcp_first_connection_then_idle_exit() {
     let _fx = Fixtures::load();
     let (mut sa, at) =
-        socket_activate(|| vec![format!("127.0.0.1:{}", responder_common::free_port())]);
+        socket_activate(|| vec![format!("127.0.0.1:{}", common::binary::free_port())]);
     let addr: SocketAddr = at[0].parse().unwrap();
     let r = get_when_listening(addr, "/nix-cache-info");
     assert_eq!(r.status, 200);
@@ -124,7 +123,7 @@ fn systemd_socket_activate_tcp_and_unix_together() {
     let sock = dir.join("http.sock");
     let (mut sa, at) = socket_activate(|| {
         vec![
-            format!("127.0.0.1:{}", responder_common::free_port()),
+            format!("127.0.0.1:{}", common::binary::free_port()),
             sock.to_str().unwrap().to_owned(),
         ]
     });

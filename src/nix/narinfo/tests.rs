@@ -1,8 +1,11 @@
 //! Tests of `narinfo.rs`: byte-exact rendering against the narinfo a real Nix
 //! accepted (`nix-protocols.md` §5.3) and Nix's parse rules (§4.1).
 
+use super::parse::{NarInfo, NarInfoError};
 use super::*;
+use crate::nix::hash::HashError;
 use crate::nix::path_info::tests::ref_txt;
+use crate::nix::store_path::StorePathError;
 
 const HELLO: &str = "i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt";
 const REF: &str = "wmm9hngfwxsjqpiy50lligndn8n83f6w-ref.txt";
@@ -119,7 +122,7 @@ fn renders_under_another_store_dir() {
     info.ca = None;
     info.references.clear();
     let gnu = StoreDir::new("/gnu/store").unwrap();
-    let got = render(&info, &gnu, &[]);
+    let got = render(&info, &gnu, &[] as &[&str]);
     assert!(got.starts_with(&format!("StorePath: /gnu/store/{REF}\nURL: nar/")));
 }
 
@@ -456,4 +459,25 @@ fn line_numbers_count_glued_lines() {
             field: "NarSize"
         })
     );
+}
+
+#[test]
+fn renders_zstd_compression() {
+    let mut info = ref_txt();
+    info.ca = None;
+    let zstd = Compression::Zstd { level: 3 };
+    let got = render_compressed(&info, &dir(), &[SIG_B.to_owned()], zstd);
+    let want = SPEC_NARINFO
+        .replace(".nar\n", ".nar.zst\n")
+        .replace("Compression: none", "Compression: zstd");
+    assert_eq!(got, want);
+    assert_eq!(
+        render_compressed(&info, &dir(), &[SIG_B.to_owned()], Compression::None),
+        SPEC_NARINFO
+    );
+    // What a Nix client reads back.
+    let parsed = NarInfo::parse(&got, &dir()).unwrap();
+    assert_eq!(parsed.compression, "zstd");
+    assert!(parsed.url.ends_with(".nar.zst"));
+    assert_eq!((parsed.file_hash, parsed.file_size), (None, None));
 }

@@ -1,0 +1,64 @@
+//! `/log/<…>`: a derivation's build log, plain text, decompressed while it
+//! streams when Nix stored it as `.bz2` (`nix-protocols.md` §9). A plain log
+//! has a length, so it takes a `Range` (the end of a long log, say); a
+//! `.bz2` one is sent whole, chunked.
+
+use crate::store::log::{self, BuildLog};
+use crate::store::{Store, StoreError};
+
+use super::range;
+use super::response::{Body, HandlerError, Response, CACHE_IMMUTABLE};
+use super::routes::LogName;
+
+pub const CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+pub fn handle(
+    store: &mut dyn Store,
+    name: &LogName,
+    range_header: Option<&str>,
+    head_only: bool,
+) -> Result<Response, HandlerError> {
+    // Nix's own lookup: a derivation names its log; any other path, its
+    // deriver's. A derivation need not be valid: its log outlives it.
+    let drv = match name {
+        LogName::Path(p) if p.is_derivation() => Some(p.clone()),
+        LogName::Path(p) => store.path_info(p)?.and_then(|i| i.deriver),
+        LogName::Hash(h) => store.path_info_by_hash(h)?.and_then(|i| {
+            if i.path.is_derivation() {
+                Some(i.path)
+            } else {
+                i.deriver
+            }
+        }),
+    };
+    // A log is served only if its derivation may be (`--serve-closure-of`);
+    // looked for first either way, so a refusal costs what an absence does
+    // (an absent log's .drv is outside the closure too, and looked for).
+    let found = match (drv, store.log_dir()) {
+        (Some(drv), Some(dir)) => log::open(dir, &drv)?.filter(|_| store.serves(&drv)),
+        _ => None,
+    };
+    let Some(found) = found else {
+        return Ok(Response::text(404, "No such log.\n"));
+    };
+    let (status, start, len, total) = match &found {
+        BuildLog::Plain { len: total, .. } => match range::select(range_header, *total) {
+            Some((status, start, len)) => (status, start, Some(len), Some(*total)),
+            None => return Ok(range::unsatisfiable(*total)),
+        },
+        BuildLog::Bzip2(_) => (200, 0, None, None),
+    };
+    let body = if head_only {
+        Body::Omitted { len }
+    } else {
+        Body::Stream {
+            reader: found.into_reader(start).map_err(StoreError::Io)?,
+            len,
+        }
+    };
+    let r = Response::new(status, CONTENT_TYPE, CACHE_IMMUTABLE, body);
+    Ok(match (len, total) {
+        (Some(len), Some(total)) => range::with_headers(r, start, len, total),
+        _ => r,
+    })
+}

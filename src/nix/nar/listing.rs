@@ -1,0 +1,250 @@
+//! The NAR listing: the JSON that Nix writes next to a NAR with
+//! `write-nar-listing=true` (`<hash>.ls`), made from the NAR plan, so no
+//! file is read, only walked.
+//!
+//! The shape is Nix 2.8's `listNar` (checked against `nix copy --to
+//! 'file://DIR?write-nar-listing=true'` in `tests/routes_listing.rs`):
+//! `{"version":1,"root":NODE}` with no whitespace, where NODE is
+//! `{"type":"regular","size":N[,"executable":true],"narOffset":N}`,
+//! `{"type":"symlink","target":"…"}` or
+//! `{"type":"directory","entries":{"name":NODE,…}}`, entries in NAR order.
+//! `narOffset` is where the file's bytes start in the NAR, so a client can
+//! fetch one file with a `Range` request.
+//!
+//! Names and symlink targets are bytes, not text. They are written as Nix
+//! 2.8's JSON writer does, so that our listing is byte for byte Nix's: `"`
+//! and `\` get a backslash, `\n`, `\r`, `\t` their short escapes, other bytes
+//! below 0x20 `\u00xx`, and every other byte goes out as is. A name that is
+//! not UTF-8 therefore makes a listing that is not UTF-8 either, exactly as
+//! Nix's own; JSON parsers that insist on UTF-8 reject both alike.
+
+use std::path::Path;
+
+use super::plan::{Plan, Visit};
+use super::NarError;
+
+/// The listing of the NAR of `path`, and that NAR's size (for the caller to
+/// check against what the store recorded).
+pub fn nar_listing(path: &Path) -> Result<(Vec<u8>, u64), NarError> {
+    let plan = Plan::new(path, false)?;
+    Ok((render(&plan), plan.size))
+}
+
+/// [`nar_listing`] of a valid store path: as `NarReader::open_store_path_at`,
+/// a node without Nix's canonical mtime is an error (its files were changed
+/// after Nix registered them, so the NAR we would serve is refused too).
+pub fn store_path_listing(path: &Path) -> Result<(Vec<u8>, u64), NarError> {
+    let plan = Plan::new(path, true)?;
+    Ok((render(&plan), plan.size))
+}
+
+fn render(plan: &Plan) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(br#"{"version":1,"root":"#);
+    // Directories still open, by depth; each closes with `}}` (its entries
+    // object, then itself).
+    let mut open = 0usize;
+    // Whether the innermost open directory has had an entry yet.
+    let mut first = true;
+    for (depth, name, visit) in plan.visits() {
+        while open > depth {
+            out.extend_from_slice(b"}}");
+            open -= 1;
+            first = false;
+        }
+        if depth > 0 {
+            if !first {
+                out.push(b',');
+            }
+            put_string(&mut out, name);
+            out.push(b':');
+        }
+        first = false;
+        match visit {
+            Visit::Regular {
+                size,
+                executable,
+                contents_at,
+            } => {
+                out.extend_from_slice(br#"{"type":"regular","size":"#);
+                out.extend_from_slice(size.to_string().as_bytes());
+                if executable {
+                    out.extend_from_slice(br#","executable":true"#);
+                }
+                out.extend_from_slice(br#","narOffset":"#);
+                out.extend_from_slice(contents_at.to_string().as_bytes());
+                out.push(b'}');
+            }
+            Visit::Symlink { target } => {
+                out.extend_from_slice(br#"{"type":"symlink","target":"#);
+                put_string(&mut out, target);
+                out.push(b'}');
+            }
+            Visit::Directory => {
+                out.extend_from_slice(br#"{"type":"directory","entries":{"#);
+                open += 1;
+                first = true;
+            }
+        }
+    }
+    for _ in 0..open {
+        out.extend_from_slice(b"}}");
+    }
+    out.push(b'}');
+    out
+}
+
+/// A JSON string of raw bytes, escaped as Nix 2.8's `toJSON` does (see the
+/// module comment).
+fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=0x1f => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nix::nar::NarReader;
+    use std::ffi::OsStr;
+    use std::fs;
+    use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::path::PathBuf;
+
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let d = std::env::temp_dir().join(format!(
+                "nix-serve-sd-listing-{}-{name}",
+                std::process::id()
+            ));
+            let _ = fs::remove_dir_all(&d);
+            Scratch(d)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The listing of `path`, after checking that its size is the NAR's and
+    /// that every `narOffset` points at the file's bytes in the NAR.
+    fn listing(path: &Path) -> String {
+        let (json, size) = nar_listing(path).unwrap();
+        let mut nar = Vec::new();
+        NarReader::open(path)
+            .unwrap()
+            .read_to_end(&mut nar)
+            .unwrap();
+        assert_eq!(size, nar.len() as u64);
+        let plan = Plan::new(path, false).unwrap();
+        let files = plan.visits().filter_map(|(_, _, v)| match v {
+            Visit::Regular {
+                size, contents_at, ..
+            } => Some((contents_at as usize, size as usize)),
+            _ => None,
+        });
+        let mut on_disk = Vec::new();
+        for ((node, _), (at, size)) in plan
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| matches!(n.kind, super::super::plan::Kind::Regular { .. }))
+            .zip(files)
+        {
+            on_disk.clear();
+            fs::File::open(plan.path_of(node))
+                .unwrap()
+                .read_to_end(&mut on_disk)
+                .unwrap();
+            assert_eq!(&nar[at..at + size], &on_disk[..], "node {node}");
+        }
+        String::from_utf8(json).unwrap()
+    }
+
+    /// Offsets: `nix-protocols.md` §3's worked example puts `hello\n` at 0x60.
+    #[test]
+    fn single_file() {
+        let s = Scratch::new("file");
+        fs::write(&s.0, "hello\n").unwrap();
+        assert_eq!(
+            listing(&s.0),
+            r#"{"version":1,"root":{"type":"regular","size":6,"narOffset":96}}"#
+        );
+        // The executable pair adds two 16-byte strings before "contents".
+        fs::set_permissions(&s.0, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            listing(&s.0),
+            r#"{"version":1,"root":{"type":"regular","size":6,"executable":true,"narOffset":128}}"#
+        );
+    }
+
+    #[test]
+    fn symlink_and_empty_dir() {
+        let s = Scratch::new("link");
+        symlink("../some/where", &s.0).unwrap();
+        assert_eq!(
+            listing(&s.0),
+            r#"{"version":1,"root":{"type":"symlink","target":"../some/where"}}"#
+        );
+        let d = Scratch::new("emptydir");
+        fs::create_dir(&d.0).unwrap();
+        assert_eq!(
+            listing(&d.0),
+            r#"{"version":1,"root":{"type":"directory","entries":{}}}"#
+        );
+    }
+
+    /// Nested directories closing at several depths at once, byte order of
+    /// entries, and the escapes. Offsets checked by hand with §3's size
+    /// arithmetic and against `nix copy` in tests/routes_listing.rs.
+    #[test]
+    fn tree() {
+        let s = Scratch::new("tree");
+        let r = &s.0;
+        fs::create_dir_all(r.join("a/b")).unwrap();
+        fs::write(r.join("a/b/x"), "x").unwrap();
+        fs::create_dir(r.join("e")).unwrap();
+        fs::write(r.join("B"), "").unwrap();
+        fs::write(r.join("q\"\\\n\t\u{1}"), "12").unwrap();
+        symlink("a/b/x", r.join("z")).unwrap();
+        assert_eq!(
+            listing(r),
+            concat!(
+                r#"{"version":1,"root":{"type":"directory","entries":{"#,
+                r#""B":{"type":"regular","size":0,"narOffset":232},"#,
+                r#""a":{"type":"directory","entries":{"b":{"type":"directory","entries":{"#,
+                r#""x":{"type":"regular","size":1,"narOffset":688}}}}},"#,
+                r#""e":{"type":"directory","entries":{}},"#,
+                r#""q\"\\\n\t\u0001":{"type":"regular","size":2,"narOffset":1112},"#,
+                r#""z":{"type":"symlink","target":"a/b/x"}}}}"#
+            )
+        );
+    }
+
+    /// Bytes that are not UTF-8 go out raw, as Nix 2.8 writes them.
+    #[test]
+    fn non_utf8_name() {
+        let s = Scratch::new("latin1");
+        fs::create_dir(&s.0).unwrap();
+        fs::write(s.0.join(OsStr::from_bytes(b"caf\xe9")), "").unwrap();
+        let (json, _) = nar_listing(&s.0).unwrap();
+        let want: &[u8] = b"{\"version\":1,\"root\":{\"type\":\"directory\",\"entries\":{\
+            \"caf\xe9\":{\"type\":\"regular\",\"size\":0,\"narOffset\":232}}}}";
+        assert_eq!(json, want);
+    }
+}

@@ -1,0 +1,182 @@
+//! What a worker remembers of the store between requests, and when it must
+//! forget it: [`Generation`]s and the per-connection [`InfoCache`].
+//!
+//! A cached answer is only as good as the signal that says the store has
+//! changed. The local backend reads SQLite's `PRAGMA data_version`, which
+//! changes whenever another connection (Nix) has committed since this one
+//! last read (`nix-protocols.md` §8); the daemon backend reads the same
+//! counter from the daemon's database when it can, else forgets on a short
+//! clock (`daemon.rs`). Either way the signal is read *before* the look-up it
+//! guards, so an answer can only be newer than its generation says, never
+//! older: a path deleted by a committed transaction is never served again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rusqlite::Connection;
+
+use crate::nix::path_info::PathInfo;
+use crate::nix::store_path::HashPart;
+
+/// One state of the store as a connection has seen it. Equal generations
+/// mean "nothing has been committed in between", so whatever was true in one
+/// is true in the other. Unique in the process: a new connection (after a
+/// reconnect) never reuses one, so a cache kept outside the connection (the
+/// rendered narinfo replies, `http/narinfo.rs`) cannot outlive it by mistake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Generation(u64);
+
+impl Generation {
+    /// A generation no one has seen before. One atomic increment, taken only
+    /// when the store changed, never per request.
+    pub fn fresh() -> Generation {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Generation(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Entries an [`InfoCache`] holds before it starts over (a PathInfo is a few
+/// hundred bytes: about a megabyte per worker at most).
+pub const CAPACITY: usize = 4096;
+
+/// Look-ups by hash part, positive and negative, valid for one
+/// [`Generation`]. One per store connection, so no lock.
+pub struct InfoCache {
+    generation: Generation,
+    by_hash: HashMap<HashPart, Option<PathInfo>>,
+}
+
+impl Default for InfoCache {
+    fn default() -> Self {
+        InfoCache {
+            generation: Generation::fresh(),
+            by_hash: HashMap::new(),
+        }
+    }
+}
+
+impl InfoCache {
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    /// The generation after the store's change signal said `changed`: a new
+    /// one, with everything forgotten, if it did.
+    pub fn after(&mut self, changed: bool) -> Generation {
+        if changed {
+            self.invalidate();
+        }
+        self.generation
+    }
+
+    /// The store may have changed: forget everything, under a new generation.
+    pub fn invalidate(&mut self) {
+        self.generation = Generation::fresh();
+        self.by_hash.clear();
+    }
+
+    /// `Some(None)` is a remembered "absent".
+    pub fn get(&self, hash: &HashPart) -> Option<&Option<PathInfo>> {
+        self.by_hash.get(hash)
+    }
+
+    pub fn insert(&mut self, hash: HashPart, info: Option<PathInfo>) {
+        if self.by_hash.len() >= CAPACITY && !self.by_hash.contains_key(&hash) {
+            // Crude but bounded and O(1) amortised; the hot set refills at
+            // once. A scan of a large store cannot grow it.
+            self.by_hash.clear();
+        }
+        self.by_hash.insert(hash, info);
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+}
+
+/// SQLite's commit counter as one connection sees it (`PRAGMA data_version`:
+/// a new value whenever another connection committed since this one last
+/// looked). It opens a read transaction, which in WAL mode reads the WAL
+/// index from shared memory: no file is read, the cost is SQLite's two
+/// `fcntl` locks and an `fstat` (bench/README.md, "Comparing two builds").
+#[derive(Default)]
+pub struct DataVersion {
+    seen: Option<i64>,
+}
+
+impl DataVersion {
+    /// Whether the database changed since the last call (true on the first).
+    pub fn changed(&mut self, conn: &Connection) -> rusqlite::Result<bool> {
+        let now: i64 = conn
+            .prepare_cached("pragma data_version")?
+            .query_row([], |r| r.get(0))?;
+        Ok(self.seen.replace(now) != Some(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(c: char) -> HashPart {
+        HashPart::parse(&c.to_string().repeat(32)).unwrap()
+    }
+
+    #[test]
+    fn generations_are_unique() {
+        let a = Generation::fresh();
+        let b = Generation::fresh();
+        assert_ne!(a, b);
+        let mut cache = InfoCache::default();
+        let before = cache.generation();
+        assert_ne!(before, InfoCache::default().generation());
+        cache.insert(hash('a'), None);
+        cache.invalidate();
+        assert_ne!(cache.generation(), before);
+        assert!(cache.get(&hash('a')).is_none());
+    }
+
+    #[test]
+    fn remembers_absent_and_stays_bounded() {
+        let mut cache = InfoCache::default();
+        cache.insert(hash('a'), None);
+        assert_eq!(cache.get(&hash('a')), Some(&None));
+        assert_eq!(cache.get(&hash('b')), None);
+        let alphabet = "0123456789abcdfghijklmnpqrsvwxyz".as_bytes();
+        for i in 0..CAPACITY + 10 {
+            let s: String = (0..32)
+                .map(|k| alphabet[(i >> (5 * (k % 4))) % 32] as char)
+                .collect();
+            cache.insert(HashPart::parse(&s).unwrap(), None);
+            assert!(cache.len() <= CAPACITY);
+        }
+    }
+
+    /// Two connections to one WAL database, as Nix and we are: a commit on
+    /// one is seen by the other's next look, and only then.
+    #[test]
+    fn data_version_sees_other_connections_commits() {
+        let dir = std::env::temp_dir().join(format!("nix-serve-sd-dv-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("db.sqlite");
+        let writer = Connection::open(&db).unwrap();
+        writer
+            .execute_batch("pragma journal_mode=wal; create table t (x integer);")
+            .unwrap();
+        let reader =
+            Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let mut dv = DataVersion::default();
+        assert!(dv.changed(&reader).unwrap(), "first look");
+        assert!(!dv.changed(&reader).unwrap(), "nothing committed");
+        writer.execute("insert into t values (1)", []).unwrap();
+        assert!(dv.changed(&reader).unwrap(), "a commit");
+        assert!(!dv.changed(&reader).unwrap(), "seen once");
+        drop((reader, writer));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
