@@ -26,7 +26,6 @@ enum Op {
     Check,
     ByHash,
     PathInfo,
-    IsValid,
     Nar { size: u8, offset: u8 },
 }
 
@@ -45,7 +44,7 @@ fn split(data: &[u8]) -> (Vec<Op>, &[u8]) {
             0 => Op::Check,
             1 => Op::ByHash,
             2 => Op::PathInfo,
-            3 => Op::IsValid,
+            3 => Op::PathInfo,
             _ => {
                 used += 2;
                 Op::Nar {
@@ -98,7 +97,8 @@ fuzz_target!(|data: &[u8]| {
             }
             Op::ByHash => {
                 if let Ok(Some(info)) = store.path_info_by_hash(&path.hash_part()) {
-                    assert_eq!(info.path, path);
+                    // The daemon names the path; only its hash part is asked.
+                    assert_eq!(info.path.hash_part(), path.hash_part());
                     assert!(info.references.windows(2).all(|w| w[0] <= w[1]));
                 }
             }
@@ -106,9 +106,6 @@ fuzz_target!(|data: &[u8]| {
                 if let Ok(Some(info)) = store.path_info(&path) {
                     assert_eq!(info.path, path);
                 }
-            }
-            Op::IsValid => {
-                let _ = store.is_valid_path(&path);
             }
             Op::Nar { size, offset } => {
                 let nar_size = NAR_SIZES[usize::from(*size) % NAR_SIZES.len()];

@@ -5,7 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nix_serve_sd::nix::narinfo::{nar_url, render, NarInfo};
+use nix_serve_sd::nix::narinfo::parse::NarInfo;
+use nix_serve_sd::nix::narinfo::{nar_url, render};
 use nix_serve_sd::nix::path_info::PathInfo;
 use nix_serve_sd::nix::store_path::StoreDir;
 

@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use nix_serve_sd::http::request::Method;
-use nix_serve_sd::http::routes::{parse, Route, RouteError};
+use nix_serve_sd::http::routes::{parse, LogName, Route, RouteError};
 
 fn canonical(route: &Route) -> String {
     match route {
@@ -20,6 +20,17 @@ fn canonical(route: &Route) -> String {
             hash,
             nar_hash: Some(n),
         } => format!("/nar/{hash}-{}.nar", n.to_nix32()),
+        Route::NarZstd {
+            hash,
+            nar_hash: None,
+        } => format!("/nar/{hash}.nar.zst"),
+        Route::NarZstd {
+            hash,
+            nar_hash: Some(n),
+        } => format!("/nar/{hash}-{}.nar.zst", n.to_nix32()),
+        Route::Listing(h) => format!("/{h}.ls"),
+        Route::Log(LogName::Hash(h)) => format!("/log/{h}"),
+        Route::Log(LogName::Path(p)) => format!("/log/{p}"),
     }
 }
 
@@ -50,6 +61,10 @@ fuzz_target!(|data: &[u8]| {
         );
         // Whatever spelling was accepted, the hashes in it are canonical.
         if let Route::Nar {
+            hash,
+            nar_hash: Some(n),
+        }
+        | Route::NarZstd {
             hash,
             nar_hash: Some(n),
         } = &route

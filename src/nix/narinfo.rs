@@ -147,9 +147,10 @@ fn rendered_len_bound(info: &PathInfo, store_dir: &StoreDir, sigs: &[impl AsRef<
     n
 }
 
-// Nix's parser, for the tests that read our narinfo back as a client would.
-#[cfg(test)]
-mod parse;
+// Nix's parser, for the tests that read our narinfo back as a client would
+// (and the narinfo fuzz target, through the `testing` feature).
+#[cfg(any(test, feature = "testing"))]
+pub mod parse;
 
 #[cfg(test)]
 mod tests;
