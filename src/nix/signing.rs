@@ -54,6 +54,15 @@ pub enum KeyError {
     NoColon,
     #[error("key has an empty name before the ':'")]
     EmptyName,
+    /// A space, a control character or a non-ASCII byte in the name: a
+    /// signature under it would not parse (see [`SignatureError::NameByte`]),
+    /// so the key would sign what its own public half cannot check.
+    #[error("{kind} key name has byte {byte:#04x} at position {position}: only printable ASCII")]
+    NameByte {
+        kind: KeyKind,
+        byte: u8,
+        position: usize,
+    },
     #[error("{kind} key {name:?}: invalid base64 after the ':'")]
     Base64 { kind: KeyKind, name: String },
     #[error("{kind} key {name:?}: decodes to {actual} bytes, expected {expected}")]
@@ -262,6 +271,14 @@ fn split_key(text: &str, kind: KeyKind, expected: usize) -> Result<(String, Vec<
     let (name, data) = text.trim().split_once(':').ok_or(KeyError::NoColon)?;
     if name.is_empty() {
         return Err(KeyError::EmptyName);
+    }
+    if let Some(position) = name.bytes().position(|b| !b.is_ascii_graphic()) {
+        let byte = name.as_bytes()[position];
+        return Err(KeyError::NameByte {
+            kind,
+            byte,
+            position,
+        });
     }
     let name = name.to_owned();
     // The decoder's own error would quote the offending byte: key material.
