@@ -30,7 +30,10 @@ fuzz_target!(|text: &str| {
             assert!(!public.verify("1;/nix/store/y;sha256:0;1;", &sig));
             let shown = public.to_string();
             assert_eq!(PublicKey::parse(&shown).expect("own display form"), public);
-            let debug = format!("{secret:?}");
+            // The name is shown, and may itself spell the key's base64 (the
+            // campaign built such a name): look for the key bytes in what is
+            // left once the name is taken out.
+            let debug = format!("{secret:?}").replacen(&format!("{:?}", secret.name), "", 1);
             if let Some((_, data)) = text.trim().split_once(':') {
                 assert!(!debug.contains(data), "Debug shows the secret: {debug}");
             }
