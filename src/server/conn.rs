@@ -10,9 +10,7 @@
 //! `read_timeout`); a reply must move at least [`MIN_RATE`] bytes a second
 //! on average over every `write_timeout`, and make some progress within it.
 
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::Shutdown;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::io::{self, ErrorKind, Read};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::nix::nar::{NarReader, Segment};
 
 use super::pool::{ConnId, Job, Pool};
+pub(super) use super::sock::Sock;
 use super::Limits;
 
 /// The slowest a reply may be read, on average over each `write_timeout`:
@@ -42,55 +41,6 @@ const TURN: u64 = 4 << 20;
 /// Framing bytes gathered before a write.
 const GATHER: usize = 16 * 1024;
 const READ_CHUNK: usize = 4096;
-
-pub(super) enum Sock {
-    Tcp(mio::net::TcpStream),
-    Unix(mio::net::UnixStream),
-}
-
-impl Sock {
-    pub fn source(&mut self) -> &mut dyn mio::event::Source {
-        match self {
-            Sock::Tcp(s) => s,
-            Sock::Unix(s) => s,
-        }
-    }
-
-    fn fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Sock::Tcp(s) => s.as_fd(),
-            Sock::Unix(s) => s.as_fd(),
-        }
-    }
-
-    fn shutdown_write(&self) {
-        let _ = match self {
-            Sock::Tcp(s) => s.shutdown(Shutdown::Write),
-            Sock::Unix(s) => s.shutdown(Shutdown::Write),
-        };
-    }
-
-    /// Makes the close that follows a reset: what is still queued to send
-    /// is dropped at once, instead of a FIN waiting behind megabytes that a
-    /// client too slow to read them would never reach.
-    fn reset_on_close(&self) {
-        let _ = socket2::SockRef::from(&self.fd()).set_linger(Some(Duration::ZERO));
-    }
-
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Sock::Tcp(s) => (&*s).read(buf),
-            Sock::Unix(s) => (&*s).read(buf),
-        }
-    }
-
-    fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Sock::Tcp(s) => (&*s).write(buf),
-            Sock::Unix(s) => (&*s).write(buf),
-        }
-    }
-}
 
 /// Where a connection is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

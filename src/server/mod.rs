@@ -11,6 +11,7 @@ mod conn;
 mod event_loop;
 pub mod listen;
 mod pool;
+mod sock;
 
 use std::io;
 use std::sync::mpsc::{self, Sender};

@@ -1,0 +1,57 @@
+//! A client socket, TCP or Unix, and the few operations the connection
+//! state machine needs of it (non-blocking read and write, a half close, a
+//! close that resets).
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Duration;
+
+pub(super) enum Sock {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl Sock {
+    pub fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Sock::Tcp(s) => s,
+            Sock::Unix(s) => s,
+        }
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Sock::Tcp(s) => s.as_fd(),
+            Sock::Unix(s) => s.as_fd(),
+        }
+    }
+
+    pub fn shutdown_write(&self) {
+        let _ = match self {
+            Sock::Tcp(s) => s.shutdown(Shutdown::Write),
+            Sock::Unix(s) => s.shutdown(Shutdown::Write),
+        };
+    }
+
+    /// Makes the close that follows a reset: what is still queued to send
+    /// is dropped at once, instead of a FIN waiting behind megabytes that a
+    /// client too slow to read them would never reach.
+    pub fn reset_on_close(&self) {
+        let _ = socket2::SockRef::from(&self.fd()).set_linger(Some(Duration::ZERO));
+    }
+
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => (&*s).read(buf),
+            Sock::Unix(s) => (&*s).read(buf),
+        }
+    }
+
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => (&*s).write(buf),
+            Sock::Unix(s) => (&*s).write(buf),
+        }
+    }
+}
