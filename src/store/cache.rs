@@ -9,11 +9,17 @@
 //! clock (`daemon.rs`). Either way the signal is read *before* the look-up it
 //! guards, so an answer can only be newer than its generation says, never
 //! older: a path deleted by a committed transaction is never served again.
+//!
+//! The event loop reads the same signal through a [`Watch`] of its own, so
+//! that it can answer a repeated narinfo request itself
+//! (`http/narinfo/replies.rs`).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::HashPart;
@@ -24,14 +30,28 @@ use crate::nix::store_path::HashPart;
 /// reconnect) never reuses one, so a cache kept outside the connection (the
 /// rendered narinfo replies, `http/narinfo.rs`) cannot outlive it by mistake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Generation(u64);
+pub struct Generation {
+    id: u64,
+    born: Instant,
+}
 
 impl Generation {
-    /// A generation no one has seen before. One atomic increment, taken only
-    /// when the store changed, never per request.
+    /// A generation no one has seen before. One atomic increment and a
+    /// clock read, taken only when the store changed, never per request.
     pub fn fresh() -> Generation {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        Generation(NEXT.fetch_add(1, Ordering::Relaxed))
+        Generation {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            born: Instant::now(),
+        }
+    }
+
+    /// When it began. Whatever a connection remembers under it was looked
+    /// up after this (a new generation starts with an empty cache), so an
+    /// answer given under it is at most `born.elapsed()` old: what a store
+    /// that knows changes only by the clock (`ChangeSignal::Every`) bounds.
+    pub fn born(&self) -> Instant {
+        self.born
     }
 }
 
@@ -118,6 +138,100 @@ impl DataVersion {
     }
 }
 
+/// The event loop's own reading of the store's change signal: one more
+/// read-only connection to the database, used for nothing but `PRAGMA
+/// data_version`, or the clock when there is no database to read.
+pub enum Watch {
+    Database {
+        path: PathBuf,
+        /// Opened on first use, dropped (and opened again) after a failure.
+        conn: Option<Connection>,
+        version: DataVersion,
+    },
+    /// No signal: an answer older than this is not to be trusted.
+    Every(Duration),
+}
+
+/// What a [`Watch`] saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Look {
+    /// Nothing committed since the last look.
+    Same,
+    /// Something may have been committed since the last look (always so on
+    /// the first look, and on the first after a failure).
+    Changed,
+    /// The database cannot say now (busy, gone): trust nothing remembered,
+    /// and do not wait for it.
+    Unknown,
+}
+
+impl Watch {
+    /// Reads `db`'s commit counter.
+    pub fn database(db: PathBuf) -> Watch {
+        Watch::Database {
+            path: db,
+            conn: None,
+            version: DataVersion::default(),
+        }
+    }
+
+    /// The longest an answer may be trusted without a signal, if the watch
+    /// has none.
+    pub fn max_age(&self) -> Option<Duration> {
+        match self {
+            Watch::Database { .. } => None,
+            Watch::Every(period) => Some(*period),
+        }
+    }
+
+    /// Looks at the signal now. Never waits: SQLite's busy timeout is zero,
+    /// so a lock held by someone else is `Unknown` at once, not a stall of
+    /// the thread that calls it (the event loop).
+    pub fn look(&mut self) -> Look {
+        let Watch::Database {
+            path,
+            conn,
+            version,
+        } = self
+        else {
+            return Look::Same;
+        };
+        if conn.is_none() {
+            *conn = open_watch(path).ok();
+            *version = DataVersion::default();
+        }
+        let Some(db) = conn else {
+            return Look::Unknown;
+        };
+        match version.changed(db) {
+            Ok(true) => Look::Changed,
+            Ok(false) => Look::Same,
+            Err(e) => {
+                // The next successful look counts as a change: whatever was
+                // committed meanwhile is then seen.
+                *version = DataVersion::default();
+                if !is_busy(&e) {
+                    *conn = None;
+                }
+                Look::Unknown
+            }
+        }
+    }
+}
+
+fn open_watch(db: &std::path::Path) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(db, flags)?;
+    // rusqlite's default is five seconds; the event loop must never wait.
+    conn.busy_timeout(Duration::ZERO)?;
+    Ok(conn)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,7 +290,30 @@ mod tests {
         writer.execute("insert into t values (1)", []).unwrap();
         assert!(dv.changed(&reader).unwrap(), "a commit");
         assert!(!dv.changed(&reader).unwrap(), "seen once");
+
+        // The loop's watch: the same, and never waiting on a lock.
+        let mut watch = Watch::database(db.clone());
+        assert_eq!(watch.look(), Look::Changed, "first look");
+        assert_eq!(watch.look(), Look::Same);
+        writer.execute("insert into t values (2)", []).unwrap();
+        assert_eq!(watch.look(), Look::Changed);
+        assert_eq!(watch.look(), Look::Same);
         drop((reader, writer));
+
+        // A writer holding the exclusive lock (a database in rollback mode,
+        // mid-commit): busy, and seen as a change once the lock is gone.
+        let rollback = dir.join("rollback.sqlite");
+        let writer = Connection::open(&rollback).unwrap();
+        writer.execute_batch("create table t (x integer);").unwrap();
+        let mut watch = Watch::database(rollback);
+        assert_eq!(watch.look(), Look::Changed, "first look");
+        writer.execute_batch("begin exclusive;").unwrap();
+        writer.execute("insert into t values (1)", []).unwrap();
+        assert_eq!(watch.look(), Look::Unknown, "locked out");
+        writer.execute_batch("commit;").unwrap();
+        assert_eq!(watch.look(), Look::Changed, "after a failure");
+        assert_eq!(watch.look(), Look::Same);
+        drop(writer);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -416,6 +416,14 @@ impl Opener {
         }
     }
 
+    /// How the store tells of its changes: its database, or the clock.
+    pub fn change_signal(&self) -> ChangeSignal {
+        match &self.backend {
+            Backend::Local(loc) => ChangeSignal::Database(loc.db.clone()),
+            Backend::Daemon { .. } => self.daemon_changes.clone(),
+        }
+    }
+
     /// The local backend's database and files, `None` for the daemon.
     pub fn local_location(&self) -> Option<&LocalLocation> {
         match &self.backend {
