@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         _ => {
             for h in &hashes {
                 std::hint::black_box(
-                    narinfo::handle(store, &keys, &mut memo, h, Compression::None).unwrap(),
+                    narinfo::handle(store, &keys, &mut memo, h, Compression::None, None).unwrap(),
                 );
             }
         }

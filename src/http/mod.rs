@@ -5,6 +5,7 @@
 
 pub mod build_log;
 pub mod cache_info;
+pub mod fast;
 pub mod listing;
 pub mod metrics;
 pub mod nar;
@@ -28,6 +29,8 @@ use request::{Head, Method};
 use response::{HandlerError, Response};
 use routes::{Route, RouteError};
 
+pub use fast::FastPath;
+
 /// What every worker shares, read-only: keys loaded once at start-up.
 pub struct Service {
     pub keys: Vec<SecretKey>,
@@ -49,6 +52,8 @@ pub struct Worker {
     closure: Option<Arc<Allowed>>,
     /// The closure `narinfos` was filled under.
     closure_seen: Option<Arc<Closure>>,
+    /// Where narinfo replies are filed for the event loop ([`FastPath`]).
+    replies: Option<Arc<narinfo::Replies>>,
 }
 
 impl Worker {
@@ -62,7 +67,15 @@ impl Worker {
             metrics: None,
             closure: None,
             closure_seen: None,
+            replies: None,
         }
+    }
+
+    /// Files its narinfo replies in `replies`, for the event loop to answer
+    /// repeated requests by itself ([`FastPath::new`]).
+    pub fn with_replies(mut self, replies: Arc<narinfo::Replies>) -> Self {
+        self.replies = Some(replies);
+        self
     }
 
     /// Records store look-up latency in `metrics`, and serves them at
@@ -141,7 +154,16 @@ impl Worker {
         let svc = &*self.svc;
         let answer = match route {
             Route::NarInfo(hash) => {
-                narinfo::handle(store, &svc.keys, &mut self.narinfos, &hash, svc.compression)
+                // Taken before the look-up (`narinfo/replies.rs`).
+                let shared = (self.replies.as_deref()).map(|r| (r, r.ticket(allowed.clone())));
+                narinfo::handle(
+                    store,
+                    &svc.keys,
+                    &mut self.narinfos,
+                    &hash,
+                    svc.compression,
+                    shared,
+                )
             }
             Route::Nar { hash, nar_hash } => nar::handle(
                 store,

@@ -9,7 +9,10 @@
 //! Replies are remembered per worker, rendered and signed, until the store's
 //! [`Generation`] changes (`store/cache.rs`): a repeated request costs a
 //! look at SQLite's commit counter and a copy of the bytes, no look-up, no
-//! rendering, no signing.
+//! rendering, no signing. They are also filed in the [`Replies`] the event
+//! loop answers from by itself, with no worker (`narinfo/replies.rs`).
+
+mod replies;
 
 use std::collections::HashMap;
 
@@ -23,6 +26,8 @@ use crate::nix::store_path::{HashPart, StoreDir};
 use crate::store::{Generation, Store};
 
 use super::response::{Body, HandlerError, Response, CACHE_SHORT};
+
+pub use replies::{Replies, Ticket};
 
 /// Replies a [`Memo`] holds before it starts over: a rendered narinfo is
 /// about 500 bytes, so a couple of megabytes per worker at most.
@@ -49,12 +54,15 @@ impl Memo {
     }
 }
 
+/// Answers `hash`; with `shared`, also files the reply there under the
+/// ticket its caller took before calling (`narinfo/replies.rs`).
 pub fn handle(
     store: &mut dyn Store,
     keys: &[SecretKey],
     memo: &mut Memo,
     hash: &HashPart,
     compression: Compression,
+    shared: Option<(&Replies, Ticket)>,
 ) -> Result<Response, HandlerError> {
     // Read before the look-up, so a remembered reply is never older than
     // the generation it is filed under.
@@ -63,7 +71,13 @@ pub fn handle(
         memo.replies.clear();
         memo.generation = Some(generation);
     }
+    let file = |body: &Option<Vec<u8>>| {
+        if let Some((replies, ticket)) = shared {
+            replies.file(ticket, *hash, body.clone(), generation.born());
+        }
+    };
     if let Some(reply) = memo.replies.get(hash) {
+        file(reply);
         return Ok(reply_of(reply.clone()));
     }
     let body = match store.path_info_by_hash(hash)? {
@@ -76,11 +90,14 @@ pub fn handle(
         )),
         None => None,
     };
+    file(&body);
     memo.remember(*hash, body.clone());
     Ok(reply_of(body))
 }
 
-fn reply_of(body: Option<Vec<u8>>) -> Response {
+/// The response for a rendered narinfo, or for none (404): the same
+/// whether a worker or the event loop answers.
+pub fn reply_of(body: Option<Vec<u8>>) -> Response {
     match body {
         Some(body) => Response::new(200, "text/x-nix-narinfo", CACHE_SHORT, Body::Bytes(body)),
         // nix-serve's words. A 404 is only for "definitely absent" (§4.4).
