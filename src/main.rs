@@ -14,7 +14,7 @@ use clap::Parser;
 
 use nix_serve_sd::config::{Cli, Config, ListenSpec};
 use nix_serve_sd::exit::StartError;
-use nix_serve_sd::http::{Service, Worker};
+use nix_serve_sd::http::{FastPath, Service, Worker};
 use nix_serve_sd::log;
 use nix_serve_sd::metrics::{Metrics, MetricsFile};
 use nix_serve_sd::nix::signing::SecretKey;
@@ -145,10 +145,13 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         closure_watch = Some(watcher);
         Some(allowed)
     };
+    // Narinfo replies the workers file, for the event loop to answer alone.
+    let (fast, replies) = FastPath::new(opener.change_signal(), allowed.clone());
     let workers = (0..config.workers)
         .map(|_| {
             let w = Worker::new(svc.clone(), open.clone(), None)
-                .with_metrics(metrics.clone(), config.metrics_route);
+                .with_metrics(metrics.clone(), config.metrics_route)
+                .with_replies(replies.clone());
             match &allowed {
                 Some(a) => w.with_closure(a.clone()),
                 None => w,
@@ -177,8 +180,15 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         keepalive: config.keepalive,
     };
     let access = log::access_enabled();
-    let mut server = Server::start(listeners, workers, limits, access, metrics.clone())
-        .map_err(|e| StartError::Other(format!("cannot start: {e}")))?;
+    let mut server = Server::start(
+        listeners,
+        workers,
+        Some(fast),
+        limits,
+        access,
+        metrics.clone(),
+    )
+    .map_err(|e| StartError::Other(format!("cannot start: {e}")))?;
 
     let notifier = Notifier::from_env(&env);
     let what = format!(

@@ -10,20 +10,21 @@
 //! `read_timeout`); a reply must move at least [`MIN_RATE`] bytes a second
 //! on average over every `write_timeout`, and make some progress within it.
 
+use std::cell::RefCell;
 use std::io::{self, ErrorKind, Read};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::http::request::{self, Head, Method, Parsed, RequestError};
 use crate::http::response::{self, Body, Framing, HandlerError, Response};
-use crate::http::routes;
+use crate::http::{routes, FastPath};
 use crate::log;
 use crate::metrics::Metrics;
 use crate::nix::nar::{NarReader, Segment};
 
 use super::pool::{ConnId, Job, Pool};
 pub(super) use super::sock::Sock;
-use super::Limits;
+use super::{Activity, Limits};
 
 /// The slowest a reply may be read, on average over each `write_timeout`:
 /// a real link slower than this is not one a binary cache can serve.
@@ -71,6 +72,8 @@ pub(super) enum Life {
 pub(super) struct Ctx<'a> {
     pub id: ConnId,
     pub pool: &'a Pool,
+    pub fast: Option<&'a RefCell<FastPath>>,
+    pub activity: &'a Activity,
     pub limits: &'a Limits,
     pub date: &'a str,
     pub access_log: bool,
@@ -240,7 +243,9 @@ impl Conn {
                 Ok(Parsed::Complete(head, n)) => {
                     self.inbuf.drain(..n);
                     self.head_started = (!self.inbuf.is_empty()).then_some(cx.now);
-                    self.dispatch(head, cx);
+                    if self.dispatch(head, cx) {
+                        return None;
+                    }
                     return Some(Life::Wait);
                 }
                 Ok(Parsed::Partial) => {}
@@ -274,9 +279,18 @@ impl Conn {
         }
     }
 
-    fn dispatch(&mut self, head: Head, cx: &Ctx<'_>) {
+    /// Answers `head` at once if the fast path can (true: the reply is
+    /// ready to write), else hands it to a worker.
+    fn dispatch(&mut self, head: Head, cx: &Ctx<'_>) -> bool {
+        let fast = cx.fast.and_then(|f| f.borrow_mut().answer(&head));
+        if let Some(response) = fast {
+            cx.activity.served();
+            self.respond(response, &head, cx);
+            return true;
+        }
         self.state = State::Busy;
         cx.pool.submit(Job::Respond { id: cx.id, head });
+        false
     }
 
     /// A head that cannot be answered: its status, then close.

@@ -1,8 +1,11 @@
 //! The event loop: one thread that owns every socket (`mio`, epoll). It
 //! accepts, reads heads, parks keep-alive connections, writes replies and
 //! hands complete requests to the store workers ([`super::pool`]); their
-//! answers come back through a channel and a [`mio::Waker`].
+//! answers come back through a channel and a [`mio::Waker`]. What the
+//! application's [`FastPath`] can answer at once (a narinfo reply known
+//! valid) is answered here, in the turn its head was read, with no worker.
 
+use std::cell::RefCell;
 use std::io::{self, ErrorKind};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
@@ -10,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Events, Interest, Poll, Token};
 
-use crate::http::response;
+use crate::http::{response, FastPath};
 use crate::log;
 use crate::metrics::Metrics;
 
@@ -88,6 +91,8 @@ pub(super) struct EventLoop {
     open: usize,
     generation: u64,
     pool: Pool,
+    /// Borrowed by one connection at a time, while it reads a head.
+    fast: Option<RefCell<FastPath>>,
     done: Receiver<Done>,
     ctl: Receiver<Ctl>,
     activity: Arc<Activity>,
@@ -106,6 +111,8 @@ pub(super) struct Settings {
     pub access_log: bool,
     /// Connections served at once; more are refused (503).
     pub max_conns: usize,
+    /// What the loop answers by itself (taken out at start).
+    pub fast: Option<FastPath>,
 }
 
 /// The loop's ends of the channels to the workers and the main thread.
@@ -122,8 +129,9 @@ impl EventLoop {
         channels: Channels,
         activity: Arc<Activity>,
         metrics: Arc<Metrics>,
-        settings: Settings,
+        mut settings: Settings,
     ) -> io::Result<EventLoop> {
+        let fast = settings.fast.take();
         let listeners = listeners
             .into_iter()
             .map(Listening::from)
@@ -138,6 +146,7 @@ impl EventLoop {
             open: 0,
             generation: 0,
             pool,
+            fast: fast.map(RefCell::new),
             done: channels.done,
             ctl: channels.ctl,
             activity,
@@ -314,6 +323,8 @@ impl EventLoop {
         Ctx {
             id: ConnId { index, generation },
             pool: &self.pool,
+            fast: self.fast.as_ref(),
+            activity: &self.activity,
             limits: &self.settings.limits,
             date: &self.date,
             access_log: self.settings.access_log,

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::http::Worker;
+use crate::http::{FastPath, Worker};
 use crate::log;
 use crate::metrics::Metrics;
 
@@ -121,10 +121,13 @@ pub struct Server {
 
 impl Server {
     /// Starts the event loop on `listeners` and one thread per worker;
-    /// connections and replies are counted in `metrics`.
+    /// connections and replies are counted in `metrics`. With `fast`, the
+    /// loop answers what it can by itself, and only the rest goes to a
+    /// worker.
     pub fn start(
         listeners: Vec<Listener>,
         workers: Vec<Worker>,
+        fast: Option<FastPath>,
         limits: Limits,
         access_log: bool,
         metrics: Arc<Metrics>,
@@ -161,6 +164,7 @@ impl Server {
                 limits,
                 access_log,
                 max_conns,
+                fast,
             },
         )?;
         let thread = thread::Builder::new()

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix_serve_sd::http::{Service, Worker};
+use nix_serve_sd::http::{FastPath, Service, Worker};
 use nix_serve_sd::nix::signing::SecretKey;
 use nix_serve_sd::server::{Limits, Listener, Server};
 use nix_serve_sd::store::{OpenStore, Opener, Store, StoreError};
@@ -63,6 +63,7 @@ impl OpenStore for Counting {
 pub fn start(opener: Opener, workers: usize, keys: Vec<SecretKey>, limits: Limits) -> Harness {
     let opens = Arc::new(AtomicUsize::new(0));
     let panic_next_open = Arc::new(AtomicBool::new(false));
+    let (fast, replies) = FastPath::new(opener.change_signal(), None);
     let open: Arc<dyn OpenStore> = Arc::new(Counting {
         real: opener,
         opens: opens.clone(),
@@ -74,13 +75,14 @@ pub fn start(opener: Opener, workers: usize, keys: Vec<SecretKey>, limits: Limit
         compression: Default::default(),
     });
     let workers = (0..workers)
-        .map(|_| Worker::new(svc.clone(), open.clone(), None))
+        .map(|_| Worker::new(svc.clone(), open.clone(), None).with_replies(replies.clone()))
         .collect();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let server = Server::start(
         vec![Listener::Tcp(listener)],
         workers,
+        Some(fast),
         limits,
         false,
         Default::default(),
