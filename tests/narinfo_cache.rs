@@ -2,17 +2,22 @@
 //! a path deleted with `nix-store --delete` is 404 at once, and an
 //! input-addressed path built again with other contents has its new NarHash
 //! at once, through both backends. One worker, so every request meets the
-//! cache the previous one filled. Run through scripts/test.
+//! cache the previous one filled. The same again in process, where the
+//! test sees which requests the event loop answered by itself (a narinfo
+//! reply known valid) and which reached the worker. Run through scripts/test.
 
 mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::thread;
 
 use common::binary::{get, start_on_any_port, start_on_any_port_with_env, Running};
+use common::in_process::{self, Harness, Reply, ABSENT};
 use common::{nix_path_info, run, ChrootStore, Fixtures, Scratch, TestDaemon};
+use nix_serve_sd::nix::signing::SecretKey;
 use nix_serve_sd::store::daemon::STALE_BOUND;
 
 fn serve(store: &str) -> (Running, SocketAddr) {
@@ -208,4 +213,142 @@ fn daemon_on_its_own_socket_is_watched_through_the_machines_database() {
     assert_eq!(narinfo_twice(addr, added).0, 200);
     nix_store(&["--delete", added]);
     assert_eq!(narinfo_twice(addr, added).0, 404, "{added} deleted");
+}
+
+/// Requests the worker was asked so far.
+fn asks(h: &Harness) -> usize {
+    h.asks.load(Ordering::SeqCst)
+}
+
+fn ask(h: &Harness, target: &str, head_only: bool) -> Reply {
+    if head_only {
+        in_process::head(h.addr, target)
+    } else {
+        in_process::get(h.addr, target)
+    }
+}
+
+/// Asks for `target` (GET, or HEAD with `head_only`) until the event loop
+/// answers it by itself: the store it shares with others may commit now
+/// and then, and each commit rightly sends the next request to the worker.
+fn from_the_loop(h: &Harness, target: &str, head_only: bool) -> Reply {
+    for _ in 0..50 {
+        let before = asks(h);
+        let reply = ask(h, target, head_only);
+        if asks(h) == before {
+            return reply;
+        }
+    }
+    panic!("{target}: never answered by the event loop in 50 requests");
+}
+
+/// The worker's reply to a `target` not asked for before, then the loop's.
+fn worker_then_loop(h: &Harness, target: &str, head_only: bool) -> (Reply, Reply) {
+    let before = asks(h);
+    let first = ask(h, target, head_only);
+    assert!(
+        asks(h) > before,
+        "{target}: the first request is the worker's"
+    );
+    (first, from_the_loop(h, target, head_only))
+}
+
+/// The same reply but for the `Date` header: status, headers in order, body.
+fn assert_same_but_date(a: &Reply, b: &Reply, what: &str) {
+    let headers = |r: &Reply| {
+        (r.headers.iter())
+            .filter(|(n, _)| !n.eq_ignore_ascii_case("date"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(a.status, b.status, "{what}");
+    assert_eq!(headers(a), headers(b), "{what}");
+    assert_eq!(a.body, b.body, "{what}");
+    assert!(
+        a.header("Date").is_some() && b.header("Date").is_some(),
+        "{what}"
+    );
+}
+
+fn text(r: &Reply) -> String {
+    String::from_utf8(r.body.clone()).unwrap()
+}
+
+/// Through the event loop's own answers: a hit is the worker's reply byte
+/// for byte (GET, HEAD, 404), and a delete or a rebuild committed after a
+/// hit is seen by the very next request.
+fn loop_answers_exactly(uri: &str, tag: &str) {
+    let fx = Fixtures::load();
+    let scratch = Scratch::new(tag);
+    let key = SecretKey::from_file(&fx.key("secret")).unwrap();
+    let h = in_process::start(in_process::opener(uri), 1, vec![key], in_process::limits());
+
+    let added = &add_own_file(&scratch, "loop.txt");
+    let target = format!("/{}.narinfo", hash_of(added));
+    let (miss, hit) = worker_then_loop(&h, &target, false);
+    assert_eq!(miss.status, 200, "{}", text(&miss));
+    assert!(text(&miss).contains("\nSig: "), "signed: {}", text(&miss));
+    assert_same_but_date(&miss, &hit, "GET, the worker's and the loop's");
+    let (miss, hit) = worker_then_loop(&h, &format!("/{}.narinfo", ABSENT), false);
+    assert_eq!(miss.status, 404);
+    assert_same_but_date(&miss, &hit, "404, the worker's and the loop's");
+    let other = &add_own_file(&scratch, "loop-head.txt");
+    let (miss, hit) = worker_then_loop(&h, &format!("/{}.narinfo", hash_of(other)), true);
+    assert_eq!(miss.status, 200);
+    assert_same_but_date(&miss, &hit, "HEAD, the worker's and the loop's");
+    nix_store(&["--delete", other]);
+
+    // Deleted after the loop answered it: 404 at once.
+    nix_store(&["--delete", added]);
+    let gone = in_process::get(h.addr, &target);
+    assert_eq!((gone.status, text(&gone)), (404, "No such path.\n".into()));
+    assert_eq!(
+        from_the_loop(&h, &target, false).status,
+        404,
+        "the loop's 404"
+    );
+
+    // Rebuilt with other contents after the loop answered it: the new
+    // NarHash at once.
+    let expr = nondeterministic(scratch.path());
+    let first = build(&expr, scratch.path());
+    let target = format!("/{}.narinfo", hash_of(&first));
+    let (_, hit) = worker_then_loop(&h, &target, false);
+    let old = nar_hash_line(&text(&hit)).to_owned();
+    assert_eq!(old, nix_nar_hash(&first));
+    delete(&first, scratch.path());
+    assert_eq!(
+        in_process::get(h.addr, &target).status,
+        404,
+        "{first} deleted"
+    );
+    assert_eq!(
+        from_the_loop(&h, &target, false).status,
+        404,
+        "the loop's 404"
+    );
+    let second = build(&expr, scratch.path());
+    assert_eq!(second, first, "input-addressed: the same path");
+    let new = nix_nar_hash(&second);
+    assert_ne!(new, old, "the builder writes other contents each time");
+    let rebuilt = in_process::get(h.addr, &target);
+    assert_eq!(rebuilt.status, 200, "{}", text(&rebuilt));
+    assert_eq!(
+        nar_hash_line(&text(&rebuilt)),
+        new,
+        "the rebuilt path's NarHash"
+    );
+    delete(&second, scratch.path());
+}
+
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn local_backend_loop_answers_exactly() {
+    loop_answers_exactly("local", "cache-loop-local");
+}
+
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn daemon_backend_loop_answers_exactly() {
+    loop_answers_exactly("daemon", "cache-loop-daemon");
 }

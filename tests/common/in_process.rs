@@ -4,14 +4,17 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix_serve_sd::http::{FastPath, Service, Worker};
+use nix_serve_sd::nix::path_info::PathInfo;
 use nix_serve_sd::nix::signing::SecretKey;
+use nix_serve_sd::nix::store_path::{HashPart, StoreDir, StorePath};
 use nix_serve_sd::server::{Limits, Listener, Server};
-use nix_serve_sd::store::{OpenStore, Opener, Store, StoreError};
+use nix_serve_sd::store::{Generation, NarBody, OpenStore, Opener, Store, StoreError};
 
 /// A hash part no store here has.
 pub const ABSENT: &str = "00000000000000000000000000000000";
@@ -27,6 +30,10 @@ pub struct Harness {
     pub server: Option<Server>,
     /// Store connections made so far (one per worker at start).
     pub opens: Arc<AtomicUsize>,
+    /// Requests the workers asked their store about (every narinfo a
+    /// worker answers reads the store's generation first): one the event
+    /// loop answered by itself does not count.
+    pub asks: Arc<AtomicUsize>,
     /// When set, the next store connection to be made panics instead: a bug
     /// in the request path, which must cost one connection, not the worker.
     pub panic_next_open: Arc<AtomicBool>,
@@ -43,7 +50,50 @@ pub fn opener(uri: &str) -> Opener {
 struct Counting {
     real: Opener,
     opens: Arc<AtomicUsize>,
+    asks: Arc<AtomicUsize>,
     panic_next_open: Arc<AtomicBool>,
+}
+
+/// A real store connection that counts how often a worker asks it for its
+/// generation.
+struct Asked {
+    real: Box<dyn Store>,
+    asks: Arc<AtomicUsize>,
+}
+
+impl Store for Asked {
+    fn store_dir(&self) -> &StoreDir {
+        self.real.store_dir()
+    }
+
+    fn generation(&mut self) -> Result<Generation, StoreError> {
+        self.asks.fetch_add(1, Ordering::SeqCst);
+        self.real.generation()
+    }
+
+    fn path_info_by_hash(&mut self, hash: &HashPart) -> Result<Option<PathInfo>, StoreError> {
+        self.real.path_info_by_hash(hash)
+    }
+
+    fn path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {
+        self.real.path_info(path)
+    }
+
+    fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<NarBody, StoreError> {
+        self.real.nar(info, offset)
+    }
+
+    fn nar_listing(&mut self, info: &PathInfo) -> Result<Vec<u8>, StoreError> {
+        self.real.nar_listing(info)
+    }
+
+    fn log_dir(&self) -> Option<&Path> {
+        self.real.log_dir()
+    }
+
+    fn serves(&self, path: &StorePath) -> bool {
+        self.real.serves(path)
+    }
 }
 
 impl OpenStore for Counting {
@@ -53,7 +103,10 @@ impl OpenStore for Counting {
             !self.panic_next_open.swap(false, Ordering::SeqCst),
             "store connection refused by the test (a panic it expects)"
         );
-        self.real.open()
+        Ok(Box::new(Asked {
+            real: self.real.open()?,
+            asks: self.asks.clone(),
+        }))
     }
 }
 
@@ -62,11 +115,13 @@ impl OpenStore for Counting {
 /// opens its connection on its first request.
 pub fn start(opener: Opener, workers: usize, keys: Vec<SecretKey>, limits: Limits) -> Harness {
     let opens = Arc::new(AtomicUsize::new(0));
+    let asks = Arc::new(AtomicUsize::new(0));
     let panic_next_open = Arc::new(AtomicBool::new(false));
     let (fast, replies) = FastPath::new(opener.change_signal(), None);
     let open: Arc<dyn OpenStore> = Arc::new(Counting {
         real: opener,
         opens: opens.clone(),
+        asks: asks.clone(),
         panic_next_open: panic_next_open.clone(),
     });
     let svc = Arc::new(Service {
@@ -92,6 +147,7 @@ pub fn start(opener: Opener, workers: usize, keys: Vec<SecretKey>, limits: Limit
         addr,
         server: Some(server),
         opens,
+        asks,
         panic_next_open,
     }
 }
