@@ -11,22 +11,30 @@
 //! `present` and `absent` time `narinfo::handle` over the 1,000 corpus paths
 //! or the 1,000 absent hashes, after one warm-up pass (so mostly cache hits);
 //! `row` times `Store::path_info`, which is never cached (one row and its
-//! references). Prints the best round's time per call.
+//! references); `watch` times the event loop's look at the change signal
+//! alone (`store::cache::Watch`: `PRAGMA data_version` on its own
+//! connection); `loop` times the event loop's whole answer to a present
+//! narinfo from the shared replies (`http::FastPath::answer`: route, watch,
+//! look-up, copy). Prints the best round's time per call.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use nix_serve_sd::http::narinfo;
+use nix_serve_sd::http::request::{Head, Method};
+use nix_serve_sd::http::FastPath;
 use nix_serve_sd::nix::compression::Compression;
 use nix_serve_sd::nix::signing::SecretKey;
 use nix_serve_sd::nix::store_path::{HashPart, StoreDir, StorePath};
+use nix_serve_sd::store::cache::Watch;
+use nix_serve_sd::store::daemon::ChangeSignal;
 use nix_serve_sd::store::Opener;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [store_uri, state, key, mode, rest @ ..] = args.as_slice() else {
-        eprintln!("usage: narinfo_loop STORE STATE KEY present|absent|row [ROUNDS]");
+        eprintln!("usage: narinfo_loop STORE STATE KEY present|absent|row|watch|loop [ROUNDS]");
         return ExitCode::from(2);
     };
     let rounds: usize = rest.first().map_or(20, |r| r.parse().expect("ROUNDS"));
@@ -53,7 +61,52 @@ fn main() -> ExitCode {
         _ => corpus.iter().map(StorePath::hash_part).collect(),
     };
     let mut memo = Default::default();
+    let (mut fast, replies) = FastPath::new(opener.change_signal(), None);
+    let heads: Vec<Head> = hashes
+        .iter()
+        .map(|h| Head {
+            method: Method::Get,
+            target: format!("/{h}.narinfo"),
+            minor: 1,
+            keep_alive: true,
+            range: None,
+            accept_encoding: None,
+            has_body: false,
+            user_agent: None,
+        })
+        .collect();
+    let mut watch = match opener.change_signal() {
+        ChangeSignal::Database(db) => Watch::database(db),
+        ChangeSignal::Every(d) => Watch::Every(d),
+    };
+    if mode == "loop" {
+        // The loop's first look starts an epoch; the worker's replies are
+        // filed under it.
+        fast.answer(&heads[0]);
+        for h in &hashes {
+            let ticket = Some((&*replies, replies.ticket(None)));
+            narinfo::handle(
+                store.as_mut(),
+                &keys,
+                &mut memo,
+                h,
+                Compression::None,
+                ticket,
+            )
+            .unwrap();
+        }
+    }
     let mut once = |store: &mut dyn nix_serve_sd::store::Store| match mode.as_str() {
+        "watch" => {
+            for _ in &hashes {
+                std::hint::black_box(watch.look());
+            }
+        }
+        "loop" => {
+            for h in &heads {
+                std::hint::black_box(fast.answer(h).expect("a reply the loop knows"));
+            }
+        }
         "row" => {
             for p in &corpus {
                 std::hint::black_box(store.path_info(p).unwrap());
