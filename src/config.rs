@@ -67,7 +67,8 @@ pub struct Cli {
     #[arg(short = 'S', long = "socket", value_name = "PATH")]
     pub socket: Vec<PathBuf>,
 
-    /// Store workers, each with its own store connection (default 2 × cores, at most 32).
+    /// Store workers, each with its own store connection and a thread started
+    /// when first needed (default 2 × the CPUs we may run on, at most 32).
     #[arg(long)]
     pub workers: Option<usize>,
     /// Listen queue length.

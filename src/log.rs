@@ -225,9 +225,18 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// A start-up failure: one line on stderr always (what an operator running
-/// it by hand, or a test, reads), and in the log too when that is elsewhere.
+/// A start-up failure: one line on stderr (what an operator running it by
+/// hand, or a test, reads), and in the log too when that is elsewhere. Once
+/// only in the journal: when the log is syslog and stderr is the journal's
+/// stream too (systemd's default for a service), the line goes to the
+/// stream alone, at error priority (`<3>`, `sd-daemon(3)`). Not to syslog:
+/// a datagram the journal reads after the process has exited can no longer
+/// be tied to the unit, so `journalctl -u` would miss it.
 pub fn fatal(msg: &str) {
+    if stderr_is_journal() {
+        let _ = writeln!(io::stderr().lock(), "<3>error: {msg}");
+        return;
+    }
     let _ = writeln!(io::stderr().lock(), "nix-serve: error: {msg}");
     if let Some(l) = LOGGER.get() {
         let mut sink = l.diag.lock().unwrap_or_else(|e| e.into_inner());
@@ -235,6 +244,18 @@ pub fn fatal(msg: &str) {
             write(&mut sink, Level::Error, msg);
         }
     }
+}
+
+/// Whether stderr is the journal stream systemd connected it to: its
+/// device and inode are the ones `JOURNAL_STREAM` names (`systemd.exec(5)`).
+fn stderr_is_journal() -> bool {
+    let Some(named) = std::env::var("JOURNAL_STREAM").ok() else {
+        return false;
+    };
+    let Ok(st) = rustix::fs::fstat(io::stderr()) else {
+        return false;
+    };
+    named == format!("{}:{}", st.st_dev, st.st_ino)
 }
 
 /// `e` and its causes, outermost first, joined with `": "`: what the log

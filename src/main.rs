@@ -39,7 +39,11 @@ fn main() -> ExitCode {
     let activated = !inherited.is_empty();
     let cli = Cli::parse();
     let env = |k: &str| std::env::var(k).ok();
-    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    // The CPUs this process may run on, in one system call: not
+    // `available_parallelism`, which reads three cgroup files at every start
+    // (bench/README.md, "Cold start"). The default only bounds the pool,
+    // whose threads start as load needs them.
+    let cores = rustix::thread::sched_getaffinity(None).map_or(1, |set| set.count() as usize);
     let config = match Config::resolve(cli, &env, activated, cores) {
         Ok(c) => c,
         Err(e) => return fail(StartError::Config(e.to_string())),

@@ -362,6 +362,24 @@ fn proc_status(pid: u32, field: &str) -> u64 {
         .unwrap()
 }
 
+/// Worker threads start when load needs them: a server asked one request
+/// at a time runs the main thread, the event loop and one worker, however
+/// many `--workers` it may start (growth under concurrent requests is
+/// tests/faults.rs, a stopped daemon holding one worker while another
+/// answers).
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn one_request_at_a_time_needs_one_worker_thread() {
+    let fx = Fixtures::load();
+    let (server, addr) = serve(&["--workers", "8"]);
+    let hash = hash_of(&fx, "dep-top");
+    for _ in 0..50 {
+        assert_eq!(get(addr, &format!("/{hash}.narinfo")).status, 200);
+    }
+    let threads = proc_status(server.child.id(), "Threads");
+    assert_eq!(threads, 3, "threads after 50 requests one after the other");
+}
+
 /// The scenario of the issue (also in bench/run, with figures): 1,000 idle
 /// keep-alive connections, 500 heads sent a byte a second, 64 clients each
 /// reading a 10 MiB NAR at 64 KiB/s, all at once. Meanwhile fresh clients

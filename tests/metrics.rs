@@ -6,17 +6,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::binary::{exchange, get, start_on_any_port, wait_exit, Reply, Running, BIN};
+use common::binary::{exchange, get, socket_activate, start_on_any_port, wait_exit, Reply};
 use common::{ChrootStore, Fixtures, Scratch};
 use nix_serve_sd::metrics::Metrics;
 
@@ -175,30 +173,15 @@ fn without_metrics_route_there_is_no_metrics_route() {
 /// after `requests` GETs of /nix-cache-info.
 fn one_activation(sock: &Path, file: &Path, requests: usize) {
     let _ = std::fs::remove_file(sock);
-    let mut child = Command::new("systemd-socket-activate")
-        .args(["-l", sock.to_str().unwrap(), BIN])
-        .args(["--idle-timeout", "1s", "--metrics-file"])
-        .arg(file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("systemd-socket-activate (Debian package systemd)");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for l in lines.by_ref().map_while(Result::ok) {
-        eprintln!("{l}");
-        if l.starts_with("Listening on") {
-            break;
-        }
-    }
-    thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("{l}")));
-    let child = Running { child };
+    let listen = [sock.to_str().unwrap().to_owned()];
+    let file = file.to_str().unwrap();
+    let mut child = socket_activate(&listen, &["--metrics-file", file])
+        .expect("systemd-socket-activate listens on a fresh socket path");
     for _ in 0..requests {
         let s = UnixStream::connect(sock).unwrap();
         s.set_read_timeout(Some(LIMIT)).unwrap();
         assert_eq!(exchange(s, "GET", "/nix-cache-info").unwrap().status, 200);
     }
-    let mut child = child;
     let status = wait_exit(&mut child.child, LIMIT).expect("exits once idle");
     assert!(status.success(), "idle exit is status 0: {status}");
 }

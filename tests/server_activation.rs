@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
@@ -58,30 +58,9 @@ fn get_unix_when_listening(path: &Path, target: &str) -> Reply {
 fn socket_activate(listen: impl Fn() -> Vec<String>) -> (Running, Vec<String>) {
     for _ in 0..5 {
         let at = listen();
-        let mut args: Vec<&str> = at.iter().flat_map(|a| ["-l", a.as_str()]).collect();
-        args.extend(["--fdname=http", BIN, "--idle-timeout", "1s"]);
-        let mut child = Command::new("systemd-socket-activate")
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("systemd-socket-activate (Debian package systemd)");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut listening = 0;
-        for l in lines.by_ref().map_while(Result::ok) {
-            eprintln!("{l}");
-            listening += usize::from(l.starts_with("Listening on"));
-            if listening == at.len() {
-                break;
-            }
+        if let Some(running) = common::binary::socket_activate(&at, &[]) {
+            return (running, at);
         }
-        let listening = listening == at.len();
-        if listening {
-            thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("{l}")));
-            return (Running { child }, at);
-        }
-        let _ = child.wait();
     }
     panic!("systemd-socket-activate could not listen");
 }

@@ -32,6 +32,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="rounds of the wrk figures; the best counts")
     ap.add_argument("--idle-timeout", type=int, default=2)
     ap.add_argument("--ours-args", default="", help="extra arguments for our binary")
+    ap.add_argument("--floor", help="bench/lib/floor.rs, built: the cold-start floor")
     ap.add_argument("--only", default="",
                     help="comma-separated figure key prefixes to run (e.g. misbehave, "
                          "load.10M, load.present.32, seq, start, idle, mem.slow); default all")
@@ -168,19 +169,38 @@ def main():
 
     # 3. Cold start under socket activation, and warm, interleaved per trial.
     present = {n: urls[n]["present"] for n in full}
-    activators = [measure.Activator(s, work) for s in [nginx] + ours
+    floor = [servers.Floor(opts.floor)] if opts.floor and wanted("start") else []
+    present.update({f.name: "/nix-cache-info" for f in floor})
+    activators = [measure.Activator(s, work) for s in [nginx] + ours + floor
                   if s.name in present and wanted("start")]
     if activators:
         log(f"cold start: {opts.trials} activations each")
     try:
         cw = measure.cold_and_warm(activators, present, opts.trials)
         for name, (cold, warm) in cw.items():
+            if name == "floor":
+                notes.append(
+                    f"cold-start floor: {measure.median(cold) * 1e3:.1f} ms for bench/lib/floor.rs, "
+                    "a program that only answers a fixed 200, started the same way (the share "
+                    "of every cold start that is the harness's, the kernel's and a Rust "
+                    "program's own start-up)")
+                continue
             results[name]["start.cold"] = measure.median(cold)
             results[name]["start.warm"] = measure.median(warm)
     except (measure.MeasureError, client.BadResponse, OSError) as e:
         notes.append(f"cold start: {one_line(e)}")
     for a in activators:
         a.close()
+    if wanted("start") and "daemon" in present:
+        try:
+            first = measure.daemon_first_answer(opts.daemon_socket, opts.trials)
+            notes.append(
+                f"the nix-daemon's own first answer: {first * 1e3:.1f} ms from connect to the "
+                "reply to the first bytes of its handshake, median of "
+                f"{opts.trials} (a new connection makes it fork a worker and open the store): "
+                "part of the daemon backend's cold start that is the daemon's")
+        except OSError as e:
+            notes.append(f"nix-daemon first answer: {one_line(e)}")
 
     # 4. After the idle timeout: our server should be gone, nginx stays.
     idle = f"{opts.idle_timeout}s"

@@ -184,6 +184,23 @@ def cold_and_warm(activators, paths, trials):
     return out
 
 
+def daemon_first_answer(socket_path, trials):
+    """Median seconds from connecting to the nix-daemon to its reply to the
+    client's magic number (the first step of the worker protocol's
+    handshake, nix-protocols.md §7)."""
+    times = []
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(socket_path)
+            s.sendall((0x6E697863).to_bytes(8, "little"))
+            if len(s.recv(8)) == 0:
+                raise OSError("the nix-daemon closed the connection")
+        times.append(time.perf_counter() - t0)
+    return median(times)
+
+
 def after_idle(activators, paths, idle_seconds, grace=5.0):
     """Activates each server once, then waits the idle timeout plus `grace`:
     per name, (seconds from the last response to the exit or None,

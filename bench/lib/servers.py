@@ -79,6 +79,20 @@ http {{
 """
 
 
+class Floor:
+    """bench/lib/floor.rs: a fixed 200 for every connection, socket activated
+    only; the cold-start floor."""
+
+    serves_idle_timeout = False
+
+    def __init__(self, binary):
+        self.name = "floor"
+        self.binary = binary
+
+    def command(self, port, activated=False, idle_timeout=None):
+        return [self.binary], dict(os.environ)
+
+
 class Ours:
     """Our nix-serve binary with one store backend, signing on or off."""
 

@@ -9,6 +9,7 @@
 use std::fs;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Params};
@@ -246,6 +247,65 @@ impl Store for LocalStore {
 
     fn nar_listing(&mut self, info: &PathInfo) -> Result<Vec<u8>, StoreError> {
         super::listing_from_files(&self.loc.real_store.join(info.path.base_name()), info)
+    }
+
+    fn log_dir(&self) -> Option<&Path> {
+        self.log_dir.as_deref()
+    }
+}
+
+/// A [`LocalStore`] with two holders: the opener, which keeps it open for
+/// the life of the process (`uri.rs`, `KeepOpen`), and the one worker that
+/// serves through it, so the connection start-up checked (schema read,
+/// statements prepared) answers the first request too: the first request
+/// after socket activation opens no database (bench/README.md, "Cold
+/// start"). Only that worker locks it.
+pub struct SharedLocal {
+    store: Arc<Mutex<LocalStore>>,
+    store_dir: StoreDir,
+    log_dir: Option<PathBuf>,
+}
+
+impl SharedLocal {
+    /// The worker's end, and the keeper's.
+    pub fn new(store: LocalStore) -> (SharedLocal, Arc<Mutex<LocalStore>>) {
+        let shared = SharedLocal {
+            store_dir: store.loc.store_dir.clone(),
+            log_dir: store.log_dir.clone(),
+            store: Arc::new(Mutex::new(store)),
+        };
+        let keeper = shared.store.clone();
+        (shared, keeper)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LocalStore> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Store for SharedLocal {
+    fn store_dir(&self) -> &StoreDir {
+        &self.store_dir
+    }
+
+    fn generation(&mut self) -> Result<Generation, StoreError> {
+        self.lock().generation()
+    }
+
+    fn path_info_by_hash(&mut self, hash: &HashPart) -> Result<Option<PathInfo>, StoreError> {
+        self.lock().path_info_by_hash(hash)
+    }
+
+    fn path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {
+        self.lock().path_info(path)
+    }
+
+    fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<NarBody, StoreError> {
+        self.lock().nar(info, offset)
+    }
+
+    fn nar_listing(&mut self, info: &PathInfo) -> Result<Vec<u8>, StoreError> {
+        self.lock().nar_listing(info)
     }
 
     fn log_dir(&self) -> Option<&Path> {

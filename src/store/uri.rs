@@ -12,7 +12,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::daemon::{ChangeSignal, DaemonStore, STALE_BOUND};
-use super::local::{LocalLocation, LocalStore};
+use super::local::{LocalLocation, LocalStore, SharedLocal};
 use super::{Store, StoreError};
 use crate::nix::store_path::{StoreDir, StorePathError};
 
@@ -273,9 +273,9 @@ pub struct Opener {
     log_dir: PathBuf,
     /// How daemon connections learn that the store changed; probed once.
     daemon_changes: ChangeSignal,
-    /// The daemon connection [`Opener::resolve`] checked, for the first
-    /// `open`: its handshake (a nix-daemon fork) is not paid again on the
-    /// first request (bench/README.md, "Cold start").
+    /// The connection [`Opener::resolve`] checked, for the first `open`:
+    /// neither a daemon handshake (a nix-daemon fork) nor a database open is
+    /// paid again on the first request (bench/README.md, "Cold start").
     spare: Arc<Mutex<Option<Box<dyn Store>>>>,
     /// The local backend's probe connection, kept open for as long as any
     /// clone of the opener lives. SQLite deletes a WAL database's -wal and
@@ -371,11 +371,14 @@ impl Opener {
             }
             _ => (None, ChangeSignal::Every(STALE_BOUND)),
         };
-        let keep_open = match backend {
-            Backend::Local(_) => local.map(|s| KeepOpen {
-                _conn: Arc::new(Mutex::new(s)),
-            }),
-            Backend::Daemon { .. } => None,
+        // The local probe serves the first worker and stays open after it.
+        let (spare, keep_open) = match (&backend, local) {
+            (Backend::Local(_), Some(local)) => {
+                let (first, keeper) = SharedLocal::new(local.with_log_dir(log_dir.clone()));
+                let first: Box<dyn Store> = Box::new(first);
+                (Some(first), Some(KeepOpen { _conn: keeper }))
+            }
+            _ => (spare, None),
         };
         Ok(Opener {
             backend,
@@ -387,10 +390,10 @@ impl Opener {
         })
     }
 
-    /// A connection for one worker: with the daemon backend, the first call
-    /// gets the one checked at start-up, already connected; otherwise a
-    /// fresh one, which is cheap: the daemon backend connects on first use,
-    /// the local one reads the database on first query.
+    /// A connection for one worker: the first call gets the one checked at
+    /// start-up, already connected; later ones a fresh one, which is cheap:
+    /// the daemon backend connects on first use, the local one reads the
+    /// database on first query.
     pub fn open(&self) -> Result<Box<dyn Store>, StoreError> {
         let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(store) = spare {

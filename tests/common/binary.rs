@@ -95,6 +95,38 @@ pub fn get_unix(path: &Path, target: &str) -> Reply {
     exchange(s, "GET", target).unwrap()
 }
 
+/// `systemd-socket-activate` (Debian's systemd package) listening on each
+/// of `listen` (`127.0.0.1:PORT` or a socket path) with `--fdname=http`,
+/// ready to start the binary with `--idle-timeout 1s` and `args` on the
+/// first connection; its stderr and the server's go to the test's. `None`
+/// when it could not listen on every address (a port taken meanwhile).
+pub fn socket_activate(listen: &[String], args: &[&str]) -> Option<Running> {
+    let mut child = Command::new("systemd-socket-activate")
+        .args(listen.iter().flat_map(|a| ["-l", a.as_str()]))
+        .args(["--fdname=http", BIN, "--idle-timeout", "1s"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate (Debian package systemd)");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut listening = 0;
+    for l in lines.by_ref().map_while(Result::ok) {
+        eprintln!("{l}");
+        listening += usize::from(l.starts_with("Listening on"));
+        if listening == listen.len() {
+            break;
+        }
+    }
+    if listening < listen.len() {
+        let _ = child.wait();
+        return None;
+    }
+    thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("{l}")));
+    Some(Running { child })
+}
+
 /// The built binary, running; killed when dropped.
 pub struct Running {
     pub child: Child,

@@ -448,13 +448,19 @@ wait "$CL"
 TT=$(since "$TT")
 check "nix-daemon down at start-up, up 3 s later: the waiting client got HTTP $(cat "$RUN/transient.txt") after ${TT}s; service $(state nix-serve.service), NRestarts=$(show nix-serve.service NRestarts)" \
     bash -c '[[ $1 == 200 && $2 == active/running && $3 -ge 1 ]]' _ "$(cat "$RUN/transient.txt")" "$(state nix-serve.service)" "$(show nix-serve.service NRestarts)"
+# A narinfo this process has not been asked for needs the daemon, so asking
+# for it while the daemon is down is a 503.
+TOP_URL="http://127.0.0.1:$PORT/$(hash_of "$P_TOP").narinfo"
 ns systemctl stop test-nix-daemon.service
-down=$(ns curl -s -m 40 -o /dev/null -w '%{http_code}' "$LOOP_URL")
+cached=$(ns curl -s -m 40 -o /dev/null -w '%{http_code}' "$LOOP_URL")
+down=$(ns curl -s -m 40 -o /dev/null -w '%{http_code}' "$TOP_URL")
 ns systemctl start test-nix-daemon.service
 sleep 0.3
-up=$(ns curl -s -m 40 -o /dev/null -w '%{http_code}' "$LOOP_URL")
+up=$(ns curl -s -m 40 -o /dev/null -w '%{http_code}' "$TOP_URL")
 check "nix-daemon restarted while serving: HTTP $down while down, $up once back, no operator" \
     test "$down/$up" = 503/200
+# 200 if the worker that answers still remembers it (a per-connection cache).
+info "while the daemon was down, a narinfo asked before: HTTP $cached"
 # The journal: the store error at priority err, the start-up line only at info.
 errs=$(ns journalctl -u nix-serve.service -p err --since "@$JSINCE" -o cat 2>/dev/null)
 infos=$(ns journalctl -u nix-serve.service -p info --since "@$JSINCE" -o cat 2>/dev/null)
@@ -468,7 +474,8 @@ ns systemctl stop nix-serve.service test-nix-daemon.service 2>/dev/null
 # The client waiting in the socket must be turned away (not left to its own
 # time-out), later clients refused, and `systemctl status` must say why.
 permanent() {
-    local what=$1 dropin=$2 expect=$3 t0 out st sock status_text
+    local what=$1 dropin=$2 expect=$3 t0 out st sock status_text since j said exits
+    since=$(date +%s.%N)
     ns install -D -m 0644 /dev/stdin /etc/systemd/system/nix-serve.service.d/zz-test-bad.conf <<<"$dropin"
     ns systemctl daemon-reload
     ns systemctl reset-failed nix-serve.service nix-serve.socket 2>/dev/null
@@ -483,6 +490,12 @@ permanent() {
     check "$what: the waiting client is turned away after ${t0}s ('${out//$'\n'/ }'), the socket is $sock ($(show nix-serve.socket Result)), the next client: '$later'; systemctl status shows '$expect'" \
         bash -c '[[ $1 != 200 && $2 == failed/failed && $3 == *"curl: (7)"* ]] && grep -qF -- "$4" <<<"$5"' _ \
         "$out" "$sock" "$later" "$expect" "$st"
+    # Once per start in the journal: stderr and syslog both reach it.
+    j=$(ns journalctl -u nix-serve.service --since "@$since" -o cat 2>/dev/null)
+    said=$(grep -cF -- "$expect" <<<"$j")
+    exits=$(grep -c "Main process exited" <<<"$j")
+    check "$what: the journal says '$expect' once per start: $said time(s) for $exits exit(s)" \
+        test "$said" = "$exits" -a "$exits" -ge 1
     echo "FIGURE refused after a permanent failure ($what): ${t0}s"
     ns rm /etc/systemd/system/nix-serve.service.d/zz-test-bad.conf
 }
