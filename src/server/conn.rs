@@ -20,8 +20,8 @@ use crate::http::response::{self, Body, Framing, HandlerError, Response};
 use crate::http::{routes, FastPath};
 use crate::log;
 use crate::metrics::Metrics;
-use crate::nix::nar::{NarReader, Segment};
 
+use super::body::{self, NarStep, Pending, StreamBody};
 use super::pool::{ConnId, Job, Pool};
 pub(super) use super::sock::Sock;
 use super::{Activity, Limits};
@@ -34,13 +34,9 @@ pub const MIN_RATE: u64 = 1024;
 /// send a reset that destroys the reply before the client reads it.
 const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 256 * 1024;
-/// The chunk a worker reads of a computed body at a time.
-const FILL: usize = 64 * 1024;
 /// Bytes one connection may send in one turn of the loop before others get
 /// theirs (a fast client on loopback would otherwise never block).
 const TURN: u64 = 4 << 20;
-/// Framing bytes gathered before a write.
-const GATHER: usize = 16 * 1024;
 const READ_CHUNK: usize = 4096;
 
 /// Where a connection is.
@@ -79,49 +75,6 @@ pub(super) struct Ctx<'a> {
     pub access_log: bool,
     pub draining: bool,
     pub now: Instant,
-}
-
-/// The body still to send.
-enum Pending {
-    None,
-    Nar { reader: NarReader, left: u64 },
-    Stream(StreamBody),
-}
-
-/// A computed body, read by the workers a chunk at a time, one chunk ahead:
-/// while the loop writes one chunk, a worker reads the next.
-struct StreamBody {
-    /// `None` while a worker has it, or after its end.
-    reader: Option<Box<dyn Read + Send>>,
-    /// Bytes still to ask of the reader, when the length is known.
-    left: Option<u64>,
-    chunked: bool,
-    /// The chunk read ahead, framed, for when `out` is written.
-    ready: Option<Vec<u8>>,
-    /// The reader gave its last byte (and, chunked, the last chunk is framed).
-    ended: bool,
-    /// A buffer to hand the next fill.
-    spare: Vec<u8>,
-}
-
-impl StreamBody {
-    /// Hands the reader to a worker for the next chunk, if it is here and
-    /// more is to come.
-    fn request(&mut self, cx: &Ctx<'_>) {
-        if self.ended {
-            return;
-        }
-        let Some(reader) = self.reader.take() else {
-            return;
-        };
-        let want = self.left.map_or(FILL, |l| l.min(FILL as u64) as usize);
-        cx.pool.submit(Job::Fill {
-            id: cx.id,
-            reader,
-            buf: std::mem::take(&mut self.spare),
-            want,
-        });
-    }
 }
 
 /// The request being answered, for the access log.
@@ -350,14 +303,7 @@ impl Conn {
                 Body::Bytes(b) => self.out.extend_from_slice(&b),
                 Body::Nar { reader, len } => self.pending = Pending::Nar { reader, left: len },
                 Body::Stream { reader, len } => {
-                    let mut body = StreamBody {
-                        reader: Some(reader),
-                        left: len,
-                        chunked: framing == Framing::Chunked,
-                        ready: None,
-                        ended: false,
-                        spare: Vec::new(),
-                    };
+                    let mut body = StreamBody::new(reader, len, framing == Framing::Chunked);
                     // The first chunk is read while the head goes out.
                     body.request(cx);
                     self.pending = Pending::Stream(body);
@@ -437,71 +383,33 @@ impl Conn {
         }
     }
 
-    /// One step of a NAR body: gathers framing bytes into `out`, or sends
-    /// file contents with `sendfile(2)`. `None` to go on flushing.
+    /// Goes on with a NAR body ([`body::nar_step`]) and counts what went
+    /// out. `None` to go on flushing.
     fn send_nar(&mut self, cx: &Ctx<'_>, budget: &mut u64) -> Option<Flush> {
         let Pending::Nar { reader, left } = &mut self.pending else {
             return None;
         };
         loop {
-            if *left == 0 {
-                self.pending = Pending::None;
-                return None;
-            }
-            let segment = match reader.segment() {
-                Ok(Some(s)) => s,
-                Ok(None) => {
-                    let left = *left;
-                    return Some(self.source_failed(&format!("the NAR ended {left} bytes early")));
+            match body::nar_step(reader, left, &mut self.out, self.sock.fd(), *budget) {
+                NarStep::Gathered => return None,
+                NarStep::Done => {
+                    self.pending = Pending::None;
+                    return None;
                 }
-                Err(e) => {
-                    let e = e.to_string();
-                    return Some(self.source_failed(&e));
-                }
-            };
-            match segment {
-                Segment::Bytes(b) => {
-                    let k = b.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    self.out.extend_from_slice(&b[..k]);
-                    *left -= k as u64;
-                    let _ = reader.consume(k as u64);
-                    if self.out.len() >= GATHER {
-                        return None;
+                NarStep::Sent(k) => {
+                    self.written += k;
+                    if k > 0 {
+                        self.progress_at = cx.now;
+                        self.window_sent += k;
+                    }
+                    *budget = budget.saturating_sub(k);
+                    if *budget == 0 {
+                        return Some(Flush::Turn);
                     }
                 }
-                Segment::File { .. } if !self.out.is_empty() => return None,
-                Segment::File { file, offset, len } => {
-                    let want = len.min(*left).min(*budget).min(1 << 30) as usize;
-                    let mut off = offset;
-                    let sent = rustix::fs::sendfile(self.sock.fd(), file, Some(&mut off), want);
-                    match sent {
-                        Ok(k) => {
-                            if let Err(e) = reader.consume(k as u64) {
-                                let e = e.to_string();
-                                return Some(self.source_failed(&e));
-                            }
-                            *left -= k as u64;
-                            self.written += k as u64;
-                            if k > 0 {
-                                self.progress_at = cx.now;
-                                self.window_sent += k as u64;
-                            }
-                            *budget = budget.saturating_sub(k as u64);
-                            if *budget == 0 {
-                                return Some(Flush::Turn);
-                            }
-                        }
-                        Err(rustix::io::Errno::AGAIN) => return Some(Flush::Blocked),
-                        Err(rustix::io::Errno::INTR) => {}
-                        Err(e) if is_peer_error(e) => {
-                            return Some(self.client_gone(&io::Error::from(e)))
-                        }
-                        Err(e) => {
-                            let e = format!("sendfile: {e}");
-                            return Some(self.source_failed(&e));
-                        }
-                    }
-                }
+                NarStep::Blocked => return Some(Flush::Blocked),
+                NarStep::PeerGone(e) => return Some(self.client_gone(&e)),
+                NarStep::Failed(e) => return Some(self.source_failed(&e)),
             }
         }
     }
@@ -511,7 +419,7 @@ impl Conn {
     pub fn filled(
         &mut self,
         reader: Box<dyn Read + Send>,
-        mut buf: Vec<u8>,
+        buf: Vec<u8>,
         result: io::Result<usize>,
         cx: &Ctx<'_>,
     ) -> bool {
@@ -519,44 +427,17 @@ impl Conn {
             return false;
         };
         self.state = State::Write;
-        let n = match result {
-            Ok(n) => n,
+        let taken = match result {
+            Ok(n) => body.take(reader, buf, n),
+            Err(e) => Err(e.to_string()),
+        };
+        let chunk = match taken {
+            Ok(chunk) => chunk,
             Err(e) => {
-                let e = e.to_string();
                 self.source_failed(&e);
                 return false;
             }
         };
-        let mut chunk = Vec::new();
-        if n == 0 {
-            if let Some(l) = body.left.filter(|l| *l > 0) {
-                self.source_failed(&format!("the body ended {l} bytes early"));
-                return false;
-            }
-            if body.chunked {
-                chunk.extend_from_slice(b"0\r\n\r\n");
-            }
-            body.ended = true;
-        } else {
-            if let Some(l) = &mut body.left {
-                *l -= n as u64;
-            }
-            if body.chunked {
-                chunk.extend_from_slice(format!("{n:x}\r\n").as_bytes());
-                chunk.extend_from_slice(&buf[..n]);
-                chunk.extend_from_slice(b"\r\n");
-                body.spare = buf;
-            } else {
-                chunk = std::mem::take(&mut buf);
-            }
-            if body.left == Some(0) {
-                // Dropping the reader here, at the exact end, lets a daemon
-                // NAR stream hand its connection back.
-                body.ended = true;
-            } else {
-                body.reader = Some(reader);
-            }
-        }
         if self.out_pos >= self.out.len() {
             self.out = chunk;
             self.out_pos = 0;
@@ -720,14 +601,6 @@ impl Conn {
         ));
         self.log_cut();
     }
-}
-
-fn is_peer_error(e: rustix::io::Errno) -> bool {
-    use rustix::io::Errno;
-    matches!(
-        e,
-        Errno::PIPE | Errno::CONNRESET | Errno::NOTCONN | Errno::TIMEDOUT | Errno::HOSTUNREACH
-    )
 }
 
 /// Combined Log Format, as Starman's `--access-log` writes; the client's

@@ -7,6 +7,7 @@
 //! nothing more is taken from the sockets, and whatever systemd's socket
 //! still holds goes to the next process (`design.md` "Life cycle").
 
+mod body;
 mod conn;
 mod event_loop;
 pub mod listen;
