@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection as Database, OpenFlags};
 
 use crate::nix::hash::Sha256;
+use crate::nix::nar::listing::{listing_from_nar, NarParseError};
 use crate::nix::nar::{NarError, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
@@ -554,12 +555,31 @@ impl Store for DaemonStore {
         }
     }
 
-    /// From the files only: the daemon has no operation for a listing, and
-    /// making one from NarFromPath would read the whole NAR. Files we cannot
-    /// read are an I/O error (500), said in the log.
+    /// From the files when we can read them, as [`Self::nar`]; else made
+    /// from the NAR the daemon sends (it has no operation for a listing),
+    /// which costs reading the whole NAR through, contents skipped.
     fn nar_listing(&mut self, info: &PathInfo) -> Result<Vec<u8>, StoreError> {
         let local = Path::new(self.store_dir.as_str()).join(info.path.base_name());
-        super::listing_from_files(&local, info)
+        match super::listing_from_files(&local, info) {
+            Err(StoreError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound
+                ) =>
+            {
+                let stream = self.nar_from_daemon(info, 0)?;
+                listing_from_nar(stream, info.nar_size).map_err(|e| match e {
+                    NarParseError::Io { source, .. } => {
+                        connection::io_failure("NarFromPath", source)
+                    }
+                    e => StoreError::Protocol(Failure::because(
+                        format!("NarFromPath {}: the daemon's NAR", info.path),
+                        e,
+                    )),
+                })
+            }
+            other => other,
+        }
     }
 
     fn log_dir(&self) -> Option<&Path> {

@@ -172,7 +172,8 @@ pub trait Store: Send {
     fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<NarBody, StoreError>;
 
     /// The NAR listing (`<hash>.ls`) of the valid path `info`, made from its
-    /// files without reading them (`nix::nar::listing`).
+    /// files without reading them (`nix::nar::listing`), or from its NAR
+    /// when the files are not here (a daemon's store elsewhere).
     fn nar_listing(&mut self, info: &PathInfo) -> Result<Vec<u8>, StoreError>;
 
     /// Where Nix keeps this store's build logs ([`log::open`]), if known.

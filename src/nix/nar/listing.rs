@@ -1,6 +1,7 @@
 //! The NAR listing: the JSON that Nix writes next to a NAR with
 //! `write-nar-listing=true` (`<hash>.ls`), made from the NAR plan, so no
-//! file is read, only walked.
+//! file is read, only walked; or, for files not on this machine, from the
+//! NAR itself ([`listing_from_nar`]), the same bytes.
 //!
 //! The shape is Nix 2.8's `listNar` (checked against `nix copy --to
 //! 'file://DIR?write-nar-listing=true'` in `tests/routes_listing.rs`):
@@ -23,6 +24,10 @@ use std::path::Path;
 use super::plan::{Plan, Visit};
 use super::NarError;
 
+mod from_nar;
+
+pub use from_nar::{listing_from_nar, NarParseError};
+
 /// The listing of the NAR of `path`, and that NAR's size (for the caller to
 /// check against what the store recorded).
 pub fn nar_listing(path: &Path) -> Result<(Vec<u8>, u64), NarError> {
@@ -39,27 +44,52 @@ pub fn store_path_listing(path: &Path) -> Result<(Vec<u8>, u64), NarError> {
 }
 
 fn render(plan: &Plan) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(br#"{"version":1,"root":"#);
-    // Directories still open, by depth; each closes with `}}` (its entries
-    // object, then itself).
-    let mut open = 0usize;
-    // Whether the innermost open directory has had an entry yet.
-    let mut first = true;
+    let mut json = Json::new();
     for (depth, name, visit) in plan.visits() {
-        while open > depth {
+        json.visit(depth, name, visit);
+    }
+    json.finish()
+}
+
+/// The listing written node by node in NAR order: from a plan here, from a
+/// NAR stream in `parse.rs`, so both write the same bytes.
+pub(super) struct Json {
+    out: Vec<u8>,
+    /// Directories still open, by depth; each closes with `}}` (its entries
+    /// object, then itself).
+    open: usize,
+    /// Whether the innermost open directory has had an entry yet.
+    first: bool,
+}
+
+impl Json {
+    pub(super) fn new() -> Self {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(br#"{"version":1,"root":"#);
+        Json {
+            out,
+            open: 0,
+            first: true,
+        }
+    }
+
+    /// The next node in NAR order (pre-order, entries sorted), `depth` 0
+    /// and an empty name for the root.
+    pub(super) fn visit(&mut self, depth: usize, name: &[u8], visit: Visit) {
+        let out = &mut self.out;
+        while self.open > depth {
             out.extend_from_slice(b"}}");
-            open -= 1;
-            first = false;
+            self.open -= 1;
+            self.first = false;
         }
         if depth > 0 {
-            if !first {
+            if !self.first {
                 out.push(b',');
             }
-            put_string(&mut out, name);
+            put_string(out, name);
             out.push(b':');
         }
-        first = false;
+        self.first = false;
         match visit {
             Visit::Regular {
                 size,
@@ -77,21 +107,24 @@ fn render(plan: &Plan) -> Vec<u8> {
             }
             Visit::Symlink { target } => {
                 out.extend_from_slice(br#"{"type":"symlink","target":"#);
-                put_string(&mut out, target);
+                put_string(out, target);
                 out.push(b'}');
             }
             Visit::Directory => {
                 out.extend_from_slice(br#"{"type":"directory","entries":{"#);
-                open += 1;
-                first = true;
+                self.open += 1;
+                self.first = true;
             }
         }
     }
-    for _ in 0..open {
-        out.extend_from_slice(b"}}");
+
+    pub(super) fn finish(mut self) -> Vec<u8> {
+        for _ in 0..self.open {
+            self.out.extend_from_slice(b"}}");
+        }
+        self.out.push(b'}');
+        self.out
     }
-    out.push(b'}');
-    out
 }
 
 /// A JSON string of raw bytes, escaped as Nix 2.8's `toJSON` does (see the
