@@ -1,7 +1,8 @@
 //! `/<hash>.ls` against Nix itself: the listing `nix copy --to
 //! 'file://DIR?write-nar-listing=true'` writes for every fixture, and every
-//! `narOffset` checked through our own `Range` replies. Run through
-//! scripts/test.
+//! `narOffset` checked through our own `Range` replies; and through a
+//! nix-daemon whose store's files are not on this machine, where the listing
+//! is made from the NAR it sends. Run through scripts/test.
 
 mod common;
 
@@ -13,7 +14,7 @@ use serde_json::Value;
 
 use common::binary::{start_on_any_port, tmpdir};
 use common::routes::{get, hash_part, request};
-use common::{nix_fresh_cache, succeeded, Fixtures};
+use common::{nix_fresh_cache, run, succeeded, write_file, ChrootStore, Fixtures, TestDaemon};
 
 /// Every regular file in a listing: path inside the store path, size, offset.
 fn files(node: &Value, at: PathBuf, out: &mut Vec<(PathBuf, u64, u64)>) {
@@ -85,16 +86,17 @@ fn check_listings(store_args: &[&str], tag: &str, offsets: bool) {
             "{name}: same JSON, other bytes than Nix's"
         );
         if offsets {
-            check_offsets(addr, name, path, &ours);
+            check_offsets(addr, name, path, Path::new(path), &ours);
         }
     }
     let _ = std::fs::remove_dir_all(&work);
 }
 
 /// For every file (see `step`): `NAR[narOffset .. narOffset + size]`, fetched with a
-/// `Range` request, is the file. Empty files cannot be asked for with a
-/// range; their offset must still be inside the NAR.
-fn check_offsets(addr: SocketAddr, name: &str, path: &str, listing: &Value) {
+/// `Range` request, is the file (read under `real`, where the files of
+/// `path` are). Empty files cannot be asked for with a range; their offset
+/// must still be inside the NAR.
+fn check_offsets(addr: SocketAddr, name: &str, path: &str, real: &Path, listing: &Value) {
     let mut all = Vec::new();
     files(&listing["root"], PathBuf::new(), &mut all);
     let nar_url = format!("/nar/{}.nar", hash_part(path));
@@ -109,9 +111,9 @@ fn check_offsets(addr: SocketAddr, name: &str, path: &str, listing: &Value) {
     for (inner, size, offset) in all.into_iter().step_by(step) {
         // The root itself when the store path is a single file.
         let file = if inner.as_os_str().is_empty() {
-            PathBuf::from(path)
+            real.to_owned()
         } else {
-            Path::new(path).join(&inner)
+            real.join(&inner)
         };
         assert!(offset + size <= total, "{name}/{}", inner.display());
         if size == 0 {
@@ -138,6 +140,121 @@ fn listings_are_nix_own_with_working_offsets() {
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn listings_through_the_daemon_backend() {
     check_listings(&["--store", "daemon"], "listing-daemon", false);
+}
+
+/// A tree with every kind of node (`nix-protocols.md` §3), its bytes
+/// unique to `tag`, so that no store holds it yet.
+fn odd_tree(dir: &Path, tag: &str) {
+    let unique = format!("{tag} {:?} {}\n", dir, std::process::id());
+    std::fs::create_dir_all(dir.join("a/b/c")).unwrap();
+    std::fs::create_dir_all(dir.join("empty-dir")).unwrap();
+    write_file(&dir.join("a/b/c/deep.txt"), unique.as_bytes(), false);
+    write_file(&dir.join("B"), b"", false);
+    write_file(&dir.join("run.sh"), b"#!/bin/sh\necho hi\n", true);
+    // Larger than one read buffer and not a multiple of 8.
+    write_file(&dir.join("big"), &vec![b'x'; 300_001], false);
+    write_file(&dir.join("q\"\\\t\u{1}\u{7f} é"), b"odd name\n", false);
+    for (target, link) in [
+        ("a/b/c/deep.txt", "link-relative"),
+        ("/etc/hostname", "link-absolute"),
+        ("../no/where", "link-dangling"),
+    ] {
+        std::os::unix::fs::symlink(target, dir.join(link)).unwrap();
+    }
+}
+
+/// `nix copy --from STORE --to file://…?write-nar-listing=true` of `path`:
+/// Nix's listing of it.
+fn nix_listing(from: &str, path: &str, work: &Path) -> Vec<u8> {
+    let dir = work.join("file-cache");
+    let to = format!(
+        "file://{}?write-nar-listing=true&compression=none",
+        dir.display()
+    );
+    succeeded(
+        &nix_fresh_cache(
+            "nix",
+            &["copy", "--from", from, "--to", &to, path],
+            &work.join("xdg"),
+        ),
+        "nix copy --to file://",
+    );
+    std::fs::read(dir.join(format!("{}.ls", hash_part(path)))).unwrap()
+}
+
+/// A daemon whose store's files are not on this machine (a chroot store's
+/// own daemon: its paths are `/nix/store/…` to it and do not exist here):
+/// the listing is made from the NAR it sends, and is Nix's, offsets and all.
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn listing_from_the_daemons_nar_when_the_files_are_elsewhere() {
+    let _fx = Fixtures::load();
+    let store = ChrootStore::new("listing-elsewhere");
+    let work = tmpdir("listing-elsewhere");
+    let src = work.join("tree");
+    odd_tree(&src, "elsewhere");
+    let path = run(std::process::Command::new("nix-store")
+        .args(["--store", &store.uri(), "--add"])
+        .arg(&src));
+    let path = path.trim();
+    assert!(
+        !Path::new(path).exists(),
+        "{path} is on this machine: the test needs files that are not"
+    );
+    let want = nix_listing(&store.uri(), path, &work);
+
+    let daemon = TestDaemon::serving(&store.uri());
+    let uri = format!("unix://{}", daemon.socket().display());
+    let (_server, addr, _) = start_on_any_port(&["--store", &uri]);
+    let got = get(addr, &format!("/{}.ls", hash_part(path)));
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert!(
+        got.body == want,
+        "listing differs from Nix's:\nours {}\nNix's {}",
+        got.text(),
+        String::from_utf8_lossy(&want)
+    );
+    let listing: Value = serde_json::from_slice(&got.body).unwrap();
+    let real = store.root().join(path.trim_start_matches('/'));
+    check_offsets(addr, "elsewhere", path, &real, &listing);
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Through a daemon whose files are here, the listing still comes from the
+/// files: a file whose mtime is no longer Nix's makes it fail (the files
+/// were changed behind Nix's back, as for the NAR), where the daemon's NAR
+/// would have given one; and with the mtime back it is Nix's listing again.
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn listing_through_a_daemon_still_from_the_files_here() {
+    let _fx = Fixtures::load();
+    let work = tmpdir("listing-here");
+    let src = work.join("tree");
+    odd_tree(&src, "here");
+    let path = run(std::process::Command::new("nix-store")
+        .arg("--add")
+        .arg(&src));
+    let path = path.trim().to_owned();
+    let want = nix_listing("auto", &path, &work);
+    let (_server, addr, _) = start_on_any_port(&["--store", "daemon"]);
+    let ls = format!("/{}.ls", hash_part(&path));
+    assert!(get(addr, &ls).body == want);
+
+    let file = Path::new(&path).join("a/b/c/deep.txt");
+    let touch = |when: &str| {
+        run(std::process::Command::new("touch")
+            .args(["-h", "-d", when])
+            .arg(&file));
+    };
+    touch("@2");
+    let changed = get(addr, &ls);
+    touch("@1");
+    assert_eq!(changed.status, 500, "{}", changed.text());
+    let back = get(addr, &ls);
+    assert_eq!(back.status, 200);
+    assert!(back.body == want);
+    run(std::process::Command::new("nix-store").args(["--delete", &path]));
+    let _ = std::fs::remove_dir_all(&work);
 }
 
 #[test]

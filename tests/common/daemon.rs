@@ -12,20 +12,34 @@ use super::Scratch;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A `nix-daemon` on `<scratch>/sock`, serving the machine's store. Killing
+/// A `nix-daemon` on `<scratch>/sock`, serving the machine's store (or the
+/// one [`TestDaemon::serving`] names). Killing
 /// it also kills the per-connection workers it forked, as systemd does by
 /// killing the unit's cgroup: Nix puts each worker in its own session, so
 /// the daemon's death alone leaves them serving their connections.
 pub struct TestDaemon {
     dir: Scratch,
     child: Option<Child>,
+    /// `--store` of the daemon: the machine's store without it.
+    store: Option<String>,
 }
 
 impl TestDaemon {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A daemon serving the store `uri` (a `ChrootStore`'s, say) instead of
+    /// the machine's.
+    pub fn serving(uri: &str) -> Self {
+        Self::start_with(Some(uri.to_owned()))
+    }
+
+    fn start_with(store: Option<String>) -> Self {
         let mut d = TestDaemon {
             dir: Scratch::new("daemon"),
             child: None,
+            store,
         };
         d.spawn();
         d
@@ -39,6 +53,7 @@ impl TestDaemon {
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "the test daemon already runs");
         let child = Command::new("nix-daemon")
+            .args(self.store.iter().flat_map(|uri| ["--store", uri.as_str()]))
             .env("NIX_DAEMON_SOCKET_PATH", self.socket())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
