@@ -201,6 +201,15 @@ def trees():
         write("nar_tree", str(i), data)
 
 
+def nars():
+    # nar_listing parses its input as a NAR: Nix's own NARs of small fixtures
+    # (a tree with nested and empty directories, symlinks, an executable).
+    for name in ("tree", "empty-dir", "link-rel", "hello-exe", "text-with-ref", "dep-mid"):
+        nar = subprocess.run(["nix-store", "--dump", fixture(name)], check=True,
+                             stdout=subprocess.PIPE).stdout
+        write("nar_listing", name, nar)
+
+
 if __name__ == "__main__":
     narinfos()
     keys()
@@ -208,3 +217,4 @@ if __name__ == "__main__":
     http()
     trees()
     request_heads()
+    nars()

@@ -13,10 +13,10 @@ use super::Scratch;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A `nix-daemon` on `<scratch>/sock`, serving the machine's store (or the
-/// one [`TestDaemon::serving`] names). Killing
-/// it also kills the per-connection workers it forked, as systemd does by
-/// killing the unit's cgroup: Nix puts each worker in its own session, so
-/// the daemon's death alone leaves them serving their connections.
+/// one [`TestDaemon::serving`] names). Killing it also kills the
+/// per-connection workers it forked, as systemd does by killing the unit's
+/// cgroup: Nix puts each worker in its own session, so the daemon's death
+/// alone leaves them serving their connections.
 pub struct TestDaemon {
     dir: Scratch,
     child: Option<Child>,

@@ -155,10 +155,12 @@ mod tests {
     use std::os::unix::fs::{symlink, PermissionsExt};
     use std::path::PathBuf;
 
-    struct Scratch(PathBuf);
+    /// A path in the temporary directory, removed (with what is under it)
+    /// at the end; also for `from_nar`'s tests.
+    pub(super) struct Scratch(pub(super) PathBuf);
 
     impl Scratch {
-        fn new(name: &str) -> Self {
+        pub(super) fn new(name: &str) -> Self {
             let d = std::env::temp_dir().join(format!(
                 "nix-serve-sd-listing-{}-{name}",
                 std::process::id()
