@@ -379,7 +379,7 @@ mod tests {
 
     #[test]
     fn single_nodes_as_from_files() {
-        let s = Scratch::new("single");
+        let s = Scratch::new("from-nar-single");
         fs::write(&s.0, "hello\n").unwrap();
         assert_same(&s.0);
         fs::set_permissions(&s.0, fs::Permissions::from_mode(0o755)).unwrap();
@@ -415,7 +415,7 @@ mod tests {
 
     #[test]
     fn tree_as_from_files() {
-        let s = Scratch::new("tree");
+        let s = Scratch::new("from-nar-tree");
         make_tree(&s.0);
         assert_same(&s.0);
     }
@@ -424,7 +424,7 @@ mod tests {
     /// a panic and never a listing.
     #[test]
     fn every_truncation_and_wrong_size_fails() {
-        let s = Scratch::new("truncated");
+        let s = Scratch::new("from-nar-truncated");
         fs::create_dir_all(s.0.join("d/e")).unwrap();
         fs::write(s.0.join("d/f"), "abc").unwrap();
         fs::write(s.0.join("x"), "12345678").unwrap();
