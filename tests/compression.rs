@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use common::binary::{start_on_any_port, tmpdir};
+use common::binary::{start_on_any_port, tmpdir, wait_log};
 use common::routes::{get, hash_part, request};
 use common::{nix_fresh_cache, nix_store_dump, output_of, succeeded, Fixtures};
 
@@ -63,7 +63,7 @@ fn nix_copy_from_a_zstd_cache() {
         );
     }
     // The client took the compressed URLs.
-    let log = log.lock().unwrap().clone();
+    let log = wait_log(&log, "a NAR request", |t| t.contains("GET /nar/"));
     let nars: Vec<&str> = log.lines().filter(|l| l.contains("GET /nar/")).collect();
     assert!(!nars.is_empty(), "{log}");
     assert!(

@@ -10,11 +10,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::binary::{exchange, get, socket_activate, start_on_any_port, wait_exit, Reply};
+use common::binary::{
+    exchange, get, socket_activate, start_on_any_port, wait_exit, wait_log, Reply,
+};
 use common::{ChrootStore, Fixtures, Scratch};
 use nix_serve_sd::metrics::Metrics;
 
@@ -41,19 +43,6 @@ fn value(text: &str, series: &str) -> Option<u64> {
 
 fn read_file(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Waits (bounded) until the collected log holds `needle`.
-fn wait_log(log: &Mutex<String>, needle: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let text = log.lock().unwrap().clone();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(start.elapsed() < LIMIT, "no {needle:?} in the log:\n{text}");
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -154,7 +143,7 @@ fn counts_after_a_known_sequence_of_requests() {
     assert_eq!(value(&saved, "nix_serve_activations_total"), Some(1));
     let metrics_200 = "nix_serve_requests_total{route=\"metrics\",status=\"200\"}";
     assert_eq!(value(&saved, metrics_200), Some(2), "{saved}");
-    let log = wait_log(&log, "Exiting after");
+    let log = wait_log(&log, "exit line", |t| t.contains("Exiting after"));
     assert!(log.contains(" 11 requests answered, "), "{log}");
     assert!(!log.contains("warning"), "{log}");
 }
@@ -290,7 +279,7 @@ fn a_corrupt_or_foreign_file_is_replaced_with_a_warning() {
         let (server, addr, log) = start_on_any_port(&["--metrics-file", file_arg]);
         assert_eq!(get(addr, "/nix-cache-info").status, 200, "{what}");
         assert!(server.terminate().success(), "{what}");
-        let log = wait_log(&log, "Exiting after");
+        let log = wait_log(&log, "exit line", |t| t.contains("Exiting after"));
         let warnings = log.matches("--metrics-file").count();
         assert_eq!(warnings, 1, "{what}: {log}");
         assert!(log.contains("replaced"), "{what}: {log}");

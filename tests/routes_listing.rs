@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use common::binary::{start_on_any_port, tmpdir};
+use common::binary::{start_on_any_port, tmpdir, wait_log};
 use common::routes::{get, hash_part, request};
 use common::{nix_fresh_cache, run, succeeded, write_file, ChrootStore, Fixtures, TestDaemon};
 
@@ -329,7 +329,7 @@ fn nix_store_ls_and_cat() {
     );
     succeeded(&cat, "nix store cat");
     assert_eq!(cat.stdout, std::fs::read(&deep).unwrap());
-    let log = log.lock().unwrap().clone();
+    let log = wait_log(&log, "a NAR request", |t| t.contains("/nar/"));
     let nar_lines: Vec<&str> = log.lines().filter(|l| l.contains("/nar/")).collect();
     eprintln!(
         "NAR requests of nix store ls and cat:\n{}",

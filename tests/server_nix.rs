@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::binary::{free_port, get, start_on_any_port, tmpdir, wait_listening, Running};
+use common::binary::{
+    free_port, get, start_on_any_port, tmpdir, wait_listening, wait_log, Running,
+};
 use common::{nix_fresh_cache, succeeded, Fixtures};
 
 /// The closure we copy: input-addressed paths (so a wrong key must be
@@ -188,7 +190,7 @@ fn drop_in_command_line() {
     assert_eq!(get(addr, &format!("/{hash}.narinfo")).status, 200);
     let status = server.terminate();
     assert!(status.success(), "SIGTERM is a clean exit: {status}");
-    let stderr = log.lock().unwrap().clone();
+    let stderr = wait_log(&log, "the exit line", |t| t.contains("Exiting after"));
     assert!(
         stderr.contains("\"GET /nix-cache-info HTTP/1.1\" 200"),
         "access log: {stderr}"
@@ -333,14 +335,12 @@ fn daemon_restart_is_503_then_recovers() {
     }
     // The log says why, down to the system's reason: the error's source
     // chain, not only its outermost message.
-    let logged = log.lock().unwrap().clone();
     let connect = format!("cannot connect to nix-daemon at {}: ", socket.display());
-    assert!(
+    wait_log(&log, "connect error with its os error", |logged| {
         logged
             .lines()
-            .any(|l| l.contains(&unseen) && l.contains(&connect) && l.contains("(os error")),
-        "{logged}"
-    );
+            .any(|l| l.contains(&unseen) && l.contains(&connect) && l.contains("(os error"))
+    });
 
     let daemon = start_daemon();
     for target in [&narinfo, &unseen] {
