@@ -278,6 +278,12 @@ impl DaemonStore {
         self
     }
 
+    /// Where `info`'s files are on this machine, if the daemon's store is
+    /// this machine's (read directly when we can).
+    fn files_of(&self, info: &PathInfo) -> PathBuf {
+        Path::new(self.store_dir.as_str()).join(info.path.base_name())
+    }
+
     pub fn socket(&self) -> &Path {
         &self.socket
     }
@@ -493,6 +499,16 @@ fn query_path_info(
     Ok(Some(info))
 }
 
+/// A failure to read a path's files that the daemon can make up for: not
+/// ours to read (permissions), or not on this machine (the socket leads
+/// elsewhere). The daemon can still send the NAR.
+fn not_here(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound
+    )
+}
+
 impl Store for DaemonStore {
     fn store_dir(&self) -> &StoreDir {
         &self.store_dir
@@ -527,30 +543,13 @@ impl Store for DaemonStore {
     /// through its process), else through NarFromPath.
     fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<NarBody, StoreError> {
         check_offset(info, offset)?;
-        let local = Path::new(self.store_dir.as_str()).join(info.path.base_name());
+        let local = self.files_of(info);
         match NarReader::open_store_path_at(&local, offset) {
             Ok(reader) if reader.nar_size() == info.nar_size => Ok(NarBody::Files(reader)),
-            Ok(reader) => Err(StoreError::Corrupt(
-                format!(
-                    "{}: the files make a {}-byte NAR, the store says {}",
-                    local.display(),
-                    reader.nar_size(),
-                    info.nar_size
-                )
-                .into(),
-            )),
-            // Not ours to read (permissions), or not on this machine (the
-            // socket leads elsewhere): the daemon can still send it.
-            Err(NarError::Io { source, .. })
-                if matches!(
-                    source.kind(),
-                    io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound
-                ) =>
-            {
-                Ok(NarBody::Stream(Box::new(
-                    self.nar_from_daemon(info, offset)?,
-                )))
-            }
+            Ok(reader) => Err(super::wrong_size(&local, reader.nar_size(), info)),
+            Err(NarError::Io { source, .. }) if not_here(&source) => Ok(NarBody::Stream(Box::new(
+                self.nar_from_daemon(info, offset)?,
+            ))),
             Err(e) => Err(e.into()),
         }
     }
@@ -559,14 +558,8 @@ impl Store for DaemonStore {
     /// from the NAR the daemon sends (it has no operation for a listing),
     /// which costs reading the whole NAR through, contents skipped.
     fn nar_listing(&mut self, info: &PathInfo) -> Result<Vec<u8>, StoreError> {
-        let local = Path::new(self.store_dir.as_str()).join(info.path.base_name());
-        match super::listing_from_files(&local, info) {
-            Err(StoreError::Io(e))
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound
-                ) =>
-            {
+        match super::listing_from_files(&self.files_of(info), info) {
+            Err(StoreError::Io(e)) if not_here(&e) => {
                 let stream = self.nar_from_daemon(info, 0)?;
                 listing_from_nar(stream, info.nar_size).map_err(|e| match e {
                     NarParseError::Io { source, .. } => {

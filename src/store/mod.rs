@@ -193,16 +193,22 @@ pub trait Store: Send {
 fn listing_from_files(real: &Path, info: &PathInfo) -> Result<Vec<u8>, StoreError> {
     let (json, size) = store_path_listing(real)?;
     if size != info.nar_size {
-        return Err(StoreError::Corrupt(
-            format!(
-                "{}: the files make a {size}-byte NAR, the store says {}",
-                real.display(),
-                info.nar_size
-            )
-            .into(),
-        ));
+        return Err(wrong_size(real, size, info));
     }
     Ok(json)
+}
+
+/// The files at `real` make a `size`-byte NAR where the store recorded
+/// another: changed behind Nix's back, never to be sent as they are.
+fn wrong_size(real: &Path, size: u64, info: &PathInfo) -> StoreError {
+    StoreError::Corrupt(
+        format!(
+            "{}: the files make a {size}-byte NAR, the store says {}",
+            real.display(),
+            info.nar_size
+        )
+        .into(),
+    )
 }
 
 /// Where a NAR's bytes come from.
