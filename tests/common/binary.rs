@@ -269,19 +269,12 @@ fn start_on_any_port_with(
 /// Waits (up to 30 s) until the log [`start_on_any_port`] collects satisfies
 /// `found`, and returns it: its lines reach the test through a reader
 /// thread, so a reply can arrive before the line its server wrote first.
+/// (The reader thread also prints each line, so a time-out shows the log.)
 pub fn wait_log(log: &Mutex<String>, what: &str, found: impl Fn(&str) -> bool) -> String {
-    let start = Instant::now();
-    loop {
-        let text = log.lock().unwrap().clone();
-        if found(&text) {
-            return text;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no {what} in the log:\n{text}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    super::wait_until(what, Duration::from_secs(30), || {
+        found(&log.lock().unwrap())
+    });
+    log.lock().unwrap().clone()
 }
 
 /// Waits until `addr` accepts connections, panicking after `limit`.
