@@ -207,6 +207,10 @@ pub fn access(line: &str) {
     }
 }
 
+/// Writes out what is logged so far, before the process exits. Lines are
+/// written as they come, so nothing waits.
+pub fn flush() {}
+
 /// `s` as nginx writes request fields into its access log (`escape=default`):
 /// `"` and `\` and every byte outside printable ASCII (controls, DEL,
 /// UTF-8) as `\xHH`. A client's User-Agent or target then cannot end the
