@@ -568,11 +568,13 @@ def report(opts, results, notes, ours_names, peer_names, idle, first_count):
         comparisons.append((["nginx", *peer_names], "the better of nginx and " + ", ".join(peer_names)))
     for peers, what in comparisons:
         w = figures.worst(results, peers, ours_names)
-        if w:
+        if w and w[0] > 1:
             s, key, name = w
             label = next(lbl for k, lbl, _, _ in figures.FIGURES if k == key)
             lines += ["", f"Furthest behind {what} (medians and throughput): "
                           f"{label.format(**ctx)} ({name}), {s:.2f}× worse."]
+        elif w:
+            lines += ["", f"Behind {what} in no median or throughput figure."]
     if opts.only:
         lines += ["", f"Only the figures {opts.only} (and the RSS after start) were run."]
     if not opts.binary:
