@@ -3,6 +3,7 @@ them in turn (interleaved, so load from elsewhere hits all alike), prints the
 table. Called by bench/run after the set-up; see bench/README.md."""
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -149,6 +150,8 @@ def main():
                     sample=conns == 256)
         # Narinfo asked the first time: a new instance of each server (no reply
         # cached yet), every path of the 32,000 asked exactly once.
+        if wanted("load.first"):
+            warm_first_ask(opts.state, paths["first"])
         for conns in (32, 256):
             if wanted(f"load.first.{conns}"):
                 for name in order(full):
@@ -380,24 +383,52 @@ def misbehave_notes(notes, name, when, summary):
         notes.append(f"{name}, misbehaving clients {when}: " + "; ".join(said))
 
 
+def warm_first_ask(state, first):
+    """Reads what the first-ask figures read from disk into the page cache,
+    alike for all: nginx's 32,000 narinfo files and the store's database.
+    Otherwise the first server measured would read them from the disk (the
+    cold-disk scenario empties the page cache) and the others would not."""
+    db = os.path.join(os.environ.get("NIX_STATE_DIR", "/nix/var/nix"), "db/db.sqlite")
+    files = [os.path.join(state, "cache", f"{hashpart(p)}.narinfo") for p in first]
+    for path in files + [db, db + "-wal"]:
+        try:
+            with open(path, "rb") as f:
+                while f.read(1 << 20):
+                    pass
+        except FileNotFoundError:
+            pass
+
+
+@contextlib.contextmanager
+def new_instance(spec, work, tag, notes, what):
+    """A new instance of spec for one scenario, stopped at the end; None, and
+    a note, if it did not start."""
+    try:
+        srv = servers.Running(spec, work, tag=tag)
+    except servers.StartError as e:
+        notes.append(f"{spec.name}, {what}: did not start: {one_line(e)}")
+        yield None
+        return
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
 def first_ask(spec, work, paths_file, conns, results, notes):
     """load.first.CONNS for one server: a new instance, every path of the
     first-ask list asked once (wrk-once.lua), then stopped; the best round
     counts, as for the other wrk figures."""
     key = f"load.first.{conns}"
     log(f"{key}: {spec.name}")
-    try:
-        srv = servers.Running(spec, work, tag="-first")
-    except servers.StartError as e:
-        notes.append(f"{spec.name}, {key}: did not start: {one_line(e)}")
-        return
-    try:
-        r = measure.wrk_once(srv.port, paths_file, conns)
-    except measure.MeasureError as e:
-        notes.append(f"{spec.name}, {key}: {one_line(e)}")
-        return
-    finally:
-        srv.stop()
+    with new_instance(spec, work, "-first", notes, key) as srv:
+        if srv is None:
+            return
+        try:
+            r = measure.wrk_once(srv.port, paths_file, conns)
+        except measure.MeasureError as e:
+            notes.append(f"{spec.name}, {key}: {one_line(e)}")
+            return
     if r["requests"] != r["sent"]:
         notes.append(f"{spec.name}, {key}: {r['sent']} paths asked, {r['requests']} answers counted")
     wrk_notes(notes, spec.name, key, r)
@@ -423,21 +454,17 @@ def cold_disk(opts, work, paths, spec_of, names, results, notes):
             for name in names:
                 spec = on_slow_disk(spec_of[name], mounts, work)
                 log(f"cold disk: {spec.name}")
-                try:
-                    srv = servers.Running(spec, work, tag="-cold")
-                except servers.StartError as e:
-                    notes.append(f"{spec.name}, cold disk: did not start: {one_line(e)}")
-                    continue
-                try:
-                    urls = preflight(srv, paths)
-                    nar_size = nar_length(srv.port, paths["nar-1G"])
-                    times, other, got, seconds = cold.run(srv, urls["present"], urls["1G"], nar_size,
-                                                          opts.cold_seconds)
-                except (measure.MeasureError, client.BadResponse, OSError) as e:
-                    notes.append(f"{spec.name}, cold disk: {one_line(e)}")
-                    continue
-                finally:
-                    srv.stop()
+                with new_instance(spec, work, "-cold", notes, "cold disk") as srv:
+                    if srv is None:
+                        continue
+                    try:
+                        urls = preflight(srv, paths)
+                        nar_size = nar_length(srv.port, paths["nar-1G"])
+                        times, other, got, seconds = cold.run(
+                            srv, urls["present"], urls["1G"], nar_size, opts.cold_seconds)
+                    except (measure.MeasureError, client.BadResponse, OSError) as e:
+                        notes.append(f"{spec.name}, cold disk: {one_line(e)}")
+                        continue
                 r = results[spec.name]
                 r["cold.narinfo.p50"] = measure.percentile(times, 50)
                 r["cold.narinfo.p99"] = measure.percentile(times, 99)

@@ -15,6 +15,11 @@ set -euo pipefail
 STATE=$1 KEY=$2
 log() { echo "bench setup: $*" >&2; }
 elapsed() { awk -v a="$1" -v b="$(date +%s%N)" 'BEGIN {printf "%.1f", (b - a) / 1e9}'; }
+# copy_to STORE-URI LOG: `nix copy` of the store paths on stdin, its output in LOG.
+copy_to() {
+  xargs nix --extra-experimental-features nix-command copy --to "$1" 2>"$2" ||
+    { tail -20 "$2" >&2; log "nix copy failed (log: $2)"; exit 1; }
+}
 mkdir -p "$STATE"
 
 # ------------------------------------------------------------------ store paths
@@ -91,9 +96,7 @@ else
   log "writing the static cache with nix copy (compression=none)"
   rm -rf "$STATE/cache" "$STATE/cache-first.stamp"
   start=$(date +%s%N)
-  cut -f2 "$STATE/paths.tsv" | xargs nix --extra-experimental-features nix-command \
-    copy --to "file://$STATE/cache?compression=none&secret-key=$KEY" 2>"$STATE/copy.log" ||
-    { tail -20 "$STATE/copy.log" >&2; log "nix copy failed (log: $STATE/copy.log)"; exit 1; }
+  cut -f2 "$STATE/paths.tsv" | copy_to "file://$STATE/cache?compression=none&secret-key=$KEY" "$STATE/copy.log"
   log "static cache written in $(elapsed "$start") s"
   echo "$stamp" >"$STATE/cache.stamp"
 fi
@@ -143,9 +146,7 @@ if [ "$(cat "$STATE/cache-first.stamp" 2>/dev/null)" = "$stamp_first" ] && [ -s 
 else
   log "adding the first-ask corpus to the static cache (once; about 15 s)"
   start=$(date +%s%N)
-  xargs nix --extra-experimental-features nix-command \
-    copy --to "file://$STATE/cache?compression=none&secret-key=$KEY" <"$STATE/first.txt" 2>"$STATE/copy-first.log" ||
-    { tail -20 "$STATE/copy-first.log" >&2; log "nix copy failed (log: $STATE/copy-first.log)"; exit 1; }
+  copy_to "file://$STATE/cache?compression=none&secret-key=$KEY" "$STATE/copy-first.log" <"$STATE/first.txt"
   log "first-ask corpus cached in $(elapsed "$start") s"
   echo "$stamp_first" >"$STATE/cache-first.stamp"
 fi
@@ -164,9 +165,7 @@ else
   log "copying the paths to the chroot store $STATE/chroot (once; about 1 GiB)"
   rm -rf "$STATE/chroot"
   start=$(date +%s%N)
-  cut -f2 "$STATE/paths.tsv" | xargs nix --extra-experimental-features nix-command \
-    copy --to "local?root=$STATE/chroot" 2>"$STATE/copy-chroot.log" ||
-    { tail -20 "$STATE/copy-chroot.log" >&2; log "nix copy failed (log: $STATE/copy-chroot.log)"; exit 1; }
+  cut -f2 "$STATE/paths.tsv" | copy_to "local?root=$STATE/chroot" "$STATE/copy-chroot.log"
   log "chroot store written in $(elapsed "$start") s"
   echo "$stamp_chroot" >"$STATE/chroot.stamp"
 fi
