@@ -13,7 +13,7 @@ import tempfile
 import time
 
 import client
-import cold
+import colddisk
 import figures
 import measure
 import procs
@@ -438,18 +438,18 @@ def first_ask(spec, work, paths_file, conns, results, notes):
 
 def cold_disk(opts, work, paths, spec_of, names, results, notes):
     """The cold-disk scenario for each of `names`, once each: a new instance on
-    the slow mounts (on_slow_disk), checked as every server is, then cold.run.
+    the slow mounts (on_slow_disk), checked as every server is, then colddisk.run.
     Ours with the local backend only: the daemon backend would need a
     nix-daemon of its own on the chroot store."""
     slow_dir = opts.slow_dir or os.path.join(work, "slow")
     notes.append(f"cold disk: the store and nginx's cache behind a FUSE mirror that sleeps "
                  f"{opts.slow_delay_ms:g} ms before every read (bench/lib/slowfs.py); page cache "
-                 f"emptied before each server's turn; {cold.STREAMS} clients fetch the 1 GiB NAR "
+                 f"emptied before each server's turn; {colddisk.STREAMS} clients fetch the 1 GiB NAR "
                  f"once each (capped at {opts.cold_seconds} s) while a fifth asks an "
                  f"already-answered narinfo on a fresh connection every "
-                 f"{cold.INTERVAL * 1e3:.0f} ms; ours with the local backend only")
+                 f"{colddisk.INTERVAL * 1e3:.0f} ms; ours with the local backend only")
     try:
-        mounts = cold.SlowMounts(opts.state, slow_dir, opts.slow_delay_ms, opts.fusepy)
+        mounts = colddisk.SlowMounts(opts.state, slow_dir, opts.slow_delay_ms, opts.fusepy)
         with mounts:
             for name in names:
                 spec = on_slow_disk(spec_of[name], mounts, work)
@@ -460,7 +460,7 @@ def cold_disk(opts, work, paths, spec_of, names, results, notes):
                     try:
                         urls = preflight(srv, paths)
                         nar_size = nar_length(srv.port, paths["nar-1G"])
-                        times, other, got, seconds = cold.run(
+                        times, other, got, seconds = colddisk.run(
                             srv, urls["present"], urls["1G"], nar_size, opts.cold_seconds)
                     except (measure.MeasureError, client.BadResponse, OSError) as e:
                         notes.append(f"{spec.name}, cold disk: {one_line(e)}")
