@@ -137,8 +137,9 @@ class Harmonia:
     ours, configured as its README says: a TOML file named by CONFIG_FILE.
     It reads the store's db.sqlite itself (never the daemon), so a chroot
     store is `root`'s nix/store and nix/var/nix/db/db.sqlite. Its defaults
-    otherwise: one actix worker per core, zstd only for clients that ask
-    (wrk and curl do not). No socket activation and no idle exit."""
+    otherwise: its own count of actix workers (4 on a 2-core machine), zstd
+    only for clients that ask (wrk and curl do not). No socket activation
+    and no idle exit."""
 
     signs = True
     serves_idle_timeout = False
