@@ -8,9 +8,9 @@ store path has mtime 1 and the size it expects. Only `read` is slowed;
 lookups, attributes, directory listings and symlinks answer at once, as a
 disk's metadata mostly comes from memory. Runs in the foreground until it is
 unmounted (`fusermount -u MOUNTPOINT`); libfuse's multi-threaded loop serves
-concurrent reads in parallel, so each waits its own delay, as requests queued
-on a disk would not. Needs fusepy (PyPI) and libfuse 2 (Debian's `libfuse2`,
-`fuse` for fusermount)."""
+concurrent reads in parallel, so their delays run side by side (a network
+volume's fixed latency, an SSD's deep queue), not one after another. Needs
+fusepy (PyPI) and libfuse 2 (Debian's `libfuse2`, `fuse` for fusermount)."""
 
 import argparse
 import errno
