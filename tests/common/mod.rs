@@ -14,6 +14,7 @@ pub mod in_process;
 mod nix;
 pub mod routes;
 mod scratch;
+mod upstream;
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ pub use nix::{
     run, succeeded,
 };
 pub use scratch::{write_file, Scratch};
+pub use upstream::UpstreamServer;
 
 /// Tests that count the process's file descriptors, chmod directories or
 /// kill daemons take this first: one at a time within a test binary.

@@ -312,6 +312,58 @@ fn unlinked_file(dir: &Path) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nix::path_info::tests::ref_txt;
+    use crate::store::upstream::decompress::Method;
+
+    /// A download whose whole NAR `bytes` is in the file, not yet checked.
+    fn arrived(bytes: &[u8]) -> Arc<Download> {
+        let mut info = ref_txt();
+        info.nar_size = bytes.len() as u64;
+        let found = Found {
+            cache: 0,
+            info,
+            nar_url: "http://127.0.0.1:1/nar/x.nar".into(),
+            compression: Method::None,
+        };
+        let d = Download::new(Arc::new(found), &std::env::temp_dir(), false).unwrap();
+        d.file.write_all_at(bytes, 0).unwrap();
+        d.lock().written = bytes.len() as u64;
+        d
+    }
+
+    fn end(d: &Download, outcome: Outcome) {
+        d.lock().outcome = outcome;
+        d.changed.notify_all();
+    }
+
+    #[test]
+    fn the_last_byte_waits_for_the_check() {
+        let nar = b"0123456789";
+        for (outcome, last) in [
+            (Outcome::Verified, Some(&b"9"[..])),
+            (Outcome::Failed("hash mismatch".into()), None),
+        ] {
+            let d = arrived(nar);
+            let mut r = d.reader();
+            let mut buf = [0u8; 64];
+            // Everything has arrived, but it is not checked yet.
+            let n = r.read(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"012345678", "{outcome:?}");
+            end(&d, outcome.clone());
+            match (r.read(&mut buf), last) {
+                (Ok(n), Some(last)) => assert_eq!(&buf[..n], last),
+                (Err(e), None) => assert!(e.to_string().contains("hash mismatch"), "{e}"),
+                (other, _) => panic!("{outcome:?}: {other:?}"),
+            }
+            // A reader joining late starts from byte 0.
+            let mut late = Vec::new();
+            let got = d.reader().read_to_end(&mut late);
+            assert_eq!(got.is_ok(), last.is_some(), "{outcome:?}");
+            if got.is_ok() {
+                assert_eq!(late, nar);
+            }
+        }
+    }
 
     #[test]
     fn the_temporary_file_has_no_name() {
