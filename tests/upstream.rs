@@ -416,3 +416,46 @@ fn https_with_the_ca_bundle_given_and_not_without_it() {
     })
     .is_err());
 }
+
+#[test]
+#[ignore = "needs real Nix, fixtures and Debian's nginx: run scripts/test"]
+fn past_the_most_downloads_a_new_one_is_refused_and_one_under_way_is_joined() {
+    let fx = Fixtures::load();
+    let server = UpstreamServer::start();
+    let (leaf, empty) = (fx.path("dep-leaf"), fx.path("empty"));
+    server.add_cache("xz", "xz", Some(&fx.key("secret")), &[leaf, empty]);
+    let tmp = Scratch::new("pull-through-tmp");
+    let up = Upstream::new(Config {
+        caches: vec![CacheUrl::parse(&server.url("xz")).unwrap()],
+        store_dir: StoreDir::default(),
+        ca_bundle: None,
+        max_downloads: 1,
+        max_import: 1 << 30,
+        temp_dir: tmp.path().to_path_buf(),
+        import: None,
+    })
+    .unwrap();
+    // Both narinfos are remembered; then the upstream stops answering.
+    for p in [leaf, empty] {
+        assert!(matches!(up.narinfo(&hash_of(p)), Lookup::Found(_)));
+    }
+    server.signal("STOP");
+    let stalled = up.nar(&hash_of(leaf), None).unwrap();
+    assert!(up.busy());
+    match up.nar(&hash_of(empty), None) {
+        Err(UpstreamError::Busy(1)) => {}
+        other => panic!("{:?}", other.map(|n| n.info)),
+    }
+    // The one under way is joined, not counted again.
+    let joined = up.nar(&hash_of(leaf), None).unwrap();
+    server.signal("CONT");
+    for r in [stalled.reader, joined.reader] {
+        let (bytes, err) = read_all(r);
+        assert!(err.is_none() && bytes == nix_store_dump(leaf), "{err:?}");
+    }
+    wait_idle(&up);
+    assert!(!up.busy());
+    let nar = up.nar(&hash_of(empty), None).unwrap();
+    assert_eq!(read_all(nar.reader).0, nix_store_dump(empty));
+    assert_eq!(count(&up.stats().imports, "serve-only"), 2);
+}

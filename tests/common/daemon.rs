@@ -143,7 +143,7 @@ impl Drop for TestDaemon {
 }
 
 /// Processes whose parent is `pid`, from `/proc/<pid>/stat` field 4.
-fn workers_of(pid: u32) -> Vec<String> {
+pub(super) fn workers_of(pid: u32) -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {

@@ -172,6 +172,19 @@ impl UpstreamServer {
         format!("https://127.0.0.1:{}/{name}", self.https_port)
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to nginx's master and worker: a
+    /// stopped upstream accepts connections (the kernel does) and answers
+    /// nothing.
+    pub fn signal(&self, signal: &str) {
+        let mut pids = super::daemon::workers_of(self.nginx.id());
+        pids.push(self.nginx.id().to_string());
+        Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(&pids)
+            .status()
+            .expect("run kill(1) (package procps)");
+    }
+
     /// Requests in the access log whose line contains `needle`.
     pub fn requests(&self, needle: &str) -> usize {
         std::fs::read_to_string(self.scratch.join("access.log"))
