@@ -13,18 +13,14 @@ use nix_serve_sd::nix::signing::SecretKey;
 use nix_serve_sd::nix::store_path::StoreDir;
 use nix_serve_sd::store::{Store, StoreError};
 
-use common::{nix_path_info, nix_store_dump, ChrootStore, Fixtures, TestDaemon};
+use common::{
+    nix_path_info, nix_store_dump, store_trusting_test_key, ChrootStore, Fixtures, TestDaemon,
+};
 
 const REPLY: Duration = Duration::from_secs(60);
 
-/// An empty chroot store and a daemon for it that trusts `keys/public`
-/// alone, requires signatures and substitutes nothing.
 fn empty_store(fx: &Fixtures) -> (ChrootStore, TestDaemon) {
-    let store = ChrootStore::new("add-to-store");
-    let public = std::fs::read_to_string(fx.key("public")).unwrap();
-    let config = format!("trusted-public-keys = {public}\nrequire-sigs = true\nsubstituters =\n");
-    let daemon = TestDaemon::serving_with(&store.uri(), &config);
-    (store, daemon)
+    store_trusting_test_key(fx, "add-to-store")
 }
 
 /// The machine's info of fixture `name`, signed with `key` (none: unsigned).

@@ -20,16 +20,38 @@ use nix_serve_sd::store::upstream::{
 use nix_serve_sd::store::Store;
 
 use common::{
-    nix_path_info, nix_store_dump, run, ChrootStore, Fixtures, Scratch, TestDaemon, UpstreamServer,
+    nix_path_info, nix_store_dump, run, store_trusting_test_key, ChrootStore, Fixtures, Scratch,
+    TestDaemon, UpstreamServer,
 };
 
-/// An empty chroot store and its daemon, trusting `keys/public` alone.
-fn empty_store(fx: &Fixtures) -> (ChrootStore, TestDaemon) {
-    let store = ChrootStore::new("pull-through");
-    let public = std::fs::read_to_string(fx.key("public")).unwrap();
-    let config = format!("trusted-public-keys = {public}\nrequire-sigs = true\nsubstituters =\n");
-    let daemon = TestDaemon::serving_with(&store.uri(), &config);
-    (store, daemon)
+/// Pull-through from `cache` into an empty store of its own.
+struct Importing {
+    store: ChrootStore,
+    daemon: TestDaemon,
+    /// Where the downloads' files are: kept as long as `up`.
+    _tmp: Scratch,
+    up: Upstream,
+}
+
+/// nginx with one cache, `xz`, of the closures of `paths` signed with the
+/// test key, and pull-through from it.
+fn signed_xz(fx: &Fixtures, paths: &[&str]) -> (UpstreamServer, Importing) {
+    let server = UpstreamServer::start();
+    server.add_cache("xz", "xz", Some(&fx.key("secret")), paths);
+    let t = importing(fx, &server.url("xz"));
+    (server, t)
+}
+
+fn importing(fx: &Fixtures, cache: &str) -> Importing {
+    let (store, daemon) = store_trusting_test_key(fx, "pull-through");
+    let tmp = Scratch::new("pull-through-tmp");
+    let up = upstream(&[cache.to_owned()], Some(&daemon), None, &tmp);
+    Importing {
+        store,
+        daemon,
+        _tmp: tmp,
+        up,
+    }
 }
 
 fn upstream(
@@ -106,15 +128,13 @@ fn a_closure_comes_through_once_and_into_the_store_whatever_the_compression() {
     let paths = closure(top);
     for compression in ["xz", "zstd", "bzip2", "none"] {
         server.add_cache(compression, compression, Some(&fx.key("secret")), &[top]);
-        let (store, daemon) = empty_store(&fx);
-        let tmp = Scratch::new("pull-through-tmp");
-        let up = upstream(&[server.url(compression)], Some(&daemon), None, &tmp);
+        let t = importing(&fx, &server.url(compression));
         for full in &paths {
             let hash = hash_of(full);
-            let Lookup::Found(found) = up.narinfo(&hash) else {
+            let Lookup::Found(found) = t.up.narinfo(&hash) else {
                 panic!("{compression}: {full} not found upstream");
             };
-            let text = up.render(&found);
+            let text = t.up.render(&found);
             let served = NarInfo::parse(&text, &StoreDir::default()).unwrap();
             let source = nix_path_info(None, full);
             assert_eq!(served.compression, "none", "{text}");
@@ -132,7 +152,7 @@ fn a_closure_comes_through_once_and_into_the_store_whatever_the_compression() {
             assert_eq!(served.sigs.len(), 1, "the upstream's signature: {text}");
             assert!(served.sigs[0].starts_with("test-cache-1:"), "{text}");
 
-            let nar = up.nar(&hash, Some(&source.nar_hash)).unwrap();
+            let nar = t.up.nar(&hash, Some(&source.nar_hash)).unwrap();
             assert_eq!(nar.info.nar_size, source.nar_size);
             let (bytes, err) = read_all(nar.reader);
             assert!(err.is_none(), "{compression}: {full}: {err:?}");
@@ -141,12 +161,12 @@ fn a_closure_comes_through_once_and_into_the_store_whatever_the_compression() {
                 "{compression}: {full}: other bytes"
             );
             // As a Nix client does: the next path once this one is done.
-            wait_idle(&up);
+            wait_idle(&t.up);
         }
         for full in &paths {
-            let added = nix_path_info(Some(store.root()), full);
+            let added = nix_path_info(Some(t.store.root()), full);
             let hash = hash_of(full);
-            let Lookup::Found(found) = up.narinfo(&hash) else {
+            let Lookup::Found(found) = t.up.narinfo(&hash) else {
                 unreachable!()
             };
             assert_eq!(added.sigs, found.info.sigs, "{compression}: {full}");
@@ -162,7 +182,7 @@ fn a_closure_comes_through_once_and_into_the_store_whatever_the_compression() {
                 paths.len()
             );
         }
-        let stats = up.stats();
+        let stats = t.up.stats();
         assert_eq!(
             count(&stats.imports, "added"),
             paths.len() as u64,
@@ -191,23 +211,21 @@ fn a_closure_fetched_as_a_client_does_is_imported_whole() {
     let paths = closure(top);
     server.add_cache("xz", "xz", Some(&fx.key("secret")), &[top]);
     for round in 0..3 {
-        let (_store, daemon) = empty_store(&fx);
-        let tmp = Scratch::new("pull-through-tmp");
-        let up = upstream(&[server.url("xz")], Some(&daemon), None, &tmp);
+        let t = importing(&fx, &server.url("xz"));
         for full in &paths {
-            let nar = up.nar(&hash_of(full), None).unwrap();
+            let nar = t.up.nar(&hash_of(full), None).unwrap();
             let (bytes, err) = read_all(nar.reader);
             assert!(err.is_none() && bytes.len() as u64 == nar.info.nar_size);
         }
-        wait_idle(&up);
-        let stats = up.stats();
+        wait_idle(&t.up);
+        let stats = t.up.stats();
         assert_eq!(
             count(&stats.imports, "added"),
             paths.len() as u64,
             "round {round}: {stats:?}"
         );
         for full in &paths {
-            assert!(valid(&daemon, full), "round {round}: {full}");
+            assert!(valid(&t.daemon, full), "round {round}: {full}");
         }
     }
 }
@@ -216,15 +234,11 @@ fn a_closure_fetched_as_a_client_does_is_imported_whole() {
 #[ignore = "needs real Nix, fixtures and Debian's nginx: run scripts/test"]
 fn two_readers_at_once_share_one_download() {
     let fx = Fixtures::load();
-    let server = UpstreamServer::start();
     let path = fx.path("compressible-10M");
-    server.add_cache("xz", "xz", Some(&fx.key("secret")), &[path]);
-    let (_store, daemon) = empty_store(&fx);
-    let tmp = Scratch::new("pull-through-tmp");
-    let up = upstream(&[server.url("xz")], Some(&daemon), None, &tmp);
+    let (server, t) = signed_xz(&fx, &[path]);
     let hash = hash_of(path);
-    let first = up.nar(&hash, None).unwrap();
-    let second = up.nar(&hash, None).unwrap();
+    let first = t.up.nar(&hash, None).unwrap();
+    let second = t.up.nar(&hash, None).unwrap();
     let want = nix_store_dump(path);
     let a = std::thread::spawn(move || read_all(first.reader));
     let (b, eb) = read_all(second.reader);
@@ -233,9 +247,9 @@ fn two_readers_at_once_share_one_download() {
     assert!(a == want && b == want, "both readers get Nix's NAR");
     // A third one after the download ended, while the import may still run,
     // or a fresh one after: never a second download while one is in flight.
-    wait_idle(&up);
+    wait_idle(&t.up);
     assert_eq!(server.requests("/xz/nar/"), 1, "one upstream download");
-    assert!(valid(&daemon, path));
+    assert!(valid(&t.daemon, path));
 }
 
 /// Flips one byte near the end of the (uncompressed) NAR file of `path` in
@@ -257,13 +271,11 @@ fn a_corrupted_nar_reaches_no_reader_whole_and_nothing_is_imported() {
     let source = nix_path_info(None, path);
     let dir = server.add_cache("bad", "none", Some(&fx.key("secret")), &[path]);
     corrupt(&dir, &source.nar_hash.to_nix32());
-    let (_store, daemon) = empty_store(&fx);
-    let tmp = Scratch::new("pull-through-tmp");
-    let up = upstream(&[server.url("bad")], Some(&daemon), None, &tmp);
+    let t = importing(&fx, &server.url("bad"));
     let hash = hash_of(path);
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let nar = up.nar(&hash, None).unwrap();
+            let nar = t.up.nar(&hash, None).unwrap();
             std::thread::spawn(move || read_all(nar.reader))
         })
         .collect();
@@ -277,9 +289,9 @@ fn a_corrupted_nar_reaches_no_reader_whole_and_nothing_is_imported() {
             bytes.len()
         );
     }
-    wait_idle(&up);
-    assert!(!valid(&daemon, path), "a wrong NAR was imported");
-    let stats = up.stats();
+    wait_idle(&t.up);
+    assert!(!valid(&t.daemon, path), "a wrong NAR was imported");
+    let stats = t.up.stats();
     assert_eq!(count(&stats.requests, "nar-failed"), 1, "{stats:?}");
     assert_eq!(count(&stats.imports, "added"), 0, "{stats:?}");
 }
@@ -294,18 +306,16 @@ fn unsigned_or_wrongly_signed_paths_are_served_but_not_imported() {
     server.add_cache("wrong", "xz", Some(&fx.key("wrong.secret")), &[path]);
     let want = nix_store_dump(path);
     for cache in ["unsigned", "wrong"] {
-        let (_store, daemon) = empty_store(&fx);
-        let tmp = Scratch::new("pull-through-tmp");
-        let up = upstream(&[server.url(cache)], Some(&daemon), None, &tmp);
-        let nar = up.nar(&hash_of(path), None).unwrap();
+        let t = importing(&fx, &server.url(cache));
+        let nar = t.up.nar(&hash_of(path), None).unwrap();
         let (bytes, err) = read_all(nar.reader);
         assert!(
             err.is_none() && bytes == want,
             "{cache}: served whole: {err:?}"
         );
-        wait_idle(&up);
-        assert!(!valid(&daemon, path), "{cache}: imported");
-        let stats = up.stats();
+        wait_idle(&t.up);
+        assert!(!valid(&t.daemon, path), "{cache}: imported");
+        let stats = t.up.stats();
         assert_eq!(count(&stats.imports, "refused"), 1, "{cache}: {stats:?}");
     }
 }
@@ -314,18 +324,14 @@ fn unsigned_or_wrongly_signed_paths_are_served_but_not_imported() {
 #[ignore = "needs real Nix, fixtures and Debian's nginx: run scripts/test"]
 fn a_reference_not_valid_here_is_served_and_not_imported() {
     let fx = Fixtures::load();
-    let server = UpstreamServer::start();
     let mid = fx.path("dep-mid");
-    server.add_cache("xz", "xz", Some(&fx.key("secret")), &[mid]);
-    let (_store, daemon) = empty_store(&fx);
-    let tmp = Scratch::new("pull-through-tmp");
-    let up = upstream(&[server.url("xz")], Some(&daemon), None, &tmp);
-    let nar = up.nar(&hash_of(mid), None).unwrap();
+    let (_server, t) = signed_xz(&fx, &[mid]);
+    let nar = t.up.nar(&hash_of(mid), None).unwrap();
     let (bytes, err) = read_all(nar.reader);
     assert!(err.is_none() && bytes == nix_store_dump(mid));
-    wait_idle(&up);
-    assert!(!valid(&daemon, mid));
-    assert_eq!(count(&up.stats().imports, "missing-reference"), 1);
+    wait_idle(&t.up);
+    assert!(!valid(&t.daemon, mid));
+    assert_eq!(count(&t.up.stats().imports, "missing-reference"), 1);
 }
 
 #[test]
