@@ -1,4 +1,4 @@
-//! Pull-through from upstream caches (`--upstream URL`): what this store
+//! Pull-through from upstream caches (issue 22): what this store
 //! lacks is fetched from the caches once, served while it arrives, and
 //! added to the store through the nix-daemon.
 //!
@@ -37,9 +37,13 @@ pub use download::{NarReader, Outcome};
 pub use import::{ImportTarget, Imported};
 pub use narinfo::{Found, Lookup};
 
-/// At most this many downloads at once (`--upstream-max-downloads`).
+/// Downloads at once, by default: a `nix copy` of a large closure asks for
+/// several NARs at a time, and a refused one is a 503 it retries only a few
+/// times; each download costs two threads (three while it imports), a
+/// connection upstream and its NAR's size in `temp_dir`.
 pub const DEFAULT_MAX_DOWNLOADS: usize = 16;
-/// NARs larger than this are served but not imported (bytes).
+/// The largest NAR imported, by default (bytes); larger ones are served
+/// but not added to the store.
 pub const DEFAULT_MAX_IMPORT: u64 = 8 << 30;
 
 /// How pull-through is set up.
