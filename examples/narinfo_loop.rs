@@ -73,6 +73,7 @@ fn main() -> ExitCode {
             accept_encoding: None,
             has_body: false,
             user_agent: None,
+            authorization: None,
         })
         .collect();
     let mut watch = match opener.change_signal() {

@@ -160,16 +160,22 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         Some(allowed)
     };
     // Narinfo replies the workers file, for the event loop to answer alone.
-    let (fast, replies) = FastPath::new(opener.change_signal(), allowed.clone());
+    let (mut fast, replies) = FastPath::new(opener.change_signal(), allowed.clone());
+    if let Some(a) = &auth {
+        fast = fast.with_auth(a.clone());
+    }
     let workers = (0..config.workers)
         .map(|_| {
-            let w = Worker::new(svc.clone(), open.clone(), None)
+            let mut w = Worker::new(svc.clone(), open.clone(), None)
                 .with_metrics(metrics.clone(), config.metrics_route)
                 .with_replies(replies.clone());
-            match &allowed {
-                Some(a) => w.with_closure(a.clone()),
-                None => w,
+            if let Some(a) = &allowed {
+                w = w.with_closure(a.clone());
             }
+            if let Some(a) = &auth {
+                w = w.with_auth(a.clone());
+            }
+            w
         })
         .collect();
 

@@ -31,7 +31,7 @@ use htpasswd::{BcryptHash, HtpasswdError};
 use remembered::Remembered;
 use verify::{Slot, Verifier};
 
-pub use basic::MAX_VALUE;
+pub use basic::{Authorization, MAX_VALUE};
 
 /// Largest user file read: ten thousand users take under a megabyte.
 pub const MAX_FILE: u64 = 16 << 20;
@@ -81,11 +81,11 @@ pub enum Verdict {
 }
 
 /// Why credentials were refused: for the log only, never the client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Denied {
     Malformed,
-    NoSuchUser,
-    WrongPassword,
+    NoSuchUser(Arc<str>),
+    WrongPassword(Arc<str>),
 }
 
 /// The users, and what was learnt of their credentials since start-up.
@@ -196,8 +196,8 @@ impl Auth {
                     self.remembered.insert(key, user.clone());
                     Ok(())
                 }
-                (true, false) => Err(Denied::WrongPassword),
-                (false, _) => Err(Denied::NoSuchUser),
+                (true, false) => Err(Denied::WrongPassword(user.clone())),
+                (false, _) => Err(Denied::NoSuchUser(user.clone())),
             }
         });
         match outcome {
@@ -238,10 +238,14 @@ mod tests {
         assert_eq!(a.known(Some(&good)), Known::User("alice".into()));
         assert_eq!(a.check(Some(&good)), Verdict::User("alice".into()));
 
+        let alice = || Denied::WrongPassword("alice".into());
         let table: [(&[u8], Denied); 5] = [
-            (&header("alice:wrong"), Denied::WrongPassword),
-            (&header("alice:"), Denied::WrongPassword),
-            (&header("mallory:secret"), Denied::NoSuchUser),
+            (&header("alice:wrong"), alice()),
+            (&header("alice:"), alice()),
+            (
+                &header("mallory:secret"),
+                Denied::NoSuchUser("mallory".into()),
+            ),
             (b"Basic !!", Denied::Malformed),
             (b"Bearer abc", Denied::Malformed),
         ];

@@ -2,10 +2,16 @@
 //! a narinfo whose reply a worker filed and that is known valid now
 //! (`narinfo/replies.rs`). Anything else, or any doubt, is `None`, and the
 //! request goes to a worker as always; the loop learns nothing of routes.
+//!
+//! With `--htpasswd`, only for a request the loop knows may see the reply
+//! without bcrypt: credentials verified before, or, with
+//! `--serve-closure-of`, none (the replies filed are then the closure's,
+//! which users do not see: their requests go to a worker).
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::auth::{Auth, Known};
 use crate::store::cache::{Look, Watch};
 use crate::store::closure::Allowed;
 use crate::store::daemon::ChangeSignal;
@@ -21,6 +27,7 @@ pub struct FastPath {
     replies: Arc<Replies>,
     watch: Watch,
     closure: Option<Arc<Allowed>>,
+    auth: Option<Arc<Auth>>,
 }
 
 impl FastPath {
@@ -37,8 +44,16 @@ impl FastPath {
             replies: replies.clone(),
             watch,
             closure,
+            auth: None,
         };
         (fast, replies)
+    }
+
+    /// Answers only requests that `--htpasswd`'s `auth` lets through
+    /// without bcrypt.
+    pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     /// The reply to `head`, exactly as a worker would make it, if the loop
@@ -50,6 +65,17 @@ impl FastPath {
         let Ok(Route::NarInfo(hash)) = routes::parse(&head.method, &head.target) else {
             return None;
         };
+        let user = match &self.auth {
+            None => None,
+            Some(auth) => {
+                let value = head.authorization.as_ref().map(|a| a.as_bytes());
+                match (auth.known(value), &self.closure) {
+                    (Known::User(user), None) => Some(user),
+                    (Known::Anonymous, Some(_)) => None,
+                    _ => return None,
+                }
+            }
+        };
         let changed = match self.watch.look() {
             Look::Same => false,
             Look::Changed => true,
@@ -57,6 +83,6 @@ impl FastPath {
         };
         let closure = self.closure.as_ref().map(|a| a.current());
         let body = self.replies.get(&hash, changed, closure, Instant::now())?;
-        Some(narinfo::reply_of(body))
+        Some(narinfo::reply_of(body).with_user(user))
     }
 }

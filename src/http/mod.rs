@@ -6,6 +6,7 @@
 pub mod build_log;
 pub mod cache_info;
 pub mod fast;
+pub mod gate;
 pub mod listing;
 pub mod metrics;
 pub mod nar;
@@ -18,6 +19,7 @@ pub mod routes;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::auth::Auth;
 use crate::log;
 use crate::metrics::Metrics;
 use crate::nix::compression::{Compression, DEFAULT_ZSTD_LEVEL};
@@ -54,6 +56,11 @@ pub struct Worker {
     closure_seen: Option<Arc<Closure>>,
     /// Where narinfo replies are filed for the event loop ([`FastPath`]).
     replies: Option<Arc<narinfo::Replies>>,
+    /// `--htpasswd`: who may see what ([`gate`]).
+    auth: Option<Arc<Auth>>,
+    /// With `--serve-closure-of` too: the replies of the whole store, which
+    /// users see, kept apart from the closure's in `narinfos`.
+    narinfos_all: narinfo::Memo,
 }
 
 impl Worker {
@@ -68,7 +75,16 @@ impl Worker {
             closure: None,
             closure_seen: None,
             replies: None,
+            auth: None,
+            narinfos_all: narinfo::Memo::default(),
         }
+    }
+
+    /// Asks for credentials checked by `auth` before any route but
+    /// `/nix-cache-info` ([`gate`]).
+    pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     /// Files its narinfo replies in `replies`, for the event loop to answer
@@ -94,7 +110,18 @@ impl Worker {
     /// Answers one request. Errors become their status here; the detail
     /// goes to the log, never into the body (`style.md` 7).
     pub fn respond(&mut self, head: &Head) -> Response {
-        match self.handle(head) {
+        let pass = match &self.auth {
+            None => gate::Pass::Anonymous,
+            Some(auth) => match gate::check(auth, head, self.closure.is_some()) {
+                Ok(pass) => pass,
+                Err(refused) => return refused.response(),
+            },
+        };
+        let user = match &pass {
+            gate::Pass::User(u) => Some(u.clone()),
+            gate::Pass::Anonymous => None,
+        };
+        let answer = match self.handle(head, user.is_some()) {
             Ok(r) => r,
             Err(e) => {
                 if let HandlerError::Store(s) = &e {
@@ -104,7 +131,8 @@ impl Worker {
                 }
                 response::error_response(&e)
             }
-        }
+        };
+        answer.with_user(user)
     }
 
     /// After a handler panicked: its store connection may be mid-reply.
@@ -114,7 +142,8 @@ impl Worker {
 
     /// Routes one request and runs its handler. The route is checked before
     /// the store is touched, so bad requests get their 4xx even when it is down.
-    fn handle(&mut self, head: &Head) -> Result<Response, HandlerError> {
+    /// `user`: credentials verified, so the whole store is served.
+    fn handle(&mut self, head: &Head, user: bool) -> Result<Response, HandlerError> {
         if let Some((m, true)) = &self.metrics {
             if routes::label(&head.target) == "metrics" {
                 if !matches!(head.method, Method::Get | Method::Head) {
@@ -125,7 +154,8 @@ impl Worker {
         }
         let route = routes::parse(&head.method, &head.target).map_err(HandlerError::Route)?;
         let store = self.store.get()?;
-        let allowed = self.closure.as_ref().map(|a| a.current());
+        let closure = self.closure.as_ref().filter(|_| !user);
+        let allowed = closure.map(|a| a.current());
         if let Some(now) = &allowed {
             // A switched root is no change of the store's generation, yet
             // the replies remembered under the old closure (a 200 for a path
@@ -154,16 +184,20 @@ impl Worker {
         let svc = &*self.svc;
         let answer = match route {
             Route::NarInfo(hash) => {
+                // A user's view of a store with a closure for everyone else
+                // is neither remembered with the closure's replies nor filed
+                // for the loop, which answers only the closure's.
+                let apart = user && self.closure.is_some();
+                let memo = if apart {
+                    &mut self.narinfos_all
+                } else {
+                    &mut self.narinfos
+                };
                 // Taken before the look-up (`narinfo/replies.rs`).
-                let shared = (self.replies.as_deref()).map(|r| (r, r.ticket(allowed.clone())));
-                narinfo::handle(
-                    store,
-                    &svc.keys,
-                    &mut self.narinfos,
-                    &hash,
-                    svc.compression,
-                    shared,
-                )
+                let shared = (self.replies.as_deref())
+                    .filter(|_| !apart)
+                    .map(|r| (r, r.ticket(allowed.clone())));
+                narinfo::handle(store, &svc.keys, memo, &hash, svc.compression, shared)
             }
             Route::Nar { hash, nar_hash } => nar::handle(
                 store,

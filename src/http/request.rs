@@ -10,6 +10,8 @@
 
 use thiserror::Error;
 
+use crate::auth::Authorization;
+
 /// Longest request head we read (request line and all headers).
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Longest request target; a Nix client's longest is well under 200 bytes.
@@ -88,6 +90,8 @@ pub struct Head {
     /// A request body follows (Content-Length > 0 or Transfer-Encoding).
     pub has_body: bool,
     pub user_agent: Option<String>,
+    /// `--htpasswd` reads it (`crate::auth`).
+    pub authorization: Option<Authorization>,
 }
 
 /// What a buffer that starts a request holds so far.
@@ -232,6 +236,7 @@ fn head(
         accept_encoding: None,
         has_body: false,
         user_agent: None,
+        authorization: None,
     };
     let (mut hosts, mut content_length, mut chunked) = (0, None::<u64>, false);
     for h in headers {
@@ -272,6 +277,13 @@ fn head(
                     return Err(RequestError::TransferCoding(shown));
                 }
             }
+        } else if is("authorization") {
+            // RFC 9110 §11.6.2 gives one credential a request; nginx
+            // refuses a second header too.
+            if out.authorization.is_some() {
+                return Err(RequestError::Header("Authorization (repeated)"));
+            }
+            out.authorization = Some(Authorization::new(h.value));
         } else if is("user-agent") {
             out.user_agent = Some(String::from_utf8_lossy(h.value).chars().take(200).collect());
         }
@@ -318,6 +330,10 @@ mod tests {
         assert!(h.keep_alive);
         assert_eq!(h.user_agent.as_deref(), Some("curl/7.88 Nix/2.8.0"));
         assert!(!h.has_body);
+        assert_eq!(h.authorization, None);
+        let (h, _) =
+            complete(b"GET /x HTTP/1.1\r\nHost: x\r\nAuthorization:  Basic YTo=  \r\n\r\n");
+        assert_eq!(h.authorization.unwrap().as_bytes(), b"Basic YTo=");
     }
 
     #[test]
@@ -431,6 +447,7 @@ mod tests {
             (b"GET / HTTP/1.1\r\n\r\n".to_vec(), 400),
             (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n".to_vec(), 400),
             (b"GET / HTTP/1.0\r\nHost: x\r\nHost: x\r\n\r\n".to_vec(), 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YTo=\r\nauthorization: Basic YTo=\r\n\r\n".to_vec(), 400),
             (long_target.into_bytes(), 414),
             (many.into_bytes(), 431),
         ];

@@ -7,6 +7,7 @@
 //! (clients already cache a 404 for an hour, §4.4; a proxy must not add to it).
 
 use std::io::Read;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::nix::nar::NarReader;
@@ -62,6 +63,8 @@ pub struct Response {
     pub cache_control: &'static str,
     pub extra: Vec<(&'static str, String)>,
     pub body: Body,
+    /// Who `--htpasswd` let in, for the access log's user field.
+    pub user: Option<Arc<str>>,
 }
 
 impl Response {
@@ -77,6 +80,7 @@ impl Response {
             cache_control,
             extra: Vec::new(),
             body,
+            user: None,
         }
     }
 
@@ -92,6 +96,11 @@ impl Response {
 
     pub fn not_found() -> Self {
         Response::text(404, "File not found.\n")
+    }
+
+    pub fn with_user(mut self, user: Option<Arc<str>>) -> Self {
+        self.user = user;
+        self
     }
 
     pub fn with_header(mut self, name: &'static str, value: String) -> Self {
@@ -151,6 +160,7 @@ pub fn reason(status: u16) -> &'static str {
         200 => "OK",
         206 => "Partial Content",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",

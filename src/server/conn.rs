@@ -83,6 +83,8 @@ struct Exchange {
     target: String,
     minor: u8,
     user_agent: Option<String>,
+    /// Who `--htpasswd` let in (the log's user field).
+    user: Option<Arc<str>>,
     status: u16,
     /// When the reply started to go out.
     started: Instant,
@@ -254,6 +256,7 @@ impl Conn {
             target: "-".into(),
             minor: 1,
             user_agent: None,
+            user: None,
             status: resp.status,
             started: cx.now,
         };
@@ -268,6 +271,7 @@ impl Conn {
             target: head.target.clone(),
             minor: head.minor,
             user_agent: head.user_agent.clone(),
+            user: response.user.clone(),
             status: response.status,
             started: cx.now,
         };
@@ -604,13 +608,15 @@ impl Conn {
 }
 
 /// Combined Log Format, as Starman's `--access-log` writes; the client's
-/// fields escaped as nginx does (`log::escape`).
+/// fields escaped as nginx does (`log::escape`), the user name too (it is
+/// what the client sent, verified or not).
 fn access_line(peer: &str, x: &Exchange, bytes: u64) -> String {
     let date = response::clf_date(SystemTime::now());
     let target = log::escape(&x.target);
     let ua = log::escape(x.user_agent.as_deref().unwrap_or("-"));
+    let user = log::escape(x.user.as_deref().unwrap_or("-"));
     format!(
-        "{peer} - - [{date}] \"{} {target} HTTP/1.{}\" {} {bytes} \"-\" \"{ua}\"",
+        "{peer} - {user} [{date}] \"{} {target} HTTP/1.{}\" {} {bytes} \"-\" \"{ua}\"",
         log::escape(x.method.as_str()),
         x.minor,
         x.status
