@@ -35,7 +35,7 @@ pub enum HtpasswdError {
         first: usize,
     },
     #[error(
-        "line {line}: user {user:?} has a {kind} entry; only bcrypt is accepted \
+        "line {line}: user {user:?}: {kind} hashes are not accepted, only bcrypt \
          (make the entry again with `htpasswd -B`)"
     )]
     NotBcrypt {
@@ -187,7 +187,7 @@ fn other_kind(field: &str) -> Option<&'static str> {
         return (!kind.is_empty()).then_some(*kind);
     }
     if field.starts_with('$') || field.starts_with('{') {
-        return Some("another scheme's");
+        return Some("other schemes'");
     }
     // crypt(3)'s traditional DES: 13 characters of its alphabet.
     let des = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'/';
@@ -253,7 +253,7 @@ mod tests {
             ("u:$6$salt$abc", "SHA-512-crypt ($6$)"),
             (
                 "u:$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA",
-                "another scheme's",
+                "other schemes'",
             ),
             ("u:dvL1LEtfLNzOk", "DES crypt"),
             ("u:secret", "plain text (or unknown)"),
@@ -277,7 +277,7 @@ mod tests {
         }
         assert_eq!(
             error("u:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=").to_string(),
-            "line 1: user \"u\" has a SHA-1 ({SHA}) entry; only bcrypt is accepted \
+            "line 1: user \"u\": SHA-1 ({SHA}) hashes are not accepted, only bcrypt \
              (make the entry again with `htpasswd -B`)"
         );
     }

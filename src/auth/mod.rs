@@ -288,8 +288,8 @@ mod tests {
         assert_eq!(
             e,
             format!(
-                "--htpasswd {}: line 2: user \"bob\" has a SHA-1 ({{SHA}}) entry; only bcrypt \
-                 is accepted (make the entry again with `htpasswd -B`)",
+                "--htpasswd {}: line 2: user \"bob\": SHA-1 ({{SHA}}) hashes are not accepted, \
+                 only bcrypt (make the entry again with `htpasswd -B`)",
                 file.display()
             )
         );
