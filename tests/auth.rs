@@ -183,12 +183,17 @@ fn every_route_asks_for_credentials_but_nix_cache_info() {
         }
     }
     // With credentials, each route answers what it answers without
-    // --htpasswd: the same as a server without it.
+    // --htpasswd, but that no shared cache may keep it.
     let (_open, open_addr, _) = start_on_any_port(&["--metrics-route", "--workers", "2"]);
+    let public = ask(open_addr, "GET", &narinfo, None);
+    assert_eq!(public.header("Cache-Control"), Some("public, max-age=3600"));
     for method in ["GET", "HEAD"] {
         for target in routes(path).into_iter().filter(|t| t != "/metrics") {
             let user = ask(addr, method, &target, Some(&good));
-            let open = ask(open_addr, method, &target, None);
+            let mut open = ask(open_addr, method, &target, None);
+            open.head = open
+                .head
+                .replace("Cache-Control: public", "Cache-Control: private");
             assert_eq!(
                 without_date(&user),
                 without_date(&open),
@@ -346,8 +351,17 @@ fn with_serve_closure_of_anonymous_clients_get_the_closure_and_users_the_store()
         assert_eq!(ask(addr, "GET", &outside_ni, Some(&good)).status, 200);
         let anonymous = ask(addr, "GET", &outside_ni, None);
         assert_eq!(absent, without_date(&anonymous), "outside, anonymous");
-        assert_eq!(ask(addr, "GET", &inside_ni, None).status, 200);
-        assert_eq!(ask(addr, "GET", &inside_ni, Some(&good)).status, 200);
+        // The closure is public; what a user sees, no shared cache keeps.
+        let anonymous = ask(addr, "GET", &inside_ni, None);
+        assert_eq!(anonymous.status, 200);
+        assert_eq!(
+            anonymous.header("Cache-Control"),
+            Some("public, max-age=3600")
+        );
+        let user = ask(addr, "GET", &inside_ni, Some(&good));
+        assert_eq!(user.status, 200);
+        assert_eq!(user.header("Cache-Control"), Some("private, max-age=3600"));
+        assert_eq!(user.body, anonymous.body);
     }
     // A wrong password is refused even for the closure.
     assert_unauthorized(

@@ -22,6 +22,12 @@ pub const CACHE_SHORT: &str = "public, max-age=3600";
 /// A NAR is named by its content hash: it never changes.
 pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 pub const CACHE_NONE: &str = "no-store";
+/// The same two for a reply that needed `--htpasswd`'s credentials: a
+/// shared cache in front must not hand it to the next client. `public`
+/// would allow exactly that (RFC 9111 §3.5), and nginx's `proxy_cache`,
+/// which keys by URL alone, would do it.
+pub const CACHE_SHORT_PRIVATE: &str = "private, max-age=3600";
+pub const CACHE_IMMUTABLE_PRIVATE: &str = "private, max-age=31536000, immutable";
 
 pub enum Body {
     Bytes(Vec<u8>),
@@ -98,7 +104,16 @@ impl Response {
         Response::text(404, "File not found.\n")
     }
 
+    /// The reply to `user` (`--htpasswd`): named in the access log, and
+    /// kept from shared caches.
     pub fn with_user(mut self, user: Option<Arc<str>>) -> Self {
+        if user.is_some() {
+            self.cache_control = match self.cache_control {
+                CACHE_SHORT => CACHE_SHORT_PRIVATE,
+                CACHE_IMMUTABLE => CACHE_IMMUTABLE_PRIVATE,
+                other => other,
+            };
+        }
         self.user = user;
         self
     }
