@@ -15,8 +15,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -24,20 +24,12 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use common::binary::{start_on_any_port, wait_log, Reply, Running};
+use common::binary::{start_on_any_port, wait_log, Running};
+use common::routes::{self, hash_part, nar_hash, Reply};
 use common::{run, Fixtures, Scratch};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const ABSENT: &str = "00000000000000000000000000000000";
-
-fn hash_of(path: &str) -> &str {
-    &path.rsplit('/').next().unwrap()[..32]
-}
-
-fn nar_hash(path: &str) -> String {
-    let out = run(Command::new("nix-store").args(["-q", "--hash", path]));
-    out.trim().trim_start_matches("sha256:").to_owned()
-}
 
 /// `htpasswd -cbB FILE USER PASSWORD` (Debian's apache2-utils), then one
 /// more user a line: the file an administrator makes.
@@ -63,26 +55,8 @@ fn basic(user_password: &str) -> String {
 
 /// One request on a fresh connection, with `Authorization: <auth>`.
 fn ask(addr: SocketAddr, method: &str, target: &str, auth: Option<&str>) -> Reply {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-    write!(
-        s,
-        "{method} {target} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).unwrap();
-    let end = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&all[..end]).into_owned();
-    Reply {
-        status: head[9..12].parse().unwrap(),
-        head,
-        body: all[end + 4..].to_vec(),
-    }
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+    routes::request(addr, method, target, &headers, false)
 }
 
 /// The reply but its `Date:` line.
@@ -106,20 +80,14 @@ fn assert_unauthorized(r: &Reply, what: &str) {
 }
 
 /// Every route of a path, and the routes that are no path's.
-fn routes(path: &str) -> Vec<String> {
-    let (hash, nar) = (hash_of(path), nar_hash(path));
-    vec![
-        format!("/{hash}.narinfo"),
-        format!("/nar/{hash}-{nar}.nar"),
-        format!("/nar/{hash}.nar"),
-        format!("/nar/{nar}.nar?hash={hash}"),
-        format!("/nar/{hash}-{nar}.nar.zst"),
-        format!("/{hash}.ls"),
-        format!("/log/{hash}"),
+fn all_routes(path: &str) -> Vec<String> {
+    let mut all = routes::every_route(hash_part(path), &nar_hash(path));
+    all.extend([
         format!("/{ABSENT}.narinfo"),
         "/metrics".to_owned(),
         "/no/such/route".to_owned(),
-    ]
+    ]);
+    all
 }
 
 #[test]
@@ -149,7 +117,7 @@ fn every_route_asks_for_credentials_but_nix_cache_info() {
         ("wrong password", basic("alice:hunter2")),
         ("another user's password", basic("bob:secret")),
     ];
-    let narinfo = format!("/{}.narinfo", hash_of(path));
+    let narinfo = format!("/{}.narinfo", hash_part(path));
     // First a user, so that the loop has the narinfo to answer by itself:
     // it must not answer the refused ones with it.
     assert_eq!(ask(addr, "GET", &narinfo, Some(&good)).status, 200);
@@ -158,7 +126,7 @@ fn every_route_asks_for_credentials_but_nix_cache_info() {
     assert_unauthorized(&first, "no header");
     assert_eq!(first.body, b"Unauthorized.\n");
     for method in ["GET", "HEAD"] {
-        for target in routes(path) {
+        for target in all_routes(path) {
             let none = ask(addr, method, &target, None);
             assert_unauthorized(&none, &format!("{method} {target} without a header"));
             if method == "HEAD" {
@@ -188,7 +156,7 @@ fn every_route_asks_for_credentials_but_nix_cache_info() {
     let public = ask(open_addr, "GET", &narinfo, None);
     assert_eq!(public.header("Cache-Control"), Some("public, max-age=3600"));
     for method in ["GET", "HEAD"] {
-        for target in routes(path).into_iter().filter(|t| t != "/metrics") {
+        for target in all_routes(path).into_iter().filter(|t| t != "/metrics") {
             let user = ask(addr, method, &target, Some(&good));
             let mut open = ask(open_addr, method, &target, None);
             open.head = open
@@ -301,7 +269,7 @@ fn nix_copy_with_a_netrc_file() {
         // so in its error, and the 401 itself in its debug lines.
         let narinfo = format!(
             "/{}.narinfo'; curl status = 0, HTTP status = 401",
-            hash_of(path)
+            hash_part(path)
         );
         assert!(
             err.contains(&narinfo),
@@ -313,7 +281,7 @@ fn nix_copy_with_a_netrc_file() {
         );
     }
     let log = std::fs::read_to_string(&access).unwrap();
-    let nar = format!("/nar/{}", hash_of(path));
+    let nar = format!("/nar/{}", hash_part(path));
     assert!(
         log.lines()
             .any(|l| l.contains(" - alice [") && l.contains(&nar) && l.contains("\" 200 ")),
@@ -344,8 +312,8 @@ fn with_serve_closure_of_anonymous_clients_get_the_closure_and_users_the_store()
 
     // Narinfos first, in both orders, so that neither view's remembered
     // replies (the workers' or the loop's) leak into the other's.
-    let outside_ni = format!("/{}.narinfo", hash_of(outside));
-    let inside_ni = format!("/{}.narinfo", hash_of(top));
+    let outside_ni = format!("/{}.narinfo", hash_part(outside));
+    let inside_ni = format!("/{}.narinfo", hash_part(top));
     let absent = without_date(&ask(addr, "GET", &format!("/{ABSENT}.narinfo"), None));
     for _ in 0..2 {
         assert_eq!(ask(addr, "GET", &outside_ni, Some(&good)).status, 200);
@@ -457,7 +425,7 @@ fn the_access_log_names_the_user_escaped() {
         "--access-log",
         access.to_str().unwrap(),
     ]);
-    let narinfo = format!("/{}.narinfo", hash_of(path));
+    let narinfo = format!("/{}.narinfo", hash_part(path));
     for _ in 0..2 {
         assert_eq!(
             ask(addr, "GET", &narinfo, Some(&basic("qu\"o\\te:pw"))).status,

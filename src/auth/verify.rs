@@ -205,22 +205,30 @@ mod tests {
         assert_eq!(v.run([9; 32], || false), Slot::Done(false));
     }
 
+    /// A verification of header `[1; 32]` that has started and ends with
+    /// `outcome` once the returned sender says so.
+    fn held<T: Clone + Send + 'static>(
+        v: &Arc<Verifier<T>>,
+        outcome: impl FnOnce() -> T + Send + 'static,
+    ) -> (thread::JoinHandle<Slot<T>>, mpsc::Sender<()>) {
+        let (started_tx, started) = mpsc::channel();
+        let (release_tx, release) = mpsc::channel::<()>();
+        let v = v.clone();
+        let first = thread::spawn(move || {
+            v.run([1; 32], || {
+                started_tx.send(()).unwrap();
+                release.recv().unwrap();
+                outcome()
+            })
+        });
+        started.recv().unwrap();
+        (first, release_tx)
+    }
+
     #[test]
     fn the_same_header_waits_for_the_verification_in_flight() {
         let v = Arc::new(Verifier::<u32>::new(1));
-        let (started_tx, started) = mpsc::channel();
-        let (release_tx, release) = mpsc::channel::<()>();
-        let first = {
-            let v = v.clone();
-            thread::spawn(move || {
-                v.run([1; 32], || {
-                    started_tx.send(()).unwrap();
-                    release.recv().unwrap();
-                    7
-                })
-            })
-        };
-        started.recv().unwrap();
+        let (first, release_tx) = held(&v, || 7);
         let waiters: Vec<_> = (0..3)
             .map(|_| {
                 let v = v.clone();
@@ -238,19 +246,7 @@ mod tests {
     #[test]
     fn a_panicking_verification_frees_its_slot_and_its_waiters() {
         let v = Arc::new(Verifier::<bool>::new(1));
-        let (started_tx, started) = mpsc::channel();
-        let (release_tx, release) = mpsc::channel::<()>();
-        let first = {
-            let v = v.clone();
-            thread::spawn(move || {
-                v.run([1; 32], || {
-                    started_tx.send(()).unwrap();
-                    release.recv().unwrap();
-                    panic!("bcrypt blew up")
-                })
-            })
-        };
-        started.recv().unwrap();
+        let (first, release_tx) = held(&v, || panic!("bcrypt blew up"));
         let waiter = {
             let v = v.clone();
             thread::spawn(move || v.run([1; 32], || true))
