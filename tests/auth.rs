@@ -26,27 +26,10 @@ use base64::Engine;
 
 use common::binary::{start_on_any_port, wait_log, Running};
 use common::routes::{self, hash_part, nar_hash, Reply};
-use common::{run, Fixtures, Scratch};
+use common::{htpasswd, run, Fixtures, Scratch};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const ABSENT: &str = "00000000000000000000000000000000";
-
-/// `htpasswd -cbB FILE USER PASSWORD` (Debian's apache2-utils), then one
-/// more user a line: the file an administrator makes.
-fn htpasswd(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
-    let file = dir.join("htpasswd");
-    for (i, (user, password)) in users.iter().enumerate() {
-        let create = if i == 0 { "-cbB" } else { "-bB" };
-        let out = Command::new("htpasswd")
-            .arg(create)
-            .arg(&file)
-            .args([user, password])
-            .output()
-            .expect("htpasswd (Debian package apache2-utils; scripts/test installs it)");
-        assert!(out.status.success(), "htpasswd: {out:?}");
-    }
-    file
-}
 
 /// `Basic base64(user:password)`, as curl and Nix send it.
 fn basic(user_password: &str) -> String {

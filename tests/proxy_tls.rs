@@ -13,7 +13,7 @@ use std::process::Command;
 
 use common::binary::{free_port, start_on_any_port};
 use common::nginx::{self, wait_for_port};
-use common::{output_of, run, Fixtures, Scratch};
+use common::{htpasswd, output_of, run, Fixtures, Scratch};
 
 /// A self-signed certificate for 127.0.0.1 (the address the clients use).
 fn certificate(dir: &Path) -> (String, String) {
@@ -46,14 +46,7 @@ fn readme_tls_block_carries_credentials_to_the_server() {
     let fx = Fixtures::load();
     let path = fx.path("dep-top");
     let work = Scratch::new("proxy-tls");
-    let users = work.join("htpasswd");
-    let made = Command::new("htpasswd")
-        .arg("-cbB")
-        .arg(&users)
-        .args(["alice", "secret"])
-        .output()
-        .expect("htpasswd (scripts/test installs apache2-utils)");
-    assert!(made.status.success(), "{made:?}");
+    let users = htpasswd(work.path(), &[("alice", "secret")]);
     let (_server, addr, _log) = start_on_any_port(&["--htpasswd", users.to_str().unwrap()]);
 
     let (cert, key) = certificate(work.path());

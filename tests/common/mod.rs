@@ -16,6 +16,8 @@ mod nix;
 pub mod routes;
 mod scratch;
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -51,4 +53,21 @@ pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `htpasswd -cbB FILE USER PASSWORD` (Debian's apache2-utils), then one
+/// more user a line: the file an administrator makes.
+pub fn htpasswd(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
+    let file = dir.join("htpasswd");
+    for (i, (user, password)) in users.iter().enumerate() {
+        let create = if i == 0 { "-cbB" } else { "-bB" };
+        let out = Command::new("htpasswd")
+            .arg(create)
+            .arg(&file)
+            .args([user, password])
+            .output()
+            .expect("htpasswd (Debian package apache2-utils; scripts/test installs it)");
+        assert!(out.status.success(), "htpasswd: {out:?}");
+    }
+    file
 }
