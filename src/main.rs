@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
+use nix_serve_sd::auth::Auth;
 use nix_serve_sd::cache::{heavy, Cache, Service};
 use nix_serve_sd::config::{Cli, Config, ListenSpec};
 use nix_serve_sd::exit::StartError;
@@ -82,6 +83,15 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
             SecretKey::from_file(p).map_err(|e| StartError::Config(format!("signing key: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // The user file too: an entry we cannot check never yields a server
+    // that lets in everyone, or no one.
+    let auth = match &config.htpasswd {
+        None => None,
+        Some(path) => Some(Arc::new(
+            Auth::load(path, max_verifications(config.workers))
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        )),
+    };
 
     let mut unix_paths: Vec<PathBuf> = Vec::new();
     let listeners = if activated {
@@ -147,7 +157,8 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     let app = Arc::new(
         Cache::new(svc, open, opener.change_signal(), metrics.clone())
             .with_metrics_route(config.metrics_route)
-            .with_closure(allowed),
+            .with_closure(allowed)
+            .with_auth(auth.clone()),
     );
 
     // Before the threads start, so a SIGTERM from now on drains cleanly.
@@ -180,7 +191,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         .map_err(|e| StartError::Other(format!("cannot start: {e}")))?;
 
     let notifier = Notifier::from_env(&env);
-    let what = format!(
+    let mut what = format!(
         "Serving store {} on {} with {} event loop(s), up to {} workers, {} signing key(s)",
         opener.describe(),
         server.describe(),
@@ -188,6 +199,9 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         config.workers,
         config.key_files.len()
     );
+    if let Some(a) = &auth {
+        what.push_str(&format!("; Basic authentication: {}", a.describe()));
+    }
     log::info(&what);
     notifier.ready(&what);
 
@@ -238,6 +252,13 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         run.bytes
     ));
     Ok(())
+}
+
+/// How many bcrypt verifications may run at once: half the workers (whose
+/// default is twice the CPUs: one a CPU), at least one, at most four. The
+/// other workers stay free for requests whose credentials are known.
+fn max_verifications(workers: usize) -> usize {
+    (workers / 2).clamp(1, 4)
 }
 
 /// What the main thread does at each tick besides watching the server.

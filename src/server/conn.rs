@@ -124,7 +124,8 @@ struct Exchange {
     user_agent: Option<Vec<u8>>,
     status: u16,
     route: &'static str,
-    user: Option<String>,
+    /// Who the application answered (`--htpasswd`), for the log.
+    user: Option<Arc<str>>,
     /// When the reply started to go out.
     started: Instant,
 }
@@ -746,7 +747,8 @@ impl Conn {
 }
 
 /// Combined Log Format, as Starman's `--access-log` writes; the client's
-/// fields escaped as nginx does (`log::escape`).
+/// fields escaped as nginx does (`log::escape`), the user name too (it is
+/// what the client sent, verified or not).
 fn access_line(peer: &str, x: &Exchange, bytes: u64) -> String {
     let date = response::clf_date(SystemTime::now());
     let target = log::escape(&x.target);
