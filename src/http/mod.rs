@@ -1,6 +1,6 @@
 //! The cache application: the route table, one handler per endpoint,
-//! responses and the one error-to-status match (`design.md` "One request,
-//! end to end"). No sockets here: the server (`crate::server`) reads heads,
+//! responses and the one error-to-status match (`docs/architecture.md`
+//! §2). No sockets here: the server (`crate::server`) reads heads,
 //! hands each to a [`Worker`] and writes what it answers.
 
 pub mod build_log;
@@ -92,7 +92,7 @@ impl Worker {
     }
 
     /// Answers one request. Errors become their status here; the detail
-    /// goes to the log, never into the body (`style.md` 7).
+    /// goes to the log, never into the body (`docs/style.md` §7).
     pub fn respond(&mut self, head: &Head) -> Response {
         match self.handle(head) {
             Ok(r) => r,

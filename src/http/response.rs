@@ -2,9 +2,9 @@
 //! a response head.
 //!
 //! Every reply carries `Content-Length` (NARs too: never chunked, so a client
-//! checks NarSize against it, `nix-protocols.md` §4.4) and a `Cache-Control`
+//! checks NarSize against it, `docs/protocols.md` §4.4) and a `Cache-Control`
 //! that makes a caching proxy in front safe: 200s cacheable, errors `no-store`
-//! (clients already cache a 404 for an hour, §4.4; a proxy must not add to it).
+//! (clients already cache a 404 for an hour, docs/protocols.md §4.4; a proxy must not add to it).
 
 use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,7 +33,7 @@ pub enum Body {
     },
     /// Bytes computed by `reader`, read chunk by chunk by a worker when the
     /// socket can take them. With a length, exactly that many or the
-    /// connection is aborted (`style.md` 8); without, sent chunked (HTTP/1.1)
+    /// connection is aborted (`docs/style.md` §8); without, sent chunked (HTTP/1.1)
     /// or until the connection closes (HTTP/1.0).
     Stream {
         reader: Box<dyn Read + Send>,
@@ -118,7 +118,7 @@ impl From<StoreError> for HandlerError {
 
 /// The one exhaustive mapping of errors to statuses. The detail is logged by
 /// the caller; the body only says what kind of failure it was. Transient
-/// store trouble is 5xx, never 404: clients cache 404s (`nix-protocols.md` §4.4).
+/// store trouble is 5xx, never 404: clients cache 404s (`docs/protocols.md` §4.4).
 pub fn error_response(e: &HandlerError) -> Response {
     match e {
         HandlerError::Request(RequestError::Timeout) => Response::text(408, "Request timeout.\n"),
@@ -171,7 +171,7 @@ pub fn reason(status: u16) -> &'static str {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
     /// `Content-Length` (every body whose length is known: NARs are never
-    /// chunked, so a client checks NarSize against it, §4.4).
+    /// chunked, so a client checks NarSize against it, docs/protocols.md §4.4).
     Length(u64),
     /// `Transfer-Encoding: chunked` (HTTP/1.1, length unknown).
     Chunked,
@@ -400,7 +400,7 @@ mod tests {
             if let HandlerError::Store(s) = &e {
                 assert_eq!(s.poisons_connection(), poison, "{e:?}");
             }
-            // No internals in the body (style.md 7).
+            // No internals in the body (docs/style.md §7).
             let Body::Bytes(b) = &r.body else { panic!() };
             assert!(!String::from_utf8_lossy(b).contains(D), "{e:?}");
         }

@@ -332,7 +332,7 @@ enum Flush {
     /// The reply is out.
     Complete,
     /// The client went away or the body's source failed: close now, so a
-    /// short body is never taken for a whole one (`style.md` 8).
+    /// short body is never taken for a whole one (`docs/style.md` §8).
     Failed,
 }
 

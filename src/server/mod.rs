@@ -1,11 +1,11 @@
 //! The HTTP engine: listeners, one event loop that owns every socket, and
-//! the pool of store workers that compute responses (`design.md` "One
-//! request, end to end"). The cache application it serves is
+//! the pool of store workers that compute responses (`docs/architecture.md`
+//! §2). The cache application it serves is
 //! [`crate::http`]; this module knows sockets, heads and bodies, not stores.
 //!
 //! Stopping to accept is exact: once [`Server::stop_accepting`] returns,
 //! nothing more is taken from the sockets, and whatever systemd's socket
-//! still holds goes to the next process (`design.md` "Life cycle").
+//! still holds goes to the next process (`docs/architecture.md` §3).
 
 mod body;
 mod conn;

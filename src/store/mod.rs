@@ -1,5 +1,5 @@
-//! The synchronous store layer: one small trait, two backends (`nix-protocols.md`
-//! §7 daemon protocol, §8 SQLite).
+//! The synchronous store layer: one small trait, two backends (`docs/protocols.md`
+//! §7 daemon protocol, docs/protocols.md §8 SQLite).
 //!
 //! Every worker thread owns one `Box<dyn Store>`, made by [`Opener::open`]; no
 //! lock is taken on the hot path.
@@ -59,7 +59,7 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the connection that produced this error must be dropped:
     /// after a transport or protocol failure its state is unknown
-    /// (`style.md` 8). An error the daemon reported, or bad data in the
+    /// (`docs/style.md` §8). An error the daemon reported, or bad data in the
     /// store, leaves the connection in step.
     pub fn poisons_connection(&self) -> bool {
         match self {

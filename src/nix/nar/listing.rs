@@ -211,7 +211,7 @@ mod tests {
         String::from_utf8(json).unwrap()
     }
 
-    /// Offsets: `nix-protocols.md` §3's worked example puts `hello\n` at 0x60.
+    /// Offsets: `docs/protocols.md` §3's worked example puts `hello\n` at 0x60.
     #[test]
     fn single_file() {
         let s = Scratch::new("file");
@@ -245,7 +245,7 @@ mod tests {
     }
 
     /// Nested directories closing at several depths at once, byte order of
-    /// entries, and the escapes. Offsets checked by hand with §3's size
+    /// entries, and the escapes. Offsets checked by hand with docs/protocols.md §3's size
     /// arithmetic and against `nix copy` in tests/routes_listing.rs.
     #[test]
     fn tree() {
