@@ -19,7 +19,7 @@ pub fn put_str(out: &mut Vec<u8>, bytes: &[u8]) {
 mod tests {
     use super::*;
 
-    /// docs/protocols.md §3: "The empty string is 8 zero bytes: length 0, no padding."
+    /// docs/protocols.md §3.1: the empty string is eight zero bytes.
     #[test]
     fn byte_exact() {
         let cases: [(&[u8], &[u8]); 4] = [

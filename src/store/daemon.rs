@@ -1,8 +1,8 @@
 //! nix-daemon worker-protocol client (`docs/protocols.md` §7).
 //!
 //! One [`DaemonStore`] per worker thread, each with at most one connection,
-//! opened on first use. Every failure drops the connection (docs/protocols.md §7.6: "on any
-//! protocol surprise, discard the connection"); the next op opens a new one.
+//! opened on first use. Every failure drops the connection (after anything
+//! unexpected, docs/protocols.md §7.6); the next op opens a new one.
 //! If the daemon closed an idle connection (it restarted), the op is retried
 //! once on a fresh connection: our ops are read-only, so that is safe.
 

@@ -92,7 +92,7 @@ fn nar_error(path: &Path, e: io::Error) -> NarError {
 
 #[test]
 fn worked_example_hello_is_byte_exact() {
-    // docs/protocols.md §3 worked example, row by row.
+    // docs/protocols.md §3.6, the worked example, row by row.
     let expected = unhex(
         "0d00000000000000 6e69782d61726368 6976652d31000000
          0100000000000000 2800000000000000
