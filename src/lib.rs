@@ -4,7 +4,10 @@
 //! - [`nix`]: the pure Nix formats (nix32, store paths, narinfo, signing, NAR);
 //!   no network, no threads.
 //! - [`store`]: the synchronous store layer (nix-daemon client, local SQLite).
-//! - [`http`]: route table, one handler per endpoint, responses, server loop.
+//! - [`http`]: the cache application: request heads, the route table, one
+//!   handler per endpoint, responses; no sockets.
+//! - [`server`]: the HTTP engine: listeners, the event loop, connections,
+//!   the store workers, limits.
 //! - [`systemd`]: inherited sockets and sd-notify; [`config`], [`log`];
 //!   [`exit`]: why start-up failed, as an exit status.
 //! - [`metrics`]: counters and histograms, their text format and

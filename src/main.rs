@@ -255,8 +255,9 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
 struct Chores<'a> {
     metrics_file: &'a mut Option<MetricsFile>,
     metrics: &'a Metrics,
-    /// `--serve-closure-of`: asks about once a second whether a root or the
-    /// store changed; the recompute runs on its own thread.
+    /// `--serve-closure-of`: asks every 500 ms (`closure::CHECK_EVERY`)
+    /// whether a root or the store changed; the recompute runs on its own
+    /// thread.
     closure: Option<Watcher>,
 }
 
