@@ -1,6 +1,6 @@
 //! `nix-serve`: take systemd's sockets first, resolve the command line into a
 //! [`Config`], load keys, open the store, serve, and exit 0 when idle or told
-//! to stop (`design.md` "Life cycle").
+//! to stop (`docs/architecture.md` §3).
 #![deny(unsafe_code)]
 
 use std::path::PathBuf;

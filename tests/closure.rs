@@ -259,7 +259,7 @@ fn nix_copy_of_the_closure_works_and_outside_paths_are_refused() {
             .args(["--from", &url, "--to"])
             .arg(work.join(to))
             .args(["--no-check-sigs", path])
-            // A fresh narinfo cache: Nix caches 404s (§4.4).
+            // A fresh narinfo cache: Nix caches 404s (docs/protocols.md §4.4).
             .env("XDG_CACHE_HOME", work.join(format!("xdg-{to}")))
             .env_remove("NIX_REMOTE")
             .output()

@@ -51,7 +51,7 @@ pub fn parse(value: &[u8]) -> Option<Credentials> {
     // RFC 7617 §2: the user-id cannot contain a colon; the password can.
     let colon = decoded.iter().position(|&b| b == b':')?;
     let user = std::str::from_utf8(&decoded[..colon]).ok()?;
-    // §2: neither may hold control characters. The user name goes into the
+    // RFC 7617 §2: neither may hold control characters. The user name goes into the
     // access log (escaped anyway); a password is only ever hashed.
     if user.chars().any(char::is_control) {
         return None;
