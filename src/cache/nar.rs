@@ -98,7 +98,10 @@ pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, H
         None => CACHE_SHORT,
     };
     if let Encoding::ZstdFile { level } | Encoding::ZstdContent { level } = req.encoding {
-        match req.heavy.take(heavy::zstd_encoder_bytes(level)) {
+        match req
+            .heavy
+            .take(heavy::zstd_encoder_bytes(level) + heavy::STREAM_BUFFERS)
+        {
             Some(permit) => return compressed(store, &info, req, level, cache_control, permit),
             // A client that only allowed zstd gets the NAR itself.
             None if matches!(req.encoding, Encoding::ZstdContent { .. }) => {}
@@ -119,6 +122,10 @@ pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, H
             len,
         },
         NarBody::Stream(reader) => {
+            let permit = req
+                .heavy
+                .take(heavy::STREAM_BUFFERS)
+                .ok_or(HandlerError::Busy)?;
             // A stream that fails before its first byte (the daemon closes
             // it when the path's files are gone) is a status, not a cut
             // 200; HEAD asks as GET does, so the two agree.
@@ -127,7 +134,10 @@ pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, H
                 Body::Omitted { len: Some(len) }
             } else {
                 Body::Stream {
-                    reader: Box::new(primed),
+                    reader: Box::new(Holding {
+                        reader: primed,
+                        _permit: permit,
+                    }),
                     len: Some(len),
                 }
             }
