@@ -53,15 +53,24 @@ fn main() -> ExitCode {
         config.error_log.as_deref(),
         config.access_log.as_deref(),
     ) {
-        return fail(StartError::Config(e));
+        return fail(match e {
+            log::InitError::Open { .. } => StartError::Config(e.to_string()),
+            log::InitError::Thread(_) => StartError::Other(e.to_string()),
+        });
     }
     match run(&config, inherited) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            // The exit summary and whatever came before it reach the log
+            // before the process (and with it the log thread) is gone.
+            log::flush();
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(e),
     }
 }
 
-/// One line saying why, and the status that tells systemd whether to retry.
+/// One line saying why, and the status that tells systemd whether to retry
+/// (`log::fatal` waits for the log to take it).
 fn fail(e: StartError) -> ExitCode {
     log::fatal(&e.to_string());
     ExitCode::from(e.exit_code())
