@@ -99,7 +99,10 @@ impl Worker {
             Err(e) => {
                 if let HandlerError::Store(s) = &e {
                     let (method, target) = (head.method.as_str(), &head.target);
-                    log::error(&format!("{method} {target}: {}", log::chain(s)));
+                    log::error_limited(
+                        log::Kind::Store,
+                        format_args!("{method} {target}: {}", log::chain(s)),
+                    );
                     self.store.failed(s);
                 }
                 response::error_response(&e)

@@ -203,7 +203,10 @@ impl Conn {
                 }
                 Ok(Parsed::Partial) => {}
                 Err(e) => {
-                    log::info(&format!("bad request from {}: {e}", self.peer));
+                    log::info_limited(
+                        log::Kind::BadRequest,
+                        format_args!("bad request from {}: {e}", self.peer),
+                    );
                     self.reply_error(e, cx);
                     return None;
                 }
@@ -456,7 +459,7 @@ impl Conn {
             self.record(&x);
             if cx.access_log {
                 let body = self.written.saturating_sub(self.head_len);
-                log::access(&access_line(&self.peer, &x, body));
+                log::access(access_line(&self.peer, &x, body));
             }
         }
         self.answered = true;
@@ -511,10 +514,13 @@ impl Conn {
 
     fn client_gone(&mut self, e: &io::Error) -> Flush {
         if let Some(x) = &self.exchange {
-            log::info(&format!(
-                "client {} went away mid-response to {}: {e}",
-                self.peer, x.target
-            ));
+            log::info_limited(
+                log::Kind::ClientGone,
+                format_args!(
+                    "client {} went away mid-response to {}: {e}",
+                    self.peer, x.target
+                ),
+            );
         }
         self.log_cut();
         Flush::Failed
@@ -534,7 +540,7 @@ impl Conn {
             self.record(&x);
             if log::access_enabled() {
                 let body = self.written.saturating_sub(self.head_len);
-                log::access(&access_line(&self.peer, &x, body));
+                log::access(access_line(&self.peer, &x, body));
             }
         }
     }
@@ -555,7 +561,10 @@ impl Conn {
             State::Head => {
                 if let Some(started) = self.head_started {
                     if cx.now >= started + limits.read_timeout {
-                        log::info(&format!("request head from {} timed out", self.peer));
+                        log::info_limited(
+                            log::Kind::HeadTimeout,
+                            format_args!("request head from {} timed out", self.peer),
+                        );
                         self.reply_error(RequestError::Timeout, cx);
                         return self.drive(cx);
                     }
@@ -595,10 +604,13 @@ impl Conn {
     fn too_slow(&mut self, why: &str) {
         self.sock.reset_on_close();
         let target = self.exchange.as_ref().map_or("-", |x| x.target.as_str());
-        log::info(&format!(
-            "client {} reads {target} too slowly ({why}); closed",
-            self.peer
-        ));
+        log::info_limited(
+            log::Kind::SlowReader,
+            format_args!(
+                "client {} reads {target} too slowly ({why}); closed",
+                self.peer
+            ),
+        );
         self.log_cut();
     }
 }
