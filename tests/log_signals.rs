@@ -147,6 +147,17 @@ fn access_log_escapes_quotes_backslashes_and_non_ascii_bytes_from_clients() {
         "User-Agent not escaped: {line}"
     );
 
+    // A byte that is not UTF-8 (Latin-1 `é`) is logged as the byte sent,
+    // not as the replacement character's three bytes.
+    let reply = raw(
+        addr,
+        b"GET /nix-cache-info?latin1 HTTP/1.1\r\nHost: t\r\nUser-Agent: caf\xe9\r\nConnection: close\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let all = wait_for(&access, "?latin1");
+    let line = all.lines().find(|l| l.contains("?latin1")).unwrap();
+    assert!(line.ends_with(r#""caf\xE9""#), "User-Agent bytes: {line}");
+
     // Control bytes: whether the parser refuses them or not, none reaches
     // the log raw.
     for ua in [&b"x\x1b[2J"[..], b"bell\x07", b"cr\rfake line"] {

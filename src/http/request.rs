@@ -87,7 +87,9 @@ pub struct Head {
     pub accept_encoding: Option<String>,
     /// A request body follows (Content-Length > 0 or Transfer-Encoding).
     pub has_body: bool,
-    pub user_agent: Option<String>,
+    /// As sent, at most 200 bytes, for the access log: not text, since a
+    /// client may send any byte there and the log shows the bytes it sent.
+    pub user_agent: Option<Vec<u8>>,
 }
 
 /// What a buffer that starts a request holds so far.
@@ -273,7 +275,7 @@ fn head(
                 }
             }
         } else if is("user-agent") {
-            out.user_agent = Some(String::from_utf8_lossy(h.value).chars().take(200).collect());
+            out.user_agent = Some(h.value[..h.value.len().min(200)].to_vec());
         }
     }
     if chunked && content_length.is_some() {
@@ -316,7 +318,7 @@ mod tests {
         assert_eq!(h.method, Method::Head);
         assert_eq!(h.target, "/abc.narinfo");
         assert!(h.keep_alive);
-        assert_eq!(h.user_agent.as_deref(), Some("curl/7.88 Nix/2.8.0"));
+        assert_eq!(h.user_agent.as_deref(), Some(&b"curl/7.88 Nix/2.8.0"[..]));
         assert!(!h.has_body);
     }
 
@@ -380,7 +382,7 @@ mod tests {
         assert_eq!((h.minor, n), (1, 28));
         // obs-text in a header value.
         let (h, _) = complete(b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: caf\xe9\r\n\r\n");
-        assert_eq!(h.user_agent.as_deref(), Some("caf\u{fffd}"));
+        assert_eq!(h.user_agent.as_deref(), Some(&b"caf\xe9"[..]));
         // Bare LF line ends.
         complete(b"GET / HTTP/1.1\nHost: x\n\n");
         // HTTP/1.0 needs no Host.

@@ -82,7 +82,7 @@ struct Exchange {
     method: Method,
     target: String,
     minor: u8,
-    user_agent: Option<String>,
+    user_agent: Option<Vec<u8>>,
     status: u16,
     /// When the reply started to go out.
     started: Instant,
@@ -620,7 +620,7 @@ impl Conn {
 fn access_line(peer: &str, x: &Exchange, bytes: u64) -> String {
     let date = response::clf_date(SystemTime::now());
     let target = log::escape(&x.target);
-    let ua = log::escape(x.user_agent.as_deref().unwrap_or("-"));
+    let ua = log::escape(x.user_agent.as_deref().unwrap_or(b"-"));
     format!(
         "{peer} - - [{date}] \"{} {target} HTTP/1.{}\" {} {bytes} \"-\" \"{ua}\"",
         log::escape(x.method.as_str()),
