@@ -110,8 +110,9 @@ pub(super) struct Report {
 
 impl Report {
     pub fn line(&self) -> String {
-        // Whole seconds, rounded up: "in the last 0 s" would read as nothing.
-        let secs = self.over.as_millis().div_ceil(1000).max(1);
+        // Whole seconds, the nearest (a report due after 10 s is written a
+        // moment later), but never "in the last 0 s".
+        let secs = ((self.over.as_millis() + 500) / 1000).max(1);
         format!(
             "{}: {} suppressed in the last {secs} s (at most {} a second are logged)",
             self.kind.what(),
@@ -278,13 +279,16 @@ mod tests {
             kind: Kind::Store,
             level: Level::Error,
             suppressed: 1,
-            over: 2300 * MS,
+            over: 2600 * MS,
         };
         assert_eq!(
             r.line(),
             "store errors: 1 similar line suppressed in the last 3 s (at most 100 a second are logged)"
         );
-        let r = Report { over: MS, ..r };
-        assert!(r.line().contains("in the last 1 s"), "{}", r.line());
+        for (ms, secs) in [(1, 1), (10_003, 10), (10_600, 11)] {
+            let r = Report { over: ms * MS, ..r };
+            let said = format!("in the last {secs} s");
+            assert!(r.line().contains(&said), "{ms} ms: {}", r.line());
+        }
     }
 }
