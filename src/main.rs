@@ -236,6 +236,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         Exit::Idle(d) => format!("No connection for {}s, exiting", d.as_secs()),
         Exit::Signal => "Stopping: finishing requests in flight".to_owned(),
     };
+    log::exiting();
     log::info(&why);
     notifier.stopping(&why);
     if !server.drain(deadline) {

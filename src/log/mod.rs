@@ -193,6 +193,15 @@ pub fn access(line: String) {
     }
 }
 
+/// The process is on its way out (idle, or told to stop): from now on no
+/// diagnostic is dropped, however full the queue, so that why it stops and
+/// the exit summary reach the log ([`flush`] before exiting bounds the wait).
+pub fn exiting() {
+    if let Some(l) = LOGGER.get() {
+        l.queue.exiting();
+    }
+}
+
 /// Waits until every line logged before the call is written, and the lines
 /// held back by the rate limits are counted in the log, for at most
 /// [`FLUSH_LIMIT`]. Before the process exits; false when the time ran out.
@@ -217,7 +226,7 @@ pub fn fatal(msg: &str) {
             Dest::Syslog => !journal,
         };
         if also {
-            l.queue.urgent(Level::Error, msg.to_owned());
+            l.queue.kept(Level::Error, msg.to_owned());
         }
     }
     // Earlier lines on stderr come before this one.

@@ -50,8 +50,11 @@ struct State {
     access: Vec<String>,
     access_bytes: usize,
     access_dropped: u64,
-    /// Lines that are never dropped: a fatal error, once per process.
-    urgent: Vec<(Level, String)>,
+    /// Lines that are never dropped: a fatal error, and every diagnostic
+    /// once the process is on its way out ([`Queue::exiting`]). Written
+    /// after everything else in their batch.
+    kept: Vec<(Level, String)>,
+    exiting: bool,
     limiter: Limiter,
     reopen: bool,
     /// Flushes asked for, and the last the log thread has carried out.
@@ -62,8 +65,9 @@ struct State {
     idle: bool,
 }
 
-/// What the log thread took from the queue in one go.
+/// What the log thread took from the queue in one go, besides the lines.
 struct Batch {
+    kept: Vec<(Level, String)>,
     dropped_diag: u64,
     dropped_access: u64,
     reports: Vec<Report>,
@@ -102,7 +106,9 @@ impl Queue {
     pub fn diag(&self, level: Level, line: String) {
         let cost = line.len() + LINE_COST;
         self.push(|s| {
-            if s.diag_bytes + cost > DIAG_BYTES {
+            if s.exiting {
+                s.kept.push((level, line));
+            } else if s.diag_bytes + cost > DIAG_BYTES {
                 s.diag_dropped += 1;
             } else {
                 s.diag_bytes += cost;
@@ -124,8 +130,16 @@ impl Queue {
     }
 
     /// A line that must reach the sink whatever the queue holds.
-    pub fn urgent(&self, level: Level, line: String) {
-        self.push(|s| s.urgent.push((level, line)));
+    pub fn kept(&self, level: Level, line: String) {
+        self.push(|s| s.kept.push((level, line)));
+    }
+
+    /// The process is exiting: from now on no diagnostic is dropped. What
+    /// it says then (why it stops, the exit summary) must reach the log even
+    /// if a stalled sink filled the queue; the threads still logging then
+    /// are few and finishing, and [`Queue::flush`] bounds the wait.
+    pub fn exiting(&self) {
+        self.push(|s| s.exiting = true);
     }
 
     /// Whether a line of `kind` is within its rate limit now.
@@ -169,6 +183,7 @@ impl Queue {
             let batch = self.take(&mut diag, &mut access);
             sinks.write_access(&access);
             diag.extend(about(&batch));
+            diag.extend(batch.kept);
             sinks.write_diag(&diag);
             if batch.reopen {
                 let said = sinks.reopen();
@@ -194,7 +209,7 @@ impl Queue {
             let flush = s.flush_asked > s.flushed;
             let work = !s.diag.is_empty()
                 || !s.access.is_empty()
-                || !s.urgent.is_empty()
+                || !s.kept.is_empty()
                 || s.diag_dropped + s.access_dropped > 0
                 || s.reopen
                 || flush
@@ -202,10 +217,10 @@ impl Queue {
             if work {
                 mem::swap(&mut s.diag, diag);
                 mem::swap(&mut s.access, access);
-                diag.append(&mut s.urgent);
                 s.diag_bytes = 0;
                 s.access_bytes = 0;
                 return Batch {
+                    kept: mem::take(&mut s.kept),
                     dropped_diag: mem::take(&mut s.diag_dropped),
                     dropped_access: mem::take(&mut s.access_dropped),
                     // Before a flush (the process is about to exit), every

@@ -45,12 +45,12 @@ fn a_full_queue_drops_and_counts_lines_then_takes_them_again() {
         q.access(access.clone());
     }
     // Never dropped, whatever the queue holds.
-    q.urgent(Level::Error, "fatal".into());
+    q.kept(Level::Error, "fatal".into());
 
     let (mut diag, mut acc) = (Vec::new(), Vec::new());
     let batch = q.take(&mut diag, &mut acc);
-    assert_eq!(diag.len(), fits + 1);
-    assert_eq!(diag.last().unwrap(), &(Level::Error, "fatal".to_owned()));
+    assert_eq!(diag.len(), fits);
+    assert_eq!(batch.kept, [(Level::Error, "fatal".to_owned())]);
     assert_eq!(acc.len(), fits_access);
     assert_eq!((batch.dropped_diag, batch.dropped_access), (402, 7));
     assert_eq!(
@@ -79,6 +79,32 @@ fn a_full_queue_drops_and_counts_lines_then_takes_them_again() {
     assert!(about(&batch).is_empty());
 }
 
+/// Once the process is exiting, what it says is kept however full the
+/// queue, and comes after the count of what was dropped before.
+#[test]
+fn nothing_is_dropped_once_exiting() {
+    let q = Queue::new();
+    let line = "d".repeat(100);
+    let fits = DIAG_BYTES / (100 + LINE_COST);
+    for _ in 0..fits + 3 {
+        q.diag(Level::Info, line.clone());
+    }
+    q.exiting();
+    q.diag(Level::Info, "Stopping".into());
+    q.diag(Level::Info, "Exiting after 1.0s".into());
+    let (mut diag, mut acc) = (Vec::new(), Vec::new());
+    let batch = q.take(&mut diag, &mut acc);
+    assert_eq!(diag.len(), fits);
+    assert_eq!(batch.dropped_diag, 3);
+    assert_eq!(
+        batch.kept,
+        [
+            (Level::Info, "Stopping".to_owned()),
+            (Level::Info, "Exiting after 1.0s".to_owned())
+        ]
+    );
+}
+
 #[test]
 fn flush_writes_every_line_in_order_and_counts_what_was_held_back() {
     let (q, dir) = running("flush");
@@ -91,7 +117,7 @@ fn flush_writes_every_line_in_order_and_counts_what_was_held_back() {
     }
     q.access("GET /a".into());
     q.access("GET /b".into());
-    q.urgent(Level::Error, "last words".into());
+    q.kept(Level::Error, "last words".into());
     assert!(q.flush(Duration::from_secs(30)));
 
     let bad: String = (0..10)
@@ -101,9 +127,9 @@ fn flush_writes_every_line_in_order_and_counts_what_was_held_back() {
         read(dir.join("error.log")),
         format!(
             "nix-serve: info: one\nnix-serve: warning: two\n{bad}\
-             nix-serve: error: last words\n\
              nix-serve: info: bad requests: 15 similar lines suppressed in the last 1 s \
-             (at most 10 a second are logged)\n"
+             (at most 10 a second are logged)\n\
+             nix-serve: error: last words\n"
         )
     );
     assert_eq!(read(dir.join("access.log")), "GET /a\nGET /b\n");
