@@ -9,54 +9,23 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::binary::{free_port, get, tmpdir, wait_listening, Running};
+use common::binary::{get, tmpdir, Running};
+use common::logs::{read, start_on_free_port, wait_for, wait_for_n};
 
 /// Starts the server on a free port with both logs in `dir`.
 fn start_with_logs(dir: &Path) -> (Running, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let (access, error) = (dir.join("access.log"), dir.join("error.log"));
-    let server = Running::start(
+    start_on_free_port(
         &[
-            "--listen",
-            &addr.to_string(),
             "--access-log",
             access.to_str().unwrap(),
             "--error-log",
             error.to_str().unwrap(),
         ],
         Stdio::inherit(),
-    );
-    wait_listening(addr, Duration::from_secs(60));
-    (server, addr)
-}
-
-fn read(path: &Path) -> String {
-    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
-}
-
-/// Waits (bounded) until `path` holds `needle`.
-fn wait_for(path: &Path, needle: &str) -> String {
-    wait_for_n(path, needle, 1)
-}
-
-/// Waits (bounded) until `path` holds `needle` `n` times.
-fn wait_for_n(path: &Path, needle: &str, n: usize) -> String {
-    let start = Instant::now();
-    loop {
-        let text = read(path);
-        if text.matches(needle).count() >= n {
-            return text;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{} never got {needle:?} {n} times: {text:?}",
-            path.display()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    )
 }
 
 fn signal(server: &Running, sig: &str) {

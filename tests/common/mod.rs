@@ -11,6 +11,7 @@ mod chroot;
 mod daemon;
 mod fixtures;
 pub mod in_process;
+pub mod logs;
 mod nix;
 pub mod routes;
 mod scratch;
