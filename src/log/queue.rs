@@ -142,9 +142,19 @@ impl Queue {
         self.push(|s| s.exiting = true);
     }
 
-    /// Whether a line of `kind` is within its rate limit now.
+    /// Whether a line of `kind` is within its rate limit now. The first
+    /// line held back sets when the report is due: the log thread, if it
+    /// waits without a deadline, is woken to wait for that one instead.
     pub fn admit(&self, kind: Kind, level: Level) -> bool {
-        self.lock().limiter.admit(kind, level, Instant::now())
+        let mut s = self.lock();
+        let due = s.limiter.next_due();
+        let admitted = s.limiter.admit(kind, level, Instant::now());
+        let wake = !admitted && s.limiter.next_due() != due && mem::take(&mut s.idle);
+        drop(s);
+        if wake {
+            self.work.notify_one();
+        }
+        admitted
     }
 
     pub fn reopen(&self) {
