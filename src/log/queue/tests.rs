@@ -31,14 +31,19 @@ fn read(path: PathBuf) -> String {
     std::fs::read_to_string(path).unwrap()
 }
 
+/// Queues 100-byte diagnostics, `extra` more than fit; returns how many fit.
+fn overfill(q: &Queue, extra: usize) -> usize {
+    let fits = DIAG_BYTES / (100 + LINE_COST);
+    for _ in 0..fits + extra {
+        q.diag(Level::Info, "d".repeat(100));
+    }
+    fits
+}
+
 #[test]
 fn a_full_queue_drops_and_counts_lines_then_takes_them_again() {
     let q = Queue::new();
-    let line = "d".repeat(100);
-    let fits = DIAG_BYTES / (100 + LINE_COST);
-    for _ in 0..fits + 402 {
-        q.diag(Level::Info, line.clone());
-    }
+    let fits = overfill(&q, 402);
     let access = "a".repeat(1000);
     let fits_access = ACCESS_BYTES / (1000 + LINE_COST);
     for _ in 0..fits_access + 7 {
@@ -68,9 +73,7 @@ fn a_full_queue_drops_and_counts_lines_then_takes_them_again() {
     );
 
     // Taken: room for as many again, and the counts start from zero.
-    for _ in 0..fits {
-        q.diag(Level::Info, line.clone());
-    }
+    assert_eq!(overfill(&q, 0), fits);
     q.access(access.clone());
     let (mut diag, mut acc) = (Vec::new(), Vec::new());
     let batch = q.take(&mut diag, &mut acc);
@@ -84,11 +87,7 @@ fn a_full_queue_drops_and_counts_lines_then_takes_them_again() {
 #[test]
 fn nothing_is_dropped_once_exiting() {
     let q = Queue::new();
-    let line = "d".repeat(100);
-    let fits = DIAG_BYTES / (100 + LINE_COST);
-    for _ in 0..fits + 3 {
-        q.diag(Level::Info, line.clone());
-    }
+    let fits = overfill(&q, 3);
     q.exiting();
     q.diag(Level::Info, "Stopping".into());
     q.diag(Level::Info, "Exiting after 1.0s".into());
