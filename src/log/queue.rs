@@ -225,6 +225,7 @@ impl Queue {
                 || flush
                 || due.is_some_and(|d| d <= now);
             if work {
+                let all = flush || s.exiting;
                 mem::swap(&mut s.diag, diag);
                 mem::swap(&mut s.access, access);
                 s.diag_bytes = 0;
@@ -233,9 +234,10 @@ impl Queue {
                     kept: mem::take(&mut s.kept),
                     dropped_diag: mem::take(&mut s.diag_dropped),
                     dropped_access: mem::take(&mut s.access_dropped),
-                    // Before a flush (the process is about to exit), every
-                    // count, however recent.
-                    reports: s.limiter.reports(now, flush),
+                    // Once the process is exiting (and before a flush),
+                    // every count, however recent: ahead of the kept lines,
+                    // so the exit line stays the last.
+                    reports: s.limiter.reports(now, all),
                     reopen: mem::take(&mut s.reopen),
                     flush: s.flush_asked,
                 };

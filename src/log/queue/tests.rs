@@ -88,6 +88,11 @@ fn a_full_queue_drops_and_counts_lines_then_takes_them_again() {
 fn nothing_is_dropped_once_exiting() {
     let q = Queue::new();
     let fits = overfill(&q, 3);
+    // The 11th in a second is held back.
+    let admitted = (0..11)
+        .filter(|_| q.admit(Kind::SlowReader, Level::Info))
+        .count();
+    assert_eq!(admitted, 10);
     q.exiting();
     q.diag(Level::Info, "Stopping".into());
     q.diag(Level::Info, "Exiting after 1.0s".into());
@@ -102,6 +107,13 @@ fn nothing_is_dropped_once_exiting() {
             (Level::Info, "Exiting after 1.0s".to_owned())
         ]
     );
+    // Held-back lines are counted at once, not 10 s later (when the
+    // process is gone), and before the kept lines.
+    let said = about(&batch);
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert!(said[1]
+        .1
+        .starts_with("clients reading too slowly: 1 similar line"));
 }
 
 #[test]
