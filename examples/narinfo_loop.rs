@@ -14,19 +14,19 @@
 //! references); `watch` times the event loop's look at the change signal
 //! alone (`store::cache::Watch`: `PRAGMA data_version` on its own
 //! connection); `loop` times the event loop's whole answer to a present
-//! narinfo from the shared replies (`http::FastPath::answer`: route, watch,
+//! narinfo from the shared replies (`cache::NarinfoFastPath::answer`: route, watch,
 //! look-up, copy). Prints the best round's time per call.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use nix_serve_sd::http::narinfo;
-use nix_serve_sd::http::request::{Head, Method};
-use nix_serve_sd::http::FastPath;
+use nix_serve_sd::cache::narinfo::{self, Replies};
+use nix_serve_sd::cache::NarinfoFastPath;
 use nix_serve_sd::nix::compression::Compression;
 use nix_serve_sd::nix::signing::SecretKey;
 use nix_serve_sd::nix::store_path::{HashPart, StoreDir, StorePath};
+use nix_serve_sd::server::app::Request;
 use nix_serve_sd::store::cache::Watch;
 use nix_serve_sd::store::daemon::ChangeSignal;
 use nix_serve_sd::store::Opener;
@@ -61,19 +61,11 @@ fn main() -> ExitCode {
         _ => corpus.iter().map(StorePath::hash_part).collect(),
     };
     let mut memo = Default::default();
-    let (mut fast, replies) = FastPath::new(opener.change_signal(), None);
-    let heads: Vec<Head> = hashes
+    let replies = std::sync::Arc::new(Replies::for_signal(&opener.change_signal()));
+    let mut fast = NarinfoFastPath::new(replies.clone(), opener.change_signal(), None);
+    let heads: Vec<Request> = hashes
         .iter()
-        .map(|h| Head {
-            method: Method::Get,
-            target: format!("/{h}.narinfo"),
-            minor: 1,
-            keep_alive: true,
-            range: None,
-            accept_encoding: None,
-            has_body: false,
-            user_agent: None,
-        })
+        .map(|h| Request::get(&format!("/{h}.narinfo")))
         .collect();
     let mut watch = match opener.change_signal() {
         ChangeSignal::Database(db) => Watch::database(db),

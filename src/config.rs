@@ -37,10 +37,17 @@ pub enum ConfigError {
     Compression { value: String, reason: &'static str },
     #[error("--workers must be between 1 and {max}, not {value}")]
     Workers { value: usize, max: usize },
+    #[error("--event-loops must be between 1 and {max}, not {value}")]
+    Loops { value: usize, max: usize },
 }
 
 /// Upper bound on `--workers`: each worker is a thread with a store connection.
 pub const MAX_WORKERS: usize = 256;
+/// Upper bound on `--event-loops`; also the default's. Each loop is woken
+/// by every new connection (they share the listening sockets), so past a
+/// few loops more cost wake-ups and buy nothing: NAR bytes are moved by
+/// the body threads, not the loops.
+pub const MAX_LOOPS: usize = 8;
 
 #[derive(Parser, Debug, Default)]
 // A flag given twice: the last one wins, as in nix-serve's Perl option parser
@@ -71,6 +78,10 @@ pub struct Cli {
     /// when first needed (default 2 × the CPUs we may run on, at most 32).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Event loops that own the client connections (default one per CPU we
+    /// may run on, at most 8).
+    #[arg(long = "event-loops", value_name = "N")]
+    pub event_loops: Option<usize>,
     /// Listen queue length.
     #[arg(long, default_value_t = 1024)]
     pub backlog: i32,
@@ -181,6 +192,7 @@ pub enum ListenSpec {
 pub struct Config {
     pub listen: Vec<ListenSpec>,
     pub workers: usize,
+    pub loops: usize,
     pub backlog: i32,
     pub read_timeout: Duration,
     pub keepalive_timeout: Duration,
@@ -254,6 +266,16 @@ impl Config {
                 })
             }
         };
+        let loops = match cli.event_loops {
+            None => cores.clamp(1, MAX_LOOPS),
+            Some(n) if (1..=MAX_LOOPS).contains(&n) => n,
+            Some(n) => {
+                return Err(ConfigError::Loops {
+                    value: n,
+                    max: MAX_LOOPS,
+                })
+            }
+        };
         let secs = |flag, v: &Option<String>, default| match v {
             None => Ok(default),
             Some(v) => parse_duration(v).map_err(|reason| ConfigError::Duration {
@@ -304,6 +326,7 @@ impl Config {
         Ok(Config {
             listen,
             workers,
+            loops,
             backlog: cli.backlog.clamp(1, 65535),
             // A zero timeout would close every connection at once.
             read_timeout: read_timeout.max(Duration::from_millis(100)),

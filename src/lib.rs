@@ -11,9 +11,9 @@
 //!   `--metrics-file`; the store, server and HTTP layers record into it.
 #![deny(unsafe_code)]
 
+pub mod cache;
 pub mod config;
 pub mod exit;
-pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod nix;

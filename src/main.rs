@@ -5,20 +5,20 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 
+use nix_serve_sd::cache::{heavy, Cache, Service};
 use nix_serve_sd::config::{Cli, Config, ListenSpec};
 use nix_serve_sd::exit::StartError;
-use nix_serve_sd::http::{FastPath, Service, Worker};
 use nix_serve_sd::log;
 use nix_serve_sd::metrics::{Metrics, MetricsFile};
 use nix_serve_sd::nix::signing::SecretKey;
-use nix_serve_sd::server::{self, Limits, Listener, Server};
+use nix_serve_sd::server::life::{self, Exit, Watch};
+use nix_serve_sd::server::{self, Limits, Listener, Server, Settings};
 use nix_serve_sd::store::closure::{self, Roots, Watcher};
 use nix_serve_sd::store::{uri, Counted, OpenStore, Opener};
 use nix_serve_sd::systemd::{self, Notifier};
@@ -26,9 +26,6 @@ use nix_serve_sd::systemd::{self, Notifier};
 /// How long SIGTERM waits for requests in flight before exiting anyway
 /// (systemd's own TimeoutStopSec default is 90 s).
 const DRAIN_BOUND: Duration = Duration::from_secs(30);
-/// How often the main thread looks at signals, idleness and the watchdog.
-const TICK: Duration = Duration::from_millis(100);
-const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     // First, before any thread exists: listenfd reads and clears LISTEN_FDS.
@@ -58,15 +55,14 @@ fn main() -> ExitCode {
             log::InitError::Thread(_) => StartError::Other(e.to_string()),
         });
     }
-    match run(&config, inherited) {
-        Ok(()) => {
-            // The exit summary and whatever came before it reach the log
-            // before the process (and with it the log thread) is gone.
-            log::flush();
-            ExitCode::SUCCESS
-        }
+    let status = match run(&config, inherited) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
-    }
+    };
+    // The exit summary and whatever came before it reach the log before
+    // the process (and with it the log thread) is gone.
+    log::flush();
+    status
 }
 
 /// One line saying why, and the status that tells systemd whether to retry
@@ -74,11 +70,6 @@ fn main() -> ExitCode {
 fn fail(e: StartError) -> ExitCode {
     log::fatal(&e.to_string());
     ExitCode::from(e.exit_code())
-}
-
-enum Exit {
-    Idle(Duration),
-    Signal,
 }
 
 fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
@@ -145,6 +136,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         keys,
         priority: config.priority,
         compression: config.compression,
+        heavy: heavy::Heavy::new(heavy::BUDGET),
     });
     // The first closure before READY: the server never serves unfiltered.
     let mut closure_watch = None;
@@ -158,19 +150,11 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         closure_watch = Some(watcher);
         Some(allowed)
     };
-    // Narinfo replies the workers file, for the event loop to answer alone.
-    let (fast, replies) = FastPath::new(opener.change_signal(), allowed.clone());
-    let workers = (0..config.workers)
-        .map(|_| {
-            let w = Worker::new(svc.clone(), open.clone(), None)
-                .with_metrics(metrics.clone(), config.metrics_route)
-                .with_replies(replies.clone());
-            match &allowed {
-                Some(a) => w.with_closure(a.clone()),
-                None => w,
-            }
-        })
-        .collect();
+    let app = Arc::new(
+        Cache::new(svc, open, opener.change_signal(), metrics.clone())
+            .with_metrics_route(config.metrics_route)
+            .with_closure(allowed),
+    );
 
     // Before the threads start, so a SIGTERM from now on drains cleanly.
     let term = Arc::new(AtomicBool::new(false));
@@ -186,28 +170,27 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
             .map_err(|e| StartError::Config(format!("cannot write --pid {}: {e}", p.display())))?;
     }
 
-    let limits = Limits {
-        read_timeout: config.read_timeout,
-        keepalive_timeout: config.keepalive_timeout,
-        write_timeout: config.write_timeout,
-        keepalive: config.keepalive,
+    let settings = Settings {
+        limits: Limits {
+            read_timeout: config.read_timeout,
+            keepalive_timeout: config.keepalive_timeout,
+            write_timeout: config.write_timeout,
+            keepalive: config.keepalive,
+        },
+        loops: config.loops,
+        workers: config.workers,
+        access_log: log::access_enabled(),
+        max_connections: None,
     };
-    let access = log::access_enabled();
-    let mut server = Server::start(
-        listeners,
-        workers,
-        Some(fast),
-        limits,
-        access,
-        metrics.clone(),
-    )
-    .map_err(|e| StartError::Other(format!("cannot start: {e}")))?;
+    let mut server = Server::start(listeners, app, settings, metrics.clone())
+        .map_err(|e| StartError::Other(format!("cannot start: {e}")))?;
 
     let notifier = Notifier::from_env(&env);
     let what = format!(
-        "Serving store {} on {} with {} workers, {} signing key(s)",
+        "Serving store {} on {} with {} event loop(s), up to {} workers, {} signing key(s)",
         opener.describe(),
         server.describe(),
+        config.loops,
         config.workers,
         config.key_files.len()
     );
@@ -217,17 +200,20 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     if let Some(f) = &mut metrics_file {
         f.write(&metrics);
     }
-    let store = opener.describe();
-    let exit = watch(
+    let describe = format!("store {}", opener.describe());
+    let mut chores = Chores {
+        metrics_file: &mut metrics_file,
+        metrics: &metrics,
+        closure: closure_watch,
+    };
+    let exit = life::supervise(
         &mut server,
-        config,
-        &notifier,
-        &term,
-        &store,
-        &mut Chores {
-            metrics_file: &mut metrics_file,
-            metrics: &metrics,
-            closure: closure_watch,
+        Watch {
+            idle_timeout: config.idle_timeout,
+            stop: &term,
+            manager: &notifier,
+            describe: &describe,
+            chores: &mut |now| chores.tick(now),
         },
     );
     // The drain bound counts from the moment the signal was seen.
@@ -261,77 +247,23 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     Ok(())
 }
 
-/// What the watch loop does at each tick besides its own checks.
+/// What the main thread does at each tick besides watching the server.
 struct Chores<'a> {
     metrics_file: &'a mut Option<MetricsFile>,
     metrics: &'a Metrics,
-    /// `--serve-closure-of`: asks about once a second whether a root or the
+    /// `--serve-closure-of`: asks twice a second whether a root or the
     /// store changed; the recompute runs on its own thread.
     closure: Option<Watcher>,
 }
 
 impl Chores<'_> {
     fn tick(&mut self, now: Instant) {
+        log::reopen_if_hup();
         if let Some(f) = self.metrics_file {
             f.tick(self.metrics, now);
         }
         if let Some(w) = &mut self.closure {
             w.tick(now);
         }
-    }
-}
-
-/// The main thread's loop: signals, the watchdog, idleness, status lines.
-/// `store` stays in every STATUS= line: `systemctl status` shows which
-/// backend `auto` settled on for as long as the process runs.
-fn watch(
-    server: &mut Server,
-    config: &Config,
-    notifier: &Notifier,
-    term: &AtomicBool,
-    store: &str,
-    chores: &mut Chores<'_>,
-) -> Exit {
-    let ping_every = notifier.watchdog_period();
-    let mut next_ping = Instant::now();
-    let mut next_status = Instant::now() + STATUS_EVERY;
-    let mut last_counts = server.activity().counts();
-    loop {
-        if term.load(Ordering::SeqCst) {
-            return Exit::Signal;
-        }
-        log::reopen_if_hup();
-        let now = Instant::now();
-        if let Some(every) = ping_every {
-            if now >= next_ping {
-                notifier.ping();
-                next_ping = now + every;
-            }
-        }
-        if let Some(idle) = config.idle_timeout {
-            if server.activity().idle_for().is_some_and(|d| d >= idle) {
-                // Stop taking connections, then look again: one accepted in
-                // between is served, and we go on; the rest waits in systemd's
-                // socket for the next process. No request is ever cut.
-                server.stop_accepting();
-                if server.activity().idle_for().is_some_and(|d| d >= idle) {
-                    return Exit::Idle(idle);
-                }
-                server.resume_accepting();
-            }
-        }
-        chores.tick(now);
-        if now >= next_status {
-            let counts = server.activity().counts();
-            if counts != last_counts {
-                notifier.status(&format!(
-                    "Serving store {store}: {} open connection(s), {} requests answered so far",
-                    counts.0, counts.1
-                ));
-                last_counts = counts;
-            }
-            next_status = now + STATUS_EVERY;
-        }
-        thread::sleep(TICK);
     }
 }

@@ -206,7 +206,8 @@ impl Metrics {
                 }
             }
             *v.sent.entry(Cow::Borrowed(route)).or_default() += bytes;
-            if let Some(d) = nar_stream {
+            // The histogram is of NARs: the engine times every whole body.
+            if let Some(d) = nar_stream.filter(|_| route == "nar") {
                 v.nar_stream.observe(d.as_secs_f64());
             }
             s.run_requests += 1;

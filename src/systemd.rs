@@ -79,6 +79,20 @@ impl Notifier {
     }
 }
 
+impl crate::server::life::Manager for Notifier {
+    fn status(&self, status: &str) {
+        Notifier::status(self, status);
+    }
+
+    fn ping(&self) {
+        Notifier::ping(self);
+    }
+
+    fn watchdog_period(&self) -> Option<Duration> {
+        Notifier::watchdog_period(self)
+    }
+}
+
 /// The watchdog interval, as sd_watchdog_enabled(3) reads it: a positive
 /// `WATCHDOG_USEC`, and `WATCHDOG_PID`, when set, naming us (else it is meant
 /// for another process). sd-notify's own helper also refuses an unset `WATCHDOG_PID`.

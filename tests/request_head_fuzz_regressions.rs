@@ -1,7 +1,7 @@
 //! Inputs the `request_head` fuzz target found (fuzz/README.md), kept as
 //! regression tests. Pure: no Nix, no server.
 
-use nix_serve_sd::http::request::{parse, Parsed};
+use nix_serve_sd::server::http1::request::{parse, Parsed};
 
 /// A request line with a space inside the target ends in a valid version,
 /// but httparse reads the version after the *first* target and says

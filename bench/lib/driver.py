@@ -3,6 +3,7 @@ them in turn (interleaved, so load from elsewhere hits all alike), prints the
 table. Called by bench/run after the set-up; see bench/README.md."""
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -12,6 +13,7 @@ import tempfile
 import time
 
 import client
+import colddisk
 import figures
 import measure
 import procs
@@ -40,6 +42,15 @@ def main():
                     help="whole seconds of each wrk run in the misbehave scenario")
     ap.add_argument("--misbehave-requests", type=int, default=300,
                     help="fresh-connection requests timed per phase of the misbehave scenario")
+    ap.add_argument("--harmonia", help="a harmonia-cache binary: measured as a peer column too")
+    ap.add_argument("--slow-dir", help="where the cold-disk scenario mounts its slow file systems "
+                                       "(default: in the run's temporary directory)")
+    ap.add_argument("--slow-delay-ms", type=float, default=2.0,
+                    help="the cold-disk scenario's sleep before every read")
+    ap.add_argument("--fusepy", help="a directory holding fusepy (pip install --target), for the "
+                                     "cold-disk scenario; default: python3's own")
+    ap.add_argument("--cold-seconds", type=int, default=120,
+                    help="cap on each server's cold-disk run (the 1 GiB NAR streams are cut there)")
     opts = ap.parse_args()
     prefixes = [p for p in opts.only.split(",") if p]
 
@@ -61,7 +72,8 @@ def main():
         log("no binary: the 'ours' columns are nginx too (dry run of the harness)")
         ours = [servers.Nginx(n, os.path.join(opts.state, "cache"), work) for n in ("local", "daemon")]
         unsigned = servers.Nginx("local-unsigned", os.path.join(opts.state, "cache"), work)
-    specs = [nginx] + ours + [unsigned]
+    peers = [servers.Harmonia("harmonia", opts.harmonia, opts.key, work)] if opts.harmonia else []
+    specs = [nginx] + ours + peers + [unsigned]
     spec_of = {s.name: s for s in specs}
     results = {s.name: {} for s in specs}
     notes, failed = [], set()
@@ -93,7 +105,7 @@ def main():
             del running[name]
 
     lists = write_path_lists(work, paths)
-    full = [s.name for s in [nginx] + ours if s.name in running]
+    full = [s.name for s in [nginx] + ours + peers if s.name in running]
     narinfo_only = full + [unsigned.name] if unsigned.name in running else full
 
     def run(key, names, scenario, conns, seconds, paths_file=None, sample=False):
@@ -133,9 +145,17 @@ def main():
             run(f"load.mixed.{conns}", order(full), "present", conns, opts.load_seconds,
                 lists["mixed"], sample=conns == 256)
         for size in ("10M", "1G"):
-            for conns in (4, 32, 256) if size == "10M" else (32, 256):
+            for conns in (1, 4, 16, 32, 256) if size == "10M" else (32, 256):
                 run(f"load.{size}.{conns}", order(full), size, conns, opts.load_seconds,
                     sample=conns == 256)
+        # Narinfo asked the first time: a new instance of each server (no reply
+        # cached yet), every path of the 32,000 asked exactly once.
+        if wanted("load.first"):
+            warm_first_ask(opts.state, paths["first"])
+        for conns in (32, 256):
+            if wanted(f"load.first.{conns}"):
+                for name in order(full):
+                    first_ask(spec_of[name], work, lists["first"], conns, results[name], notes)
     move_unsigned(results, unsigned.name)
 
     # 4. Memory while a slow reader takes a 1 GiB NAR (all servers at once: each
@@ -166,6 +186,10 @@ def main():
     if wanted("misbehave"):
         for name in full:
             misbehave(spec_of[name], work, urls[name], lists["present"], opts, results[name], notes)
+
+    # 7. Cold disk: the store behind a slow FUSE mount, page cache emptied.
+    if wanted("cold"):
+        cold_disk(opts, work, paths, spec_of, [n for n in full if n != "daemon"], results, notes)
 
     # 3. Cold start under socket activation, and warm, interleaved per trial.
     present = {n: urls[n]["present"] for n in full}
@@ -224,7 +248,8 @@ def main():
     for name, per_key in reconnects.items():
         notes.append(f"{name} closed keep-alive connections (wrk reconnected; connections accepted "
                      "per request): " + ", ".join(f"{k} {v:.2f}" for k, v in per_key.items()))
-    report(opts, results, notes, [s.name for s in ours], idle)
+    report(opts, results, notes, [s.name for s in ours], [p.name for p in peers], idle,
+           len(paths["first"]))
     sys.exit(1 if failed else 0)
 
 
@@ -358,6 +383,126 @@ def misbehave_notes(notes, name, when, summary):
         notes.append(f"{name}, misbehaving clients {when}: " + "; ".join(said))
 
 
+def warm_first_ask(state, first):
+    """Reads what the first-ask figures read from disk into the page cache,
+    alike for all: nginx's 32,000 narinfo files and the store's database.
+    Otherwise the first server measured would read them from the disk (the
+    cold-disk scenario empties the page cache) and the others would not."""
+    db = os.path.join(os.environ.get("NIX_STATE_DIR", "/nix/var/nix"), "db/db.sqlite")
+    files = [os.path.join(state, "cache", f"{hashpart(p)}.narinfo") for p in first]
+    for path in files + [db, db + "-wal"]:
+        try:
+            with open(path, "rb") as f:
+                while f.read(1 << 20):
+                    pass
+        except FileNotFoundError:
+            pass
+
+
+@contextlib.contextmanager
+def new_instance(spec, work, tag, notes, what):
+    """A new instance of spec for one scenario, stopped at the end; None, and
+    a note, if it did not start."""
+    try:
+        srv = servers.Running(spec, work, tag=tag)
+    except servers.StartError as e:
+        notes.append(f"{spec.name}, {what}: did not start: {one_line(e)}")
+        yield None
+        return
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def first_ask(spec, work, paths_file, conns, results, notes):
+    """load.first.CONNS for one server: a new instance, every path of the
+    first-ask list asked once (wrk-once.lua), then stopped; the best round
+    counts, as for the other wrk figures."""
+    key = f"load.first.{conns}"
+    log(f"{key}: {spec.name}")
+    with new_instance(spec, work, "-first", notes, key) as srv:
+        if srv is None:
+            return
+        try:
+            r = measure.wrk_once(srv.port, paths_file, conns)
+        except measure.MeasureError as e:
+            notes.append(f"{spec.name}, {key}: {one_line(e)}")
+            return
+    if r["requests"] != r["sent"]:
+        notes.append(f"{spec.name}, {key}: {r['sent']} paths asked, {r['requests']} answers counted")
+    wrk_notes(notes, spec.name, key, r)
+    rate = r["sent"] / r["seconds"]
+    results[key] = max(results.get(key, 0), rate)
+
+
+def cold_disk(opts, work, paths, spec_of, names, results, notes):
+    """The cold-disk scenario for each of `names`, once each: a new instance on
+    the slow mounts (on_slow_disk), checked as every server is, then colddisk.run.
+    Ours with the local backend only: the daemon backend would need a
+    nix-daemon of its own on the chroot store."""
+    slow_dir = opts.slow_dir or os.path.join(work, "slow")
+    notes.append(f"cold disk: the store and nginx's cache behind a FUSE mirror that sleeps "
+                 f"{opts.slow_delay_ms:g} ms before every read (bench/lib/slowfs.py); page cache "
+                 f"emptied before each server's turn; {colddisk.STREAMS} clients fetch the 1 GiB NAR "
+                 f"once each (capped at {opts.cold_seconds} s) while a fifth asks an "
+                 f"already-answered narinfo on a fresh connection every "
+                 f"{colddisk.INTERVAL * 1e3:.0f} ms; ours with the local backend only")
+    try:
+        mounts = colddisk.SlowMounts(opts.state, slow_dir, opts.slow_delay_ms, opts.fusepy)
+        with mounts:
+            for name in names:
+                spec = on_slow_disk(spec_of[name], mounts, work)
+                log(f"cold disk: {spec.name}")
+                with new_instance(spec, work, "-cold", notes, "cold disk") as srv:
+                    if srv is None:
+                        continue
+                    try:
+                        urls = preflight(srv, paths)
+                        nar_size = nar_length(srv.port, paths["nar-1G"])
+                        times, other, got, seconds = colddisk.run(
+                            srv, urls["present"], urls["1G"], nar_size, opts.cold_seconds)
+                    except (measure.MeasureError, client.BadResponse, OSError) as e:
+                        notes.append(f"{spec.name}, cold disk: {one_line(e)}")
+                        continue
+                r = results[spec.name]
+                r["cold.narinfo.p50"] = measure.percentile(times, 50)
+                r["cold.narinfo.p99"] = measure.percentile(times, 99)
+                r["cold.narinfo.max"] = max(times) if times else None
+                r["cold.nar"] = got / seconds
+                if other:
+                    notes.append(f"{spec.name}, cold disk: narinfo requests that did not answer 200: "
+                                 f"{other}")
+                notes.append(f"{spec.name}, cold disk: {len(times)} narinfo answers timed, "
+                             f"{got / 2**30:.2f} GiB of NAR in {seconds:.1f} s")
+    except (measure.MeasureError, OSError) as e:
+        notes.append(f"cold disk: not measured: {one_line(e)}")
+        log(f"cold disk: {e}")
+
+
+def on_slow_disk(spec, mounts, work):
+    """The same server on the slow mounts: nginx on the mirror of its cache,
+    ours (local backend) and harmonia on the mirror of the chroot store."""
+    if isinstance(spec, servers.Nginx):
+        return servers.Nginx(spec.name, mounts.cache, work)
+    if isinstance(spec, servers.Ours):
+        return servers.Ours(spec.name, spec.binary, f"local?root={mounts.root}", spec.key,
+                            spec.env, spec.args)
+    return servers.Harmonia(spec.name, spec.binary, spec.key, work, root=mounts.root)
+
+
+def nar_length(port, store_path):
+    """NarSize from a server's own narinfo of store_path."""
+    status, _, body = client.get(port, f"/{hashpart(store_path)}.narinfo")
+    if status != 200:
+        raise measure.MeasureError(f"narinfo of {store_path} answered {status}")
+    return int(narinfo_fields(body)["NarSize"])
+
+
+def narinfo_fields(body):
+    return dict(line.split(": ", 1) for line in body.decode().splitlines() if ": " in line)
+
+
 def move_unsigned(results, name):
     """The unsigned run shows as extra rows in the local column."""
     for key, value in results.pop(name, {}).items():
@@ -384,7 +529,7 @@ def preflight(srv, paths):
         status, _, body = client.get(port, f"/{hashpart(paths[role])}.narinfo")
         if status != 200:
             raise measure.MeasureError(f"narinfo of {paths[role]} answered {status}")
-        fields = dict(line.split(": ", 1) for line in body.decode().splitlines() if ": " in line)
+        fields = narinfo_fields(body)
         url, size = "/" + fields["URL"], int(fields["NarSize"])
         urls[scenario] = url
         if scenario == "1G":
@@ -407,6 +552,8 @@ def load_paths(state):
             paths[role] = path
     with open(os.path.join(state, "absent.txt")) as f:
         paths["absent"] = f.read().split()
+    with open(os.path.join(state, "first.txt")) as f:
+        paths["first"] = f.read().split()
     return paths
 
 
@@ -414,8 +561,9 @@ def write_path_lists(work, paths):
     present = [f"/{hashpart(p)}.narinfo" for r, p in sorted(paths.items()) if r.startswith("corpus-")]
     absent = [f"/{h}.narinfo" for h in paths["absent"]]
     mixed = [p for pair in zip(present, absent) for p in pair]  # strictly alternating
+    first = [f"/{hashpart(p)}.narinfo" for p in paths["first"]]
     out = {}
-    for name, lines in (("present", present), ("mixed", mixed)):
+    for name, lines in (("present", present), ("mixed", mixed), ("first", first)):
         out[name] = os.path.join(work, f"{name}.txt")
         with open(out[name], "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -426,8 +574,9 @@ def hashpart(store_path):
     return os.path.basename(store_path)[:32]
 
 
-def report(opts, results, notes, ours_names, idle):
-    ctx = {"idle": idle, "trials": opts.trials, "warm": opts.trials * measure.WARM_PER_TRIAL}
+def report(opts, results, notes, ours_names, peer_names, idle, first_count):
+    ctx = {"idle": idle, "trials": opts.trials, "warm": opts.trials * measure.WARM_PER_TRIAL,
+           "first": f"{first_count:,}", "delay": f"{opts.slow_delay_ms:g}"}
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rev = subprocess.run(["git", "-C", os.path.dirname(__file__), "describe", "--always", "--dirty"],
                          capture_output=True, text=True).stdout.strip()
@@ -436,13 +585,23 @@ def report(opts, results, notes, ours_names, idle):
              f"Linux {platform.release()}; load average at the end {os.getloadavg()[0]:.2f}. "
              f"Ours signs (test key) unless marked unsigned; daemon = through a nix-daemon. "
              f"÷ nginx = ours / nginx as measured (for req/s and MB/s higher is better, "
-             f"for the rest lower).", "",
-             figures.table(results, "nginx", ours_names, ctx)]
-    w = figures.worst(results, "nginx", ours_names)
-    if w:
-        s, key, name = w
-        label = next(lbl for k, lbl, _, _ in figures.FIGURES if k == key)
-        lines += ["", f"Furthest behind nginx (medians and throughput): {label.format(**ctx)} ({name}), {s:.2f}× worse."]
+             f"for the rest lower)."
+             + (f" harmonia = {opts.harmonia} on the same store and key (its defaults "
+                f"otherwise); ÷ best peer = ours / the better of nginx and harmonia, as "
+                f"measured (target for req/s and MB/s: ≥ 1.00)." if peer_names else ""), "",
+             figures.table(results, "nginx", ours_names, ctx, peer_names)]
+    comparisons = [(["nginx"], "nginx")]
+    if peer_names:
+        comparisons.append((["nginx", *peer_names], "the better of nginx and " + ", ".join(peer_names)))
+    for peers, what in comparisons:
+        w = figures.worst(results, peers, ours_names)
+        if w and w[0] > 1:
+            s, key, name = w
+            label = next(lbl for k, lbl, _, _ in figures.FIGURES if k == key)
+            lines += ["", f"Furthest behind {what} (medians and throughput): "
+                          f"{label.format(**ctx)} ({name}), {s:.2f}× worse."]
+        elif w:
+            lines += ["", f"Behind {what} in no median or throughput figure."]
     if opts.only:
         lines += ["", f"Only the figures {opts.only} (and the RSS after start) were run."]
     if not opts.binary:

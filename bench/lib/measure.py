@@ -5,6 +5,7 @@ import json
 import math
 import os
 import select
+import signal
 import socket
 import statistics
 import subprocess
@@ -44,6 +45,39 @@ def wrk(port, path, conns, seconds, paths_file=None):
             result["accepted"] = passive_opens() - opened
             return result
     raise MeasureError(f"wrk printed no result: {out.stdout[-500:]} {out.stderr[-500:]}")
+
+
+def wrk_once(port, paths_file, conns, cap_seconds=120):
+    """Every path of paths_file asked exactly once over `conns` connections
+    (bench/lib/wrk-once.lua); returns wrk's counts plus "seconds", from the
+    first request written to the last answer read. wrk's main thread sleeps
+    out its -d whatever its threads do, so once every thread has printed
+    ONCE-DONE it is interrupted (SIGINT), which makes it report at once."""
+    threads = min(conns, os.cpu_count() or 1)
+    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{cap_seconds}s", "--timeout", "30s",
+            "-s", os.path.join(HERE, "wrk-once.lua"), f"http://127.0.0.1:{port}/",
+            "--", paths_file, str(threads), str(conns)]
+    opened = passive_opens()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done, lines = 0, []
+    for line in proc.stdout:  # ends when wrk exits: after the SIGINT, or at the cap
+        lines.append(line)
+        if line.startswith("ONCE-DONE"):
+            done += 1
+            if done == threads:
+                proc.send_signal(signal.SIGINT)
+    proc.wait()
+    err = proc.stderr.read()
+    for line in lines:
+        if line.startswith("BENCH "):
+            result = json.loads(line[len("BENCH "):])
+            if done < threads:
+                raise MeasureError(f"not every path was answered within {cap_seconds} s "
+                                   f"({result['requests']} answers)")
+            result["seconds"] = result["first_to_last_us"] / 1e6
+            result["accepted"] = passive_opens() - opened
+            return result
+    raise MeasureError(f"wrk printed no result: {''.join(lines)[-500:]} {err[-500:]}")
 
 
 def passive_opens():

@@ -1,7 +1,9 @@
 """The servers under test, as specs that say how to start them: ours (the
-nix-serve binary, one spec per store backend and signing setting) and the
-static-file limit (nginx over a `nix copy --to file://` cache)."""
+nix-serve binary, one spec per store backend and signing setting), the
+static-file limit (nginx over a `nix copy --to file://` cache) and, when
+given, harmonia (the fastest peer)."""
 
+import json
 import os
 import time
 
@@ -128,6 +130,51 @@ class Ours:
         env.pop("NIX_SECRET_KEY_FILE", None)  # signing is what `key` says, nothing else
         env.update(self.env)
         return argv, env
+
+
+class Harmonia:
+    """harmonia-cache (nix-community/harmonia) on the same store and key as
+    ours, configured as its README says: a TOML file named by CONFIG_FILE.
+    It reads the store's db.sqlite itself (never the daemon), so a chroot
+    store is `root`'s nix/store and nix/var/nix/db/db.sqlite. Its defaults
+    otherwise: its own count of actix workers (4 on a 2-core machine), zstd
+    only for clients that ask (wrk and curl do not). No socket activation
+    and no idle exit."""
+
+    signs = True
+    serves_idle_timeout = False
+
+    def __init__(self, name, binary, key, workdir, root=None):
+        self.name = name
+        self.binary = binary
+        self.key = key
+        self.workdir = workdir
+        self.root = root
+
+    def for_many_connections(self):
+        """Itself: harmonia has no keep-alive setting; actix's default (5 s)
+        closes the misbehave scenario's idle connections, which the
+        misbehaving clients then open again (a note says how many)."""
+        return self
+
+    def command(self, port, activated=False, idle_timeout=None):
+        if activated:
+            raise ValueError("harmonia is not started by socket activation here")
+        conf = os.path.join(self.workdir, f"{self.name}-{port}.toml")
+        lines = [f'bind = "127.0.0.1:{port}"', f"sign_key_paths = [{toml_string(self.key)}]"]
+        if self.root:
+            lines += [f"real_nix_store = {toml_string(os.path.join(self.root, 'nix/store'))}",
+                      f"nix_db_path = {toml_string(os.path.join(self.root, 'nix/var/nix/db/db.sqlite'))}"]
+        with open(conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        env = dict(os.environ)
+        env["CONFIG_FILE"] = conf
+        return [self.binary], env
+
+
+def toml_string(s):
+    """A TOML basic string (JSON's escapes are TOML's for what paths hold)."""
+    return json.dumps(s)
 
 
 class Running:

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nix_serve_sd::http::range::{parse, RangeOutcome};
+use nix_serve_sd::cache::range::{parse, RangeOutcome};
 
 // The input: 8 bytes of total size (little-endian), then the header value
 // (none when the rest is not UTF-8), so seeds are plain text after 8 bytes.

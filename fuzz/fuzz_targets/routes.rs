@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nix_serve_sd::http::request::Method;
-use nix_serve_sd::http::routes::{parse, LogName, Route, RouteError};
+use nix_serve_sd::server::app::Method;
+use nix_serve_sd::cache::routes::{parse, LogName, Route, RouteError};
 
 fn canonical(route: &Route) -> String {
     match route {
@@ -31,6 +31,7 @@ fn canonical(route: &Route) -> String {
         Route::Listing(h) => format!("/{h}.ls"),
         Route::Log(LogName::Hash(h)) => format!("/log/{h}"),
         Route::Log(LogName::Path(p)) => format!("/log/{p}"),
+        Route::Metrics => "/metrics".to_owned(),
     }
 }
 

@@ -29,9 +29,12 @@ pub enum Kind {
     /// store that is down would otherwise add a line for every request that
     /// clients send, as fast as they send them.
     Store,
+    /// Another failure of our own making a reply (a compressor that could
+    /// not start, a build log that could not be read): the same budget.
+    Reply,
 }
 
-const KINDS: usize = 5;
+const KINDS: usize = 6;
 
 impl Kind {
     fn index(self) -> usize {
@@ -41,6 +44,7 @@ impl Kind {
             Kind::ClientGone => 2,
             Kind::SlowReader => 3,
             Kind::Store => 4,
+            Kind::Reply => 5,
         }
     }
 
@@ -51,6 +55,7 @@ impl Kind {
             Kind::ClientGone,
             Kind::SlowReader,
             Kind::Store,
+            Kind::Reply,
         ][i]
     }
 
@@ -59,7 +64,7 @@ impl Kind {
     /// flood past that adds nothing but its size, which the report gives.
     pub fn per_second(self) -> u32 {
         match self {
-            Kind::Store => 100,
+            Kind::Store | Kind::Reply => 100,
             _ => 10,
         }
     }
@@ -72,6 +77,7 @@ impl Kind {
             Kind::ClientGone => "clients gone mid-response",
             Kind::SlowReader => "clients reading too slowly",
             Kind::Store => "store errors",
+            Kind::Reply => "replies that failed",
         }
     }
 }

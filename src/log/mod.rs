@@ -206,7 +206,7 @@ pub fn exiting() {
 /// held back by the rate limits are counted in the log, for at most
 /// [`FLUSH_LIMIT`]. Before the process exits; false when the time ran out.
 pub fn flush() -> bool {
-    LOGGER.get().map_or(true, |l| l.queue.flush(FLUSH_LIMIT))
+    LOGGER.get().is_none_or(|l| l.queue.flush(FLUSH_LIMIT))
 }
 
 /// A start-up failure, before the process exits: one line on stderr (what

@@ -332,10 +332,9 @@ impl NarReader {
         if self.failed {
             return Err(NarError::Aborted);
         }
-        f(self).map_err(|e| {
+        f(self).inspect_err(|_| {
             self.failed = true;
             self.file = None;
-            e
         })
     }
 }

@@ -1,8 +1,8 @@
 //! narinfo: rendering as nix-serve does (`nix-protocols.md` §4.3).
 //!
-//! The server only renders. `narinfo/parse.rs` parses as Nix does (§4.1),
-//! quirks included, so that the tests can read our narinfo back exactly as a
-//! Nix client would; it is built for the tests alone.
+//! `narinfo/parse.rs` parses as Nix does (§4.1), quirks included: the
+//! server reads upstream caches' narinfos with it, and the tests read our
+//! narinfo back exactly as a Nix client would.
 
 use std::fmt::Write as _;
 
@@ -147,9 +147,8 @@ fn rendered_len_bound(info: &PathInfo, store_dir: &StoreDir, sigs: &[impl AsRef<
     n
 }
 
-// Nix's parser, for the tests that read our narinfo back as a client would
-// (and the narinfo fuzz target, through the `testing` feature).
-#[cfg(any(test, feature = "testing"))]
+// Nix's parser: for the narinfos of upstream caches, and for the tests
+// that read our narinfo back as a client would.
 pub mod parse;
 
 #[cfg(test)]

@@ -1,35 +1,174 @@
-//! A reply's body after its head: a NAR from the store's files, sent as
-//! framing bytes and file regions (`sendfile(2)`, no copy through user
-//! space), or a computed body that the workers read one chunk ahead
-//! ([`StreamBody`]). The connection (`conn.rs`) owns the socket, the
-//! buffer being written and the write accounting; this module says what
-//! comes next.
+//! A reply's body after its head, in the two forms that are not simply
+//! bytes in memory:
+//!
+//! - [`SegmentsBody`]: bytes in memory and regions of open files (a NAR
+//!   from the store's files). A body thread sends it with `write` and
+//!   `sendfile(2)` (no copy through user space): [`send`]. Never on an
+//!   event loop, since opening a file and reading it may wait for the disk
+//!   (measured with a store whose reads take 2 ms: one loop doing the
+//!   `sendfile`s made every client wait, a fresh narinfo 32 ms at the
+//!   median; bench/README.md, "Cold disk").
+//! - [`StreamBody`]: bytes a reader computes (a daemon's NAR stream, zstd,
+//!   a `.bz2` log), read a chunk at a time by a body thread, one chunk
+//!   ahead: while the loop writes one chunk, a thread reads the next.
 
-use std::io::{self, Read};
-use std::os::fd::BorrowedFd;
+use std::io::{self, ErrorKind, Read};
 
-use crate::nix::nar::{NarReader, Segment};
+use super::app::{Segment, Segments};
+use super::sock::Sock;
 
-use super::conn::Ctx;
-use super::pool::Job;
-
-/// The chunk a worker reads of a computed body at a time.
-const FILL: usize = 64 * 1024;
-/// Framing bytes gathered before a write.
+/// The chunk a body thread reads of a computed body at a time.
+pub(super) const FILL: usize = 64 * 1024;
+/// Bytes in memory gathered before a write.
 const GATHER: usize = 16 * 1024;
 
-/// The body still to send.
-pub(super) enum Pending {
-    None,
-    Nar { reader: NarReader, left: u64 },
-    Stream(StreamBody),
+/// A body of segments still to send, and the bytes to write before its
+/// next segment (the reply's head at first).
+pub(super) struct SegmentsBody {
+    source: Box<dyn Segments>,
+    /// Body bytes not yet taken from `source`.
+    left: u64,
+    out: Vec<u8>,
+    out_pos: usize,
 }
 
-/// A computed body, read by the workers a chunk at a time, one chunk ahead:
-/// while the loop writes one chunk, a worker reads the next.
+impl SegmentsBody {
+    /// `len` bytes of `source`, after `head` (bytes not yet written).
+    pub fn new(source: Box<dyn Segments>, len: u64, head: Vec<u8>) -> SegmentsBody {
+        SegmentsBody {
+            source,
+            left: len,
+            out: head,
+            out_pos: 0,
+        }
+    }
+}
+
+/// How a [`send`] turn ended.
+#[derive(Debug)]
+pub(super) enum SendEnd {
+    /// All of it is out.
+    Complete,
+    /// The socket is full: wait until it is writable.
+    Blocked,
+    /// This turn's budget is spent; more could go at once.
+    Turn,
+    /// The client went away.
+    PeerGone(io::Error),
+    /// The source failed or changed: the body cannot be finished.
+    Failed(String),
+}
+
+#[derive(Debug)]
+pub(super) struct SendOutcome {
+    /// Bytes written in this turn, head included.
+    pub written: u64,
+    pub end: SendEnd,
+}
+
+/// Sends what `body` has to `sock`, up to about `budget` bytes.
+pub(super) fn send(body: &mut SegmentsBody, sock: &Sock, budget: u64) -> SendOutcome {
+    let mut written = 0u64;
+    let end = loop {
+        if written >= budget {
+            break SendEnd::Turn;
+        }
+        if let Err(e) = body.gather() {
+            break SendEnd::Failed(e.to_string());
+        }
+        if body.out_pos < body.out.len() {
+            match sock.write(&body.out[body.out_pos..]) {
+                Ok(n) => {
+                    body.out_pos += n;
+                    written += n as u64;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break SendEnd::Blocked,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => break SendEnd::PeerGone(e),
+            }
+            continue;
+        }
+        body.out.clear();
+        body.out_pos = 0;
+        if body.left == 0 {
+            break SendEnd::Complete;
+        }
+        match body.send_file(sock, budget - written) {
+            Ok(Some(k)) => written += k,
+            Ok(None) => break SendEnd::Blocked,
+            Err(end) => break end,
+        }
+    };
+    SendOutcome { written, end }
+}
+
+impl SegmentsBody {
+    /// Takes bytes in memory from the source into `out`, up to [`GATHER`]
+    /// or until a file's region comes up.
+    fn gather(&mut self) -> io::Result<()> {
+        while self.left > 0 && self.out.len() - self.out_pos < GATHER {
+            let k = match self.source.segment()? {
+                None => return Err(ended_early(self.left)),
+                Some(Segment::File { .. }) => return Ok(()),
+                Some(Segment::Bytes(b)) => {
+                    let k = b
+                        .len()
+                        .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+                    self.out.extend_from_slice(&b[..k]);
+                    k
+                }
+            };
+            self.left -= k as u64;
+            self.source.consume(k as u64)?;
+        }
+        Ok(())
+    }
+
+    /// Sends part of the file region at the cursor: `Some(bytes)`, or
+    /// `None` when the socket is full.
+    fn send_file(&mut self, sock: &Sock, budget: u64) -> Result<Option<u64>, SendEnd> {
+        let failed = |e: io::Error| SendEnd::Failed(e.to_string());
+        let (file, offset, len) = match self.source.segment().map_err(failed)? {
+            Some(Segment::File { file, offset, len }) => (file, offset, len),
+            // `gather` leaves a file region at the cursor, or the end.
+            Some(Segment::Bytes(_)) => return Ok(Some(0)),
+            None => return Err(SendEnd::Failed(ended_early(self.left).to_string())),
+        };
+        let want = len.min(self.left).min(budget.max(1)).min(1 << 30) as usize;
+        let mut off = offset;
+        match rustix::fs::sendfile(sock.fd(), file, Some(&mut off), want) {
+            Ok(k) => {
+                // Zero bytes of a file that should have more: it shrank.
+                self.source.consume(k as u64).map_err(failed)?;
+                self.left -= k as u64;
+                Ok(Some(k as u64))
+            }
+            Err(rustix::io::Errno::AGAIN) => Ok(None),
+            Err(rustix::io::Errno::INTR) => Ok(Some(0)),
+            Err(e) if is_peer_error(e) => Err(SendEnd::PeerGone(io::Error::from(e))),
+            Err(e) => Err(SendEnd::Failed(format!("sendfile: {e}"))),
+        }
+    }
+}
+
+fn ended_early(left: u64) -> io::Error {
+    io::Error::other(format!("the body ended {left} bytes early"))
+}
+
+/// Whether a failed send means the client is gone (not our source failing).
+fn is_peer_error(e: rustix::io::Errno) -> bool {
+    use rustix::io::Errno;
+    matches!(
+        e,
+        Errno::PIPE | Errno::CONNRESET | Errno::NOTCONN | Errno::TIMEDOUT | Errno::HOSTUNREACH
+    )
+}
+
+/// A computed body, read by body threads a chunk at a time, one chunk
+/// ahead. The loop side: what to ask for and how to frame what comes.
 pub(super) struct StreamBody {
-    /// `None` while a worker has it, or after its end.
-    reader: Option<Box<dyn Read + Send>>,
+    /// `None` while a body thread has it, or after its end.
+    pub reader: Option<Box<dyn Read + Send>>,
     /// Bytes still to ask of the reader, when the length is known.
     left: Option<u64>,
     chunked: bool,
@@ -38,7 +177,7 @@ pub(super) struct StreamBody {
     /// The reader gave its last byte (and, chunked, the last chunk is framed).
     pub ended: bool,
     /// A buffer to hand the next fill.
-    spare: Vec<u8>,
+    pub spare: Vec<u8>,
 }
 
 impl StreamBody {
@@ -55,27 +194,14 @@ impl StreamBody {
         }
     }
 
-    /// Hands the reader to a worker for the next chunk, if it is here and
-    /// more is to come.
-    pub fn request(&mut self, cx: &Ctx<'_>) {
-        if self.ended {
-            return;
-        }
-        let Some(reader) = self.reader.take() else {
-            return;
-        };
-        let want = self.left.map_or(FILL, |l| l.min(FILL as u64) as usize);
-        cx.pool.submit(Job::Fill {
-            id: cx.id,
-            reader,
-            buf: std::mem::take(&mut self.spare),
-            want,
-        });
+    /// How much the next fill should read.
+    pub fn want(&self) -> usize {
+        self.left.map_or(FILL, |l| l.min(FILL as u64) as usize)
     }
 
-    /// A worker read `n` bytes into `buf` (0: the reader ended): the chunk
-    /// to write, framed, or why the body failed. The reader comes back here
-    /// unless the body is at its end.
+    /// A body thread read `n` bytes into `buf` (0: the reader ended): the
+    /// chunk to write, framed, or why the body failed. The reader comes
+    /// back here unless the body is at its end.
     pub fn take(
         &mut self,
         reader: Box<dyn Read + Send>,
@@ -113,82 +239,4 @@ impl StreamBody {
         }
         Ok(chunk)
     }
-}
-
-/// What one step of a NAR body did.
-pub(super) enum NarStep {
-    /// Framing bytes wait in the out-buffer: write them first.
-    Gathered,
-    /// This many bytes of a file went out with `sendfile`.
-    Sent(u64),
-    /// The NAR is all out.
-    Done,
-    /// The socket is full.
-    Blocked,
-    /// The client went away.
-    PeerGone(io::Error),
-    /// The files failed or changed: the NAR cannot be finished.
-    Failed(String),
-}
-
-/// One step of the NAR `reader` with `left` bytes still to send: gathers
-/// framing bytes into `out` (up to [`GATHER`], or until a file's contents
-/// come), or, with `out` empty, sends up to `budget` bytes of a file to
-/// `sock` with `sendfile(2)`.
-pub(super) fn nar_step(
-    reader: &mut NarReader,
-    left: &mut u64,
-    out: &mut Vec<u8>,
-    sock: BorrowedFd<'_>,
-    budget: u64,
-) -> NarStep {
-    loop {
-        if *left == 0 {
-            return NarStep::Done;
-        }
-        let segment = match reader.segment() {
-            Ok(Some(s)) => s,
-            Ok(None) => return NarStep::Failed(format!("the NAR ended {left} bytes early")),
-            Err(e) => return NarStep::Failed(e.to_string()),
-        };
-        match segment {
-            Segment::Bytes(b) => {
-                let k = b.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                out.extend_from_slice(&b[..k]);
-                *left -= k as u64;
-                let _ = reader.consume(k as u64);
-                if out.len() >= GATHER {
-                    return NarStep::Gathered;
-                }
-            }
-            Segment::File { .. } if !out.is_empty() => return NarStep::Gathered,
-            Segment::File { file, offset, len } => {
-                let want = len.min(*left).min(budget).min(1 << 30) as usize;
-                let mut off = offset;
-                return match rustix::fs::sendfile(sock, file, Some(&mut off), want) {
-                    Ok(k) => match reader.consume(k as u64) {
-                        Ok(()) => {
-                            *left -= k as u64;
-                            NarStep::Sent(k as u64)
-                        }
-                        Err(e) => NarStep::Failed(e.to_string()),
-                    },
-                    Err(rustix::io::Errno::AGAIN) => NarStep::Blocked,
-                    // Interrupted: nothing went out, the next step retries.
-                    Err(rustix::io::Errno::INTR) => NarStep::Sent(0),
-                    Err(e) if is_peer_error(e) => NarStep::PeerGone(io::Error::from(e)),
-                    Err(e) => NarStep::Failed(format!("sendfile: {e}")),
-                };
-            }
-        }
-    }
-}
-
-/// Whether a failed send means the client is gone (not our source failing).
-fn is_peer_error(e: rustix::io::Errno) -> bool {
-    use rustix::io::Errno;
-    matches!(
-        e,
-        Errno::PIPE | Errno::CONNRESET | Errno::NOTCONN | Errno::TIMEDOUT | Errno::HOSTUNREACH
-    )
 }

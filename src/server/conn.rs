@@ -1,43 +1,70 @@
-//! One client connection, as a state machine the event loop drives: read a
-//! head without blocking (bounded size, deadline), hand it to a worker, write
-//! the answer without blocking, then wait for the next head or close.
+//! One client connection, as a state machine its event loop drives: read a
+//! head without blocking (bounded size, deadline), answer it (the loop's
+//! fast path, or a worker), write the answer without blocking (or have a
+//! body thread send it), then wait for the next head or close.
 //!
 //! A connection costs a descriptor and its buffers, never a thread, while it
 //! sends its head, sits idle between requests, or reads its reply slowly.
 //! Limits (README "Limits"): a head must be complete within `read_timeout`
-//! of its first byte and fit in `request::MAX_HEAD`; an idle connection is
-//! closed after `keepalive_timeout` (the first request may take
-//! `read_timeout`); a reply must move at least [`MIN_RATE`] bytes a second
-//! on average over every `write_timeout`, and make some progress within it.
+//! of its first byte and fit in `http1::request::MAX_HEAD`; an idle
+//! connection is closed after `keepalive_timeout` (the first request may
+//! take `read_timeout`); a reply must move at least [`MIN_RATE`] bytes a
+//! second on average over every `write_timeout`, and make some progress
+//! within it. What counts is what the client takes: a TCP socket keeps
+//! only a little queued and unsent ([`unsent_bound`], `TCP_NOTSENT_LOWAT`),
+//! so our writes move at the reader's pace, not ahead of it by a send
+//! buffer of megabytes that a slow reader takes minutes to drain (measured
+//! before: readers at 4-16 KiB/s were reset at 60 s, and at 64-128 KiB/s
+//! with `--timeout 5`).
+//!
+//! Readiness is edge-triggered: `can_read` and `can_write` remember what
+//! the last events said until a read or write finds the socket empty or
+//! full, so no event is lost while a worker or a body thread has the
+//! connection, and no read is made just to learn there is nothing to read.
 
-use std::cell::RefCell;
-use std::io::{self, ErrorKind, Read};
+use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::http::request::{self, Head, Method, Parsed, RequestError};
-use crate::http::response::{self, Body, Framing, HandlerError, Response};
-use crate::http::{routes, FastPath};
 use crate::log;
 use crate::metrics::Metrics;
 
-use super::body::{self, NarStep, Pending, StreamBody};
+use super::app::{Body, FastPath, Method, Request, Response};
+use super::body::{SegmentsBody, SendEnd, SendOutcome, StreamBody};
+use super::http1::request::{self, Head, Parsed, RequestError};
+use super::http1::response::{self, Framing};
 use super::pool::{ConnId, Job, Pool};
-pub(super) use super::sock::Sock;
+use super::sock::Sock;
 use super::{Activity, Limits};
 
 /// The slowest a reply may be read, on average over each `write_timeout`:
 /// a real link slower than this is not one a binary cache can serve.
 pub const MIN_RATE: u64 = 1024;
+/// Bytes a TCP socket may hold queued but not yet sent (beyond what the
+/// client's window lets go at once) when replies must move `MIN_RATE`
+/// bytes a second over `write_timeout`. The kernel wakes a writer when the
+/// unsent bytes fall below half of this, so a reader at the minimum rate
+/// lets a write through at least twice a window, and one slower shows no
+/// progress. A fast reader's window takes every byte at once: the bound
+/// does not slow it.
+pub fn unsent_bound(write_timeout: Duration) -> u32 {
+    let window = MIN_RATE.saturating_mul(write_timeout.as_secs().max(1));
+    window.clamp(4 << 10, 128 << 10) as u32
+}
 /// How long and how much a closing connection reads and drops, so that
 /// bytes the client sent after what we answered do not make the kernel
 /// send a reset that destroys the reply before the client reads it.
 const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 256 * 1024;
-/// Bytes one connection may send in one turn of the loop before others get
-/// theirs (a fast client on loopback would otherwise never block).
+/// Bytes the loop writes from memory for one connection in one turn
+/// before others get theirs, and a body thread sends in one job.
 const TURN: u64 = 4 << 20;
 const READ_CHUNK: usize = 4096;
+/// Draining: how long a connection that has sent no whole head yet gets to
+/// finish one. A client that connected just before the stop sends its
+/// request within a millisecond; one that sends nothing, or a byte a
+/// second, must not hold the stop for `read_timeout`.
+pub(super) const DRAIN_GRACE: Duration = Duration::from_millis(250);
 
 /// Where a connection is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,18 +73,28 @@ pub(super) enum State {
     Head,
     /// A worker is computing the response.
     Busy,
-    /// Writing a response.
+    /// Writing a response (or waiting to be able to).
     Write,
-    /// A worker is reading the next chunk of a computed body.
+    /// A body thread is sending the body's segments.
+    Sending,
+    /// A body thread is reading the next chunk of a computed body.
     Filling,
     /// The reply is out and our side is shut: dropping what still comes.
     Linger,
 }
 
+impl State {
+    /// Whether a thread other than the loop has the connection's body or
+    /// request now: its deadlines wait until it comes back.
+    pub fn away(self) -> bool {
+        matches!(self, State::Busy | State::Sending | State::Filling)
+    }
+}
+
 /// What the loop should do with the connection after driving it.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Life {
-    /// Waiting for readiness, a worker or a deadline.
+    /// Waiting for readiness, a thread or a deadline.
     Wait,
     /// It could go on at once but used its turn: drive it again soon.
     Again,
@@ -67,33 +104,57 @@ pub(super) enum Life {
 /// What the event loop lends a connection while driving it.
 pub(super) struct Ctx<'a> {
     pub id: ConnId,
-    pub pool: &'a Pool,
-    pub fast: Option<&'a RefCell<FastPath>>,
+    pub workers: &'a Pool,
+    pub bodies: &'a Pool,
+    pub fast: Option<&'a mut Box<dyn FastPath>>,
     pub activity: &'a Activity,
     pub limits: &'a Limits,
     pub date: &'a str,
     pub access_log: bool,
-    pub draining: bool,
+    /// When the drain began, if it has.
+    pub draining: Option<Instant>,
     pub now: Instant,
 }
 
-/// The request being answered, for the access log.
+/// The request being answered, for the access log and the metrics.
 struct Exchange {
     method: Method,
     target: String,
     minor: u8,
     user_agent: Option<Vec<u8>>,
     status: u16,
+    route: &'static str,
+    user: Option<String>,
     /// When the reply started to go out.
     started: Instant,
 }
 
+/// What the engine keeps of a head while a worker answers its request.
+struct Asked {
+    minor: u8,
+    keep_alive: bool,
+    has_body: bool,
+    user_agent: Option<Vec<u8>>,
+}
+
+/// The body still to send after `out`.
+enum Pending {
+    None,
+    /// `None` while a body thread has it.
+    Segments(Option<Box<SegmentsBody>>),
+    Stream(StreamBody),
+}
+
 pub(super) struct Conn {
     pub generation: u64,
-    pub sock: Sock,
+    pub sock: Arc<Sock>,
     peer: String,
     pub state: State,
     inbuf: Vec<u8>,
+    can_read: bool,
+    can_write: bool,
+    /// A writable event came while a body thread was sending.
+    writable_while_away: bool,
     /// When the head being read started to arrive.
     head_started: Option<Instant>,
     /// When this connection started to wait for a head with nothing sent.
@@ -101,6 +162,7 @@ pub(super) struct Conn {
     /// Whether a request was answered on it yet (the first head may take
     /// `read_timeout` to start; later ones `keepalive_timeout`).
     answered: bool,
+    asked: Option<Asked>,
     out: Vec<u8>,
     out_pos: usize,
     pending: Pending,
@@ -111,7 +173,7 @@ pub(super) struct Conn {
     /// head's length: the access log counts body bytes.
     written: u64,
     head_len: u64,
-    /// Body bytes of the current reply on the wire, for write progress.
+    /// Write progress, for the slow-reader rule.
     progress_at: Instant,
     window_start: Instant,
     window_sent: u64,
@@ -130,13 +192,17 @@ impl Conn {
     ) -> Conn {
         Conn {
             generation,
-            sock,
+            sock: Arc::new(sock),
             peer,
             state: State::Head,
             inbuf: Vec::new(),
+            can_read: true,
+            can_write: true,
+            writable_while_away: false,
             head_started: None,
             idle_since: now,
             answered: false,
+            asked: None,
             out: Vec::new(),
             out_pos: 0,
             pending: Pending::None,
@@ -153,16 +219,25 @@ impl Conn {
         }
     }
 
-    /// Whether it is a kept-alive connection waiting for its next request
-    /// with nothing of one received: what draining may close at once. A
-    /// connection that has not sent its first request yet is not idle: its
-    /// client connected to be served.
-    pub fn is_idle(&self) -> bool {
-        self.state == State::Head && self.inbuf.is_empty() && self.answered
+    /// Takes what an event says: the socket has bytes, or room.
+    pub fn ready(&mut self, readable: bool, writable: bool) {
+        self.can_read |= readable;
+        self.can_write |= writable;
+        if writable && self.state == State::Sending {
+            self.writable_while_away = true;
+        }
+    }
+
+    /// Whether it waits for a head with no whole one received: what a
+    /// drain may close. `idle`: kept alive after a reply with nothing of
+    /// the next request received (closed at once: a client retries a
+    /// request that races such a close).
+    pub fn waiting_for_head(&self) -> Option<bool> {
+        (self.state == State::Head).then_some(self.inbuf.is_empty() && self.answered)
     }
 
     /// Moves the connection on as far as it can go without blocking.
-    pub fn drive(&mut self, cx: &Ctx<'_>) -> Life {
+    pub fn drive(&mut self, cx: &mut Ctx<'_>) -> Life {
         let mut budget = TURN;
         loop {
             match self.state {
@@ -171,11 +246,10 @@ impl Conn {
                         return life;
                     }
                 }
-                State::Busy | State::Filling => return Life::Wait,
+                State::Busy | State::Sending | State::Filling => return Life::Wait,
                 State::Write => match self.flush(cx, &mut budget) {
-                    Flush::Blocked => return Life::Wait,
+                    Flush::Blocked | Flush::Away => return Life::Wait,
                     Flush::Turn => return Life::Again,
-                    Flush::Fill => return Life::Wait,
                     Flush::Failed => return Life::Closed,
                     Flush::Complete => {
                         if let Some(life) = self.finish(cx) {
@@ -189,17 +263,16 @@ impl Conn {
     }
 
     /// Head state: parse what is buffered, read more when that is not a
-    /// whole head. `None` when the state changed and driving goes on.
-    fn read_head(&mut self, cx: &Ctx<'_>) -> Option<Life> {
+    /// whole head and the socket has more. `None` when the state changed
+    /// and driving goes on.
+    fn read_head(&mut self, cx: &mut Ctx<'_>) -> Option<Life> {
         loop {
             match request::parse(&self.inbuf) {
                 Ok(Parsed::Complete(head, n)) => {
                     self.inbuf.drain(..n);
                     self.head_started = (!self.inbuf.is_empty()).then_some(cx.now);
-                    if self.dispatch(head, cx) {
-                        return None;
-                    }
-                    return Some(Life::Wait);
+                    self.dispatch(head, cx);
+                    return None;
                 }
                 Ok(Parsed::Partial) => {}
                 Err(e) => {
@@ -211,70 +284,91 @@ impl Conn {
                     return None;
                 }
             }
+            if !self.can_read {
+                return Some(Life::Wait);
+            }
             let at = self.inbuf.len();
             self.inbuf.resize(at + READ_CHUNK, 0);
             let read = self.sock.read(&mut self.inbuf[at..]);
             self.inbuf.truncate(at + *read.as_ref().unwrap_or(&0));
             match read {
                 Ok(0) => return Some(Life::Closed),
-                Ok(_) => {
+                Ok(n) => {
+                    // A short read emptied the socket: the next bytes
+                    // bring an event.
+                    self.can_read = n == READ_CHUNK;
                     self.head_started.get_or_insert(cx.now);
                 }
-                // Draining: a kept-alive connection waiting for its next
-                // request is closed (a client retries a request that races
-                // such a close); a new one still gets its first request
-                // answered, within the read timeout, and one that sent part
-                // of a head gets the rest of its time.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    let done = cx.draining && self.is_idle();
-                    return Some(if done { Life::Closed } else { Life::Wait });
-                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => self.can_read = false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return Some(Life::Closed),
             }
         }
     }
 
-    /// Answers `head` at once if the fast path can (true: the reply is
-    /// ready to write), else hands it to a worker.
-    fn dispatch(&mut self, head: Head, cx: &Ctx<'_>) -> bool {
-        let fast = cx.fast.and_then(|f| f.borrow_mut().answer(&head));
+    /// Answers `head` at once if the fast path can, else hands it to a
+    /// worker.
+    fn dispatch(&mut self, head: Head, cx: &mut Ctx<'_>) {
+        let Head {
+            request,
+            minor,
+            keep_alive,
+            has_body,
+            user_agent,
+        } = head;
+        self.asked = Some(Asked {
+            minor,
+            keep_alive,
+            has_body,
+            user_agent,
+        });
+        let fast = cx.fast.as_mut().and_then(|f| f.answer(&request));
         if let Some(response) = fast {
             cx.activity.served();
-            self.respond(response, &head, cx);
-            return true;
+            self.respond(response, request, cx);
+            return;
         }
         self.state = State::Busy;
-        cx.pool.submit(Job::Respond { id: cx.id, head });
-        false
+        cx.workers.submit(Job::Respond { id: cx.id, request });
     }
 
     /// A head that cannot be answered: its status, then close.
     fn reply_error(&mut self, e: RequestError, cx: &Ctx<'_>) {
-        let resp = response::error_response(&HandlerError::Request(e));
+        let resp = response::request_error(&e);
         let exchange = Exchange {
             method: Method::Other("-".into()),
             target: "-".into(),
             minor: 1,
             user_agent: None,
             status: resp.status,
+            route: "other",
+            user: None,
             started: cx.now,
         };
         self.start_reply(resp, exchange, false, false, cx);
     }
 
-    /// A worker's answer to the request `head` this connection sent.
-    pub fn respond(&mut self, response: Response, head: &Head, cx: &Ctx<'_>) {
-        let keep = head.keep_alive && cx.limits.keepalive && !head.has_body && !cx.draining;
+    /// The answer to `request`, the last head this connection sent.
+    pub fn respond(&mut self, response: Response, request: Request, cx: &Ctx<'_>) {
+        let asked = self.asked.take().unwrap_or(Asked {
+            minor: 1,
+            keep_alive: false,
+            has_body: false,
+            user_agent: None,
+        });
+        let keep =
+            asked.keep_alive && cx.limits.keepalive && !asked.has_body && cx.draining.is_none();
+        let head_only = request.method == Method::Head;
         let exchange = Exchange {
-            method: head.method.clone(),
-            target: head.target.clone(),
-            minor: head.minor,
-            user_agent: head.user_agent.clone(),
+            method: request.method,
+            target: request.target,
+            minor: asked.minor,
+            user_agent: asked.user_agent,
             status: response.status,
+            route: response.route,
+            user: response.user.clone(),
             started: cx.now,
         };
-        let head_only = head.method == Method::Head;
         self.start_reply(response, exchange, keep, head_only, cx);
     }
 
@@ -286,8 +380,7 @@ impl Conn {
         head_only: bool,
         cx: &Ctx<'_>,
     ) {
-        let len = resp.body.length();
-        let framing = match len {
+        let framing = match resp.body.length() {
             Some(n) => Framing::Length(n),
             None if head_only => Framing::Close,
             None if exchange.minor >= 1 => Framing::Chunked,
@@ -296,25 +389,33 @@ impl Conn {
                 Framing::Close
             }
         };
+        if head_only && framing == Framing::Close {
+            // A HEAD reply has no body to end with a close.
+            keep = keep && exchange.minor >= 1;
+        }
         self.out.clear();
         self.out_pos = 0;
         response::head_bytes(&resp, framing, keep, cx.date, &mut self.out);
-        let head_len = self.out.len();
+        self.head_len = self.out.len() as u64;
         self.pending = Pending::None;
         if !head_only {
             match resp.body {
                 Body::Bytes(b) => self.out.extend_from_slice(&b),
-                Body::Nar { reader, len } => self.pending = Pending::Nar { reader, left: len },
+                Body::Segments { source, len } => {
+                    // The head goes out with the body, from a body thread.
+                    let head = std::mem::take(&mut self.out);
+                    let body = SegmentsBody::new(source, len, head);
+                    self.pending = Pending::Segments(Some(Box::new(body)));
+                }
                 Body::Stream { reader, len } => {
                     let mut body = StreamBody::new(reader, len, framing == Framing::Chunked);
                     // The first chunk is read while the head goes out.
-                    body.request(cx);
+                    request_fill(&mut body, cx);
                     self.pending = Pending::Stream(body);
                 }
                 Body::Omitted { .. } => {}
             }
         }
-        self.head_len = head_len as u64;
         self.written = 0;
         self.exchange = Some(exchange);
         self.keep = keep;
@@ -325,22 +426,40 @@ impl Conn {
     }
 }
 
+/// Hands a computed body's reader to a body thread for the next chunk, if
+/// it is here and more is to come.
+fn request_fill(body: &mut StreamBody, cx: &Ctx<'_>) {
+    if body.ended {
+        return;
+    }
+    let Some(reader) = body.reader.take() else {
+        return;
+    };
+    cx.bodies.submit(Job::Fill {
+        id: cx.id,
+        reader,
+        buf: std::mem::take(&mut body.spare),
+        want: body.want(),
+    });
+}
+
 enum Flush {
     /// The socket is full: wait until it is writable.
     Blocked,
     /// This turn's bytes are out; more could go at once.
     Turn,
-    /// A worker was asked for the next chunk.
-    Fill,
+    /// A body thread has the body now.
+    Away,
     /// The reply is out.
     Complete,
     /// The client went away or the body's source failed: close now, so a
-    /// short body is never taken for a whole one (`style.md` 8).
+    /// short body is never taken for a whole one.
     Failed,
 }
 
 impl Conn {
-    /// Writes what is ready of the reply.
+    /// Writes what is ready of the reply, or hands its body to a body
+    /// thread.
     fn flush(&mut self, cx: &Ctx<'_>, budget: &mut u64) -> Flush {
         loop {
             if *budget == 0 {
@@ -350,89 +469,106 @@ impl Conn {
                 match self.sock.write(&self.out[self.out_pos..]) {
                     Ok(n) => {
                         self.out_pos += n;
-                        self.sent(n as u64, cx.now, budget);
+                        *budget = budget.saturating_sub(n as u64);
+                        self.sent(n as u64, cx.now);
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Flush::Blocked,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        self.can_write = false;
+                        return Flush::Blocked;
+                    }
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return self.client_gone(&e),
+                    Err(e) => return self.client_gone(&e.to_string()),
                 }
                 continue;
             }
             self.out.clear();
             self.out_pos = 0;
-            match self.pending {
+            match &mut self.pending {
                 Pending::None => return Flush::Complete,
-                Pending::Nar { .. } => {
-                    if let Some(flush) = self.send_nar(cx, budget) {
-                        return flush;
+                Pending::Segments(body) => {
+                    if !self.can_write {
+                        return Flush::Blocked;
                     }
+                    let Some(body) = body.take() else {
+                        return Flush::Away;
+                    };
+                    self.writable_while_away = false;
+                    self.state = State::Sending;
+                    cx.bodies.submit(Job::Send {
+                        id: cx.id,
+                        sock: self.sock.clone(),
+                        body,
+                        budget: TURN,
+                    });
+                    return Flush::Away;
                 }
-                Pending::Stream(ref mut body) => {
+                Pending::Stream(body) => {
                     if let Some(next) = body.ready.take() {
                         self.out = next;
-                        body.request(cx);
+                        request_fill(body, cx);
                         continue;
                     }
                     if body.ended {
                         self.pending = Pending::None;
                         continue;
                     }
-                    // Nothing to write until a worker brings the next chunk.
-                    body.request(cx);
+                    // Nothing to write until a body thread brings the next
+                    // chunk.
+                    request_fill(body, cx);
                     self.state = State::Filling;
-                    return Flush::Fill;
+                    return Flush::Away;
                 }
             }
         }
     }
 
-    /// Goes on with a NAR body ([`body::nar_step`]) and counts what went
-    /// out. `None` to go on flushing.
-    fn send_nar(&mut self, cx: &Ctx<'_>, budget: &mut u64) -> Option<Flush> {
-        let Pending::Nar { reader, left } = &mut self.pending else {
-            return None;
-        };
-        loop {
-            match body::nar_step(reader, left, &mut self.out, self.sock.fd(), *budget) {
-                NarStep::Gathered => return None,
-                NarStep::Done => {
-                    self.pending = Pending::None;
-                    return None;
-                }
-                NarStep::Sent(k) => {
-                    self.written += k;
-                    if k > 0 {
-                        self.progress_at = cx.now;
-                        self.window_sent += k;
-                    }
-                    *budget = budget.saturating_sub(k);
-                    if *budget == 0 {
-                        return Some(Flush::Turn);
-                    }
-                }
-                NarStep::Blocked => return Some(Flush::Blocked),
-                NarStep::PeerGone(e) => return Some(self.client_gone(&e)),
-                NarStep::Failed(e) => return Some(self.source_failed(&e)),
+    /// A body thread sent part of the body: count it, then go on.
+    pub fn sent_by_thread(
+        &mut self,
+        body: Option<Box<SegmentsBody>>,
+        outcome: SendOutcome,
+        cx: &Ctx<'_>,
+    ) -> bool {
+        self.state = State::Write;
+        self.sent(outcome.written, cx.now);
+        match outcome.end {
+            SendEnd::Complete => self.pending = Pending::None,
+            SendEnd::Turn => self.pending = Pending::Segments(body),
+            SendEnd::Blocked => {
+                self.pending = Pending::Segments(body);
+                // An event that came while the thread was at it may be
+                // for room it never saw: look once more.
+                self.can_write = self.writable_while_away;
+            }
+            SendEnd::PeerGone(e) => {
+                self.client_gone(&e.to_string());
+                return false;
+            }
+            SendEnd::Failed(e) => {
+                self.source_failed(&e);
+                return false;
             }
         }
+        true
     }
 
-    /// A worker read the next chunk of a computed body. False when the
+    /// A body thread read the next chunk of a computed body. False when the
     /// body failed and the connection must close.
     pub fn filled(
         &mut self,
-        reader: Box<dyn Read + Send>,
+        reader: Option<Box<dyn std::io::Read + Send>>,
         buf: Vec<u8>,
-        result: io::Result<usize>,
+        result: std::io::Result<usize>,
         cx: &Ctx<'_>,
     ) -> bool {
         let Pending::Stream(body) = &mut self.pending else {
             return false;
         };
         self.state = State::Write;
-        let taken = match result {
-            Ok(n) => body.take(reader, buf, n),
-            Err(e) => Err(e.to_string()),
+        let taken = match (reader, result) {
+            (Some(reader), Ok(n)) => body.take(reader, buf, n),
+            (_, Err(e)) => Err(e.to_string()),
+            (None, Ok(_)) => Err("the body's reader was lost".into()),
         };
         let chunk = match taken {
             Ok(chunk) => chunk,
@@ -445,7 +581,7 @@ impl Conn {
             self.out = chunk;
             self.out_pos = 0;
             // Read the next chunk while this one is written.
-            body.request(cx);
+            request_fill(body, cx);
         } else {
             body.ready = Some(chunk);
         }
@@ -456,14 +592,14 @@ impl Conn {
     /// `None` when driving goes on.
     fn finish(&mut self, cx: &Ctx<'_>) -> Option<Life> {
         if let Some(x) = self.exchange.take() {
-            self.record(&x);
+            self.record(&x, true);
             if cx.access_log {
                 let body = self.written.saturating_sub(self.head_len);
                 log::access(access_line(&self.peer, &x, body));
             }
         }
         self.answered = true;
-        if self.keep && !cx.draining {
+        if self.keep && cx.draining.is_none() {
             self.state = State::Head;
             self.idle_since = cx.now;
             if self.inbuf.is_empty() {
@@ -503,16 +639,15 @@ impl Conn {
         }
     }
 
-    fn sent(&mut self, n: u64, now: Instant, budget: &mut u64) {
+    fn sent(&mut self, n: u64, now: Instant) {
         self.written += n;
         if n > 0 {
             self.progress_at = now;
             self.window_sent += n;
         }
-        *budget = budget.saturating_sub(n);
     }
 
-    fn client_gone(&mut self, e: &io::Error) -> Flush {
+    fn client_gone(&mut self, e: &str) -> Flush {
         if let Some(x) = &self.exchange {
             log::info_limited(
                 log::Kind::ClientGone,
@@ -533,11 +668,11 @@ impl Conn {
         Flush::Failed
     }
 
-    /// A reply cut short still gets its access-log line.
-    fn log_cut(&mut self) {
+    /// A reply cut short still gets its access-log line and its count.
+    pub fn log_cut(&mut self) {
         self.pending = Pending::None;
         if let Some(x) = self.exchange.take() {
-            self.record(&x);
+            self.record(&x, false);
             if log::access_enabled() {
                 let body = self.written.saturating_sub(self.head_len);
                 log::access(access_line(&self.peer, &x, body));
@@ -545,20 +680,27 @@ impl Conn {
         }
     }
 
-    /// Counts a reply, whole or cut, in the metrics.
-    fn record(&self, x: &Exchange) {
-        let route = routes::label(&x.target);
-        let nar_body = route == "nar" && x.method == Method::Get && x.status < 300;
-        let took = nar_body.then(|| x.started.elapsed());
-        self.metrics.reply(route, x.status, self.written, took);
+    /// Counts a reply, whole or cut, in the metrics; a whole GET body that
+    /// succeeded with its time from first to last byte.
+    fn record(&self, x: &Exchange, whole: bool) {
+        let timed = whole && x.method == Method::Get && x.status < 300;
+        let took = timed.then(|| x.started.elapsed());
+        self.metrics.reply(x.route, x.status, self.written, took);
     }
 
     /// The deadline check, run by the loop every tick: `Closed` when the
     /// connection has overstayed.
-    pub fn on_tick(&mut self, cx: &Ctx<'_>) -> Life {
+    pub fn on_tick(&mut self, cx: &mut Ctx<'_>) -> Life {
         let limits = cx.limits;
         match self.state {
             State::Head => {
+                if let Some(since) = cx.draining {
+                    // Draining: an idle kept-alive connection goes at once;
+                    // one that has sent no whole head gets a short grace.
+                    if self.waiting_for_head() == Some(true) || cx.now >= since + DRAIN_GRACE {
+                        return Life::Closed;
+                    }
+                }
                 if let Some(started) = self.head_started {
                     if cx.now >= started + limits.read_timeout {
                         log::info_limited(
@@ -597,7 +739,7 @@ impl Conn {
                 Life::Wait
             }
             State::Linger if cx.now >= self.linger_until => Life::Closed,
-            State::Busy | State::Filling | State::Linger => Life::Wait,
+            State::Busy | State::Sending | State::Filling | State::Linger => Life::Wait,
         }
     }
 
@@ -620,9 +762,16 @@ impl Conn {
 fn access_line(peer: &str, x: &Exchange, bytes: u64) -> String {
     let date = response::clf_date(SystemTime::now());
     let target = log::escape(&x.target);
-    let ua = log::escape(x.user_agent.as_deref().unwrap_or(b"-"));
+    let ua = x
+        .user_agent
+        .as_deref()
+        .map_or_else(|| "-".to_owned(), log::escape);
+    let user = x
+        .user
+        .as_deref()
+        .map_or_else(|| "-".to_owned(), log::escape);
     format!(
-        "{peer} - - [{date}] \"{} {target} HTTP/1.{}\" {} {bytes} \"-\" \"{ua}\"",
+        "{peer} - {user} [{date}] \"{} {target} HTTP/1.{}\" {} {bytes} \"-\" \"{ua}\"",
         log::escape(x.method.as_str()),
         x.minor,
         x.status

@@ -1,37 +1,48 @@
-//! The event loop: one thread that owns every socket (`mio`, epoll). It
-//! accepts, reads heads, parks keep-alive connections, writes replies and
-//! hands complete requests to the store workers ([`super::pool`]); their
-//! answers come back through a channel and a [`mio::Waker`]. What the
-//! application's [`FastPath`] can answer at once (a narinfo reply known
-//! valid) is answered here, in the turn its head was read, with no worker.
+//! One event loop: a thread that owns its connections' sockets (`mio`,
+//! epoll). It accepts from every listening socket (each loop has its own
+//! copy of each; whichever loop's `accept` wins takes the client), reads
+//! heads, answers what the application's fast path can in the same turn,
+//! hands the rest to the workers, writes replies held in memory, hands
+//! file-backed bodies to the body threads, and parks keep-alive
+//! connections. Answers come back through a channel and a [`mio::Waker`].
+//!
+//! A loop never blocks but in `epoll_wait`, and turns at least every
+//! [`TICK`]: each turn is a heartbeat ([`super::Health`]). A panic here is
+//! a bug that may have left the loop's connections in any state: the
+//! process exits (status 70) and systemd starts another, whose socket
+//! still holds the clients waiting to be accepted.
 
-use std::cell::RefCell;
 use std::io::{self, ErrorKind};
+use std::os::fd::AsRawFd;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::http::{response, FastPath};
 use crate::log;
 use crate::metrics::Metrics;
 
-use super::conn::{Conn, Ctx, Life, Sock, State};
+use super::app::FastPath;
+use super::conn::{unsent_bound, Conn, Ctx, Life, State};
+use super::http1::response;
 use super::listen::Listener;
 use super::pool::{ConnId, Done, Pool};
-use super::{Activity, Limits};
+use super::sock::Sock;
+use super::{Activity, Health, Limits};
 
 pub(super) const WAKER: Token = Token(0);
-/// How often deadlines are looked at: their resolution.
+/// How often deadlines are looked at (their resolution), and the longest a
+/// loop sleeps without a turn.
 const TICK: Duration = Duration::from_millis(100);
 /// How long accepting pauses when the process is out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// Sent, best effort, to a connection over the limit before closing it.
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
-Content-Length: 13\r\nCache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\n\r\nServer busy.\n";
+/// The exit status after a loop panicked (`EX_SOFTWARE`): systemd restarts.
+const PANIC_EXIT: i32 = 70;
 
-/// What the main thread asks of the loop.
+/// What the main thread asks of a loop.
 pub(super) enum Ctl {
     /// Stop taking connections; the reply comes once none will be.
     StopAccepting(Sender<()>),
@@ -62,18 +73,22 @@ impl Listening {
         })
     }
 
-    fn source(&mut self) -> &mut dyn mio::event::Source {
+    fn raw(&self) -> i32 {
         match self {
-            Listening::Tcp(l) => l,
-            Listening::Unix(l) => l,
+            Listening::Tcp(l) => l.as_raw_fd(),
+            Listening::Unix(l) => l.as_raw_fd(),
         }
     }
 
-    fn accept(&self) -> io::Result<(Sock, String)> {
+    /// `unsent`: see [`unsent_bound`].
+    fn accept(&self, unsent: u32) -> io::Result<(Sock, String)> {
         match self {
             Listening::Tcp(l) => l.accept().map(|(s, addr)| {
                 // Small replies (narinfo) should leave at once.
                 let _ = s.set_nodelay(true);
+                // Our writes then keep pace with what the client takes
+                // (conn.rs, the slow-reader rule).
+                let _ = socket2::SockRef::from(&s).set_tcp_notsent_lowat(unsent);
                 (Sock::Tcp(s), addr.ip().to_string())
             }),
             Listening::Unix(l) => l.accept().map(|(s, _)| (Sock::Unix(s), "unix".into())),
@@ -81,62 +96,80 @@ impl Listening {
     }
 }
 
+/// What every loop shares with the others.
+pub(super) struct Shared {
+    pub workers: Arc<Pool>,
+    pub bodies: Arc<Pool>,
+    pub activity: Arc<Activity>,
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What a loop is told once, at start.
+pub(super) struct LoopSettings {
+    pub limits: Limits,
+    pub access_log: bool,
+    /// Connections served at once, over all loops; more are refused (503).
+    pub max_conns: usize,
+    /// What this loop answers by itself.
+    pub fast: Option<Box<dyn FastPath>>,
+}
+
+/// The loop's ends of its channels.
+pub(super) struct Channels {
+    pub done: Receiver<Done>,
+    pub ctl: Receiver<Ctl>,
+}
+
 pub(super) struct EventLoop {
+    index: usize,
     poll: Poll,
     listeners: Vec<Listening>,
     accepting: bool,
     accept_paused_until: Option<Instant>,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
+    /// Connections this loop holds.
     open: usize,
     generation: u64,
-    pool: Pool,
-    /// Borrowed by one connection at a time, while it reads a head.
-    fast: Option<RefCell<FastPath>>,
-    done: Receiver<Done>,
-    ctl: Receiver<Ctl>,
-    activity: Arc<Activity>,
-    metrics: Arc<Metrics>,
-    settings: Settings,
-    drain_deadline: Option<Instant>,
+    shared: Shared,
+    channels: Channels,
+    settings: LoopSettings,
+    /// When the drain began, and its deadline.
+    drain: Option<(Instant, Instant)>,
     /// Connections that used their turn and can go on at once.
     again: Vec<usize>,
     date: String,
     date_second: u64,
 }
 
-/// What the loop is told once, at start.
-pub(super) struct Settings {
-    pub limits: Limits,
-    pub access_log: bool,
-    /// Connections served at once; more are refused (503).
-    pub max_conns: usize,
-    /// What the loop answers by itself (taken out at start).
-    pub fast: Option<FastPath>,
-}
-
-/// The loop's ends of the channels to the workers and the main thread.
-pub(super) struct Channels {
-    pub done: Receiver<Done>,
-    pub ctl: Receiver<Ctl>,
+/// Runs `l` until it is drained; a panic ends the process.
+pub(super) fn run_or_exit(l: EventLoop) {
+    let index = l.index;
+    if panic::catch_unwind(AssertUnwindSafe(|| l.run())).is_err() {
+        log::error(&format!(
+            "event loop {index} panicked: exiting (status {PANIC_EXIT}) so that a new process serves its clients"
+        ));
+        log::flush();
+        std::process::exit(PANIC_EXIT);
+    }
 }
 
 impl EventLoop {
     pub fn new(
+        index: usize,
         poll: Poll,
         listeners: Vec<Listener>,
-        pool: Pool,
         channels: Channels,
-        activity: Arc<Activity>,
-        metrics: Arc<Metrics>,
-        mut settings: Settings,
+        shared: Shared,
+        settings: LoopSettings,
     ) -> io::Result<EventLoop> {
-        let fast = settings.fast.take();
         let listeners = listeners
             .into_iter()
             .map(Listening::from)
             .collect::<io::Result<Vec<_>>>()?;
         let mut l = EventLoop {
+            index,
             poll,
             listeners,
             accepting: false,
@@ -145,18 +178,15 @@ impl EventLoop {
             free: Vec::new(),
             open: 0,
             generation: 0,
-            pool,
-            fast: fast.map(RefCell::new),
-            done: channels.done,
-            ctl: channels.ctl,
-            activity,
-            metrics,
+            shared,
+            channels,
             settings,
-            drain_deadline: None,
+            drain: None,
             again: Vec::new(),
             date: String::new(),
             date_second: u64::MAX,
         };
+        l.shared.health.beat(index);
         l.set_accepting(true)?;
         Ok(l)
     }
@@ -173,15 +203,17 @@ impl EventLoop {
         if on == self.accepting {
             return Ok(());
         }
-        for (i, l) in self.listeners.iter_mut().enumerate() {
+        for (i, l) in self.listeners.iter().enumerate() {
+            let fd = l.raw();
+            let mut source = SourceFd(&fd);
             if on {
                 self.poll.registry().register(
-                    l.source(),
+                    &mut source,
                     Self::listener_token(i),
                     Interest::READABLE,
                 )?;
             } else {
-                self.poll.registry().deregister(l.source())?;
+                self.poll.registry().deregister(&mut source)?;
             }
         }
         self.accepting = on;
@@ -194,7 +226,7 @@ impl EventLoop {
     }
 
     /// Runs until drained.
-    pub fn run(mut self) {
+    fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         loop {
@@ -206,10 +238,11 @@ impl EventLoop {
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != ErrorKind::Interrupted {
-                    log::error(&format!("event loop: {e}"));
+                    log::error(&format!("event loop {}: {e}", self.index));
                     std::thread::sleep(TICK);
                 }
             }
+            self.shared.health.beat(self.index);
             self.refresh_date();
             for event in events.iter() {
                 let token = event.token();
@@ -223,23 +256,31 @@ impl EventLoop {
                     continue;
                 }
                 let index = token.0 - 1 - self.listeners.len();
+                let (r, w) = (
+                    event.is_readable() || event.is_read_closed() || event.is_error(),
+                    event.is_writable() || event.is_write_closed() || event.is_error(),
+                );
+                if let Some(Some(c)) = self.conns.get_mut(index) {
+                    c.ready(r, w);
+                }
                 self.drive(index);
             }
             for index in std::mem::take(&mut self.again) {
                 self.drive(index);
             }
             self.take_answers();
-            if self.take_orders() {
-                return;
-            }
+            self.take_orders();
             let now = Instant::now();
             if now >= next_tick {
                 next_tick = now + TICK;
                 self.tick(now);
             }
-            if let Some(deadline) = self.drain_deadline {
-                if self.open == 0 || now >= deadline {
-                    self.pool.close();
+            if let Some((_, deadline)) = self.drain {
+                if self.open == 0 {
+                    return;
+                }
+                if now >= deadline {
+                    self.cut_all();
                     return;
                 }
             }
@@ -265,7 +306,8 @@ impl EventLoop {
 
     fn accept_from(&mut self, i: usize) {
         loop {
-            let (mut sock, peer) = match self.listeners[i].accept() {
+            let unsent = unsent_bound(self.settings.limits.write_timeout);
+            let (sock, peer) = match self.listeners[i].accept(unsent) {
                 Ok(s) => s,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -279,15 +321,12 @@ impl EventLoop {
                     return;
                 }
             };
-            if self.open >= self.settings.max_conns {
+            if self.shared.activity.open_now() >= self.settings.max_conns {
                 // Over the limit: refused clearly, never by failing
                 // requests in flight.
-                let _ = match &sock {
-                    Sock::Tcp(s) => std::io::Write::write(&mut &*s, BUSY),
-                    Sock::Unix(s) => std::io::Write::write(&mut &*s, BUSY),
-                };
-                self.activity.refused();
-                self.metrics.connection_refused();
+                let _ = sock.write(&response::busy(&self.date));
+                self.shared.activity.refused();
+                self.shared.metrics.connection_refused();
                 continue;
             }
             let index = match self.free.pop() {
@@ -298,8 +337,9 @@ impl EventLoop {
                 }
             };
             let token = self.conn_token(index);
+            let fd = sock.raw();
             if let Err(e) = self.poll.registry().register(
-                sock.source(),
+                &mut SourceFd(&fd),
                 token,
                 Interest::READABLE | Interest::WRITABLE,
             ) {
@@ -308,39 +348,40 @@ impl EventLoop {
                 continue;
             }
             self.generation += 1;
-            let metrics = self.metrics.clone();
+            let metrics = self.shared.metrics.clone();
             let conn = Conn::new(sock, peer, self.generation, Instant::now(), metrics);
             self.conns[index] = Some(conn);
-            self.metrics.connection_accepted();
+            self.shared.metrics.connection_accepted();
             self.open += 1;
             // Counted before the next look at the orders: see StopAccepting.
-            self.activity.opened();
+            self.shared.activity.opened();
             self.drive(index);
         }
     }
 
-    fn ctx(&self, index: usize, generation: u64) -> Ctx<'_> {
-        Ctx {
-            id: ConnId { index, generation },
-            pool: &self.pool,
-            fast: self.fast.as_ref(),
-            activity: &self.activity,
-            limits: &self.settings.limits,
-            date: &self.date,
-            access_log: self.settings.access_log,
-            draining: self.drain_deadline.is_some(),
-            now: Instant::now(),
-        }
-    }
-
     /// Drives connection `index` with `f` (by default, as far as it goes).
-    fn with_conn(&mut self, index: usize, f: impl FnOnce(&mut Conn, &Ctx<'_>) -> Life) {
+    fn with_conn(&mut self, index: usize, f: impl FnOnce(&mut Conn, &mut Ctx<'_>) -> Life) {
         let Some(mut conn) = self.conns.get_mut(index).and_then(Option::take) else {
             return;
         };
         let life = {
-            let cx = self.ctx(index, conn.generation);
-            f(&mut conn, &cx)
+            let mut cx = Ctx {
+                id: ConnId {
+                    lp: self.index,
+                    index,
+                    generation: conn.generation,
+                },
+                workers: &self.shared.workers,
+                bodies: &self.shared.bodies,
+                fast: self.settings.fast.as_mut(),
+                activity: &self.shared.activity,
+                limits: &self.settings.limits,
+                date: &self.date,
+                access_log: self.settings.access_log,
+                draining: self.drain.map(|(since, _)| since),
+                now: Instant::now(),
+            };
+            f(&mut conn, &mut cx)
         };
         match life {
             Life::Closed => self.close(index, conn),
@@ -356,12 +397,13 @@ impl EventLoop {
         self.with_conn(index, |c, cx| c.drive(cx));
     }
 
-    fn close(&mut self, index: usize, mut conn: Conn) {
-        let _ = self.poll.registry().deregister(conn.sock.source());
+    fn close(&mut self, index: usize, conn: Conn) {
+        let fd = conn.sock.raw();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         drop(conn);
         self.free.push(index);
         self.open -= 1;
-        self.activity.closed();
+        self.shared.activity.closed();
     }
 
     fn find(&self, id: ConnId) -> bool {
@@ -369,17 +411,20 @@ impl EventLoop {
     }
 
     fn take_answers(&mut self) {
-        while let Ok(done) = self.done.try_recv() {
+        while let Ok(done) = self.channels.done.try_recv() {
             match done {
-                Done::Responded { id, answer } => {
-                    let (head, response) = *answer;
+                Done::Responded {
+                    id,
+                    request,
+                    response,
+                } => {
                     if !self.find(id) {
                         continue;
                     }
-                    self.activity.served();
+                    self.shared.activity.served();
                     match response {
                         Some(r) => self.with_conn(id.index, |c, cx| {
-                            c.respond(r, &head, cx);
+                            c.respond(r, *request, cx);
                             c.drive(cx)
                         }),
                         None => self.with_conn(id.index, |_, _| Life::Closed),
@@ -402,13 +447,25 @@ impl EventLoop {
                         }
                     });
                 }
+                Done::Sent { id, body, outcome } => {
+                    if !self.find(id) {
+                        continue;
+                    }
+                    self.with_conn(id.index, |c, cx| {
+                        if c.sent_by_thread(body, outcome, cx) {
+                            c.drive(cx)
+                        } else {
+                            Life::Closed
+                        }
+                    });
+                }
             }
         }
     }
 
-    /// Handles the main thread's orders; true when the loop must end now.
-    fn take_orders(&mut self) -> bool {
-        while let Ok(order) = self.ctl.try_recv() {
+    /// Handles the main thread's orders.
+    fn take_orders(&mut self) {
+        while let Ok(order) = self.channels.ctl.try_recv() {
             match order {
                 Ctl::StopAccepting(ack) => {
                     if let Err(e) = self.set_accepting(false) {
@@ -426,21 +483,29 @@ impl EventLoop {
                     if let Err(e) = self.set_accepting(false) {
                         log::error(&format!("cannot stop accepting: {e}"));
                     }
-                    self.drain_deadline = Some(deadline);
-                    // Idle connections go now; the others when their reply
-                    // is out (or their head arrived and was answered).
+                    self.drain = Some((Instant::now(), deadline));
+                    // Idle connections go now; a whole head already here
+                    // is read and answered; the others when their reply is
+                    // out, or after a short grace if no whole head comes.
                     for index in 0..self.conns.len() {
-                        if self.conns[index].as_ref().is_some_and(Conn::is_idle) {
-                            self.drive(index);
+                        let waiting = self.conns[index].as_ref().and_then(Conn::waiting_for_head);
+                        match waiting {
+                            Some(true) => {
+                                if let Some(conn) = self.conns[index].take() {
+                                    self.close(index, conn);
+                                }
+                            }
+                            Some(false) => self.drive(index),
+                            None => {}
                         }
                     }
                 }
             }
         }
-        false
     }
 
     fn tick(&mut self, now: Instant) {
+        self.shared.bodies.grow_if_stuck();
         if self.accept_paused_until.is_some_and(|t| now >= t) {
             self.accept_paused_until = None;
             if self.accepting {
@@ -448,11 +513,21 @@ impl EventLoop {
             }
         }
         for index in 0..self.conns.len() {
-            if self.conns[index]
-                .as_ref()
-                .is_some_and(|c| c.state != State::Busy && c.state != State::Filling)
-            {
+            if self.conns[index].as_ref().is_some_and(|c| !c.state.away()) {
                 self.with_conn(index, |c, cx| c.on_tick(cx));
+            }
+        }
+    }
+
+    /// The drain's deadline passed: what is still in flight is cut, and
+    /// counted as sent so far.
+    fn cut_all(&mut self) {
+        for index in 0..self.conns.len() {
+            if let Some(mut conn) = self.conns[index].take() {
+                if conn.state != State::Linger {
+                    conn.log_cut();
+                }
+                self.close(index, conn);
             }
         }
     }

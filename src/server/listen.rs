@@ -18,6 +18,15 @@ pub enum Listener {
 }
 
 impl Listener {
+    /// Another descriptor for the same socket: each event loop accepts
+    /// from its own copy.
+    pub fn try_clone(&self) -> std::io::Result<Listener> {
+        Ok(match self {
+            Listener::Tcp(l) => Listener::Tcp(l.try_clone()?),
+            Listener::Unix(l) => Listener::Unix(l.try_clone()?),
+        })
+    }
+
     /// The address, for the log.
     pub fn describe(&self) -> String {
         match self {

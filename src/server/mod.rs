@@ -1,37 +1,61 @@
-//! The HTTP engine: listeners, one event loop that owns every socket, and
-//! the pool of store workers that compute responses (`design.md` "One
-//! request, end to end"). The cache application it serves is
-//! [`crate::http`]; this module knows sockets, heads and bodies, not stores.
+//! The HTTP engine: listeners, event loops that own every socket, the
+//! threads that compute replies and send bodies, limits, the drain and the
+//! idle exit. It serves an [`Application`] through the one interface in
+//! [`app`]; it knows sockets, heads and bodies, never stores or routes.
+//!
+//! Threads (docs/architecture.md §2):
+//! - **event loops**, one per core by default (`mio`, epoll): each accepts
+//!   from every listening socket, reads heads, asks the application's
+//!   [`app::FastPath`], writes heads and bodies held in memory, parks
+//!   keep-alive connections. A loop never waits for a disk, a store or a
+//!   log write;
+//! - **workers** (`--workers`, started as load needs them): each owns one
+//!   [`app::Handler`] and computes replies, one request at a time;
+//! - **body threads** (started as load needs them): send bodies made of
+//!   file regions (`sendfile(2)`, which may wait for the disk) and read the
+//!   next chunk of computed bodies.
 //!
 //! Stopping to accept is exact: once [`Server::stop_accepting`] returns,
 //! nothing more is taken from the sockets, and whatever systemd's socket
-//! still holds goes to the next process (`design.md` "Life cycle").
+//! still holds goes to the next process.
 
+pub mod app;
 mod body;
 mod conn;
 mod event_loop;
+pub mod health;
+pub mod http1;
+pub mod life;
 pub mod listen;
 mod pool;
 mod sock;
 
 use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::http::{FastPath, Worker};
 use crate::log;
 use crate::metrics::Metrics;
 
+pub use app::Application;
 pub use conn::MIN_RATE;
-use event_loop::{Channels, Ctl, EventLoop, Settings, WAKER};
+use event_loop::{Ctl, EventLoop, LoopSettings};
+pub use health::Health;
 pub use listen::{bind, BindError, Listener};
-use pool::Pool;
+use pool::{LoopLink, Pool};
 
 /// Descriptors kept back from the connection limit: store connections,
-/// the database, one open file per NAR being sent, the listeners.
+/// the database, the listeners, the loops' own.
 const RESERVED_FDS: u64 = 64;
+/// Body threads at most: each sends or reads one body at a time, and
+/// waits while the disk (or a daemon's stream) does; past as many as there
+/// are loops, one starts only when the others are stuck (`pool.rs`), and
+/// past this many, bodies wait their turn in the queue. Enough to keep a
+/// slow disk's queue full without a thread per client.
+const BODY_THREADS: usize = 32;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -46,91 +70,110 @@ pub struct Limits {
     pub keepalive: bool,
 }
 
-/// Open connections and answered requests; the idle timer reads it.
-#[derive(Default)]
+/// How the engine runs: given once, at start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub limits: Limits,
+    /// Event loops: one per core is the default.
+    pub loops: usize,
+    /// Worker threads at most (each started when load first needs it).
+    pub workers: usize,
+    /// Whether to write an access-log line per reply.
+    pub access_log: bool,
+    /// Connections served at once; `None`: as many as the descriptor limit
+    /// allows (half of what is left after a reserve).
+    pub max_connections: Option<usize>,
+}
+
+/// Open connections and answered requests, over every loop; the idle
+/// timer reads it. Atomics: every loop touches it for every connection.
 pub struct Activity {
-    state: Mutex<ActivityState>,
+    open: AtomicUsize,
+    served: AtomicU64,
+    refused: AtomicU64,
+    /// When `open` last changed, in ms since `epoch`.
+    last_change: AtomicU64,
+    epoch: Instant,
 }
 
-struct ActivityState {
-    open: usize,
-    served: u64,
-    refused: u64,
-    last_change: Instant,
-}
-
-impl Default for ActivityState {
+impl Default for Activity {
     fn default() -> Self {
-        ActivityState {
-            open: 0,
-            served: 0,
-            refused: 0,
-            last_change: Instant::now(),
+        Activity {
+            open: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            last_change: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
     }
 }
 
 impl Activity {
-    fn with(&self, f: impl FnOnce(&mut ActivityState)) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut s);
-        s.last_change = Instant::now();
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_change.fetch_max(ms, Ordering::SeqCst);
     }
 
     fn opened(&self) {
-        self.with(|s| s.open += 1);
+        self.open.fetch_add(1, Ordering::SeqCst);
+        self.touch();
     }
 
     fn closed(&self) {
-        self.with(|s| s.open = s.open.saturating_sub(1));
+        self.touch();
+        self.open.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn served(&self) {
-        self.with(|s| s.served += 1);
+        self.served.fetch_add(1, Ordering::Relaxed);
     }
 
     fn refused(&self) {
-        self.with(|s| s.refused += 1);
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn open_now(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// How long no connection has been open, or `None` while one is.
     pub fn idle_for(&self) -> Option<Duration> {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        (s.open == 0).then(|| s.last_change.elapsed())
+        if self.open.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        let since = Duration::from_millis(self.last_change.load(Ordering::SeqCst));
+        Some(self.epoch.elapsed().saturating_sub(since))
     }
 
     /// (open connections, requests answered so far).
     pub fn counts(&self) -> (usize, u64) {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        (s.open, s.served)
-    }
-
-    /// Connections refused because the process was at its limit.
-    pub fn refused_count(&self) -> u64 {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).refused
+        (
+            self.open.load(Ordering::SeqCst),
+            self.served.load(Ordering::Relaxed),
+        )
     }
 }
 
 pub struct Server {
+    loops: Vec<LoopHandle>,
+    activity: Arc<Activity>,
+    health: Arc<Health>,
+    described: String,
+}
+
+struct LoopHandle {
     ctl: Sender<Ctl>,
     waker: Arc<mio::Waker>,
     thread: Option<JoinHandle<()>>,
-    activity: Arc<Activity>,
-    described: String,
-    max_conns: usize,
 }
 
 impl Server {
-    /// Starts the event loop on `listeners` and one thread per worker;
-    /// connections and replies are counted in `metrics`. With `fast`, the
-    /// loop answers what it can by itself, and only the rest goes to a
-    /// worker.
+    /// Starts `settings.loops` event loops on `listeners` and the first
+    /// worker; connections and replies are counted in `metrics`.
     pub fn start(
         listeners: Vec<Listener>,
-        workers: Vec<Worker>,
-        fast: Option<FastPath>,
-        limits: Limits,
-        access_log: bool,
+        app: Arc<dyn Application>,
+        settings: Settings,
         metrics: Arc<Metrics>,
     ) -> io::Result<Server> {
         let described = listeners
@@ -138,46 +181,76 @@ impl Server {
             .map(Listener::describe)
             .collect::<Vec<_>>()
             .join(", ");
-        let max_conns = connection_limit(raise_nofile(), workers.len());
-        let poll = mio::Poll::new()?;
-        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
-        let (done_tx, done_rx) = mpsc::channel();
-        let notify = {
-            let waker = waker.clone();
-            Arc::new(move || {
-                let _ = waker.wake();
-            })
-        };
-        let pool = Pool::start(workers, done_tx, notify)?;
-        let (ctl_tx, ctl_rx) = mpsc::channel();
+        let n = settings.loops.max(1);
+        let nofile = raise_nofile();
+        let max_conns = settings
+            .max_connections
+            .unwrap_or_else(|| connection_limit(nofile, settings.workers));
         let activity = Arc::new(Activity::default());
-        let event_loop = EventLoop::new(
-            poll,
-            listeners,
-            pool,
-            Channels {
-                done: done_rx,
-                ctl: ctl_rx,
-            },
-            activity.clone(),
-            metrics,
-            Settings {
-                limits,
-                access_log,
-                max_conns,
-                fast,
-            },
-        )?;
-        let thread = thread::Builder::new()
-            .name("event-loop".into())
-            .spawn(move || event_loop.run())?;
+        let health = Arc::new(Health::new(n));
+        let mut polls = Vec::with_capacity(n);
+        let mut links = Vec::with_capacity(n);
+        let mut done_rxs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let poll = mio::Poll::new()?;
+            let waker = Arc::new(mio::Waker::new(poll.registry(), event_loop::WAKER)?);
+            let (done_tx, done_rx) = mpsc::channel();
+            links.push(LoopLink {
+                done: done_tx,
+                waker: waker.clone(),
+            });
+            polls.push((poll, waker));
+            done_rxs.push(done_rx);
+        }
+        let links: Arc<[LoopLink]> = links.into();
+        let workers = Arc::new(Pool::workers(settings.workers, links.clone(), app.clone()));
+        let bodies = Arc::new(Pool::bodies(n, BODY_THREADS, links));
+        workers.start_first()?;
+        let mut loops = Vec::with_capacity(n);
+        for (i, ((poll, waker), done_rx)) in polls.into_iter().zip(done_rxs).enumerate() {
+            let listening = listeners
+                .iter()
+                .map(Listener::try_clone)
+                .collect::<io::Result<Vec<_>>>()?;
+            let (ctl_tx, ctl_rx) = mpsc::channel();
+            let event_loop = EventLoop::new(
+                i,
+                poll,
+                listening,
+                event_loop::Channels {
+                    done: done_rx,
+                    ctl: ctl_rx,
+                },
+                event_loop::Shared {
+                    workers: workers.clone(),
+                    bodies: bodies.clone(),
+                    activity: activity.clone(),
+                    health: health.clone(),
+                    metrics: metrics.clone(),
+                },
+                LoopSettings {
+                    limits: settings.limits,
+                    access_log: settings.access_log,
+                    max_conns,
+                    fast: app.fast_path(),
+                },
+            )?;
+            let thread = thread::Builder::new()
+                .name(format!("loop-{i}"))
+                .spawn(move || event_loop::run_or_exit(event_loop))?;
+            loops.push(LoopHandle {
+                ctl: ctl_tx,
+                waker,
+                thread: Some(thread),
+            });
+        }
+        // The loops hold their own copies of the sockets.
+        drop(listeners);
         Ok(Server {
-            ctl: ctl_tx,
-            waker,
-            thread: Some(thread),
+            loops,
             activity,
+            health,
             described,
-            max_conns,
         })
     }
 
@@ -185,18 +258,25 @@ impl Server {
         &self.activity
     }
 
+    /// Whether every loop turns (read by the watchdog).
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
     pub fn describe(&self) -> String {
         self.described.clone()
     }
 
-    /// Connections served at once before new ones are refused.
-    pub fn max_connections(&self) -> usize {
-        self.max_conns
-    }
-
-    fn order(&self, make: impl FnOnce(Sender<()>) -> Ctl) {
-        let (tx, rx) = mpsc::channel();
-        if self.ctl.send(make(tx)).is_ok() && self.waker.wake().is_ok() {
+    /// Tells every loop `make(ack)` and waits until each has done it.
+    fn order(&self, make: impl Fn(Sender<()>) -> Ctl) {
+        let mut acks = Vec::new();
+        for l in &self.loops {
+            let (tx, rx) = mpsc::channel();
+            if l.ctl.send(make(tx)).is_ok() && l.waker.wake().is_ok() {
+                acks.push(rx);
+            }
+        }
+        for rx in acks {
             let _ = rx.recv();
         }
     }
@@ -216,19 +296,27 @@ impl Server {
     /// idle connections, and returns once all are gone or at `deadline`
     /// (counted by the caller from the signal). True if all finished.
     pub fn drain(mut self, deadline: Instant) -> bool {
-        let _ = self.ctl.send(Ctl::Drain { deadline });
-        let _ = self.waker.wake();
-        let Some(thread) = self.thread.take() else {
-            return true;
-        };
-        while !thread.is_finished() {
-            if Instant::now() >= deadline + Duration::from_millis(500) {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(10));
+        for l in &self.loops {
+            let _ = l.ctl.send(Ctl::Drain { deadline });
+            let _ = l.waker.wake();
         }
-        let _ = thread.join();
-        self.activity.idle_for().is_some()
+        let mut all = true;
+        for l in &mut self.loops {
+            let Some(thread) = l.thread.take() else {
+                continue;
+            };
+            while !thread.is_finished() {
+                if Instant::now() >= deadline + Duration::from_millis(500) {
+                    all = false;
+                    break;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+        }
+        all && self.activity.idle_for().is_some()
     }
 }
 

@@ -1,38 +1,55 @@
-//! The store workers: a pool of threads, each owning one [`Worker`] (its
-//! own store connection). A thread is busy only while a response is
-//! computed or the next chunk of a computed body is read; never while a
-//! client is slow to send or to read (the event loop holds those).
+//! The engine's two thread pools, one type: **workers**, each owning one
+//! [`Handler`] (its own store connection) that computes replies, and
+//! **body threads**, which send file-backed bodies and read computed ones,
+//! and may wait for a disk while doing it. Neither ever holds a client
+//! that is slow to send or to read: the event loops hold those.
 //!
-//! Threads start on demand, up to one per worker: the first at start-up,
-//! another only when a job finds every started thread busy. A process that
-//! socket activation starts for one request spawns one thread for it, not
-//! `--workers` of them (bench/README.md, "Cold start"), and a quiet server
-//! holds no threads it has never needed.
+//! Threads start on demand, up to the pool's maximum: a job that finds
+//! every started thread busy starts another, while fewer than the pool's
+//! `eager` count run; past it, only when the threads are stuck, no job
+//! taken from the queue for [`STUCK`] (they wait for a disk): more threads
+//! then keep more reads in flight, while more threads for work that only
+//! needs the CPU would only share the same cores (and each costs a stack:
+//! 256 downloads at once once started 32 threads and ran a process under
+//! a 64 MiB address-space limit out of memory). A process that socket
+//! activation starts for one request spawns one worker for it
+//! (bench/README.md, "Cold start"). Answers go back to the loop that owns
+//! the connection, through its channel, and wake it.
+//!
+//! A panic in any job costs that job's connection, never the thread, its
+//! place in the pool or the idle exit: it is caught, logged, and answered
+//! as a failure the loop turns into a close.
 
-use std::cell::{Cell, RefCell};
 use std::io::{self, Read};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
-use crate::http::request::Head;
-use crate::http::response::Response;
-use crate::http::Worker;
 use crate::log;
 
-/// Which connection a job belongs to: its slot in the loop, and the slot's
-/// generation, so a late answer never reaches a newer connection there.
+use super::app::{Application, Handler, Request, Response};
+use super::body::{self, SegmentsBody, SendOutcome};
+use super::sock::Sock;
+
+/// How long no thread may take a queued job before the pool grows past
+/// its `eager` count.
+const STUCK: Duration = Duration::from_millis(20);
+
+/// Which connection a job belongs to: its loop, its slot there, and the
+/// slot's generation, so a late answer never reaches a newer connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct ConnId {
+    pub lp: usize,
     pub index: usize,
     pub generation: u64,
 }
 
 pub(super) enum Job {
-    /// Answer this request.
-    Respond { id: ConnId, head: Head },
+    /// Answer this request (workers only).
+    Respond { id: ConnId, request: Request },
     /// Read the next chunk of a computed body into `buf` (cleared first).
     Fill {
         id: ConnId,
@@ -40,137 +57,269 @@ pub(super) enum Job {
         buf: Vec<u8>,
         want: usize,
     },
+    /// Send what `body` has for `sock`, up to `budget` bytes.
+    Send {
+        id: ConnId,
+        sock: Arc<Sock>,
+        body: Box<SegmentsBody>,
+        budget: u64,
+    },
+}
+
+impl Job {
+    fn id(&self) -> ConnId {
+        match self {
+            Job::Respond { id, .. } | Job::Fill { id, .. } | Job::Send { id, .. } => *id,
+        }
+    }
 }
 
 pub(super) enum Done {
-    /// `None`: the handler panicked; the connection is dropped.
+    /// `response` is `None` when the handler panicked: the connection is
+    /// dropped.
     Responded {
         id: ConnId,
-        answer: Box<(Head, Option<Response>)>,
+        request: Box<Request>,
+        response: Option<Response>,
     },
-    /// `Ok(0)` is the end of the body.
+    /// `Ok(0)` is the end of the body; `reader` is `None` after a panic.
     Filled {
         id: ConnId,
-        reader: Box<dyn Read + Send>,
+        reader: Option<Box<dyn Read + Send>>,
         buf: Vec<u8>,
         result: io::Result<usize>,
     },
+    /// `body` is `None` after a panic (the outcome says so).
+    Sent {
+        id: ConnId,
+        body: Option<Box<SegmentsBody>>,
+        outcome: SendOutcome,
+    },
 }
 
-/// The workers' threads are detached: each ends when the job queue closes
-/// after the job at hand, or with the process. Only the event loop submits.
+/// Where a loop's answers go, and how to wake it.
+pub(super) struct LoopLink {
+    pub done: Sender<Done>,
+    pub waker: Arc<mio::Waker>,
+}
+
 pub(super) struct Pool {
-    jobs: Option<Sender<Job>>,
-    /// What each new thread needs: the queue's receiving end, where its
-    /// answers go, and how it wakes the loop.
-    shared: Shared,
-    /// Workers whose thread has not started yet, started in order, and
-    /// the count of those started. Only the loop's thread touches them.
-    unstarted: RefCell<std::vec::IntoIter<Worker>>,
-    started: Cell<usize>,
+    name: &'static str,
+    /// The queue's sending end; the threads end with the process.
+    jobs: Mutex<Option<Sender<Job>>>,
+    queue: Arc<Mutex<Receiver<Job>>>,
+    links: Arc<[LoopLink]>,
+    /// Makes each worker's handler; body threads have none.
+    app: Option<Arc<dyn Application>>,
+    /// Threads started whenever a job finds all busy; up to `max` only
+    /// when they are stuck.
+    eager: usize,
+    max: usize,
+    /// A thread's stack: workers run SQLite and the signing code, body
+    /// threads a loop of system calls.
+    stack: usize,
+    started: AtomicUsize,
     /// Threads waiting for a job minus jobs no thread has taken yet: a job
     /// that makes it negative has no thread to run it at once.
     slack: Arc<AtomicIsize>,
-}
-
-#[derive(Clone)]
-struct Shared {
-    jobs: Arc<Mutex<Receiver<Job>>>,
-    done: Sender<Done>,
-    notify: Arc<dyn Fn() + Send + Sync>,
+    /// When a thread last took a job, in ms since `epoch`.
+    last_take: Arc<AtomicU64>,
+    epoch: Instant,
 }
 
 impl Pool {
-    /// Starts the first worker's thread; the others start when jobs need
-    /// them. `notify` is called after every answer so the event loop wakes
-    /// to send it.
-    pub fn start(
-        workers: Vec<Worker>,
-        done: Sender<Done>,
-        notify: Arc<dyn Fn() + Send + Sync>,
-    ) -> io::Result<Pool> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let pool = Pool {
-            jobs: Some(tx),
-            shared: Shared {
-                jobs: Arc::new(Mutex::new(rx)),
-                done,
-                notify,
-            },
-            unstarted: RefCell::new(workers.into_iter()),
-            started: Cell::new(0),
-            slack: Arc::new(AtomicIsize::new(0)),
-        };
-        pool.start_thread()?;
-        Ok(pool)
+    /// The workers: up to `max`, each started when a request finds the
+    /// others busy, each with a handler `app` makes.
+    pub fn workers(max: usize, links: Arc<[LoopLink]>, app: Arc<dyn Application>) -> Pool {
+        Pool::new("worker", max, max, 2 << 20, links, Some(app))
     }
 
-    /// Starts the next worker's thread, if one is left.
+    /// The body threads: `eager` started as bodies need them, up to `max`
+    /// when those wait for a disk.
+    pub fn bodies(eager: usize, max: usize, links: Arc<[LoopLink]>) -> Pool {
+        Pool::new("body", eager, max, 256 << 10, links, None)
+    }
+
+    fn new(
+        name: &'static str,
+        eager: usize,
+        max: usize,
+        stack: usize,
+        links: Arc<[LoopLink]>,
+        app: Option<Arc<dyn Application>>,
+    ) -> Pool {
+        let (tx, rx) = mpsc::channel::<Job>();
+        Pool {
+            name,
+            jobs: Mutex::new(Some(tx)),
+            queue: Arc::new(Mutex::new(rx)),
+            links,
+            app,
+            eager: eager.clamp(1, max.max(1)),
+            max: max.max(1),
+            stack,
+            started: AtomicUsize::new(0),
+            slack: Arc::new(AtomicIsize::new(0)),
+            last_take: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Starts the first thread, so the first request finds one waiting.
+    pub fn start_first(&self) -> io::Result<()> {
+        self.start_thread()
+    }
+
+    /// Starts another thread, if the pool is not at its maximum.
     fn start_thread(&self) -> io::Result<()> {
-        let Some(worker) = self.unstarted.borrow_mut().next() else {
+        let n = self.started.fetch_add(1, Ordering::SeqCst);
+        if n >= self.max {
+            self.started.fetch_sub(1, Ordering::SeqCst);
             return Ok(());
+        }
+        let ctx = ThreadCtx {
+            queue: self.queue.clone(),
+            links: self.links.clone(),
+            app: self.app.clone(),
+            slack: self.slack.clone(),
+            last_take: self.last_take.clone(),
+            epoch: self.epoch,
         };
-        let (shared, slack) = (self.shared.clone(), self.slack.clone());
         // Counted as waiting from now: it will be as soon as it runs.
         self.slack.fetch_add(1, Ordering::SeqCst);
         let spawned = thread::Builder::new()
-            .name(format!("worker-{}", self.started.get()))
-            .spawn(move || run(worker, &shared, &slack));
+            .name(format!("{}-{n}", self.name))
+            .stack_size(self.stack)
+            .spawn(move || ctx.run());
         if let Err(e) = spawned {
             self.slack.fetch_sub(1, Ordering::SeqCst);
+            self.started.fetch_sub(1, Ordering::SeqCst);
             return Err(e);
         }
-        self.started.set(self.started.get() + 1);
         Ok(())
     }
 
     pub fn submit(&self, job: Job) {
-        let Some(tx) = &self.jobs else { return };
-        // The workers outlive the sender; a send fails only after a panic
-        // outside the handler, and then the job is dropped.
-        if tx.send(job).is_err() {
-            return;
+        {
+            let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(tx) = jobs.as_ref() else { return };
+            // The threads outlive the sender; a send fails only when every
+            // thread is gone, and then the job is dropped with its
+            // connection.
+            if tx.send(job).is_err() {
+                return;
+            }
         }
         if self.slack.fetch_sub(1, Ordering::SeqCst) <= 0 {
             // Every started thread is busy. Without a new one the job
             // waits for the first to finish, which is correct, only slower.
-            if let Err(e) = self.start_thread() {
-                log::warn(&format!(
-                    "cannot start another worker thread ({} running): {e}",
-                    self.started.get()
-                ));
+            if self.started.load(Ordering::SeqCst) < self.eager {
+                self.grow();
+            } else {
+                self.grow_if_stuck();
             }
         }
     }
 
-    /// No more jobs: each thread ends after the job at hand.
-    pub fn close(&mut self) {
-        self.jobs = None;
+    /// Starts another thread if jobs wait and no thread has taken one for
+    /// [`STUCK`]. The loops call it at every tick, so a pool whose threads
+    /// all wait for a disk grows even when no new job comes.
+    pub fn grow_if_stuck(&self) {
+        if self.slack.load(Ordering::SeqCst) >= 0 {
+            return;
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let last = self.last_take.load(Ordering::SeqCst);
+        if now.saturating_sub(last) < STUCK.as_millis() as u64 {
+            return;
+        }
+        // One thread per STUCK at most, however many loops look.
+        if self
+            .last_take
+            .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.grow();
+        }
+    }
+
+    fn grow(&self) {
+        if let Err(e) = self.start_thread() {
+            log::warn(&format!(
+                "cannot start another {} thread ({} running): {e}",
+                self.name,
+                self.started.load(Ordering::SeqCst)
+            ));
+        }
     }
 }
 
-fn run(mut worker: Worker, shared: &Shared, slack: &AtomicIsize) {
-    loop {
-        let job = {
-            let rx = shared.jobs.lock().unwrap_or_else(|e| e.into_inner());
-            rx.recv()
-        };
-        let Ok(job) = job else { return };
-        let answer = match job {
-            Job::Respond { id, head } => {
-                // A bug in a handler must cost one connection, not a worker.
-                let response = panic::catch_unwind(AssertUnwindSafe(|| worker.respond(&head)));
+/// What one pool thread needs.
+struct ThreadCtx {
+    queue: Arc<Mutex<Receiver<Job>>>,
+    links: Arc<[LoopLink]>,
+    app: Option<Arc<dyn Application>>,
+    slack: Arc<AtomicIsize>,
+    last_take: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl ThreadCtx {
+    fn run(self) {
+        let mut handler: Option<Box<dyn Handler>> = None;
+        loop {
+            let job = {
+                let rx = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                rx.recv()
+            };
+            let Ok(job) = job else { return };
+            let now = self.epoch.elapsed().as_millis() as u64;
+            self.last_take.fetch_max(now, Ordering::SeqCst);
+            let id = job.id();
+            let done = self.run_job(job, &mut handler);
+            // Waiting again from now on: counted before the answer goes
+            // out, so a job the answer leads to sees this thread as free.
+            self.slack.fetch_add(1, Ordering::SeqCst);
+            let Some(link) = self.links.get(id.lp) else {
+                continue;
+            };
+            // A loop that is gone (the process is stopping) takes no more.
+            if link.done.send(done).is_ok() {
+                let _ = link.waker.wake();
+            }
+        }
+    }
+
+    fn run_job(&self, job: Job, handler: &mut Option<Box<dyn Handler>>) -> Done {
+        match job {
+            Job::Respond { id, request } => {
+                let response = panic::catch_unwind(AssertUnwindSafe(|| {
+                    let app = self
+                        .app
+                        .as_ref()
+                        .expect("a worker pool has the application");
+                    handler
+                        .get_or_insert_with(|| app.handler())
+                        .respond(&request)
+                }));
                 if response.is_err() {
                     log::error(&format!(
                         "the handler for {} {} panicked; its connection was dropped",
-                        head.method.as_str(),
-                        head.target
+                        request.method.as_str(),
+                        request.target
                     ));
-                    worker.reset();
+                    if let Some(h) = handler {
+                        // A reset that panics too loses the handler; the
+                        // next request makes a new one.
+                        if panic::catch_unwind(AssertUnwindSafe(|| h.reset())).is_err() {
+                            *handler = None;
+                        }
+                    }
                 }
                 Done::Responded {
                     id,
-                    answer: Box::new((head, response.ok())),
+                    request: Box::new(request),
+                    response: response.ok(),
                 }
             }
             Job::Fill {
@@ -179,22 +328,48 @@ fn run(mut worker: Worker, shared: &Shared, slack: &AtomicIsize) {
                 mut buf,
                 want,
             } => {
-                let result = fill(&mut *reader, &mut buf, want);
-                Done::Filled {
-                    id,
-                    reader,
-                    buf,
-                    result,
+                let filled =
+                    panic::catch_unwind(AssertUnwindSafe(|| fill(&mut *reader, &mut buf, want)));
+                match filled {
+                    Ok(result) => Done::Filled {
+                        id,
+                        reader: Some(reader),
+                        buf,
+                        result,
+                    },
+                    Err(_) => Done::Filled {
+                        id,
+                        reader: None,
+                        buf: Vec::new(),
+                        result: Err(io::Error::other("the body's reader panicked")),
+                    },
                 }
             }
-        };
-        // Waiting again from now on: counted before the answer goes out,
-        // so a job the answer leads to sees this thread as free.
-        slack.fetch_add(1, Ordering::SeqCst);
-        if shared.done.send(answer).is_err() {
-            return;
+            Job::Send {
+                id,
+                sock,
+                mut body,
+                budget,
+            } => {
+                let sent =
+                    panic::catch_unwind(AssertUnwindSafe(|| body::send(&mut body, &sock, budget)));
+                match sent {
+                    Ok(outcome) => Done::Sent {
+                        id,
+                        body: Some(body),
+                        outcome,
+                    },
+                    Err(_) => Done::Sent {
+                        id,
+                        body: None,
+                        outcome: SendOutcome {
+                            written: 0,
+                            end: body::SendEnd::Failed("the body's source panicked".into()),
+                        },
+                    },
+                }
+            }
         }
-        (shared.notify)();
     }
 }
 

@@ -1,10 +1,12 @@
 //! A client socket, TCP or Unix, and the few operations the connection
-//! state machine needs of it (non-blocking read and write, a half close, a
-//! close that resets).
+//! state machine and the body threads need of it (non-blocking read and
+//! write, a half close, a close that resets). Shared (`Arc`) between the
+//! loop that owns the connection and the body thread sending its body;
+//! never used by both at once.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 pub(super) enum Sock {
@@ -13,11 +15,9 @@ pub(super) enum Sock {
 }
 
 impl Sock {
-    pub fn source(&mut self) -> &mut dyn mio::event::Source {
-        match self {
-            Sock::Tcp(s) => s,
-            Sock::Unix(s) => s,
-        }
+    /// The descriptor, for registering with a loop's `mio::Poll`.
+    pub fn raw(&self) -> RawFd {
+        self.fd().as_raw_fd()
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {

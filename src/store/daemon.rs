@@ -23,6 +23,7 @@ use super::cache::{DataVersion, InfoCache};
 use super::wire;
 use super::{Failure, Generation, NarBody, Store, StoreError};
 
+mod add_to_store;
 mod connection;
 mod nar_stream;
 mod stderr;
@@ -372,6 +373,33 @@ impl DaemonStore {
             ));
         }
         Ok(stream)
+    }
+
+    /// Adds the path of `info` to the store from the NAR `nar` yields
+    /// (AddToStoreNar, `add_to_store.rs`): the daemon checks the NAR against
+    /// `info` and accepts the path only with a signature it trusts (or a
+    /// content address that proves it). `reply_timeout` bounds the wait for
+    /// its verdict after the last byte. [`StoreError::Daemon`] says why it
+    /// refused; the connection is kept then, and dropped on any other error.
+    pub fn add_to_store_nar(
+        &mut self,
+        info: &PathInfo,
+        nar: &mut dyn Read,
+        reply_timeout: Duration,
+    ) -> Result<(), StoreError> {
+        self.reclaim();
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let result = add_to_store::run(&mut conn, &self.store_dir, info, nar, reply_timeout);
+        if result
+            .as_ref()
+            .map_or_else(|e| !e.poisons_connection(), |_| true)
+        {
+            self.conn = Some(conn);
+        }
+        result.map(|_| ())
     }
 
     /// QueryPathInfo alone for a hash part seen before; else

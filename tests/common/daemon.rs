@@ -22,6 +22,9 @@ pub struct TestDaemon {
     child: Option<Child>,
     /// `--store` of the daemon: the machine's store without it.
     store: Option<String>,
+    /// `NIX_CONFIG` of the daemon (its `trusted-public-keys`, say), added
+    /// to the machine's nix.conf.
+    config: Option<String>,
 }
 
 impl TestDaemon {
@@ -35,11 +38,25 @@ impl TestDaemon {
         Self::start_with(Some(uri.to_owned()))
     }
 
+    /// A daemon serving the store `uri` with the settings `nix_config`
+    /// (nix.conf lines) on top of the machine's.
+    pub fn serving_with(uri: &str, nix_config: &str) -> Self {
+        let mut d = TestDaemon {
+            dir: Scratch::new("daemon"),
+            child: None,
+            store: Some(uri.to_owned()),
+            config: Some(nix_config.to_owned()),
+        };
+        d.spawn();
+        d
+    }
+
     fn start_with(store: Option<String>) -> Self {
         let mut d = TestDaemon {
             dir: Scratch::new("daemon"),
             child: None,
             store,
+            config: None,
         };
         d.spawn();
         d
@@ -52,7 +69,11 @@ impl TestDaemon {
     /// Starts the daemon and waits until it answers.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "the test daemon already runs");
-        let child = Command::new("nix-daemon")
+        let mut daemon = Command::new("nix-daemon");
+        if let Some(config) = &self.config {
+            daemon.env("NIX_CONFIG", config);
+        }
+        let child = daemon
             .args(self.store.iter().flat_map(|uri| ["--store", uri.as_str()]))
             .env("NIX_DAEMON_SOCKET_PATH", self.socket())
             .stdin(Stdio::null())
@@ -122,7 +143,7 @@ impl Drop for TestDaemon {
 }
 
 /// Processes whose parent is `pid`, from `/proc/<pid>/stat` field 4.
-fn workers_of(pid: u32) -> Vec<String> {
+pub(super) fn workers_of(pid: u32) -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {

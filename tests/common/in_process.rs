@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix_serve_sd::http::{FastPath, Service, Worker};
+use nix_serve_sd::cache::{heavy, Cache, Service};
 use nix_serve_sd::nix::path_info::PathInfo;
 use nix_serve_sd::nix::signing::SecretKey;
 use nix_serve_sd::nix::store_path::{HashPart, StoreDir, StorePath};
-use nix_serve_sd::server::{Limits, Listener, Server};
+use nix_serve_sd::server::{Limits, Listener, Server, Settings};
 use nix_serve_sd::store::{Generation, NarBody, OpenStore, Opener, Store, StoreError};
 
 /// A hash part no store here has.
@@ -117,7 +117,7 @@ pub fn start(opener: Opener, workers: usize, keys: Vec<SecretKey>, limits: Limit
     let opens = Arc::new(AtomicUsize::new(0));
     let asks = Arc::new(AtomicUsize::new(0));
     let panic_next_open = Arc::new(AtomicBool::new(false));
-    let (fast, replies) = FastPath::new(opener.change_signal(), None);
+    let signal = opener.change_signal();
     let open: Arc<dyn OpenStore> = Arc::new(Counting {
         real: opener,
         opens: opens.clone(),
@@ -128,21 +128,20 @@ pub fn start(opener: Opener, workers: usize, keys: Vec<SecretKey>, limits: Limit
         keys,
         priority: 30,
         compression: Default::default(),
+        heavy: heavy::Heavy::new(heavy::BUDGET),
     });
-    let workers = (0..workers)
-        .map(|_| Worker::new(svc.clone(), open.clone(), None).with_replies(replies.clone()))
-        .collect();
+    let metrics: Arc<nix_serve_sd::metrics::Metrics> = Default::default();
+    let app = Arc::new(Cache::new(svc, open, signal, metrics.clone()));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = Server::start(
-        vec![Listener::Tcp(listener)],
-        workers,
-        Some(fast),
+    let settings = Settings {
         limits,
-        false,
-        Default::default(),
-    )
-    .unwrap();
+        loops: 2,
+        workers,
+        access_log: false,
+        max_connections: None,
+    };
+    let server = Server::start(vec![Listener::Tcp(listener)], app, settings, metrics).unwrap();
     Harness {
         addr,
         server: Some(server),

@@ -15,6 +15,7 @@ pub mod logs;
 mod nix;
 pub mod routes;
 mod scratch;
+mod upstream;
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ pub use nix::{
     run, succeeded,
 };
 pub use scratch::{write_file, Scratch};
+pub use upstream::UpstreamServer;
 
 /// Tests that count the process's file descriptors, chmod directories or
 /// kill daemons take this first: one at a time within a test binary.
@@ -51,4 +53,15 @@ pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// An empty chroot store `tag` and a nix-daemon of its own for it that
+/// trusts the fixtures' `keys/public` alone, requires signatures and
+/// substitutes nothing: where imports (AddToStoreNar) are tested.
+pub fn store_trusting_test_key(fx: &Fixtures, tag: &str) -> (ChrootStore, TestDaemon) {
+    let store = ChrootStore::new(tag);
+    let public = std::fs::read_to_string(fx.key("public")).unwrap();
+    let config = format!("trusted-public-keys = {public}\nrequire-sigs = true\nsubstituters =\n");
+    let daemon = TestDaemon::serving_with(&store.uri(), &config);
+    (store, daemon)
 }

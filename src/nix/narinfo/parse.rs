@@ -1,6 +1,6 @@
 //! Parsing a narinfo as Nix does (`nix-protocols.md` §4.1, `nar-info.cc`),
 //! quirks included: the oracle the rendering tests read our output back
-//! with. Only the tests build it; the server never parses a narinfo.
+//! with, and how the server reads an upstream cache's narinfo (pull-through).
 
 use thiserror::Error;
 

@@ -32,6 +32,7 @@ pub enum Op {
     QueryPathInfo = 26,
     QueryPathFromHashPart = 29,
     NarFromPath = 38,
+    AddToStoreNar = 39,
 }
 
 impl fmt::Display for Op {
@@ -151,6 +152,17 @@ impl Connection {
     /// Bytes received but not yet consumed.
     pub fn buffered(&self) -> &[u8] {
         self.reader.buffer()
+    }
+
+    /// The version both sides speak.
+    pub fn version(&self) -> ProtocolVersion {
+        self.info.version
+    }
+
+    /// The socket, for an op that writes while the daemon may answer
+    /// (AddToStoreNar: `add_to_store.rs`).
+    pub fn socket(&self) -> &UnixStream {
+        self.reader.get_ref()
     }
 }
 
@@ -286,7 +298,7 @@ pub fn wire_failure(context: &str, e: WireError) -> StoreError {
     }
 }
 
-fn stderr_failure(context: &str, e: StderrError) -> StoreError {
+pub fn stderr_failure(context: &str, e: StderrError) -> StoreError {
     match e {
         StderrError::Daemon(message) => StoreError::Daemon(message.into()),
         StderrError::Wire(e) => wire_failure(context, e),

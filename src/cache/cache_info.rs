@@ -3,7 +3,9 @@
 
 use crate::nix::store_path::StoreDir;
 
-use super::response::{Body, Response, CACHE_SHORT};
+use crate::server::app::{Body, Response};
+
+use super::response::CACHE_SHORT;
 
 pub fn handle(store_dir: &StoreDir, priority: u32) -> Response {
     let body = format!("StoreDir: {store_dir}\nWantMassQuery: 1\nPriority: {priority}\n");

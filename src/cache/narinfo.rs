@@ -25,7 +25,9 @@ use crate::nix::signing::{merge_signatures, SecretKey};
 use crate::nix::store_path::{HashPart, StoreDir};
 use crate::store::{Generation, Store};
 
-use super::response::{Body, HandlerError, Response, CACHE_SHORT};
+use crate::server::app::{Body, Response};
+
+use super::response::{self, HandlerError, CACHE_SHORT};
 
 pub use replies::{Replies, Ticket};
 
@@ -98,11 +100,13 @@ pub fn handle(
 /// The response for a rendered narinfo, or for none (404): the same
 /// whether a worker or the event loop answers.
 pub fn reply_of(body: Option<Vec<u8>>) -> Response {
-    match body {
+    let mut r = match body {
         Some(body) => Response::new(200, "text/x-nix-narinfo", CACHE_SHORT, Body::Bytes(body)),
-        // nix-serve's words. A 404 is only for "definitely absent" (§4.4).
-        None => Response::text(404, "No such path.\n"),
-    }
+        // A 404 is only for "definitely absent" (§4.4).
+        None => response::no_such_path(),
+    };
+    r.route = "narinfo";
+    r
 }
 
 fn render_signed(

@@ -5,7 +5,9 @@ use crate::nix::store_path::HashPart;
 use crate::store::Store;
 
 use super::range;
-use super::response::{Body, HandlerError, Response, CACHE_SHORT};
+use crate::server::app::{Body, Response};
+
+use super::response::{self, HandlerError, CACHE_SHORT};
 
 pub fn handle(
     store: &mut dyn Store,
@@ -13,7 +15,7 @@ pub fn handle(
     range_header: Option<&str>,
 ) -> Result<Response, HandlerError> {
     let Some(info) = store.path_info_by_hash(hash)? else {
-        return Ok(Response::text(404, "No such path.\n"));
+        return Ok(response::no_such_path());
     };
     let mut json = store.nar_listing(&info)?;
     let total = json.len() as u64;

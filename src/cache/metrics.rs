@@ -4,7 +4,9 @@
 
 use crate::metrics::{Metrics, CONTENT_TYPE};
 
-use super::response::{Body, Response, CACHE_NONE};
+use crate::server::app::{Body, Response};
+
+use super::response::CACHE_NONE;
 
 pub fn handle(metrics: &Metrics) -> Response {
     Response::new(

@@ -3,7 +3,7 @@
 //! offset instead of starting over (`nix-protocols.md` §4.4). Plain build
 //! logs and NAR listings take ranges too.
 
-use super::response::Response;
+use crate::server::app::Response;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RangeOutcome {

@@ -1,16 +1,21 @@
 //! `/nar/…`: the NAR of a path, streamed with `Content-Length` = NarSize
 //! (never chunked) and byte ranges (`nix-protocols.md` §4.3, §4.4, §10.4).
 
-use std::io::Read;
+use std::io::{self, Read};
+use std::sync::Arc;
 
 use crate::nix::compression::Compression;
 use crate::nix::hash::Sha256;
+use crate::nix::nar::{self as nar_format, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::HashPart;
-use crate::store::{NarBody, Store, StoreError};
+use crate::server::app::{Body, Response, Segment, Segments};
+use crate::store::{Failure, NarBody, Store, StoreError};
 
+use super::heavy::{self, Heavy, Holding};
+use super::primed::Primed;
 use super::range;
-use super::response::{Body, HandlerError, Response, CACHE_IMMUTABLE, CACHE_SHORT};
+use super::response::{self, HandlerError, CACHE_IMMUTABLE, CACHE_SHORT};
 
 pub const CONTENT_TYPE: &str = "application/x-nix-nar";
 
@@ -25,6 +30,8 @@ pub struct NarRequest<'r> {
     /// Whether the reply depends on `Accept-Encoding` (compression on): a
     /// cache in front must key on it.
     pub vary: bool,
+    /// The memory budget a zstd encoder takes its share of.
+    pub heavy: &'r Arc<Heavy>,
 }
 
 /// How the NAR's bytes go out.
@@ -75,7 +82,7 @@ fn accepts_zstd(header: Option<&str>) -> bool {
 
 pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, HandlerError> {
     let Some(info) = store.path_info_by_hash(&req.hash)? else {
-        return Ok(Response::text(404, "No such path.\n"));
+        return Ok(response::no_such_path());
     };
     // Re-checked on every request, as nix-serve does (§10.4): a narinfo cached
     // by a client may name a NAR hash that no longer exists here.
@@ -91,22 +98,40 @@ pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, H
         None => CACHE_SHORT,
     };
     if let Encoding::ZstdFile { level } | Encoding::ZstdContent { level } = req.encoding {
-        return compressed(store, &info, req, level, cache_control);
+        match req.heavy.take(heavy::zstd_encoder_bytes(level)) {
+            Some(permit) => return compressed(store, &info, req, level, cache_control, permit),
+            // A client that only allowed zstd gets the NAR itself.
+            None if matches!(req.encoding, Encoding::ZstdContent { .. }) => {}
+            None => return Err(HandlerError::Busy),
+        }
     }
     let total = info.nar_size;
     let Some((status, start, len)) = range::select(req.range, total) else {
         return Ok(range::unsatisfiable(total));
     };
     let Some(nar) = open_nar(store, req, &info, start)? else {
-        return Ok(Response::text(404, "No such path.\n"));
+        return Ok(response::no_such_path());
     };
     let body = match nar {
-        _ if req.head_only => Body::Omitted { len: Some(len) },
-        NarBody::Files(reader) => Body::Nar { reader, len },
-        NarBody::Stream(reader) => Body::Stream {
-            reader: Box::new(reader.take(len)),
-            len: Some(len),
+        NarBody::Files(_) if req.head_only => Body::Omitted { len: Some(len) },
+        NarBody::Files(reader) => Body::Segments {
+            source: Box::new(NarSegments(reader)),
+            len,
         },
+        NarBody::Stream(reader) => {
+            // A stream that fails before its first byte (the daemon closes
+            // it when the path's files are gone) is a status, not a cut
+            // 200; HEAD asks as GET does, so the two agree.
+            let primed = Primed::new(reader.take(len)).map_err(daemon_stream_failed)?;
+            if req.head_only {
+                Body::Omitted { len: Some(len) }
+            } else {
+                Body::Stream {
+                    reader: Box::new(primed),
+                    len: Some(len),
+                }
+            }
+        }
     };
     let mut r = Response::new(status, CONTENT_TYPE, cache_control, body);
     if req.vary {
@@ -123,17 +148,34 @@ fn compressed(
     req: &NarRequest<'_>,
     level: i32,
     cache_control: &'static str,
+    permit: heavy::Permit,
 ) -> Result<Response, HandlerError> {
     let Some(nar) = open_nar(store, req, info, 0)? else {
-        return Ok(Response::text(404, "No such path.\n"));
+        return Ok(response::no_such_path());
     };
-    let body = if req.head_only {
+    let from_daemon = matches!(nar, NarBody::Stream(_));
+    let body = if req.head_only && !from_daemon {
         Body::Omitted { len: None }
     } else {
-        let reader = zstd::stream::read::Encoder::new(nar, level).map_err(StoreError::Io)?;
-        Body::Stream {
-            reader: Box::new(reader),
-            len: None,
+        let encoder = zstd_encoder(nar, level).map_err(|e| {
+            HandlerError::Reply(format!("cannot start a zstd encoder at level {level}: {e}"))
+        })?;
+        // The first compressed bytes need the first NAR bytes: a NAR that
+        // fails at once fails here, with its status.
+        let primed = Primed::new(encoder).map_err(|e| match from_daemon {
+            true => daemon_stream_failed(e),
+            false => HandlerError::Store(StoreError::Io(e)),
+        })?;
+        if req.head_only {
+            Body::Omitted { len: None }
+        } else {
+            Body::Stream {
+                reader: Box::new(Holding {
+                    reader: primed,
+                    _permit: permit,
+                }),
+                len: None,
+            }
         }
     };
     let r = Response::new(200, CONTENT_TYPE, cache_control, body);
@@ -143,6 +185,50 @@ fn compressed(
             .with_header("Vary", "Accept-Encoding".to_owned()),
         _ => r,
     })
+}
+
+/// A zstd encoder at `level` over `nar`, its memory capped as
+/// [`heavy::zstd_params`] says.
+fn zstd_encoder(
+    nar: NarBody,
+    level: i32,
+) -> io::Result<zstd::stream::read::Encoder<'static, io::BufReader<NarBody>>> {
+    use zstd::zstd_safe::CParameter;
+    let mut e = zstd::stream::read::Encoder::new(nar, level)?;
+    let (window, chain, hash) = heavy::zstd_params(level);
+    e.set_parameter(CParameter::WindowLog(window))?;
+    e.set_parameter(CParameter::ChainLog(chain))?;
+    e.set_parameter(CParameter::HashLog(hash))?;
+    Ok(e)
+}
+
+/// The daemon's NAR stream failed before its first byte: the daemon took
+/// the request and then could not make the NAR (its files gone).
+fn daemon_stream_failed(e: io::Error) -> HandlerError {
+    HandlerError::Store(StoreError::Daemon(Failure::because(
+        "the NAR stream from the nix-daemon failed before its first byte",
+        e,
+    )))
+}
+
+/// A NAR encoded from the files, as the engine sends it: framing bytes,
+/// and file regions it sends with `sendfile(2)`.
+struct NarSegments(NarReader);
+
+impl Segments for NarSegments {
+    fn segment(&mut self) -> io::Result<Option<Segment<'_>>> {
+        Ok(match self.0.segment().map_err(io::Error::other)? {
+            None => None,
+            Some(nar_format::Segment::Bytes(b)) => Some(Segment::Bytes(b)),
+            Some(nar_format::Segment::File { file, offset, len }) => {
+                Some(Segment::File { file, offset, len })
+            }
+        })
+    }
+
+    fn consume(&mut self, n: u64) -> io::Result<()> {
+        self.0.consume(n).map_err(io::Error::other)
+    }
 }
 
 /// The NAR of `info` from byte `start`, or `None` when the path was

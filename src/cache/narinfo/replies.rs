@@ -55,6 +55,7 @@ use std::time::{Duration, Instant};
 
 use crate::nix::store_path::HashPart;
 use crate::store::closure::Closure;
+use crate::store::daemon::ChangeSignal;
 
 use super::CAPACITY;
 
@@ -98,6 +99,16 @@ fn same(a: &Option<Arc<Closure>>, b: &Option<Arc<Closure>>) -> bool {
 }
 
 impl Replies {
+    /// The replies for a store that tells of its changes by `signal`: with
+    /// a database to read, kept until a change; without, for at most the
+    /// signal's period.
+    pub fn for_signal(signal: &ChangeSignal) -> Self {
+        Replies::new(match signal {
+            ChangeSignal::Database(_) => None,
+            ChangeSignal::Every(period) => Some(*period),
+        })
+    }
+
     /// `max_age`: see [`Replies::max_age`].
     pub fn new(max_age: Option<Duration>) -> Self {
         Replies {

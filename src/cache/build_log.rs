@@ -3,11 +3,16 @@
 //! has a length, so it takes a `Range` (the end of a long log, say); a
 //! `.bz2` one is sent whole, chunked.
 
-use crate::store::log::{self, BuildLog};
-use crate::store::{Store, StoreError};
+use std::sync::Arc;
 
+use crate::server::app::{Body, Response};
+use crate::store::log::{self, BuildLog};
+use crate::store::Store;
+
+use super::heavy::{self, Heavy, Holding};
+use super::primed::Primed;
 use super::range;
-use super::response::{Body, HandlerError, Response, CACHE_IMMUTABLE};
+use super::response::{HandlerError, CACHE_IMMUTABLE};
 use super::routes::LogName;
 
 pub const CONTENT_TYPE: &str = "text/plain; charset=utf-8";
@@ -17,6 +22,7 @@ pub fn handle(
     name: &LogName,
     range_header: Option<&str>,
     head_only: bool,
+    heavy: &Arc<Heavy>,
 ) -> Result<Response, HandlerError> {
     // Nix's own lookup: a derivation names its log; any other path, its
     // deriver's. A derivation need not be valid: its log outlives it.
@@ -48,12 +54,29 @@ pub fn handle(
         },
         BuildLog::Bzip2(_) => (200, 0, None, None),
     };
-    let body = if head_only {
-        Body::Omitted { len }
-    } else {
-        Body::Stream {
-            reader: found.into_reader(start).map_err(StoreError::Io)?,
+    let body = match found {
+        BuildLog::Plain { .. } if head_only => Body::Omitted { len },
+        BuildLog::Plain { .. } => Body::Stream {
+            reader: found.into_reader(start).map_err(read_failed)?,
             len,
+        },
+        BuildLog::Bzip2(_) => {
+            let permit = heavy.take(heavy::BZIP2_DECODER).ok_or(HandlerError::Busy)?;
+            // A corrupt `.bz2` fails in its first block: a 500, not a 200
+            // cut short. HEAD decodes it too, so the two agree.
+            let reader = found.into_reader(start).map_err(read_failed)?;
+            let primed = Primed::new(reader).map_err(read_failed)?;
+            if head_only {
+                Body::Omitted { len }
+            } else {
+                Body::Stream {
+                    reader: Box::new(Holding {
+                        reader: primed,
+                        _permit: permit,
+                    }),
+                    len,
+                }
+            }
         }
     };
     let r = Response::new(status, CONTENT_TYPE, CACHE_IMMUTABLE, body);
@@ -61,4 +84,10 @@ pub fn handle(
         (Some(len), Some(total)) => range::with_headers(r, start, len, total),
         _ => r,
     })
+}
+
+/// A log file that cannot be read is our failure, not the store
+/// connection's: a 500 that keeps the connection.
+fn read_failed(e: std::io::Error) -> HandlerError {
+    HandlerError::Reply(format!("reading the build log: {e}"))
 }

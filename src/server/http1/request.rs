@@ -10,6 +10,8 @@
 
 use thiserror::Error;
 
+use super::super::app::{Method, Request};
+
 /// Longest request head we read (request line and all headers).
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Longest request target; a Nix client's longest is well under 200 bytes.
@@ -42,53 +44,25 @@ pub enum RequestError {
 }
 
 impl RequestError {
-    /// The status to answer before closing the connection (RFC 9110 §15,
-    /// RFC 9112 §3, §6.1: an unknown transfer coding is 501).
+    /// The status it is answered with (`response::request_error`).
     pub fn status(&self) -> u16 {
-        match self {
-            RequestError::RequestLine | RequestError::Header(_) | RequestError::Framing(_) => 400,
-            RequestError::TargetTooLong => 414,
-            RequestError::TooManyHeaders | RequestError::HeadTooLarge => 431,
-            RequestError::Version(_) => 505,
-            RequestError::TransferCoding(_) => 501,
-            RequestError::Timeout => 408,
-        }
+        super::response::request_error(self).status
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Head,
-    Other(String),
-}
-
-impl Method {
-    pub fn as_str(&self) -> &str {
-        match self {
-            Method::Get => "GET",
-            Method::Head => "HEAD",
-            Method::Other(m) => m,
-        }
-    }
-}
-
+/// A parsed head: what the application gets ([`Request`]) and what only
+/// the engine needs (version, keep-alive, a body to refuse, the log's
+/// User-Agent).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Head {
-    pub method: Method,
-    /// Raw request target (origin or absolute form), undecoded;
-    /// `routes::parse` reads it.
-    pub target: String,
+    pub request: Request,
     /// Minor version: 0 or 1 (a later HTTP/1.x is served as 1.1).
     pub minor: u8,
     /// Whether the client allows the connection to stay open afterwards.
     pub keep_alive: bool,
-    pub range: Option<String>,
-    pub accept_encoding: Option<String>,
     /// A request body follows (Content-Length > 0 or Transfer-Encoding).
     pub has_body: bool,
-    /// As sent, at most 200 bytes, for the access log: not text, since a
-    /// client may send any byte there and the log shows the bytes it sent.
+    /// As sent, for the access log (escaped there byte by byte).
     pub user_agent: Option<Vec<u8>>,
 }
 
@@ -226,21 +200,29 @@ fn head(
         m => Method::Other(m.to_owned()),
     };
     let mut out = Head {
-        method,
-        target: target.to_owned(),
+        request: Request {
+            method,
+            target: target.to_owned(),
+            range: None,
+            accept_encoding: None,
+            authorization: None,
+        },
         minor,
         keep_alive: minor == 1,
-        range: None,
-        accept_encoding: None,
         has_body: false,
         user_agent: None,
     };
+    let mut if_range = false;
     let (mut hosts, mut content_length, mut chunked) = (0, None::<u64>, false);
     for h in headers {
         let name = h.name;
         let value = std::str::from_utf8(h.value).ok();
         let is = |n: &str| name.eq_ignore_ascii_case(n);
         if is("host") {
+            // RFC 9112 §3.2: an invalid Host is a 400 like a missing one.
+            if !valid_host(h.value) {
+                return Err(RequestError::Framing("invalid Host"));
+            }
             hosts += 1;
         } else if is("connection") {
             for token in value.unwrap_or("").split(',').map(str::trim) {
@@ -251,9 +233,13 @@ fn head(
                 }
             }
         } else if is("range") {
-            out.range = value.map(str::to_owned);
+            out.request.range = value.map(str::to_owned);
+        } else if is("if-range") {
+            if_range = true;
+        } else if is("authorization") {
+            out.request.authorization = value.map(str::to_owned);
         } else if is("accept-encoding") {
-            out.accept_encoding = value.map(|v| v.chars().take(200).collect());
+            out.request.accept_encoding = value.map(|v| v.chars().take(200).collect());
         } else if is("content-length") {
             // RFC 9112 §6.3: one valid decimal, once; anything else is an
             // unrecoverable framing error (a smuggling opening behind a proxy).
@@ -289,7 +275,37 @@ fn head(
         return Err(RequestError::Framing("missing or repeated Host"));
     }
     out.has_body = chunked || content_length.is_some_and(|n| n > 0);
+    if if_range {
+        // We send no validators (no ETag, no Last-Modified), so no If-Range
+        // can match: the whole representation is due (RFC 9110 §13.1.5).
+        out.request.range = None;
+    }
     Ok(out)
+}
+
+/// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a
+/// reg-name (unreserved, pct-encoded, sub-delims; possibly empty), an IPv4
+/// address (a reg-name by its characters) or an IP-literal in brackets,
+/// then an optional port of digits.
+fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = match v.iter().rposition(|&b| b == b':') {
+        // A colon inside brackets belongs to an IPv6 literal.
+        Some(i) if !v[i..].contains(&b']') => (&v[..i], Some(&v[i + 1..])),
+        _ => (v, None),
+    };
+    if !port.is_none_or(|p| p.iter().all(u8::is_ascii_digit)) {
+        return false;
+    }
+    let reg_name = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(b);
+    match host {
+        [b'[', inner @ .., b']'] => {
+            !inner.is_empty()
+                && inner
+                    .iter()
+                    .all(|b| b.is_ascii_hexdigit() || b":.vV".contains(b) || reg_name(b))
+        }
+        _ => host.iter().all(reg_name),
+    }
 }
 
 #[cfg(test)]
@@ -315,8 +331,8 @@ mod tests {
         let raw = b"HEAD /abc.narinfo HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/7.88 Nix/2.8.0\r\nAccept: */*\r\n\r\nGET";
         let (h, n) = complete(raw);
         assert_eq!(n, raw.len() - 3);
-        assert_eq!(h.method, Method::Head);
-        assert_eq!(h.target, "/abc.narinfo");
+        assert_eq!(h.request.method, Method::Head);
+        assert_eq!(h.request.target, "/abc.narinfo");
         assert!(h.keep_alive);
         assert_eq!(h.user_agent.as_deref(), Some(&b"curl/7.88 Nix/2.8.0"[..]));
         assert!(!h.has_body);
@@ -361,14 +377,57 @@ mod tests {
         let (h, _) = complete(
             b"GET /nar/x.nar HTTP/1.1\r\nHost: x\r\nRange: bytes=10-\r\nAccept-Encoding: zstd\r\nContent-Length: 5\r\n\r\n",
         );
-        assert_eq!(h.range.as_deref(), Some("bytes=10-"));
-        assert_eq!(h.accept_encoding.as_deref(), Some("zstd"));
+        assert_eq!(h.request.range.as_deref(), Some("bytes=10-"));
+        assert_eq!(h.request.accept_encoding.as_deref(), Some("zstd"));
         assert!(h.has_body);
         let (h, _) = complete(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
-        assert_eq!(h.method, Method::Other("POST".into()));
+        assert_eq!(h.request.method, Method::Other("POST".into()));
         assert!(h.has_body);
         let (h, _) = complete(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
         assert!(!h.has_body);
+    }
+
+    #[test]
+    fn if_range_drops_the_range_and_authorization_is_kept() {
+        let (h, _) = complete(
+            b"GET /nar/x.nar HTTP/1.1\r\nHost: x\r\nRange: bytes=10-\r\nIf-Range: \"abc\"\r\n\r\n",
+        );
+        assert_eq!(h.request.range, None);
+        let (h, _) = complete(
+            b"GET /nar/x.nar HTTP/1.1\r\nHost: x\r\nIf-Range: Wed, 21 Oct 2015 07:28:00 GMT\r\nRange: bytes=1-\r\n\r\n",
+        );
+        assert_eq!(h.request.range, None);
+        let (h, _) = complete(b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dTpw\r\n\r\n");
+        assert_eq!(h.request.authorization.as_deref(), Some("Basic dTpw"));
+    }
+
+    #[test]
+    fn host_values() {
+        for ok in [
+            &b"example.org"[..],
+            b"example.org:5000",
+            b"127.0.0.1:80",
+            b"[::1]:5000",
+            b"[fe80::1%25eth0]",
+            b"",
+            b"a-b_c~d",
+        ] {
+            let raw = [&b"GET / HTTP/1.1\r\nHost: "[..], ok, b"\r\n\r\n"].concat();
+            complete(&raw);
+        }
+        for bad in [
+            &b"exa mple"[..],
+            b"a/b",
+            b"a@b",
+            b"host:80x",
+            b"[::1",
+            b"[]",
+            b"a\"b",
+            b"\xc3\xa9",
+        ] {
+            let raw = [&b"GET / HTTP/1.1\r\nHost: "[..], bad, b"\r\n\r\n"].concat();
+            assert_eq!(status(&raw), 400, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     /// What RFC 9110/9112 ask a server to accept (issue: connection core).
@@ -376,12 +435,13 @@ mod tests {
     fn accepts_what_the_rfcs_allow() {
         // A blank line before the request line (RFC 9112 §2.2).
         let (h, _) = complete(b"\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert_eq!(h.target, "/x");
+        assert_eq!(h.request.target, "/x");
         // A later HTTP/1.x is served as 1.1 (RFC 9110 §6.2).
         let (h, n) = complete(b"GET /x HTTP/1.2\r\nHost: x\r\n\r\n");
         assert_eq!((h.minor, n), (1, 28));
         // obs-text in a header value.
         let (h, _) = complete(b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: caf\xe9\r\n\r\n");
+        // Kept as sent: the access log escapes the byte itself.
         assert_eq!(h.user_agent.as_deref(), Some(&b"caf\xe9"[..]));
         // Bare LF line ends.
         complete(b"GET / HTTP/1.1\nHost: x\n\n");
@@ -392,7 +452,7 @@ mod tests {
         // Methods are case-sensitive tokens: `get` is some other method
         // (405 from the route table), not a malformed line.
         let (h, _) = complete(b"get / HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert_eq!(h.method, Method::Other("get".into()));
+        assert_eq!(h.request.method, Method::Other("get".into()));
     }
 
     /// What RFC 9110/9112 ask a server to reject, with the status each gets.

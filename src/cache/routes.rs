@@ -8,7 +8,7 @@ use crate::nix::hash::Sha256;
 use crate::nix::nix32;
 use crate::nix::store_path::{HashPart, StorePath, HASH_PART_LEN};
 
-use super::request::Method;
+use crate::server::app::Method;
 
 /// Characters of a sha256 in nix32, as in NAR URLs.
 const NAR_HASH_LEN: usize = nix32::encoded_len(32);
@@ -35,6 +35,8 @@ pub enum Route {
     Listing(HashPart),
     /// `/log/<…>`: a build log.
     Log(LogName),
+    /// `/metrics` (served only with `--metrics-route`).
+    Metrics,
 }
 
 /// What `/log/<…>` names. Nix's client asks for a derivation's base name
@@ -90,6 +92,9 @@ pub fn parse(method: &Method, target: &str) -> Result<Route, RouteError> {
     }
     if path == "nix-cache-info" {
         return Ok(Route::CacheInfo);
+    }
+    if path == "metrics" {
+        return Ok(Route::Metrics);
     }
     if let Some(name) = path.strip_prefix("nar/") {
         let (name, zstd) = match name.strip_suffix(".nar.zst") {
@@ -226,6 +231,9 @@ mod tests {
             Ok(Route::NarInfo(hash))
         );
         assert_eq!(get("/nix-cache-info"), Ok(Route::CacheInfo));
+        assert_eq!(get("/metrics"), Ok(Route::Metrics));
+        assert_eq!(get("/metrics?x"), Ok(Route::Metrics));
+        assert_eq!(get("/metrics/x"), Err(RouteError::NotFound));
         assert_eq!(
             get("http://cache.example/nix-cache-info"),
             Ok(Route::CacheInfo)

@@ -1,0 +1,290 @@
+//! The cache application: the route table, one handler per endpoint, the
+//! one error-to-status match, and the answers an event loop may give by
+//! itself. It serves the engine ([`crate::server`]) through
+//! [`crate::server::app`]: requests and responses as values; no sockets,
+//! no HTTP/1 bytes here.
+
+pub mod build_log;
+pub mod cache_info;
+pub mod fast;
+pub mod heavy;
+pub mod listing;
+pub mod metrics;
+pub mod nar;
+pub mod narinfo;
+mod primed;
+pub mod range;
+pub mod response;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::log;
+use crate::metrics::Metrics;
+use crate::nix::compression::Compression;
+use crate::nix::signing::SecretKey;
+use crate::server::app::{self, Application, Method, Request, Response};
+use crate::store::closure::{Allowed, Closure, Filtered};
+use crate::store::daemon::ChangeSignal;
+use crate::store::{OpenStore, Store, StoreSlot};
+
+use response::HandlerError;
+use routes::{Route, RouteError};
+
+pub use fast::NarinfoFastPath;
+
+/// What every worker shares, read-only: keys loaded once at start-up and
+/// the settings that shape replies.
+pub struct Service {
+    pub keys: Vec<SecretKey>,
+    pub priority: u32,
+    /// `--compression`: what narinfos point to, and whether a NAR may be
+    /// sent zstd-encoded at all.
+    pub compression: Compression,
+    /// What zstd encoders and bzip2 decoders may hold at once.
+    pub heavy: Arc<heavy::Heavy>,
+}
+
+/// The application as the engine starts it: everything a worker's handler
+/// and a loop's fast path are made from.
+pub struct Cache {
+    svc: Arc<Service>,
+    open: Arc<dyn OpenStore>,
+    metrics: Arc<Metrics>,
+    /// `--metrics-route`: serve `/metrics`.
+    metrics_route: bool,
+    /// `--serve-closure-of`.
+    closure: Option<Arc<Allowed>>,
+    /// Narinfo replies the workers file for the loops.
+    replies: Arc<narinfo::Replies>,
+    signal: ChangeSignal,
+}
+
+impl Cache {
+    /// The application over the store `open` makes connections to, which
+    /// tells of its changes by `signal`.
+    pub fn new(
+        svc: Arc<Service>,
+        open: Arc<dyn OpenStore>,
+        signal: ChangeSignal,
+        metrics: Arc<Metrics>,
+    ) -> Cache {
+        Cache {
+            svc,
+            open,
+            metrics,
+            metrics_route: false,
+            closure: None,
+            replies: Arc::new(narinfo::Replies::for_signal(&signal)),
+            signal,
+        }
+    }
+
+    /// Serves `/metrics` (`--metrics-route`).
+    pub fn with_metrics_route(mut self, on: bool) -> Cache {
+        self.metrics_route = on;
+        self
+    }
+
+    /// Serves only the paths of `allowed`; any other is answered as absent.
+    pub fn with_closure(mut self, allowed: Option<Arc<Allowed>>) -> Cache {
+        self.closure = allowed;
+        self
+    }
+
+    /// One worker's handler, as the engine makes one per worker thread.
+    pub fn worker(&self) -> Worker {
+        Worker {
+            svc: self.svc.clone(),
+            store: StoreSlot::new(self.open.clone(), None),
+            narinfos: narinfo::Memo::default(),
+            metrics: self.metrics.clone(),
+            metrics_route: self.metrics_route,
+            closure: self.closure.clone(),
+            closure_seen: None,
+            replies: Some(self.replies.clone()),
+        }
+    }
+
+    /// One loop's fast path.
+    pub fn narinfo_fast_path(&self) -> NarinfoFastPath {
+        NarinfoFastPath::new(
+            self.replies.clone(),
+            self.signal.clone(),
+            self.closure.clone(),
+        )
+    }
+}
+
+impl Application for Cache {
+    fn handler(&self) -> Box<dyn app::Handler> {
+        Box::new(self.worker())
+    }
+
+    fn fast_path(&self) -> Option<Box<dyn app::FastPath>> {
+        Some(Box::new(self.narinfo_fast_path()))
+    }
+}
+
+/// One store worker's state: its own store connection and its memo of
+/// narinfo replies and signatures. No lock on the hot path.
+pub struct Worker {
+    svc: Arc<Service>,
+    store: StoreSlot,
+    narinfos: narinfo::Memo,
+    /// Where store look-up latency goes.
+    metrics: Arc<Metrics>,
+    metrics_route: bool,
+    /// `--serve-closure-of`: the only paths this worker may serve.
+    closure: Option<Arc<Allowed>>,
+    /// The closure `narinfos` was filled under.
+    closure_seen: Option<Arc<Closure>>,
+    /// Where narinfo replies are filed for the event loops.
+    replies: Option<Arc<narinfo::Replies>>,
+}
+
+impl app::Handler for Worker {
+    fn respond(&mut self, request: &Request) -> Response {
+        Worker::respond(self, request)
+    }
+
+    fn reset(&mut self) {
+        // After a panic its store connection may be mid-reply.
+        self.store.reset();
+    }
+}
+
+impl Worker {
+    /// Answers one request. Errors become their status here; the detail
+    /// goes to the log, never into the body.
+    pub fn respond(&mut self, request: &Request) -> Response {
+        let mut r = match self.handle(request) {
+            Ok(r) => r,
+            Err(e) => {
+                match &e {
+                    HandlerError::Store(s) => {
+                        let (method, target) = (request.method.as_str(), &request.target);
+                        log::error_limited(
+                            log::Kind::Store,
+                            format_args!("{method} {target}: {}", log::chain(s)),
+                        );
+                        self.store.failed(s);
+                    }
+                    HandlerError::Reply(what) => {
+                        let (method, target) = (request.method.as_str(), &request.target);
+                        log::error_limited(
+                            log::Kind::Reply,
+                            format_args!("{method} {target}: {what}"),
+                        );
+                    }
+                    HandlerError::Route(_) | HandlerError::Busy => {}
+                }
+                response::error_response(&e)
+            }
+        };
+        r.route = routes::label(&request.target);
+        r
+    }
+
+    /// Routes one request and runs its handler. The route is checked before
+    /// the store is touched, so bad requests get their 4xx even when it is
+    /// down.
+    fn handle(&mut self, request: &Request) -> Result<Response, HandlerError> {
+        let route = routes::parse(&request.method, &request.target).map_err(HandlerError::Route)?;
+        if route == Route::Metrics {
+            if !self.metrics_route {
+                return Err(HandlerError::Route(RouteError::NotFound));
+            }
+            return Ok(metrics::handle(&self.metrics));
+        }
+        let store = self.store.get()?;
+        let allowed = self.closure.as_ref().map(|a| a.current());
+        if let Some(now) = &allowed {
+            // A switched root is no change of the store's generation, yet
+            // the replies remembered under the old closure (a 200 for a path
+            // now outside, a 404 for one now inside) no longer hold.
+            if !self
+                .closure_seen
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, now))
+            {
+                self.narinfos = narinfo::Memo::default();
+                self.closure_seen = Some(now.clone());
+            }
+        }
+        let mut filtered;
+        let store: &mut dyn Store = match &allowed {
+            Some(allowed) => {
+                filtered = Filtered {
+                    inner: store,
+                    allowed,
+                };
+                &mut filtered
+            }
+            None => store,
+        };
+        let started = Instant::now();
+        let svc = &*self.svc;
+        let head_only = request.method == Method::Head;
+        let answer = match route {
+            Route::NarInfo(hash) => {
+                // Taken before the look-up (`narinfo/replies.rs`).
+                let shared = (self.replies.as_deref()).map(|r| (r, r.ticket(allowed.clone())));
+                narinfo::handle(
+                    store,
+                    &svc.keys,
+                    &mut self.narinfos,
+                    &hash,
+                    svc.compression,
+                    shared,
+                )
+            }
+            Route::Nar { hash, nar_hash } => nar::handle(
+                store,
+                &nar::NarRequest {
+                    hash,
+                    nar_hash,
+                    range: request.range.as_deref(),
+                    head_only,
+                    encoding: nar::negotiate(
+                        svc.compression,
+                        request.accept_encoding.as_deref(),
+                        request.range.as_deref(),
+                    ),
+                    vary: svc.compression != Compression::None,
+                    heavy: &svc.heavy,
+                },
+            ),
+            Route::NarZstd { hash, nar_hash } => match svc.compression {
+                // The route exists only when the operator chose to spend
+                // the CPU (and the memory) on compression.
+                Compression::None => Err(HandlerError::Route(RouteError::NotFound)),
+                Compression::Zstd { level } => nar::handle(
+                    store,
+                    &nar::NarRequest {
+                        hash,
+                        nar_hash,
+                        range: None,
+                        head_only,
+                        encoding: nar::Encoding::ZstdFile { level },
+                        vary: false,
+                        heavy: &svc.heavy,
+                    },
+                ),
+            },
+            Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), svc.priority)),
+            Route::Listing(hash) => listing::handle(store, &hash, request.range.as_deref()),
+            Route::Log(name) => build_log::handle(
+                store,
+                &name,
+                request.range.as_deref(),
+                head_only,
+                &svc.heavy,
+            ),
+            Route::Metrics => unreachable!("answered above"),
+        };
+        self.metrics.store_lookup(started.elapsed());
+        answer
+    }
+}

@@ -1,0 +1,147 @@
+//! The application's statuses: the one place that picks a status and its
+//! words for every way a request can fail, and the `Cache-Control` of
+//! each kind of reply.
+//!
+//! Every reply carries a `Cache-Control` that makes a caching proxy in
+//! front safe: 200s cacheable, errors `no-store` (Nix clients already cache
+//! a 404 for an hour, `docs/protocols.md`; a proxy must not add to it).
+
+use crate::server::app::Response;
+use crate::store::StoreError;
+
+use super::routes::RouteError;
+
+pub use crate::server::app::NO_STORE as CACHE_NONE;
+
+/// narinfo and nix-cache-info: cacheable, but a path can be deleted or
+/// re-signed, so not forever.
+pub const CACHE_SHORT: &str = "public, max-age=3600";
+/// A NAR is named by its content hash: it never changes.
+pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// What a request can fail with once its head is parsed.
+#[derive(Debug)]
+pub enum HandlerError {
+    Route(RouteError),
+    /// The store failed; whether its connection is dropped is the store
+    /// error's to say ([`StoreError::poisons_connection`]).
+    Store(StoreError),
+    /// Making the reply failed for a reason of our own (a compressor that
+    /// could not start, a log file that could not be read): a 500 that
+    /// leaves the store connection alone.
+    Reply(String),
+    /// Too many replies of an expensive kind at once (see `nar.rs`).
+    Busy,
+}
+
+impl From<StoreError> for HandlerError {
+    fn from(e: StoreError) -> Self {
+        HandlerError::Store(e)
+    }
+}
+
+/// The one exhaustive mapping of errors to statuses. The detail is logged
+/// by the caller; the body only says what kind of failure it was.
+/// Transient store trouble is 5xx, never 404: clients cache 404s.
+pub fn error_response(e: &HandlerError) -> Response {
+    match e {
+        HandlerError::Route(RouteError::Method) => Response::text(405, "Method not allowed.\n")
+            .with_header("Allow", "GET, HEAD".to_owned()),
+        HandlerError::Route(RouteError::NotFound) => not_found(),
+        HandlerError::Route(RouteError::BadRequest(reason)) => Response::text(400, reason),
+        HandlerError::Store(s) => match s {
+            StoreError::Unavailable(_) | StoreError::Timeout(_) => {
+                retry_later("Store unavailable.\n")
+            }
+            StoreError::Daemon(_) | StoreError::Protocol(_) => {
+                Response::text(502, "Store error.\n")
+            }
+            StoreError::Corrupt(_) | StoreError::Io(_) => internal(),
+        },
+        HandlerError::Reply(_) => internal(),
+        HandlerError::Busy => retry_later("Server busy.\n"),
+    }
+}
+
+/// Any URL the route table does not know.
+pub fn not_found() -> Response {
+    Response::text(404, "File not found.\n")
+}
+
+/// A store path the store does not have (or may not show): nix-serve's
+/// words, on every route that names a path.
+pub fn no_such_path() -> Response {
+    Response::text(404, "No such path.\n")
+}
+
+fn internal() -> Response {
+    Response::text(500, "Internal error.\n")
+}
+
+fn retry_later(text: &str) -> Response {
+    Response::text(503, text).with_header("Retry-After", "1".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::app::Body;
+
+    #[test]
+    fn error_statuses() {
+        const D: &str = "xyzzy-detail";
+        let io = || std::io::Error::other(D);
+        let table: Vec<(HandlerError, u16, bool)> = vec![
+            (HandlerError::Route(RouteError::Method), 405, false),
+            (HandlerError::Route(RouteError::NotFound), 404, false),
+            (
+                HandlerError::Route(RouteError::BadRequest("x\n")),
+                400,
+                false,
+            ),
+            (
+                HandlerError::Store(StoreError::Unavailable(D.into())),
+                503,
+                true,
+            ),
+            (
+                HandlerError::Store(StoreError::Timeout(D.into())),
+                503,
+                true,
+            ),
+            (
+                HandlerError::Store(StoreError::Daemon(D.into())),
+                502,
+                false,
+            ),
+            (
+                HandlerError::Store(StoreError::Protocol(D.into())),
+                502,
+                true,
+            ),
+            (
+                HandlerError::Store(StoreError::Corrupt(D.into())),
+                500,
+                false,
+            ),
+            (HandlerError::Store(StoreError::Io(io())), 500, true),
+            (HandlerError::Reply(D.into()), 500, false),
+            (HandlerError::Busy, 503, false),
+        ];
+        for (e, status, poison) in table {
+            let r = error_response(&e);
+            assert_eq!(r.status, status, "{e:?}");
+            assert_eq!(r.cache_control, CACHE_NONE);
+            if let HandlerError::Store(s) = &e {
+                assert_eq!(s.poisons_connection(), poison, "{e:?}");
+            }
+            // No internals in the body.
+            let Body::Bytes(b) = &r.body else { panic!() };
+            assert!(!String::from_utf8_lossy(b).contains(D), "{e:?}");
+        }
+        let r = error_response(&HandlerError::Route(RouteError::Method));
+        assert_eq!(r.extra, vec![("Allow", "GET, HEAD".to_owned())]);
+        let r = error_response(&HandlerError::Busy);
+        assert_eq!(r.extra, vec![("Retry-After", "1".to_owned())]);
+    }
+}

@@ -1,0 +1,214 @@
+//! Upstream binary caches for the pull-through tests: Debian's nginx
+//! serving directories that real Nix wrote (`nix copy --to
+//! 'file://DIR?compression=…&secret-key=…'`), over http and over https with
+//! a CA the test makes (openssl CLI). Its access log says what was asked.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{nix_command, output_of, Scratch};
+
+pub struct UpstreamServer {
+    scratch: Scratch,
+    nginx: Child,
+    pub http_port: u16,
+    pub https_port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    output_of(Command::new("openssl").current_dir(dir).args(args));
+}
+
+impl UpstreamServer {
+    /// nginx on two free ports, serving `<scratch>/caches/` over http and
+    /// https (a certificate for 127.0.0.1 signed by [`Self::ca_file`]).
+    pub fn start() -> Self {
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("nginx is not installed (scripts/test installs Debian's nginx as root)");
+        let scratch = Scratch::new("upstream");
+        let dir = scratch.path();
+        std::fs::create_dir(dir.join("caches")).unwrap();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=nix-serve-sd test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+            ],
+        );
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+                "-out",
+                "server.crt",
+            ],
+        );
+        let (http_port, https_port) = (free_port(), free_port());
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+                 error_log {d}/error.log info;\n\
+                 events {{ worker_connections 64; }}\n\
+                 http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  \
+                 proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  \
+                 uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
+                 server {{ listen 127.0.0.1:{http_port}; root {d}/caches; }}\n  \
+                 server {{ listen 127.0.0.1:{https_port} ssl; root {d}/caches;\n    \
+                 ssl_certificate {d}/server.crt; ssl_certificate_key {d}/server.key; }}\n}}\n",
+                d = dir.display(),
+            ),
+        )
+        .unwrap();
+        let nginx = Command::new(nginx)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        for port in [http_port, https_port] {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "nginx does not listen on {port}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        UpstreamServer {
+            scratch,
+            nginx,
+            http_port,
+            https_port,
+        }
+    }
+
+    /// The CA that signed the https certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.scratch.join("ca.crt")
+    }
+
+    /// A cache `name` holding the closures of `paths`, written by
+    /// `nix copy` with `compression`, signed with the key file `key` (none:
+    /// unsigned). Its directory.
+    pub fn add_cache(
+        &self,
+        name: &str,
+        compression: &str,
+        key: Option<&Path>,
+        paths: &[&str],
+    ) -> PathBuf {
+        let dir = self.scratch.join("caches").join(name);
+        let mut to = format!("file://{}?compression={compression}", dir.display());
+        if let Some(key) = key {
+            to.push_str(&format!("&secret-key={}", key.display()));
+        }
+        output_of(&mut nix_command(&["copy", "--to", &to], paths));
+        dir
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.http_port)
+    }
+
+    pub fn https_url(&self, name: &str) -> String {
+        format!("https://127.0.0.1:{}/{name}", self.https_port)
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to nginx's master and worker: a
+    /// stopped upstream accepts connections (the kernel does) and answers
+    /// nothing.
+    pub fn signal(&self, signal: &str) {
+        let mut pids = super::daemon::workers_of(self.nginx.id());
+        pids.push(self.nginx.id().to_string());
+        Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(&pids)
+            .status()
+            .expect("run kill(1) (package procps)");
+    }
+
+    /// Requests in the access log whose line contains `needle`.
+    pub fn requests(&self, needle: &str) -> usize {
+        std::fs::read_to_string(self.scratch.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+impl Drop for UpstreamServer {
+    fn drop(&mut self) {
+        // SIGTERM, so that nginx's master takes its worker with it.
+        let _ = Command::new("kill")
+            .arg(self.nginx.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.nginx.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.nginx.kill();
+        let _ = self.nginx.wait();
+    }
+}
