@@ -60,6 +60,9 @@ struct State {
     /// Flushes asked for, and the last the log thread has carried out.
     flush_asked: u64,
     flushed: u64,
+    /// A flush that ran out of time: until the log thread has carried it
+    /// out, the next flush does not wait (a dead sink costs one wait).
+    gave_up: Option<u64>,
     /// The log thread waits for work: the next push must wake it (and only
     /// then: a wake-up is a system call the event loop would pay per line).
     idle: bool,
@@ -164,7 +167,8 @@ impl Queue {
     /// Waits until every line queued before the call is written, and the
     /// lines held back by the rate limits are counted in the log, for at
     /// most `limit`: a sink that never drains must not keep the process
-    /// from exiting. False when `limit` ran out.
+    /// from exiting. False when `limit` ran out, or an earlier flush did
+    /// and the log thread has not caught up since.
     pub fn flush(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         let mut target = 0;
@@ -175,7 +179,11 @@ impl Queue {
         let mut s = self.lock();
         while s.flushed < target {
             let now = Instant::now();
+            if s.gave_up.is_some_and(|t| s.flushed < t) {
+                return false;
+            }
             if now >= deadline {
+                s.gave_up = Some(target);
                 return false;
             }
             s = (self.done.wait_timeout(s, deadline - now))

@@ -169,10 +169,13 @@ fn reopen_moves_later_lines_to_the_file_now_at_the_path() {
 }
 
 /// A log thread that never catches up (here: none at all) costs the
-/// flusher its limit, not forever.
+/// flusher its limit, not forever, and a second flush nothing.
 #[test]
-fn flush_gives_up_after_its_limit() {
+fn flush_gives_up_after_its_limit_once() {
     let q = Queue::new();
     q.diag(Level::Info, "never written".into());
     assert!(!q.flush(Duration::from_millis(50)));
+    let again = std::time::Instant::now();
+    assert!(!q.flush(Duration::from_secs(60)));
+    assert!(again.elapsed() < Duration::from_secs(60), "waited again");
 }
