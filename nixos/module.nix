@@ -15,7 +15,8 @@
 #   - it reads the store's database directly when it can (`store = "auto"`,
 #     where upstream forces the daemon), and says which in `systemctl status`;
 #   - `listen` adds Unix socket paths and more addresses, `signKeyPaths` more
-#     keys (as credentials), `store` another store.
+#     keys (as credentials), `store` another store, `htpasswdFile` HTTP Basic
+#     authentication (the file as a credential).
 # With any other package (nix-serve, nix-serve-ng) nothing here applies and the
 # upstream module behaves exactly as before.
 #
@@ -95,6 +96,11 @@ let
     inherit path;
   }) cfg.signKeyPaths;
 
+  # The htpasswd file, like the keys: read by systemd as root, a private
+  # copy under %d for the service.
+  htpasswdCredential = "nix-serve-htpasswd";
+  hasHtpasswd = cfg.htpasswdFile != null;
+
   # extraParams went through a shell in upstream's `script`, where "%" is an
   # ordinary character; in ExecStart= systemd would read it as a specifier.
   extraParams = lib.replaceStrings [ "%" ] [ "%%" ] cfg.extraParams;
@@ -120,6 +126,7 @@ let
     ++ optional (cfg.compression != "none") "--compression ${cfg.compression}"
     ++ map (r: "--serve-closure-of ${r}") cfg.serveClosureOf
     ++ map (k: "--sign-key-file %d/${k.id}") keyCredentials
+    ++ optional hasHtpasswd "--htpasswd %d/${htpasswdCredential}"
     # Last, so that the flags a user already has keep their place and meaning.
     ++ optional (extraParams != "") extraParams
   );
@@ -234,6 +241,26 @@ in
       '';
     };
 
+    htpasswdFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = "/var/lib/secrets/nix-serve.htpasswd";
+      description = ''
+        Ask clients for HTTP Basic credentials, checked against this file of
+        bcrypt entries (`htpasswd -B -c FILE USER`; nginx's
+        `auth_basic_user_file` reads the same file). It is handed to the
+        service as a credential (`LoadCredential=`), so it can stay readable
+        by root only; give it as a string, since a Nix path would be copied
+        into the world-readable store. Read once at start-up: an entry of
+        another kind stops the start. `/nix-cache-info` stays public. With
+        {option}`services.nix-serve.serveClosureOf`, clients without
+        credentials get that closure and users the whole store. Nix clients
+        send credentials from a `netrc-file` (nix.conf). Basic credentials
+        are clear text on the wire: put a TLS proxy in front unless the
+        network is trusted (see the README).
+      '';
+    };
+
     priority = mkOption {
       type = types.nullOr types.ints.unsigned;
       default = null;
@@ -272,6 +299,13 @@ in
           message =
             "services.nix-serve.socketActivation needs a server that accepts systemd's sockets; "
             + "${lib.getName cfg.package} does not. Use nix-serve-sd or set socketActivation = false.";
+        }
+        {
+          # Any other server would ignore it and serve everyone.
+          assertion = hasHtpasswd -> isSd;
+          message =
+            "services.nix-serve.htpasswdFile needs nix-serve-sd; "
+            + "${lib.getName cfg.package} would serve the store without asking for credentials.";
         }
         {
           assertion = cfg.socketActivation -> all isSocketAddress cfg.listen;
@@ -317,11 +351,13 @@ in
           TimeoutStopSec = "30s";
           RestartSec = mkOverUpstream "1s";
           RestartPreventExitStatus = "2 78 203 216 243";
-          # Upstream's credential for secretKeyFile, and one per signKeyPaths.
-          LoadCredential = mkIf (keyCredentials != [ ]) (
+          # Upstream's credential for secretKeyFile, one per signKeyPaths,
+          # and the htpasswd file.
+          LoadCredential = mkIf (keyCredentials != [ ] || hasHtpasswd) (
             mkOverUpstream (
               optional (cfg.secretKeyFile != null) "NIX_SECRET_KEY_FILE:${cfg.secretKeyFile}"
               ++ map (k: "${k.id}:${k.path}") keyCredentials
+              ++ optional hasHtpasswd "${htpasswdCredential}:${cfg.htpasswdFile}"
             )
           );
 

@@ -141,6 +141,10 @@ pub struct Cli {
     /// symlink leads to (followed again when it changes). Repeatable.
     #[arg(long = "serve-closure-of", value_name = "PATH")]
     pub serve_closure_of: Vec<PathBuf>,
+    /// Ask for HTTP Basic credentials, checked against this htpasswd file
+    /// of bcrypt entries (`htpasswd -B`); /nix-cache-info stays public.
+    #[arg(long, value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
 
     // Accepted for compatibility, no effect here (one warning each).
     #[arg(long = "max-requests", value_name = "N", hide = true)]
@@ -212,6 +216,8 @@ pub struct Config {
     pub metrics_route: bool,
     /// `--serve-closure-of`: empty serves the whole store.
     pub closure_roots: Vec<PathBuf>,
+    /// `--htpasswd`: `None` serves everyone.
+    pub htpasswd: Option<PathBuf>,
     /// Flags accepted for compatibility that do nothing here.
     pub ignored: Vec<&'static str>,
 }
@@ -346,6 +352,7 @@ impl Config {
             metrics_interval: metrics_interval.max(Duration::from_millis(100)),
             metrics_route: cli.metrics_route,
             closure_roots: cli.serve_closure_of.clone(),
+            htpasswd: cli.htpasswd.clone(),
             ignored: ignored_flags(&cli),
         })
     }
@@ -471,6 +478,18 @@ mod tests {
                 PathBuf::from("result")
             ]
         );
+    }
+
+    #[test]
+    fn htpasswd_is_off_by_default_and_the_last_one_wins() {
+        assert_eq!(resolve(&[], &[], true).unwrap().htpasswd, None);
+        let c = resolve(
+            &["--htpasswd", "/etc/a", "--htpasswd", "/etc/nix/htpasswd"],
+            &[],
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.htpasswd, Some(PathBuf::from("/etc/nix/htpasswd")));
     }
 
     #[test]

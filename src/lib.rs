@@ -5,12 +5,14 @@
 //!   no network, no threads.
 //! - [`store`]: the synchronous store layer (nix-daemon client, local SQLite).
 //! - [`http`]: route table, one handler per endpoint, responses, server loop.
+//! - [`auth`]: `--htpasswd`, HTTP Basic authentication (htpasswd, bcrypt).
 //! - [`systemd`]: inherited sockets and sd-notify; [`config`], [`log`];
 //!   [`exit`]: why start-up failed, as an exit status.
 //! - [`metrics`]: counters and histograms, their text format and
 //!   `--metrics-file`; the store, server and HTTP layers record into it.
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod exit;

@@ -1,6 +1,6 @@
 //! `nix-serve`: take systemd's sockets first, resolve the command line into a
 //! [`Config`], load keys, open the store, serve, and exit 0 when idle or told
-//! to stop (`design.md` "Life cycle").
+//! to stop (`docs/architecture.md` §3).
 #![deny(unsafe_code)]
 
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
+use nix_serve_sd::auth::Auth;
 use nix_serve_sd::cache::{heavy, Cache, Service};
 use nix_serve_sd::config::{Cli, Config, ListenSpec};
 use nix_serve_sd::exit::StartError;
@@ -88,6 +89,15 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
             SecretKey::from_file(p).map_err(|e| StartError::Config(format!("signing key: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // The user file too: an entry we cannot check never yields a server
+    // that lets in everyone, or no one.
+    let auth = match &config.htpasswd {
+        None => None,
+        Some(path) => Some(Arc::new(
+            Auth::load(path, max_verifications(config.workers))
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        )),
+    };
 
     let mut unix_paths: Vec<PathBuf> = Vec::new();
     let listeners = if activated {
@@ -153,7 +163,8 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     let app = Arc::new(
         Cache::new(svc, open, opener.change_signal(), metrics.clone())
             .with_metrics_route(config.metrics_route)
-            .with_closure(allowed),
+            .with_closure(allowed)
+            .with_auth(auth.clone()),
     );
 
     // Before the threads start, so a SIGTERM from now on drains cleanly.
@@ -186,7 +197,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         .map_err(|e| StartError::Other(format!("cannot start: {e}")))?;
 
     let notifier = Notifier::from_env(&env);
-    let what = format!(
+    let mut what = format!(
         "Serving store {} on {} with {} event loop(s), up to {} workers, {} signing key(s)",
         opener.describe(),
         server.describe(),
@@ -194,6 +205,9 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         config.workers,
         config.key_files.len()
     );
+    if let Some(a) = &auth {
+        what.push_str(&format!("; Basic authentication: {}", a.describe()));
+    }
     log::info(&what);
     notifier.ready(&what);
 
@@ -245,6 +259,13 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         run.bytes
     ));
     Ok(())
+}
+
+/// How many bcrypt verifications may run at once: half the workers (whose
+/// default is twice the CPUs: one a CPU), at least one, at most four. The
+/// other workers stay free for requests whose credentials are known.
+fn max_verifications(workers: usize) -> usize {
+    (workers / 2).clamp(1, 4)
 }
 
 /// What the main thread does at each tick besides watching the server.

@@ -1,6 +1,6 @@
 //! systemd: inherited sockets (`LISTEN_FDS`) and sd-notify.
 //!
-//! Defensive by rule (`style.md` 5): sockets are taken before any thread
+//! Defensive by rule (`docs/style.md` §5): sockets are taken before any thread
 //! exists (listenfd edits the environment) and made CLOEXEC; notification
 //! failures are logged, never fatal; without `NOTIFY_SOCKET` nothing is sent.
 

@@ -15,6 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::binary::{exchange, start_on_any_port, Reply, Running};
+use common::routes::{every_route, hash_part, nar_hash};
 use common::{nix_fresh_cache, run, succeeded, Fixtures, Scratch};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -24,16 +25,6 @@ const ABSENT: &str = "00000000000000000000000000000000";
 /// and the recompute is milliseconds, so this margin only absorbs a loaded
 /// machine.
 const SWITCH_BOUND: Duration = Duration::from_secs(3);
-
-fn hash_of(path: &str) -> &str {
-    &path.rsplit('/').next().unwrap()[..32]
-}
-
-/// `sha256:<nix32>` of `path`'s NAR, without the prefix.
-fn nar_hash(path: &str) -> String {
-    let out = run(Command::new("nix-store").args(["-q", "--hash", path]));
-    out.trim().trim_start_matches("sha256:").to_owned()
-}
 
 fn request(addr: SocketAddr, method: &str, target: &str) -> Reply {
     let s = TcpStream::connect(addr).unwrap();
@@ -50,20 +41,6 @@ fn without_date(r: &Reply) -> (u16, String, Vec<u8>) {
         .collect::<Vec<_>>()
         .join("\r\n");
     (r.status, head, r.body.clone())
-}
-
-/// Every route a path is served on, for the hash part `hash` whose NAR
-/// hash is `nar`.
-fn targets(hash: &str, nar: &str) -> Vec<String> {
-    vec![
-        format!("/{hash}.narinfo"),
-        format!("/nar/{hash}-{nar}.nar"),
-        format!("/nar/{hash}.nar"),
-        format!("/nar/{nar}.nar?hash={hash}"),
-        format!("/nar/{hash}-{nar}.nar.zst"),
-        format!("/{hash}.ls"),
-        format!("/log/{hash}"),
-    ]
 }
 
 fn serve(store: &str, roots: &[&str]) -> (Running, SocketAddr) {
@@ -87,9 +64,9 @@ fn outside_paths_answer_as_absent_on_every_route() {
         let (_server, addr) = serve(store, &[top]);
         let nar = nar_hash(outside);
         for method in ["GET", "HEAD"] {
-            for (out, absent) in targets(hash_of(outside), &nar)
+            for (out, absent) in every_route(hash_part(outside), &nar)
                 .iter()
-                .zip(targets(ABSENT, &nar))
+                .zip(every_route(ABSENT, &nar))
             {
                 let refused = request(addr, method, out);
                 assert_eq!(refused.status, 404, "{store} {method} {out}");
@@ -101,7 +78,7 @@ fn outside_paths_answer_as_absent_on_every_route() {
             }
             // The zstd NAR streams chunked, and dep-leaf has no build log:
             // the other routes show that the closure is served.
-            let served = targets(hash_of(inside), &nar_hash(inside))
+            let served = every_route(hash_part(inside), &nar_hash(inside))
                 .into_iter()
                 .filter(|t| !t.ends_with(".zst") && !t.starts_with("/log/"));
             for t in served {
@@ -149,9 +126,9 @@ fn a_build_log_is_served_only_when_its_derivation_is_in_the_closure() {
     let absent_drv = format!("{ABSENT}-closure-log.drv");
     let names = [
         (base(&drv), absent_drv.clone()),
-        (hash_of(&drv).to_owned(), ABSENT.to_owned()),
+        (hash_part(&drv).to_owned(), ABSENT.to_owned()),
         (base(&out), format!("{ABSENT}-closure-log")),
-        (hash_of(&out).to_owned(), ABSENT.to_owned()),
+        (hash_part(&out).to_owned(), ABSENT.to_owned()),
     ];
     for store in ["local", "daemon"] {
         let (_server, addr) = serve(store, &[&out]);
@@ -210,7 +187,7 @@ fn a_switched_root_is_honoured_within_a_second() {
     for store in ["local", "daemon"] {
         switch(&generation, first);
         let (_server, addr) = serve(store, &[profile.to_str().unwrap()]);
-        let status = |p: &str| request(addr, "GET", &format!("/{}.narinfo", hash_of(p))).status;
+        let status = |p: &str| request(addr, "GET", &format!("/{}.narinfo", hash_part(p))).status;
         assert_eq!((status(first), status(second)), (200, 404), "{store}");
         switch(&generation, second);
         let took = within_bound(
@@ -253,7 +230,7 @@ fn a_root_that_appears_later_is_honoured() {
             root.to_str().unwrap(),
         ]);
         assert!(log.lock().unwrap().contains("serving nothing from it"));
-        let status = || request(addr, "GET", &format!("/{}.narinfo", hash_of(path))).status;
+        let status = || request(addr, "GET", &format!("/{}.narinfo", hash_part(path))).status;
         std::os::unix::fs::symlink(path, &root).unwrap();
         thread::sleep(Duration::from_secs(1));
         assert_eq!(status(), 404, "{store}: not in the store yet");
@@ -282,7 +259,7 @@ fn nix_copy_of_the_closure_works_and_outside_paths_are_refused() {
             .args(["--from", &url, "--to"])
             .arg(work.join(to))
             .args(["--no-check-sigs", path])
-            // A fresh narinfo cache: Nix caches 404s (§4.4).
+            // A fresh narinfo cache: Nix caches 404s (docs/protocols.md §4.4).
             .env("XDG_CACHE_HOME", work.join(format!("xdg-{to}")))
             .env_remove("NIX_REMOTE")
             .output()

@@ -52,7 +52,7 @@ fn wait_for_close(c: &mut UnixStream) {
     let _ = c.read_to_end(&mut Vec::new());
 }
 
-/// The daemon side of §7.4 for a daemon of protocol 1.`minor`.
+/// The daemon side of docs/protocols.md §7.4 for a daemon of protocol 1.`minor`.
 fn handshake(c: &mut UnixStream, minor: u64) {
     expect(c, &[u(MAGIC_1), u(0x126)].concat());
     send(c, &[u(MAGIC_2), u(0x100 | minor)].concat());

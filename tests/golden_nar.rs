@@ -1,4 +1,4 @@
-//! Golden NAR bytes (style.md 11): `tests/golden/*.nar` are what
+//! Golden NAR bytes (docs/style.md §11): `tests/golden/*.nar` are what
 //! `nix-store --dump` wrote for the trees built below (see the README
 //! there). The trees are built at test time because git does not keep modes,
 //! odd names or symlink targets the way Nix would see them.

@@ -1,5 +1,5 @@
 //! The local backend against the real Nix here, with `nix path-info --json`
-//! as the oracle (`nix-protocols.md` §8). Needs the fixtures: run scripts/test.
+//! as the oracle (`docs/protocols.md` §8). Needs the fixtures: run scripts/test.
 
 mod common;
 
@@ -267,7 +267,7 @@ fn lookups_leak_no_file_descriptors() {
 /// `nobody`: `<expectation>:<chroot root>`.
 const CHILD: &str = "NIX_SERVE_SD_TEST_READ_ONLY_CHILD";
 
-/// §8: a WAL database opens read-only without write access to its directory
+/// docs/protocols.md §8: a WAL database opens read-only without write access to its directory
 /// only while its -wal/-shm files exist. Runs this test binary again as
 /// `nobody` against a chroot store whose db directory is not writable.
 #[test]

@@ -1,5 +1,5 @@
 //! The local backend against databases this test writes itself, in Nix's
-//! schema (`nix-protocols.md` §8): the edge cases a real store rarely has.
+//! schema (`docs/protocols.md` §8): the edge cases a real store rarely has.
 //! Needs no Nix.
 
 mod common;
@@ -14,7 +14,7 @@ use rusqlite::{params, Connection};
 
 use common::Scratch;
 
-/// Nix 2.8's schema 10, as `.schema` prints it (§8), triggers left out.
+/// Nix 2.8's schema 10, as `.schema` prints it (docs/protocols.md §8), triggers left out.
 const SCHEMA: &str = "
 create table ValidPaths (id integer primary key autoincrement not null, path text unique not null,
   hash text not null, registrationTime integer not null, deriver text, narSize integer,

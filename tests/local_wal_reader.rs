@@ -5,7 +5,7 @@
 //! -shm files existed), closed its probe, and when Nix's last connection
 //! closed SQLite deleted both files: from then on every look-up failed with
 //! "unable to open database file", a 503 for every client until the process
-//! exited. The opener now keeps its probe's connection open (`nix-protocols.md`
+//! exited. The opener now keeps its probe's connection open (`docs/protocols.md`
 //! §8), which also keeps a writer from deleting the files.
 //!
 //! Runs the built server as `nobody` against a chroot store that real Nix

@@ -56,7 +56,8 @@ fn sighup_reopens_renamed_logs_and_keeps_serving() {
     for _ in 0..3 {
         assert_eq!(get(addr, "/nix-cache-info?after").status, 200);
     }
-    let new = wait_for(&access, "GET /nix-cache-info?after ");
+    // The log thread writes them a moment after the replies went out.
+    let new = wait_for_n(&access, "GET /nix-cache-info?after ", 3);
     assert_eq!(new.lines().count(), 3, "every request after HUP: {new}");
     let old = read(&dir.join("access.log.1"));
     assert!(

@@ -1,4 +1,4 @@
-//! Differential tests of the NAR encoder against real Nix (style.md 11):
+//! Differential tests of the NAR encoder against real Nix (docs/style.md §11):
 //! every fixture store path and ~20 random trees, whole and from many start
 //! offsets, must give exactly `nix-store --dump`'s bytes, and the size and
 //! hash `nix-store -q` reports.
@@ -81,7 +81,7 @@ fn compare(base: u64, ours: &mut impl Read, theirs: &mut impl Read) -> Result<u6
 }
 
 /// Byte ranges of file contents in a NAR, found by walking its `str`
-/// tokens (§3: every element is one) and taking each one after "contents".
+/// tokens (docs/protocols.md §3: every element is one) and taking each one after "contents".
 fn content_spans(nar: &mut impl Read) -> Vec<(u64, u64)> {
     let mut spans = Vec::new();
     let (mut at, mut after_contents) = (0u64, false);

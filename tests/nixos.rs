@@ -332,6 +332,80 @@ fn sign_key_paths_are_credentials() {
     );
 }
 
+/// `htpasswdFile` (issue 23) is a credential of its own, read by the
+/// server under %d, next to upstream's key and `signKeyPaths`; with
+/// `serveClosureOf` both flags are there. Another server would ignore the
+/// file and serve everyone: the module refuses that.
+#[test]
+#[ignore = "needs real Nix: run scripts/test"]
+fn htpasswd_file_is_a_credential() {
+    let Some(inputs) = inputs() else { return };
+    let eval = eval_module(
+        &inputs,
+        r#"{ services.nix-serve = {
+              enable = true;
+              htpasswdFile = "/var/lib/secrets/nix-serve.htpasswd";
+            }; }"#,
+    );
+    show(&eval);
+    assert_no_failed_assertions(&eval);
+    assert_socket_activated(&eval);
+    assert_eq!(
+        strings(service_config(&eval, "LoadCredential")),
+        ["nix-serve-htpasswd:/var/lib/secrets/nix-serve.htpasswd"]
+    );
+    assert_eq!(
+        service_config(&eval, "ExecStart"),
+        format!(
+            "{FAKE_SD}/bin/nix-serve --idle-timeout 60s {METRICS} --htpasswd %d/nix-serve-htpasswd"
+        )
+        .as_str()
+    );
+
+    let eval = eval_module(
+        &inputs,
+        r#"{ services.nix-serve = {
+              enable = true;
+              secretKeyFile = "/etc/nix/cache.key";
+              signKeyPaths = [ "/run/keys/a.key" ];
+              serveClosureOf = [ "/run/current-system" ];
+              htpasswdFile = "/run/keys/htpasswd";
+            }; }"#,
+    );
+    show(&eval);
+    assert_no_failed_assertions(&eval);
+    assert_eq!(
+        strings(service_config(&eval, "LoadCredential")),
+        [
+            "NIX_SECRET_KEY_FILE:/etc/nix/cache.key",
+            "nix-serve-sign-key-0:/run/keys/a.key",
+            "nix-serve-htpasswd:/run/keys/htpasswd"
+        ]
+    );
+    assert_eq!(
+        service_config(&eval, "ExecStart"),
+        format!(
+            "{FAKE_SD}/bin/nix-serve --idle-timeout 60s {METRICS} \
+             --serve-closure-of /run/current-system --sign-key-file %d/nix-serve-sign-key-0 \
+             --htpasswd %d/nix-serve-htpasswd"
+        )
+        .as_str()
+    );
+
+    let eval = eval_module(
+        &inputs,
+        r#"{ pkgs, ... }: { services.nix-serve = {
+              enable = true;
+              package = pkgs.nix-serve;
+              socketActivation = false;
+              htpasswdFile = "/run/keys/htpasswd";
+            }; }"#,
+    );
+    let failed = strings(&eval["failedAssertions"]);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("htpasswdFile"), "{}", failed[0]);
+}
+
 /// `serveClosureOf` becomes one `--serve-closure-of` a root; `allowedIPs`
 /// the socket's IP filter (issue 12 parts 2 and 3), or the service's when
 /// it binds its own sockets. Neither by default.

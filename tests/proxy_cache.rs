@@ -8,46 +8,14 @@ mod common;
 mod markdown;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use common::binary::free_port;
+use common::nginx::{self, wait_for_port, Reaper};
 use common::Fixtures;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Stops the child when the test ends, passed or not: SIGTERM first, so that
-/// nginx's master takes its workers with it (SIGKILL would orphan them).
-struct Reaper(Child);
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on port {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// One HTTP/1.0 GET: (status, the header block in lower case, body).
 fn get(port: u16, path: &str) -> (u16, String, Vec<u8>) {
@@ -71,13 +39,9 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
-fn nginx_conf(dir: &Path, nginx_port: u16, server_port: u16) -> PathBuf {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("read README.md");
-    let blocks = markdown::fenced_blocks(&readme, "nginx");
-    assert_eq!(blocks.len(), 1, "README.md has one nginx block");
+fn nginx_block(dir: &Path, nginx_port: u16, server_port: u16) -> String {
     let cache = dir.join("cache");
-    let block = blocks[0]
+    let block = nginx::readme_block(markdown::fenced_blocks, "proxy_cache_path")
         .replace("/var/cache/nginx/nix-serve", cache.to_str().unwrap())
         .replace("listen 8080;", &format!("listen 127.0.0.1:{nginx_port};"))
         .replace("127.0.0.1:5000", &format!("127.0.0.1:{server_port}"));
@@ -86,32 +50,13 @@ fn nginx_conf(dir: &Path, nginx_port: u16, server_port: u16) -> PathBuf {
             && block.contains(&format!(":{nginx_port};")),
         "the README block uses 'listen 8080;' and 127.0.0.1:5000"
     );
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off;\nworker_processes 1;\npid {pid};\nerror_log {err} info;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {tmp}/body;\n  \
-             proxy_temp_path {tmp}/proxy;\n  fastcgi_temp_path {tmp}/fcgi;\n  \
-             uwsgi_temp_path {tmp}/uwsgi;\n  scgi_temp_path {tmp}/scgi;\n{block}\n}}\n",
-            pid = dir.join("nginx.pid").display(),
-            err = dir.join("error.log").display(),
-            tmp = dir.display(),
-        ),
-    )
-    .unwrap();
-    conf
+    block
 }
 
 #[test]
 #[ignore = "needs real Nix, fixtures and Debian's nginx: run scripts/test"]
 fn nginx_caches_narinfo_but_not_404() {
     let fixtures = Fixtures::load();
-    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("nginx is not installed (scripts/test installs Debian's nginx as root)");
     let dir = std::env::temp_dir().join(format!("nssd-proxy-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -127,19 +72,7 @@ fn nginx_caches_narinfo_but_not_404() {
     wait_for_port(server_port);
 
     let nginx_port = free_port();
-    let conf = nginx_conf(&dir, nginx_port, server_port);
-    let _nginx = Reaper(
-        Command::new(nginx)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx"),
-    );
+    let _nginx = nginx::start(&dir, &nginx_block(&dir, nginx_port, server_port));
     wait_for_port(nginx_port);
 
     let path = fixtures.path("dep-top");

@@ -142,7 +142,7 @@ fn listings_through_the_daemon_backend() {
     check_listings(&["--store", "daemon"], "listing-daemon", false);
 }
 
-/// A tree with every kind of node (`nix-protocols.md` §3), its bytes
+/// A tree with every kind of node (`docs/protocols.md` §3), its bytes
 /// unique to `tag`, so that no store holds it yet.
 fn odd_tree(dir: &Path, tag: &str) {
     let unique = format!("{tag} {:?} {}\n", dir, std::process::id());

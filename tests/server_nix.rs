@@ -1,5 +1,5 @@
 //! The built `nix-serve` against a real Nix client and the real store: the
-//! end-to-end oracle (`style.md` 13). Run through scripts/test.
+//! end-to-end oracle (`docs/style.md` §13). Run through scripts/test.
 
 mod common;
 
@@ -265,7 +265,7 @@ fn unreachable_store_fails_before_ready() {
 }
 
 /// A daemon that goes away is a 503 (clients retry; a 404 would be cached
-/// for an hour, `nix-protocols.md` §4.4), and service resumes when it is back.
+/// for an hour, `docs/protocols.md` §4.4), and service resumes when it is back.
 #[test]
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn daemon_restart_is_503_then_recovers() {

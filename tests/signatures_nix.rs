@@ -12,7 +12,7 @@ use common::binary::{get, start_on_any_port};
 use common::{nix_on, nix_store_dump, run, Fixtures, Scratch};
 
 /// Input-addressed, one referring to the other: a client checks their
-/// signatures (a content-addressed path would pass unsigned, §5.3).
+/// signatures (a content-addressed path would pass unsigned, docs/protocols.md §5.3).
 const PATHS: [&str; 2] = ["dep-leaf", "dep-mid"];
 
 fn hash_of(path: &str) -> &str {
@@ -32,7 +32,7 @@ fn copy_trusting(url: &str, dst: &Path, key: &str, paths: &[&str]) -> Output {
         .arg(dst)
         .args(["--option", "trusted-public-keys", key])
         .args(paths)
-        // A fresh narinfo disk cache: Nix remembers what it fetched (§4.4).
+        // A fresh narinfo disk cache: Nix remembers what it fetched (docs/protocols.md §4.4).
         .env("XDG_CACHE_HOME", dst.with_extension("xdg"))
         .env_remove("NIX_REMOTE");
     cmd.output().unwrap()

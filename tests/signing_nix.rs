@@ -1,4 +1,4 @@
-//! Real Nix as the oracle for signing (`nix-protocols.md` §5): for every
+//! Real Nix as the oracle for signing (`docs/protocols.md` §5): for every
 //! fixture path, `nix store sign` in a throw-away chroot store must produce
 //! exactly the signature we compute from the path's metadata, and
 //! `nix store verify` must accept it with the fixture public key.
@@ -73,7 +73,7 @@ fn our_signatures_match_nix_store_sign() {
             String::from_utf8_lossy(&ok.stderr)
         );
         // Nix counts a content-addressed path as signed whatever its sigs
-        // (§5.3), so only an input-addressed path shows that verify really
+        // (docs/protocols.md §5.3), so only an input-addressed path shows that verify really
         // looked at the signature.
         if info.ca.is_none() {
             let bad = verify(wrong_text.trim());

@@ -221,7 +221,7 @@ def cold_and_warm(activators, paths, trials):
 def daemon_first_answer(socket_path, trials):
     """Median seconds from connecting to the nix-daemon to its reply to the
     client's magic number (the first step of the worker protocol's
-    handshake, nix-protocols.md §7)."""
+    handshake, docs/protocols.md §7)."""
     times = []
     for _ in range(trials):
         t0 = time.perf_counter()

@@ -40,7 +40,7 @@ READ = 1 << 16
 
 
 def nix32(raw):
-    """Nix's base-32 (`nix-protocols.md` §2): least significant 5 bits last."""
+    """Nix's base-32 (`docs/protocols.md` §1): least significant 5 bits last."""
     n = len(raw) * 8 // 5 + (1 if len(raw) * 8 % 5 else 0)
     out = []
     for k in range(n - 1, -1, -1):

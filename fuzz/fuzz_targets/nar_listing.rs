@@ -3,7 +3,7 @@
 //! it never panics, never loops and never allocates without bound
 //! (libFuzzer's RSS limit); a NAR it accepts is one the independent parser
 //! (`src/nar.rs`) accepts too, and its listing is the one written here from
-//! that parser's tree, with offsets counted here by §3's size arithmetic; a
+//! that parser's tree, with offsets counted here (docs/protocols.md §3.5); a
 //! NAR the independent parser accepts is refused only for one of our bounds
 //! (name and target lengths, nesting) or a name Nix refuses; and told a
 //! wrong NarSize, the parse fails.

@@ -1,4 +1,4 @@
-//! A strict NAR parser (`nix-protocols.md` §3), the oracle for the encoder:
+//! A strict NAR parser (`docs/protocols.md` §3), the oracle for the encoder:
 //! every token exact, padding zero, directory entries in strictly increasing
 //! byte order, nothing after the end.
 

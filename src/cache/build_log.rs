@@ -1,5 +1,5 @@
 //! `/log/<…>`: a derivation's build log, plain text, decompressed while it
-//! streams when Nix stored it as `.bz2` (`nix-protocols.md` §9). A plain log
+//! streams when Nix stored it as `.bz2` (`docs/protocols.md` §9). A plain log
 //! has a length, so it takes a `Range` (the end of a long log, say); a
 //! `.bz2` one is sent whole, chunked.
 

@@ -1,4 +1,4 @@
-//! `/nix-cache-info` (`nix-protocols.md` §6). It must answer 200: on a 404,
+//! `/nix-cache-info` (`docs/protocols.md` §6). It must answer 200: on a 404,
 //! Nix 2.8 tries to create the cache and fails.
 
 use crate::nix::store_path::StoreDir;

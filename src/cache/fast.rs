@@ -6,22 +6,30 @@
 //! Each loop has its own: its own reading of the store's change signal
 //! (a read-only SQLite connection that never waits), over the replies all
 //! loops and workers share.
+//!
+//! With `--htpasswd`, only for a request the loop knows may see the reply
+//! without bcrypt: credentials verified before, or, with
+//! `--serve-closure-of`, none (the replies filed are then the closure's,
+//! which users do not see: their requests go to a worker).
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::auth::{Auth, Known};
 use crate::server::app::{FastPath, Request, Response};
 use crate::store::cache::{Look, Watch};
 use crate::store::closure::Allowed;
 use crate::store::daemon::ChangeSignal;
 
 use super::narinfo::{self, Replies};
+use super::response;
 use super::routes::{self, Route};
 
 pub struct NarinfoFastPath {
     replies: Arc<Replies>,
     watch: Watch,
     closure: Option<Arc<Allowed>>,
+    auth: Option<Arc<Auth>>,
 }
 
 impl NarinfoFastPath {
@@ -41,7 +49,15 @@ impl NarinfoFastPath {
             replies,
             watch,
             closure,
+            auth: None,
         }
+    }
+
+    /// Answers only requests that `--htpasswd`'s `auth` lets through
+    /// without bcrypt.
+    pub fn with_auth(mut self, auth: Option<Arc<Auth>>) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// The reply to `request`, exactly as a worker would make it, if the
@@ -53,6 +69,17 @@ impl NarinfoFastPath {
         let Ok(Route::NarInfo(hash)) = routes::parse(&request.method, &request.target) else {
             return None;
         };
+        let user = match &self.auth {
+            None => None,
+            Some(auth) => {
+                let value = request.authorization.as_ref().map(|a| a.as_bytes());
+                match (auth.known(value), &self.closure) {
+                    (Known::User(user), None) => Some(user),
+                    (Known::Anonymous, Some(_)) => None,
+                    _ => return None,
+                }
+            }
+        };
         let changed = match self.watch.look() {
             Look::Same => false,
             Look::Changed => true,
@@ -60,7 +87,7 @@ impl NarinfoFastPath {
         };
         let closure = self.closure.as_ref().map(|a| a.current());
         let body = self.replies.get(&hash, changed, closure, Instant::now())?;
-        Some(narinfo::reply_of(body))
+        Some(response::for_user(narinfo::reply_of(body), user))
     }
 }
 

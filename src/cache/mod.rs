@@ -7,6 +7,7 @@
 pub mod build_log;
 pub mod cache_info;
 pub mod fast;
+pub mod gate;
 pub mod heavy;
 pub mod listing;
 pub mod metrics;
@@ -20,6 +21,7 @@ pub mod routes;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::auth::Auth;
 use crate::log;
 use crate::metrics::Metrics;
 use crate::nix::compression::Compression;
@@ -59,6 +61,8 @@ pub struct Cache {
     /// Narinfo replies the workers file for the loops.
     replies: Arc<narinfo::Replies>,
     signal: ChangeSignal,
+    /// `--htpasswd`.
+    auth: Option<Arc<Auth>>,
 }
 
 impl Cache {
@@ -78,7 +82,15 @@ impl Cache {
             closure: None,
             replies: Arc::new(narinfo::Replies::for_signal(&signal)),
             signal,
+            auth: None,
         }
+    }
+
+    /// Asks for credentials checked by `auth` before any route but
+    /// `/nix-cache-info` ([`gate`]).
+    pub fn with_auth(mut self, auth: Option<Arc<Auth>>) -> Cache {
+        self.auth = auth;
+        self
     }
 
     /// Serves `/metrics` (`--metrics-route`).
@@ -104,6 +116,8 @@ impl Cache {
             closure: self.closure.clone(),
             closure_seen: None,
             replies: Some(self.replies.clone()),
+            auth: self.auth.clone(),
+            narinfos_all: narinfo::Memo::default(),
         }
     }
 
@@ -114,6 +128,7 @@ impl Cache {
             self.signal.clone(),
             self.closure.clone(),
         )
+        .with_auth(self.auth.clone())
     }
 }
 
@@ -142,6 +157,11 @@ pub struct Worker {
     closure_seen: Option<Arc<Closure>>,
     /// Where narinfo replies are filed for the event loops.
     replies: Option<Arc<narinfo::Replies>>,
+    /// `--htpasswd`: who may see what ([`gate`]).
+    auth: Option<Arc<Auth>>,
+    /// With `--serve-closure-of` too: the replies of the whole store, which
+    /// users see, kept apart from the closure's in `narinfos`.
+    narinfos_all: narinfo::Memo,
 }
 
 impl app::Handler for Worker {
@@ -159,7 +179,16 @@ impl Worker {
     /// Answers one request. Errors become their status here; the detail
     /// goes to the log, never into the body.
     pub fn respond(&mut self, request: &Request) -> Response {
-        let mut r = match self.handle(request) {
+        let pass = match &self.auth {
+            None => Ok(gate::Pass::Anonymous),
+            Some(auth) => gate::check(auth, request, self.closure.is_some()),
+        };
+        let user = match &pass {
+            Ok(gate::Pass::User(u)) => Some(u.clone()),
+            _ => None,
+        };
+        let answer = pass.and_then(|_| self.handle(request, user.is_some()));
+        let mut r = match answer {
             Ok(r) => r,
             Err(e) => {
                 match &e {
@@ -178,19 +207,19 @@ impl Worker {
                             format_args!("{method} {target}: {what}"),
                         );
                     }
-                    HandlerError::Route(_) | HandlerError::Busy => {}
+                    HandlerError::Route(_) | HandlerError::Busy | HandlerError::Unauthorized => {}
                 }
                 response::error_response(&e)
             }
         };
         r.route = routes::label(&request.target);
-        r
+        response::for_user(r, user)
     }
 
     /// Routes one request and runs its handler. The route is checked before
     /// the store is touched, so bad requests get their 4xx even when it is
-    /// down.
-    fn handle(&mut self, request: &Request) -> Result<Response, HandlerError> {
+    /// down. `user`: credentials verified, so the whole store is served.
+    fn handle(&mut self, request: &Request, user: bool) -> Result<Response, HandlerError> {
         let route = routes::parse(&request.method, &request.target).map_err(HandlerError::Route)?;
         if route == Route::Metrics {
             if !self.metrics_route {
@@ -199,7 +228,8 @@ impl Worker {
             return Ok(metrics::handle(&self.metrics));
         }
         let store = self.store.get()?;
-        let allowed = self.closure.as_ref().map(|a| a.current());
+        let closure = self.closure.as_ref().filter(|_| !user);
+        let allowed = closure.map(|a| a.current());
         if let Some(now) = &allowed {
             // A switched root is no change of the store's generation, yet
             // the replies remembered under the old closure (a 200 for a path
@@ -229,16 +259,20 @@ impl Worker {
         let head_only = request.method == Method::Head;
         let answer = match route {
             Route::NarInfo(hash) => {
+                // A user's view of a store with a closure for everyone else
+                // is neither remembered with the closure's replies nor filed
+                // for the loops, which answer only the closure's.
+                let apart = user && self.closure.is_some();
+                let memo = if apart {
+                    &mut self.narinfos_all
+                } else {
+                    &mut self.narinfos
+                };
                 // Taken before the look-up (`narinfo/replies.rs`).
-                let shared = (self.replies.as_deref()).map(|r| (r, r.ticket(allowed.clone())));
-                narinfo::handle(
-                    store,
-                    &svc.keys,
-                    &mut self.narinfos,
-                    &hash,
-                    svc.compression,
-                    shared,
-                )
+                let shared = (self.replies.as_deref())
+                    .filter(|_| !apart)
+                    .map(|r| (r, r.ticket(allowed.clone())));
+                narinfo::handle(store, &svc.keys, memo, &hash, svc.compression, shared)
             }
             Route::Nar { hash, nar_hash } => nar::handle(
                 store,

@@ -1,5 +1,5 @@
 //! `/nar/…`: the NAR of a path, streamed with `Content-Length` = NarSize
-//! (never chunked) and byte ranges (`nix-protocols.md` §4.3, §4.4, §10.4).
+//! (never chunked) and byte ranges (`docs/protocols.md` §4.3, §4.4, §10.4).
 
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -50,7 +50,7 @@ pub enum Encoding {
 /// (the operator chose to spend the CPU), only when `Accept-Encoding` lists
 /// `zstd` with a non-zero weight (Nix 2.8 sends none, curl none unless told:
 /// both get the NAR's bytes), and never for a `Range`, which names bytes of
-/// the NAR itself (§4.4: Nix resumes only identity downloads).
+/// the NAR itself (docs/protocols.md §4.4: Nix resumes only identity downloads).
 pub fn negotiate(
     compression: Compression,
     accept_encoding: Option<&str>,
@@ -84,7 +84,7 @@ pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, H
     let Some(info) = store.path_info_by_hash(&req.hash)? else {
         return Ok(response::no_such_path());
     };
-    // Re-checked on every request, as nix-serve does (§10.4): a narinfo cached
+    // Re-checked on every request, as nix-serve does (docs/protocols.md §10.4): a narinfo cached
     // by a client may name a NAR hash that no longer exists here.
     let cache_control = match req.nar_hash {
         Some(h) if h != info.nar_hash => {

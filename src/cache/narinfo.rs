@@ -1,9 +1,9 @@
-//! `/<hash>.narinfo`: nix-serve's body (`nix-protocols.md` §4.3) plus `CA:`.
+//! `/<hash>.narinfo`: nix-serve's body (`docs/protocols.md` §4.3) plus `CA:`.
 //!
 //! Signatures: one fresh `Sig:` per key of ours, then those stored with the
 //! path (`nix store sign`, substituted paths) under other key names; a
 //! stored one that does not parse is left out with a warning, since a Nix
-//! client refuses the whole narinfo over it (§5.2). Without keys, the stored
+//! client refuses the whole narinfo over it (docs/protocols.md §5.2). Without keys, the stored
 //! ones alone, so a cache of signed paths stays usable with no key here.
 //!
 //! Replies are remembered per worker, rendered and signed, until the store's
@@ -102,7 +102,7 @@ pub fn handle(
 pub fn reply_of(body: Option<Vec<u8>>) -> Response {
     let mut r = match body {
         Some(body) => Response::new(200, "text/x-nix-narinfo", CACHE_SHORT, Body::Bytes(body)),
-        // A 404 is only for "definitely absent" (§4.4).
+        // A 404 is only for "definitely absent" (docs/protocols.md §4.4).
         None => response::no_such_path(),
     };
     r.route = "narinfo";

@@ -1,6 +1,6 @@
 //! Single `Range: bytes=…` requests on NARs (RFC 9110 §14). With
 //! `Accept-Ranges: bytes` a Nix client resumes a broken NAR download from an
-//! offset instead of starting over (`nix-protocols.md` §4.4). Plain build
+//! offset instead of starting over (`docs/protocols.md` §4.4). Plain build
 //! logs and NAR listings take ranges too.
 
 use crate::server::app::Response;

@@ -6,6 +6,8 @@
 //! front safe: 200s cacheable, errors `no-store` (Nix clients already cache
 //! a 404 for an hour, `docs/protocols.md`; a proxy must not add to it).
 
+use std::sync::Arc;
+
 use crate::server::app::Response;
 use crate::store::StoreError;
 
@@ -18,6 +20,9 @@ pub use crate::server::app::NO_STORE as CACHE_NONE;
 pub const CACHE_SHORT: &str = "public, max-age=3600";
 /// A NAR is named by its content hash: it never changes.
 pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// The same two for a reply that needed `--htpasswd`'s credentials.
+pub const CACHE_SHORT_PRIVATE: &str = "private, max-age=3600";
+pub const CACHE_IMMUTABLE_PRIVATE: &str = "private, max-age=31536000, immutable";
 
 /// What a request can fail with once its head is parsed.
 #[derive(Debug)]
@@ -30,7 +35,11 @@ pub enum HandlerError {
     /// could not start, a log file that could not be read): a 500 that
     /// leaves the store connection alone.
     Reply(String),
-    /// Too many replies of an expensive kind at once (see `nar.rs`).
+    /// No credentials where `--htpasswd` asks for them, or credentials
+    /// that do not verify (`gate.rs`): all answered alike.
+    Unauthorized,
+    /// Too many replies of an expensive kind, or credentials being
+    /// verified, at once (`heavy.rs`, `gate.rs`).
     Busy,
 }
 
@@ -59,6 +68,12 @@ pub fn error_response(e: &HandlerError) -> Response {
             StoreError::Corrupt(_) | StoreError::Io(_) => internal(),
         },
         HandlerError::Reply(_) => internal(),
+        // RFC 9110 §11.6.1: a 401 carries the challenge; `no-store`, as
+        // every error, keeps a proxy in front from serving it to another.
+        HandlerError::Unauthorized => Response::text(401, "Unauthorized.\n").with_header(
+            "WWW-Authenticate",
+            format!("Basic realm=\"{}\"", crate::auth::REALM),
+        ),
         HandlerError::Busy => retry_later("Server busy.\n"),
     }
 }
@@ -66,6 +81,22 @@ pub fn error_response(e: &HandlerError) -> Response {
 /// Any URL the route table does not know.
 pub fn not_found() -> Response {
     Response::text(404, "File not found.\n")
+}
+
+/// The reply to `user` (`--htpasswd`): named in the access log, and kept
+/// from shared caches in front: `public` would let one (nginx's
+/// `proxy_cache` keys by URL alone) hand it to the next client
+/// (RFC 9111 §3.5).
+pub fn for_user(mut r: Response, user: Option<Arc<str>>) -> Response {
+    if user.is_some() {
+        r.cache_control = match r.cache_control {
+            CACHE_SHORT => CACHE_SHORT_PRIVATE,
+            CACHE_IMMUTABLE => CACHE_IMMUTABLE_PRIVATE,
+            other => other,
+        };
+    }
+    r.user = user;
+    r
 }
 
 /// A store path the store does not have (or may not show): nix-serve's
@@ -127,6 +158,7 @@ mod tests {
             (HandlerError::Store(StoreError::Io(io())), 500, true),
             (HandlerError::Reply(D.into()), 500, false),
             (HandlerError::Busy, 503, false),
+            (HandlerError::Unauthorized, 401, false),
         ];
         for (e, status, poison) in table {
             let r = error_response(&e);

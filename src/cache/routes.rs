@@ -1,7 +1,7 @@
 //! The route table: raw request target → typed [`Route`], or a 4xx.
 //!
 //! An allow-list of shapes; nothing here ever becomes a filesystem path.
-//! narinfo is matched first: it is most of the traffic (`nix-protocols.md`
+//! narinfo is matched first: it is most of the traffic (`docs/protocols.md`
 //! §4, §10). Hashes are validated here, before any store query.
 
 use crate::nix::hash::Sha256;
@@ -40,7 +40,7 @@ pub enum Route {
 }
 
 /// What `/log/<…>` names. Nix's client asks for a derivation's base name
-/// (`nix-protocols.md` §9); nix-serve also takes an output's (it runs `nix
+/// (`docs/protocols.md` §9); nix-serve also takes an output's (it runs `nix
 /// log` on it, which follows the deriver), harmonia a bare hash part.
 /// Neither takes a full store path, so neither do we.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -30,7 +30,7 @@ use std::thread;
 use std::time::Duration;
 
 pub use limit::Kind;
-pub use text::{chain, escape};
+pub use text::{chain, escape, escape_bytes};
 
 use queue::Queue;
 use sink::{Dest, Sinks};

@@ -10,10 +10,8 @@ use std::fmt::Write as _;
 /// target then cannot end the quoted field, forge a line (CR, LF) or send
 /// escape sequences to whoever reads the log on a terminal (`\x1b[2J`,
 /// BEL). Bytes, not text: what the log shows of a byte that is not UTF-8 is
-/// that byte, never the `\xEF\xBF\xBD` of a replacement character. A `&str`
-/// works as well (`"é"` is `\xC3\xA9`, its two bytes).
-pub fn escape(raw: impl AsRef<[u8]>) -> String {
-    let raw = raw.as_ref();
+/// that byte, never the `\xEF\xBF\xBD` of a replacement character.
+pub fn escape_bytes(raw: &[u8]) -> String {
     let mut out = String::with_capacity(raw.len());
     for &b in raw {
         if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
@@ -24,6 +22,11 @@ pub fn escape(raw: impl AsRef<[u8]>) -> String {
         }
     }
     out
+}
+
+/// [`escape_bytes`] of text (`"é"` is `\xC3\xA9`, its two bytes).
+pub fn escape(s: &str) -> String {
+    escape_bytes(s.as_bytes())
 }
 
 /// `e` and its causes, outermost first, joined with `": "`: what the log
@@ -109,7 +112,7 @@ mod tests {
         ];
         for (raw, logged) in cases {
             assert_eq!(escape(raw), logged, "{raw:?}");
-            assert_eq!(escape(raw.as_bytes()), logged, "{raw:?} as bytes");
+            assert_eq!(escape_bytes(raw.as_bytes()), logged, "{raw:?} as bytes");
         }
     }
 
@@ -126,13 +129,13 @@ mod tests {
             (b"ok \xed\xa0\x80 surrogate", "ok \\xED\\xA0\\x80 surrogate"),
         ];
         for (raw, logged) in cases {
-            assert_eq!(escape(raw), logged, "{raw:?}");
+            assert_eq!(escape_bytes(raw), logged, "{raw:?}");
         }
         // Every byte, once: the line stays printable ASCII, and reading each
         // `\xHH` back gives exactly the bytes sent (nothing lost, nothing
         // replaced).
         let all: Vec<u8> = (0..=255).collect();
-        let out = escape(&all);
+        let out = escape_bytes(&all);
         assert!(out.bytes().all(|b| (0x20..0x7f).contains(&b)), "{out}");
         assert_eq!(out.len(), (95 - 2) + (256 - 95 + 2) * 4);
         let mut back = Vec::new();

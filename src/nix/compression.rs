@@ -1,5 +1,5 @@
 //! How the NARs a narinfo points to are compressed (`Compression:` in
-//! `nix-protocols.md` §4.1): `none`, as nix-serve serves them, or `zstd`,
+//! `docs/protocols.md` §4.1): `none`, as nix-serve serves them, or `zstd`,
 //! which every Nix since 2.4 (2.8 here) reads.
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The sha256 NAR hash, in the encodings Nix reads and writes (`nix-protocols.md`
+//! The sha256 NAR hash, in the encodings Nix reads and writes (`docs/protocols.md`
 //! §1, §3, §4.1, §7.7, §8).
 
 use std::fmt;
@@ -91,7 +91,7 @@ impl Sha256 {
         }
     }
 
-    /// Parses what the daemon sends (`nix-protocols.md` §7.7): bare base16 in
+    /// Parses what the daemon sends (`docs/protocols.md` §7.7): bare base16 in
     /// practice, but any bare or prefixed form is accepted, as Nix does.
     pub fn parse_any(s: &str) -> Result<Self, HashError> {
         if s.starts_with("sha256") {

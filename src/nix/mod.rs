@@ -1,4 +1,4 @@
-//! Pure Nix formats: no network I/O, no threads (`nix-protocols.md` §1–§6).
+//! Pure Nix formats: no network I/O, no threads (`docs/protocols.md` §1–§6).
 
 pub mod compression;
 pub mod hash;

@@ -1,4 +1,4 @@
-//! Streaming NAR encoder (`nix-protocols.md` §3).
+//! Streaming NAR encoder (`docs/protocols.md` §3).
 //!
 //! [`NarReader::open_at`] plans the whole tree first (see `plan.rs`), so the
 //! NAR size is known before the first byte and streaming can start at any
@@ -10,7 +10,7 @@
 //! The plan is a snapshot. A regular file is re-checked when it is opened
 //! (still a regular file, same size and executable bit) and while it is read
 //! (no shorter, no longer): a change is an error, never wrong bytes under a
-//! promised length (style.md "fail, don't desync"). Directories and symlinks
+//! promised length (docs/style.md §8). Directories and symlinks
 //! are streamed as planned.
 
 pub mod listing;
@@ -245,7 +245,7 @@ impl NarReader {
     /// planned size and the mtime it had when opened, closes it and moves on.
     /// The NAR's closing bytes for the file come only after this passes, so
     /// a file rewritten in place while it streamed never yields a complete
-    /// NAR (`style.md` 8).
+    /// NAR (`docs/style.md` §8).
     fn finish_file(&mut self, node: usize, len: u64) -> Result<(), NarError> {
         if let Some((file, opened)) = self.file.take() {
             let meta = file.metadata().map_err(|source| NarError::Io {
@@ -440,7 +440,7 @@ fn changed(plan: &Plan, node: usize, what: String) -> NarError {
 }
 
 /// sha256 and length of the NAR of `path`, streamed with a fixed
-/// [`READ_BUF_SIZE`] buffer (the narHash and narSize of §3).
+/// [`READ_BUF_SIZE`] buffer (the narHash and narSize of docs/protocols.md §3).
 #[cfg(any(test, feature = "testing"))]
 pub fn nar_hash_and_size(path: &Path) -> Result<(super::hash::Sha256, u64), NarError> {
     use super::hash::Sha256;

@@ -1,6 +1,6 @@
-//! narinfo: rendering as nix-serve does (`nix-protocols.md` §4.3).
+//! narinfo: rendering as nix-serve does (`docs/protocols.md` §4.3).
 //!
-//! `narinfo/parse.rs` parses as Nix does (§4.1), quirks included: the
+//! `narinfo/parse.rs` parses as Nix does (docs/protocols.md §4.1), quirks included: the
 //! server reads upstream caches' narinfos with it, and the tests read our
 //! narinfo back exactly as a Nix client would.
 
@@ -14,9 +14,9 @@ use super::store_path::{StoreDir, StorePath, HASH_PART_LEN};
 /// Characters of a sha256 hash in nix32.
 const NAR_HASH_NIX32_LEN: usize = 52;
 
-/// `nar/<hashPart>-<narHash nix32>.nar`: nix-serve's NAR URL (§4.3, §10.4),
+/// `nar/<hashPart>-<narHash nix32>.nar`: nix-serve's NAR URL (docs/protocols.md §4.3, §10.4),
 /// relative with no leading slash so both old and new clients resolve it
-/// against the cache URL (§4.4).
+/// against the cache URL (docs/protocols.md §4.4).
 pub fn nar_url(path: &StorePath, nar_hash: &Sha256) -> String {
     let mut out = String::with_capacity(nar_url_len());
     push_nar_url(&mut out, path, &nar_hash.to_nix32());
@@ -35,21 +35,21 @@ fn push_nar_url(out: &mut String, path: &StorePath, nar_hash_nix32: &str) {
     out.push_str(".nar");
 }
 
-/// Renders `info` exactly as nix-serve does (§4.3), with one `Sig:` line per
+/// Renders `info` exactly as nix-serve does (docs/protocols.md §4.3), with one `Sig:` line per
 /// element of `sigs` in the given order, and a `CA:` line when the path is
 /// content-addressed (nix-serve omits it; clients accept an unsigned CA path
-/// with it, §5.3).
+/// with it, docs/protocols.md §5.3).
 ///
 /// A `Sig` or `CA` value containing `\n` or `\r` is left out: written as is
 /// it would end its line early and let the rest be read as further keys
-/// (§4.1). Neither format can contain them, so only a corrupt store does.
+/// (docs/protocols.md §4.1). Neither format can contain them, so only a corrupt store does.
 pub fn render(info: &PathInfo, store_dir: &StoreDir, sigs: &[impl AsRef<str>]) -> String {
     render_compressed(info, store_dir, sigs, Compression::None)
 }
 
 /// [`render`] for NARs served with `compression`: `URL: nar/….nar.zst` and
 /// `Compression: zstd` for zstd. No `FileHash`/`FileSize`: the compressed
-/// bytes are made while they stream, and Nix needs neither (§4.1).
+/// bytes are made while they stream, and Nix needs neither (docs/protocols.md §4.1).
 pub fn render_compressed(
     info: &PathInfo,
     store_dir: &StoreDir,
@@ -66,7 +66,7 @@ pub fn render_compressed(
     out.push_str("\nURL: ");
     push_nar_url(&mut out, &info.path, &nar32);
     out.push_str(compression.extension());
-    // Always written: a missing Compression means bzip2 to Nix (§4.1).
+    // Always written: a missing Compression means bzip2 to Nix (docs/protocols.md §4.1).
     out.push_str("\nCompression: ");
     out.push_str(compression.name());
     out.push_str("\nNarHash: sha256:");
@@ -77,7 +77,7 @@ pub fn render_compressed(
     out.push('\n');
 
     // nix-serve writes References only when there are some; a bare
-    // "References:\n" would make Nix swallow the next line (§4.1).
+    // "References:\n" would make Nix swallow the next line (docs/protocols.md §4.1).
     if !info.references.is_empty() {
         out.push_str("References:");
         if info.references.windows(2).all(|w| w[0] <= w[1]) {

@@ -1,4 +1,4 @@
-//! Nix's own base-32 ("nix32", `nix-protocols.md` §1).
+//! Nix's own base-32 ("nix32", `docs/protocols.md` §1).
 //!
 //! Not RFC 4648: the alphabet omits `e o u t`, there is no padding, and the
 //! bit order is reversed (the last character holds the low bits of byte 0).
@@ -104,7 +104,7 @@ mod tests {
             .collect()
     }
 
-    /// `nix-protocols.md` §1 test vectors, all checked against Nix 2.8.
+    /// `docs/protocols.md` §1.4 test vectors, all checked against Nix 2.8.
     const VECTORS: &[(&str, &str)] = &[
         (
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
@@ -204,7 +204,7 @@ mod tests {
         );
         // md5: 26 characters hold 130 bits, so the first character carries
         // bits 125..=129 and only 0..=7 keep the two above 128 clear.
-        // (nix-protocols.md §1 says 0..3; the decoder it gives accepts 0..7.)
+        // (docs/protocols.md §1.3; Nix 2.8 accepts the first, refuses the second.)
         assert!(decode::<16>("7y8bwfr609h3lh9ch0izcqq7fl").is_ok());
         assert_eq!(
             decode::<16>("8y8bwfr609h3lh9ch0izcqq7fl"),

@@ -1,5 +1,5 @@
-//! What the store knows about one valid path (`nix-protocols.md` §7.7, §8),
-//! and its signing fingerprint (§5.1).
+//! What the store knows about one valid path (`docs/protocols.md` §7.7, §8),
+//! and its signing fingerprint (docs/protocols.md §5.1).
 
 use super::hash::Sha256;
 use super::store_path::{StoreDir, StorePath};
@@ -23,7 +23,7 @@ pub struct PathInfo {
 
 impl PathInfo {
     /// `1;<path>;sha256:<nix32>;<narSize>;<refs joined by ','>` with full,
-    /// sorted reference paths (§5.1). What Ed25519 signs.
+    /// sorted reference paths (docs/protocols.md §5.1). What Ed25519 signs.
     pub fn fingerprint(&self, store_dir: &StoreDir) -> String {
         let mut refs: Vec<&StorePath> = self.references.iter().collect();
         refs.sort();
@@ -42,7 +42,7 @@ impl PathInfo {
 pub(crate) mod tests {
     use super::*;
 
-    /// Path (b) of `nix-protocols.md` §5.3: a text path with one reference.
+    /// Path (b) of `docs/protocols.md` §5.3: a text path with one reference.
     pub(crate) fn ref_txt() -> PathInfo {
         let dir = StoreDir::default();
         PathInfo {

@@ -1,6 +1,6 @@
 //! A small memo of `Sig:` lines by fingerprint.
 //!
-//! Ed25519 signatures are deterministic (`nix-protocols.md` §5.2), so a
+//! Ed25519 signatures are deterministic (`docs/protocols.md` §5.2), so a
 //! remembered signature is byte for byte the one signing again would give.
 //! Signing was a quarter of the server's CPU on repeated narinfo requests
 //! (bench/README.md, `perf` of 2026-11-25). One memo per worker: no lock on
@@ -46,7 +46,7 @@ impl SigCache {
 mod tests {
     use super::*;
 
-    /// The §5.3 test key and fingerprint (a).
+    /// The docs/protocols.md §5.3 test key and fingerprint (a).
     const SECRET: &str = "test-cache-1:FJHot+xBwwdaU6W5DUXXFJOfUdnPmAfasjihN7wK2/xDXLbXhV7FiiSbrkFeHUnzgLkRm6xKsCJAwi7MxtJUQg==";
     const FP_A: &str = "1;/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt;sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw;120;";
     const SIG_A: &str = "test-cache-1:efNYGuSlHTRRw8WPYlN6SFAWMdBu/wAQkt5joLvIKrMJBsTNBineWxpkJEpHa/OdhZ81nJM9Axpyp6aZu5isAQ==";

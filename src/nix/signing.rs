@@ -1,8 +1,8 @@
-//! Nix binary-cache signing keys and signatures (`nix-protocols.md` §5).
+//! Nix binary-cache signing keys and signatures (`docs/protocols.md` §5).
 //!
 //! Keys are `name:base64(bytes)`: 64 bytes for a secret key (32-byte seed,
 //! then the 32-byte public key, libsodium's layout) and 32 for a public key.
-//! Signatures are pure Ed25519 over the ASCII fingerprint (§5.1), written
+//! Signatures are pure Ed25519 over the ASCII fingerprint (docs/protocols.md §5.1), written
 //! `name:base64(64 bytes)`.
 //!
 //! No error message ever contains key material: errors name the key, the
@@ -26,7 +26,7 @@ const MAX_KEY_FILE_LEN: u64 = 64 * 1024;
 
 /// Decodes as leniently as Nix's `base64Decode` does where it matters for
 /// real key files and signatures: `=` padding optional, unused trailing bits
-/// ignored. Everything outside the alphabet is still an error (§5.2).
+/// ignored. Everything outside the alphabet is still an error (docs/protocols.md §5.2).
 const LENIENT: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new()
@@ -112,7 +112,7 @@ impl SecretKey {
 
     /// Parses `name:base64(seed ‖ public)`. Surrounding whitespace is trimmed,
     /// as nix-serve's `chomp` does, since Nix's own decoder would choke on it
-    /// (§5.2).
+    /// (docs/protocols.md §5.2).
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         let (name, mut bytes) = split_key(text, KeyKind::Secret, SECRET_KEY_LEN)?;
         let mut seed = [0u8; SEED_LEN];
@@ -173,7 +173,7 @@ pub enum SignatureError {
     Length { name: String, actual: usize },
 }
 
-/// A well-formed `name:base64(64 bytes)` signature (§5.2), as stored in a
+/// A well-formed `name:base64(64 bytes)` signature (docs/protocols.md §5.2), as stored in a
 /// Nix database and served in `Sig:` lines.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NamedSignature<'a> {
@@ -221,7 +221,7 @@ impl<'a> NamedSignature<'a> {
 /// order), then the `stored` ones whose key name none of ours has and that
 /// parse, the first of each name, in stored order. A malformed stored
 /// signature is left out and returned with why: a Nix client refuses a whole
-/// narinfo over one `Sig:` it cannot decode (§5.2), so passing it on would
+/// narinfo over one `Sig:` it cannot decode (docs/protocols.md §5.2), so passing it on would
 /// hide every good one.
 pub fn merge_signatures<'s>(
     ours: &'s [String],
@@ -266,7 +266,7 @@ fn read_key_file(path: &Path) -> Result<String, KeyError> {
 }
 
 /// Splits `name:base64` at the first `:` (so names cannot contain one, as in
-/// Nix, §5.2) and decodes exactly `expected` bytes.
+/// Nix, docs/protocols.md §5.2) and decodes exactly `expected` bytes.
 fn split_key(text: &str, kind: KeyKind, expected: usize) -> Result<(String, Vec<u8>), KeyError> {
     let (name, data) = text.trim().split_once(':').ok_or(KeyError::NoColon)?;
     if name.is_empty() {

@@ -1,4 +1,4 @@
-//! Store paths: `<storeDir>/<32 nix32 chars>-<name>` (`nix-protocols.md` §2).
+//! Store paths: `<storeDir>/<32 nix32 chars>-<name>` (`docs/protocols.md` §2).
 
 use std::fmt;
 

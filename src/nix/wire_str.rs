@@ -1,7 +1,7 @@
-//! The string of Nix's serialisation (`nix-protocols.md` §3 `str`): a u64
+//! The string of Nix's serialisation (`docs/protocols.md` §3 `str`): a u64
 //! little-endian length, the bytes, then zero bytes up to a multiple of 8.
 //! One encoder for the two formats built on it: the NAR (`nix::nar`) and
-//! the nix-daemon worker protocol (`store::wire`, §7.2).
+//! the nix-daemon worker protocol (`store::wire`, docs/protocols.md §7.2).
 
 /// The zero bytes that follow a `str` of `len` bytes.
 pub fn padding(len: u64) -> usize {
@@ -19,7 +19,7 @@ pub fn put_str(out: &mut Vec<u8>, bytes: &[u8]) {
 mod tests {
     use super::*;
 
-    /// §3: "The empty string is 8 zero bytes: length 0, no padding."
+    /// docs/protocols.md §3.1: the empty string is eight zero bytes.
     #[test]
     fn byte_exact() {
         let cases: [(&[u8], &[u8]); 4] = [

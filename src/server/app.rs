@@ -18,6 +18,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::sync::Arc;
 
 /// A request method. Only GET and HEAD are served; any other is kept so
 /// the application can answer 405 with its name logged.
@@ -51,7 +52,28 @@ pub struct Request {
     pub range: Option<String>,
     pub accept_encoding: Option<String>,
     /// `Authorization`, as sent (bounded by the head's size limit).
-    pub authorization: Option<String>,
+    pub authorization: Option<Authorization>,
+}
+
+/// An `Authorization` header's value as it came, kept apart so that no
+/// `{:?}` of a request ever prints a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Authorization(Vec<u8>);
+
+impl Authorization {
+    pub fn new(value: &[u8]) -> Self {
+        Authorization(value.to_vec())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Authorization(<{} bytes>)", self.0.len())
+    }
 }
 
 impl Request {
@@ -83,7 +105,7 @@ pub struct Response {
     /// The route's name in the metrics (`requests_total{route=…}`).
     pub route: &'static str,
     /// Who the request was answered for, for the access log's user field.
-    pub user: Option<String>,
+    pub user: Option<Arc<str>>,
 }
 
 impl Response {

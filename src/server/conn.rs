@@ -124,7 +124,8 @@ struct Exchange {
     user_agent: Option<Vec<u8>>,
     status: u16,
     route: &'static str,
-    user: Option<String>,
+    /// Who the application answered (`--htpasswd`), for the log.
+    user: Option<Arc<str>>,
     /// When the reply started to go out.
     started: Instant,
 }
@@ -758,14 +759,15 @@ impl Conn {
 }
 
 /// Combined Log Format, as Starman's `--access-log` writes; the client's
-/// fields escaped as nginx does (`log::escape`).
+/// fields escaped as nginx does (`log::escape`), the user name too (it is
+/// what the client sent, verified or not).
 fn access_line(peer: &str, x: &Exchange, bytes: u64) -> String {
     let date = response::clf_date(SystemTime::now());
     let target = log::escape(&x.target);
     let ua = x
         .user_agent
         .as_deref()
-        .map_or_else(|| "-".to_owned(), log::escape);
+        .map_or_else(|| "-".to_owned(), log::escape_bytes);
     let user = x
         .user
         .as_deref()

@@ -4,7 +4,7 @@
 //! A cached answer is only as good as the signal that says the store has
 //! changed. The local backend reads SQLite's `PRAGMA data_version`, which
 //! changes whenever another connection (Nix) has committed since this one
-//! last read (`nix-protocols.md` §8); the daemon backend reads the same
+//! last read (`docs/protocols.md` §8); the daemon backend reads the same
 //! counter from the daemon's database when it can, else forgets on a short
 //! clock (`daemon.rs`). Either way the signal is read *before* the look-up it
 //! guards, so an answer can only be newer than its generation says, never

@@ -205,7 +205,7 @@ fn in_store(path: &Path, store_dir: &StoreDir) -> Option<StorePath> {
 }
 
 /// The closure of `roots` through any store, one `path_info` a path
-/// (the daemon's `QueryPathInfo`, `nix-protocols.md` §7). A root that is
+/// (the daemon's `QueryPathInfo`, `docs/protocols.md` §7). A root that is
 /// not valid adds nothing.
 pub fn closure_by_path_info(
     store: &mut dyn Store,
@@ -228,7 +228,7 @@ pub fn closure_by_path_info(
 
 /// The local backend's own read-only connection for closures: one
 /// recursive query over `Refs`, and `PRAGMA data_version` to tell when
-/// another connection (Nix) has written since (`nix-protocols.md` §8).
+/// another connection (Nix) has written since (`docs/protocols.md` §8).
 pub struct LocalClosure {
     conn: Connection,
     loc: LocalLocation,

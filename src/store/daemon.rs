@@ -1,8 +1,8 @@
-//! nix-daemon worker-protocol client (`nix-protocols.md` §7).
+//! nix-daemon worker-protocol client (`docs/protocols.md` §7).
 //!
 //! One [`DaemonStore`] per worker thread, each with at most one connection,
-//! opened on first use. Every failure drops the connection (§7.6: "on any
-//! protocol surprise, discard the connection"); the next op opens a new one.
+//! opened on first use. Every failure drops the connection (after anything
+//! unexpected, docs/protocols.md §7.6); the next op opens a new one.
 //! If the daemon closed an idle connection (it restarted), the op is retried
 //! once on a fresh connection: our ops are read-only, so that is safe.
 
@@ -52,7 +52,7 @@ pub struct DaemonStore {
     /// two. Bounded; absent paths are never remembered (they may appear).
     paths: HashMap<HashPart, StorePath>,
     /// Build logs are files the daemon wrote; read here, as Nix's own
-    /// daemon client does (§9).
+    /// daemon client does (docs/protocols.md §9).
     log_dir: Option<PathBuf>,
     /// Look-ups by hash part, forgotten when [`Self::changes`] says so.
     cache: InfoCache,
@@ -86,7 +86,7 @@ impl DaemonStore {
     /// through it; the signal for the other workers' connections, or why
     /// there is none. Candidates, in order: the state directory of the
     /// socket (Nix puts it at `<state>/daemon-socket/socket` and the
-    /// database at `<state>/db/db.sqlite`, §7.1, §8), then `state_dir` (the
+    /// database at `<state>/db/db.sqlite`, docs/protocols.md §7.1, §8), then `state_dir` (the
     /// machine's, `NIX_STATE_DIR`: a daemon on a socket of its own still
     /// serves it). A candidate counts only if its newest path is one the
     /// daemon reports with the same NAR hash and registration time: a socket
@@ -321,7 +321,7 @@ impl DaemonStore {
     /// The NAR of `info.path` through NarFromPath (op 38), from byte `offset`,
     /// for stores whose files we cannot read. The path is first checked with
     /// QueryPathInfo on the same connection: NarFromPath on a path that is
-    /// not valid (collected meanwhile) sends a corrupt stream (§7.6).
+    /// not valid (collected meanwhile) sends a corrupt stream (docs/protocols.md §7.6).
     pub fn nar_from_daemon(
         &mut self,
         info: &PathInfo,
@@ -366,7 +366,7 @@ impl DaemonStore {
             .map_err(|e| connection::io_failure("NarFromPath", e))?;
         if skipped != offset {
             // NarStream errors rather than ending early; never trust a
-            // stream that did anyway (style.md 8).
+            // stream that did anyway (docs/style.md §8).
             return Err(StoreError::Protocol(
                 format!("NarFromPath: the NAR ended after {skipped} bytes, before offset {offset}")
                     .into(),
@@ -488,7 +488,7 @@ fn path_info_failure(op: Op, e: PathInfoError) -> StoreError {
     }
 }
 
-/// `None` for an unknown hash part: the daemon answers `""` (§7.6).
+/// `None` for an unknown hash part: the daemon answers `""` (docs/protocols.md §7.6).
 fn query_path_from_hash_part(
     conn: &mut Connection,
     dir: &StoreDir,

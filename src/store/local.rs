@@ -1,8 +1,8 @@
-//! Read-only direct access to a local store: SQLite and the store directory (`nix-protocols.md` §8).
+//! Read-only direct access to a local store: SQLite and the store directory (`docs/protocols.md` §8).
 //!
 //! The connection is opened `SQLITE_OPEN_READ_ONLY` and never `immutable=1`: an
 //! immutable reader skips WAL and locking and would serve stale or torn data
-//! while Nix writes (§8). A read-only WAL reader does not block Nix's writers;
+//! while Nix writes (docs/protocols.md §8). A read-only WAL reader does not block Nix's writers;
 //! each look-up is one short read transaction, so checkpoints are never held
 //! back for long.
 
@@ -30,7 +30,7 @@ use row::RawRow;
 /// from hanging on Nix's one-hour writer timeout.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Nix's info query (§8) with `path` added, in [`RawRow::read`]'s column order.
+/// Nix's info query (docs/protocols.md §8) with `path` added, in [`RawRow::read`]'s column order.
 macro_rules! info_query {
     ($where:literal) => {
         concat!(
@@ -41,7 +41,7 @@ macro_rules! info_query {
     };
 }
 
-/// Nix's hash-part query (§8), as a closed range: the row whose path starts
+/// Nix's hash-part query (docs/protocols.md §8), as a closed range: the row whose path starts
 /// with `<dir>/<hash>-` (`'.'` is the byte after `'-'`). A range, unlike
 /// Nix's open `>=`, can never return a neighbour.
 const BY_HASH: &str = info_query!("path > ?1 and path < ?2 order by path limit 1");
@@ -104,7 +104,7 @@ impl LocalStore {
     pub fn check(&mut self) -> Result<(), StoreError> {
         let db = &self.loc.db;
         // The first read is where a read-only WAL database without its
-        // -shm file fails (§8): keep it first so that is the error shown.
+        // -shm file fails (docs/protocols.md §8): keep it first so that is the error shown.
         self.conn
             .query_row(
                 "select count(*) from (select 1 from ValidPaths limit 1)",
@@ -123,7 +123,7 @@ impl LocalStore {
             .map_err(|e| sql_error(db, e))?;
         if !mode.eq_ignore_ascii_case("wal") {
             // Without WAL Nix locks through the unix-dotfile VFS, which a
-            // reader on the default VFS does not see (§8).
+            // reader on the default VFS does not see (docs/protocols.md §8).
             return Err(StoreError::Unavailable(
                 format!(
                     "local database {}: journal mode is {mode:?}, not WAL: Nix then locks it in a \
@@ -213,7 +213,7 @@ impl Store for LocalStore {
         let dir = self.loc.store_dir.as_str();
         let (lo, hi) = (format!("{dir}/{hash}-"), format!("{dir}/{hash}."));
         let info = self.query_info(BY_HASH, params![lo, hi])?;
-        // The range already implies it; checked anyway as Nix does (§8).
+        // The range already implies it; checked anyway as Nix does (docs/protocols.md §8).
         let info = info.filter(|i| i.path.hash_part() == *hash);
         self.cache.insert(*hash, info.clone());
         Ok(info)
@@ -225,7 +225,7 @@ impl Store for LocalStore {
     }
 
     /// A path whose files have gone (garbage-collected since the look-up) is
-    /// an I/O error, never "absent": the client was just told it exists (§8).
+    /// an I/O error, never "absent": the client was just told it exists (docs/protocols.md §8).
     fn nar(&mut self, info: &PathInfo, offset: u64) -> Result<NarBody, StoreError> {
         let path = self.loc.real_store.join(info.path.base_name());
         let reader = NarReader::open_store_path_at(&path, offset)?;
@@ -330,7 +330,7 @@ fn sql_error(db: &Path, e: rusqlite::Error) -> StoreError {
             ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
                 corrupt(format!("local database {at}"), e)
             }
-            // §8: a WAL database opens read-only only if its -wal and -shm
+            // docs/protocols.md §8: a WAL database opens read-only only if its -wal and -shm
             // files exist or its directory is writable.
             ErrorCode::ReadOnly | ErrorCode::CannotOpen if db.exists() => unavailable(
                 format!(

@@ -1,5 +1,5 @@
 //! Build logs: the file Nix wrote for a derivation under the store's log
-//! directory (`nix-protocols.md` §9), opened for streaming.
+//! directory (`docs/protocols.md` §9), opened for streaming.
 //!
 //! Only a validated store-path base name (`<hash>-<name>.drv`: nix32 and
 //! `A-Za-z0-9+-._?=`, no `/`, never `.` or `..`) ever becomes part of a path
@@ -17,7 +17,7 @@ use crate::nix::store_path::StorePath;
 
 use super::StoreError;
 
-/// Nix's log directory when `NIX_LOG_DIR` is not set (§9).
+/// Nix's log directory when `NIX_LOG_DIR` is not set (docs/protocols.md §9).
 pub const DEFAULT_LOG_DIR: &str = "/nix/var/log/nix";
 
 /// An open build log.

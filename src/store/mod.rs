@@ -1,5 +1,5 @@
-//! The synchronous store layer: one small trait, two backends (`nix-protocols.md`
-//! §7 daemon protocol, §8 SQLite).
+//! The synchronous store layer: one small trait, two backends (the daemon
+//! protocol and SQLite, `docs/protocols.md` §7 and §8).
 //!
 //! Every worker thread owns one `Box<dyn Store>`, made by [`Opener::open`]; no
 //! lock is taken on the hot path.
@@ -60,7 +60,7 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the connection that produced this error must be dropped:
     /// after a transport or protocol failure its state is unknown
-    /// (`style.md` 8). An error the daemon reported, or bad data in the
+    /// (`docs/style.md` §8). An error the daemon reported, or bad data in the
     /// store, leaves the connection in step.
     pub fn poisons_connection(&self) -> bool {
         match self {
@@ -162,9 +162,11 @@ pub trait Store: Send {
     /// negative, until the [`Generation`] changes.
     fn path_info_by_hash(&mut self, hash: &HashPart) -> Result<Option<PathInfo>, StoreError>;
 
-    /// The info of `path`, or `None` when it is not valid. The server does
-    /// not ask by full path yet; the closure filter (issue 12) will, for the
-    /// references of the paths it serves.
+    /// The info of `path`, or `None` when it is not valid. Asked for an
+    /// output's deriver (`/log/<output>`, `http/build_log.rs`), for each path
+    /// of a `--serve-closure-of` closure through the daemon
+    /// (`closure::closure_by_path_info`), and by the daemon backend to tell
+    /// whether a database is its daemon's (`DaemonStore::watch_database`).
     fn path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, StoreError>;
 
     /// The NAR of the valid path `info`, starting at byte `offset`: exactly

@@ -1,5 +1,5 @@
 //! Choosing the store: `--store URI` / `NIX_REMOTE`, Nix's conventions
-//! (`nix-protocols.md` §7.1, §8).
+//! (`docs/protocols.md` §7.1, §8).
 //!
 //! [`parse`] is pure (URI plus an injected environment → [`Target`]);
 //! [`Opener::resolve`] then probes the target once and settles on a backend.
@@ -78,7 +78,7 @@ pub fn parse(uri: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Target, 
         .unwrap_or_else(|| DEFAULT_STORE_DIR.to_owned());
     let store_dir = StoreDir::new(&store_dir).map_err(UriError::StoreDir)?;
     let state_dir = PathBuf::from(var("NIX_STATE_DIR").unwrap_or_else(|| DEFAULT_STATE_DIR.into()));
-    // §7.1: the daemon's socket follows the machine's state dir, whatever a
+    // docs/protocols.md §7.1: the daemon's socket follows the machine's state dir, whatever a
     // chroot store's own state dir is.
     let default_socket = var("NIX_DAEMON_SOCKET_PATH")
         .map(PathBuf::from)
@@ -158,7 +158,7 @@ fn local_location(
 
 /// The build-log directory of the store `uri` names (an already parsed
 /// one), as Nix 2.8's `LocalFSStoreConfig::logDir`: `<root>/nix/var/log/nix`
-/// for a chroot store, else `NIX_LOG_DIR`, else `/nix/var/log/nix` (§9). A
+/// for a chroot store, else `NIX_LOG_DIR`, else `/nix/var/log/nix` (docs/protocols.md §9). A
 /// daemon store's logs are the machine's, which its clients read directly.
 pub fn log_dir(uri: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
     let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
@@ -283,7 +283,7 @@ pub struct Opener {
     /// write the db directory (a `DynamicUser=` service) cannot make them
     /// again: every later query would fail until some writer opened the
     /// database. An open WAL connection keeps a shared lock on the database
-    /// file, which stops the last writer from removing them (§8).
+    /// file, which stops the last writer from removing them (docs/protocols.md §8).
     _keep_open: Option<KeepOpen>,
 }
 
@@ -450,7 +450,7 @@ fn note(msg: &str) {
 }
 
 /// Probes `target` and picks the backend; in `auto`, the daemon when the
-/// local database cannot be read (typically §8's read-only WAL case), said
+/// local database cannot be read (typically docs/protocols.md §8's read-only WAL case), said
 /// once through `note`. Failure is one line naming everything tried.
 fn decide(
     uri: &str,

@@ -1,5 +1,5 @@
-//! Worker-protocol framing: u64, strings, lists (`nix-protocols.md` §7.2, with
-//! the primitives of §3).
+//! Worker-protocol framing: u64, strings, lists (`docs/protocols.md` §7.2, with
+//! the primitives of docs/protocols.md §3).
 //!
 //! Pure functions over `Read`/`Write`; no sockets here. Every length read off
 //! the wire is checked against a caller-given [`Bound`] *before* anything is
@@ -56,7 +56,7 @@ pub fn read_u64(r: &mut impl Read) -> Result<u64, WireError> {
     Ok(u64::from_le_bytes(b))
 }
 
-/// A u64 that must be 0 or 1 (§7.2 bools). Anything else means we are out of
+/// A u64 that must be 0 or 1 (docs/protocols.md §7.2 bools). Anything else means we are out of
 /// step with the peer.
 pub fn read_bool(r: &mut impl Read, what: &'static str) -> Result<bool, WireError> {
     match read_u64(r)? {
@@ -66,7 +66,7 @@ pub fn read_bool(r: &mut impl Read, what: &'static str) -> Result<bool, WireErro
     }
 }
 
-/// `u64 len`, the bytes, then zero padding to a multiple of 8 (§3).
+/// `u64 len`, the bytes, then zero padding to a multiple of 8 (docs/protocols.md §3).
 pub fn read_bytes(r: &mut impl Read, bound: Bound) -> Result<Vec<u8>, WireError> {
     let len = read_u64(r)?;
     if len > bound.max as u64 {

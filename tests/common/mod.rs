@@ -12,11 +12,14 @@ mod daemon;
 mod fixtures;
 pub mod in_process;
 pub mod logs;
+pub mod nginx;
 mod nix;
 pub mod routes;
 mod scratch;
 mod upstream;
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -64,4 +67,21 @@ pub fn store_trusting_test_key(fx: &Fixtures, tag: &str) -> (ChrootStore, TestDa
     let config = format!("trusted-public-keys = {public}\nrequire-sigs = true\nsubstituters =\n");
     let daemon = TestDaemon::serving_with(&store.uri(), &config);
     (store, daemon)
+}
+
+/// `htpasswd -cbB FILE USER PASSWORD` (Debian's apache2-utils), then one
+/// more user a line: the file an administrator makes.
+pub fn htpasswd(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
+    let file = dir.join("htpasswd");
+    for (i, (user, password)) in users.iter().enumerate() {
+        let create = if i == 0 { "-cbB" } else { "-bB" };
+        let out = Command::new("htpasswd")
+            .arg(create)
+            .arg(&file)
+            .args([user, password])
+            .output()
+            .expect("htpasswd (Debian package apache2-utils; scripts/test installs it)");
+        assert!(out.status.success(), "htpasswd: {out:?}");
+    }
+    file
 }

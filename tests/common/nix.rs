@@ -1,5 +1,5 @@
 //! Real Nix as the oracle: running its commands, and what
-//! `nix path-info --json` says about store paths (`nix-protocols.md` §8).
+//! `nix path-info --json` says about store paths (`docs/protocols.md` §8).
 //!
 //! serde_json (dev only) reads that JSON: nothing else of Nix's prints
 //! signatures and content addresses.
@@ -132,7 +132,7 @@ fn from_json(v: &Value) -> PathInfo {
 }
 
 /// Runs Nix's `cmd` with its own client cache in `xdg` (a client caches 404s
-/// for an hour, `nix-protocols.md` §4.4) and without `NIX_REMOTE`.
+/// for an hour, `docs/protocols.md` §4.4) and without `NIX_REMOTE`.
 pub fn nix_fresh_cache(cmd: &str, args: &[&str], xdg: &Path) -> Output {
     Command::new(cmd)
         .args(args)

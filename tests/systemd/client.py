@@ -131,7 +131,7 @@ def hold(path, stop_file, max_seconds):
             b += chunk
         return struct.unpack("<Q", b)[0]
 
-    # nix-protocols.md §7: magic, the daemon's version, ours (1.21: no
+    # docs/protocols.md §7: magic, the daemon's version, ours (1.21: no
     # newer fields), obsolete CPU affinity and reserveSpace, then STDERR_LAST.
     s.sendall(struct.pack("<Q", 0x6E697863))
     assert u64() == 0x6478696F

@@ -10,7 +10,8 @@
 # `cargo build`), and checks what an administrator relies on: socket
 # activation, READY and STATUS, the key as a credential, a real `nix copy
 # --from`, idle exit and re-activation (the metrics file carried across), `systemctl restart` and `stop` under
-# load, fast failure on a bad key or flag, recovery from a nix-daemon restart,
+# load, fast failure on a bad key or flag, --htpasswd as a credential (and a
+# bad htpasswd file), recovery from a nix-daemon restart,
 # the journal's priorities, the store database under a writer, and the live
 # `systemd-analyze security` score, and the IP filter of
 # systemd/allowed-ips.conf. Prints PASS/FAIL/INFO lines (SKIP for a check
@@ -505,6 +506,32 @@ permanent "bad key" $'[Service]\n' "invalid base64"
 ns cp /tmp/good.key /etc/nix/nix-serve.key
 permanent "bad flag" $'[Service]\nEnvironment=NIX_SERVE_OPTS=--no-such-flag' "unexpected argument '--no-such-flag'"
 permanent "unreadable key" $'[Service]\nEnvironment="NIX_SERVE_OPTS=--sign-key-file /etc/nix/nix-serve.key"' "Permission denied"
+
+# --- Basic authentication: the htpasswd file as a credential ---------------------------------
+# As an administrator would: `htpasswd -B`, a root-only file, a drop-in with
+# LoadCredential= and --htpasswd under %d (the dynamic user cannot read
+# /etc/nix). Then a file with a {SHA} entry must fail the start for good.
+ns systemctl reset-failed nix-serve.service nix-serve.socket 2>/dev/null
+ns systemctl start nix-serve.socket
+ns htpasswd -cbB /etc/nix/nix-serve.htpasswd alice secret 2>/dev/null
+ns chmod 600 /etc/nix/nix-serve.htpasswd
+ns install -D -m 0644 /dev/stdin /etc/systemd/system/nix-serve.service.d/zz-test-auth.conf \
+    <<<$'[Service]\nLoadCredential=nix-serve.htpasswd:/etc/nix/nix-serve.htpasswd\nEnvironment="NIX_SERVE_OPTS=--htpasswd %d/nix-serve.htpasswd"'
+ns systemctl daemon-reload
+ns systemctl stop nix-serve.service 2>/dev/null
+TOP_NI="http://127.0.0.1:$PORT/$(hash_of "$P_TOP").narinfo"
+anon=$(ns curl -s -m 15 -o /dev/null -w '%{http_code}' "$TOP_NI")
+user=$(ns curl -s -m 15 -o /dev/null -w '%{http_code}' -u alice:secret "$TOP_NI")
+wrong=$(ns curl -s -m 15 -o /dev/null -w '%{http_code}' -u alice:wrong "$TOP_NI")
+info_code=$(ns curl -s -m 15 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/nix-cache-info")
+said=$(ns journalctl -u nix-serve.service -o cat 2>/dev/null | grep -c 'Basic authentication: 1 user(s)')
+check "--htpasswd as a credential: narinfo without credentials HTTP $anon, as alice $user, with a wrong password $wrong, /nix-cache-info $info_code; the start-up line names the users ($said)" \
+    test "$anon/$user/$wrong/$info_code" = 401/200/401/200 -a "$said" -ge 1
+ns sh -c 'echo "bob:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=" >>/etc/nix/nix-serve.htpasswd'
+# The running process read the file at its start; the next one reads this.
+ns systemctl stop nix-serve.service
+permanent "htpasswd with a {SHA} entry" $'[Service]\n' "line 2: user \"bob\": SHA-1 ({SHA}) hashes are not accepted"
+ns rm /etc/systemd/system/nix-serve.service.d/zz-test-auth.conf /etc/nix/nix-serve.htpasswd
 # What docs/install.md tells an administrator to do once the cause is fixed.
 ns systemctl daemon-reload
 out=$(ns bash -c "set -e; $(cat "$RECOVER_SH")" 2>&1)

@@ -52,7 +52,7 @@ fn render(plan: &Plan) -> Vec<u8> {
 }
 
 /// The listing written node by node in NAR order: from a plan here, from a
-/// NAR stream in `parse.rs`, so both write the same bytes.
+/// NAR stream in `listing/from_nar.rs`, so both write the same bytes.
 pub(super) struct Json {
     out: Vec<u8>,
     /// Directories still open, by depth; each closes with `}}` (its entries
@@ -211,7 +211,7 @@ mod tests {
         String::from_utf8(json).unwrap()
     }
 
-    /// Offsets: `nix-protocols.md` §3's worked example puts `hello\n` at 0x60.
+    /// Offsets: the worked example of `docs/protocols.md` §3.6 puts `hello\n` at 0x60.
     #[test]
     fn single_file() {
         let s = Scratch::new("file");
@@ -245,7 +245,7 @@ mod tests {
     }
 
     /// Nested directories closing at several depths at once, byte order of
-    /// entries, and the escapes. Offsets checked by hand with §3's size
+    /// entries, and the escapes. Offsets checked by hand with docs/protocols.md §3's size
     /// arithmetic and against `nix copy` in tests/routes_listing.rs.
     #[test]
     fn tree() {

@@ -1,6 +1,6 @@
 //! Planning a NAR: one walk of the tree (lstat, readdir, readlink, never a
 //! file's contents) that records every node and cuts the byte stream into
-//! pieces whose offsets are known before the first byte (`nix-protocols.md` §3).
+//! pieces whose offsets are known before the first byte (`docs/protocols.md` §3).
 //!
 //! The stream is, in tree pre-order, for every node: its *head* (the entry
 //! wrapper and every token up to the file contents), for a regular file its
@@ -167,7 +167,7 @@ impl Plan {
         match node.kind {
             Kind::Regular { size, executable } => {
                 put_str(out, b"regular");
-                // §3: the `"executable" ""` pair comes before "contents".
+                // docs/protocols.md §3: the `"executable" ""` pair comes before "contents".
                 if executable {
                     put_str(out, b"executable");
                     put_str(out, b"");
@@ -268,7 +268,7 @@ impl Planner {
     }
 
     /// Entry names of the directory at `self.path`, sorted as raw unsigned
-    /// bytes (memcmp), as §3 requires: `B` (0x42) before `a` (0x61).
+    /// bytes (memcmp), as docs/protocols.md §3 requires: `B` (0x42) before `a` (0x61).
     /// readdir never yields `.`, `..`, or names with `/` or NUL.
     fn sorted_entries(&self) -> Result<Vec<OsString>, NarError> {
         let mut names = fs::read_dir(&self.path)

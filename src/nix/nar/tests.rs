@@ -1,4 +1,4 @@
-//! Byte-exact vectors from `nix-protocols.md` §3, seeking, and files that
+//! Byte-exact vectors from `docs/protocols.md` §3, seeking, and files that
 //! change under the reader.
 
 use std::fs::{self, OpenOptions};
@@ -70,7 +70,7 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// The NAR as its sequence of `str` tokens (§3: every element is one),
+/// The NAR as its sequence of `str` tokens (docs/protocols.md §3: every element is one),
 /// checking that all padding is zero.
 fn tokens(nar: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
@@ -92,7 +92,7 @@ fn nar_error(path: &Path, e: io::Error) -> NarError {
 
 #[test]
 fn worked_example_hello_is_byte_exact() {
-    // §3 worked example, row by row.
+    // docs/protocols.md §3.6, the worked example, row by row.
     let expected = unhex(
         "0d00000000000000 6e69782d61726368 6976652d31000000
          0100000000000000 2800000000000000

@@ -1,4 +1,4 @@
-//! Parsing a narinfo as Nix does (`nix-protocols.md` §4.1, `nar-info.cc`),
+//! Parsing a narinfo as Nix does (`docs/protocols.md` §4.1, `nar-info.cc`),
 //! quirks included: the oracle the rendering tests read our output back
 //! with, and how the server reads an upstream cache's narinfo (pull-through).
 
@@ -7,7 +7,7 @@ use thiserror::Error;
 use crate::nix::hash::{HashError, Sha256};
 use crate::nix::store_path::{StoreDir, StorePath, StorePathError};
 
-/// What Nix assumes when `Compression` is missing or empty (§4.1).
+/// What Nix assumes when `Compression` is missing or empty (docs/protocols.md §4.1).
 const DEFAULT_COMPRESSION: &str = "bzip2";
 
 /// Why a narinfo is corrupt. `line` is 1-based and names the line where the
@@ -83,7 +83,7 @@ pub struct NarInfo {
 }
 
 impl NarInfo {
-    /// Parses with Nix's own line rules (§4.1, `NarInfo::NarInfo` in
+    /// Parses with Nix's own line rules (docs/protocols.md §4.1, `NarInfo::NarInfo` in
     /// `nar-info.cc`), quirks included:
     /// - the key runs from the line start to the next `:`, even across a
     ///   newline (a line without `:` glues onto the next as an unknown key);

@@ -1,5 +1,5 @@
 //! Tests of `narinfo.rs`: byte-exact rendering against the narinfo a real Nix
-//! accepted (`nix-protocols.md` §5.3) and Nix's parse rules (§4.1).
+//! accepted (`docs/protocols.md` §5.3) and Nix's parse rules (docs/protocols.md §4.1).
 
 use super::parse::{NarInfo, NarInfoError};
 use super::*;
@@ -14,7 +14,7 @@ const SIG_B: &str = "test-cache-1:RvgguPkrgkxKkHjxRHhkvW4Y7NMmCpxEs7wPME2s+9MI5q
 const CA: &str = "text:sha256:1sn3ap5rcl7ai63rmink9spijl8kykz8v44axykd8cnkgb387pd2";
 const DRV: &str = "9ygls0mbwcvql4g896aar9vxfbzqwf0n-logtest.drv";
 
-/// The narinfo of §5.3, byte for byte, as served to and accepted by Nix 2.8.
+/// The narinfo of docs/protocols.md §5.3, byte for byte, as served to and accepted by Nix 2.8.
 const SPEC_NARINFO: &str = "\
 StorePath: /nix/store/wmm9hngfwxsjqpiy50lligndn8n83f6w-ref.txt
 URL: nar/wmm9hngfwxsjqpiy50lligndn8n83f6w-1snz5sd22qrv3f5ldsnclydnqi3wqwi7ig3yrdx9cj44n6qb04jl.nar

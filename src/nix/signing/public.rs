@@ -1,5 +1,5 @@
 //! The public half of a key, and verifying a signature as a Nix client does
-//! (`nix-protocols.md` §5.3). The server only signs: this is built for the
+//! (`docs/protocols.md` §5.3). The server only signs: this is built for the
 //! tests alone (`cfg(test)`, and the `testing` feature for tests/*.rs), which
 //! check our signatures with it beside real Nix.
 

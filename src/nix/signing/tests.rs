@@ -1,5 +1,5 @@
 //! Tests of `signing.rs` with the throw-away key pair and the signatures real
-//! Nix 2.8 made (`nix-protocols.md` §5.3).
+//! Nix 2.8 made (`docs/protocols.md` §5.3).
 
 use super::*;
 

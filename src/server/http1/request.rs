@@ -10,7 +10,7 @@
 
 use thiserror::Error;
 
-use super::super::app::{Method, Request};
+use super::super::app::{Authorization, Method, Request};
 
 /// Longest request head we read (request line and all headers).
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -236,8 +236,6 @@ fn head(
             out.request.range = value.map(str::to_owned);
         } else if is("if-range") {
             if_range = true;
-        } else if is("authorization") {
-            out.request.authorization = value.map(str::to_owned);
         } else if is("accept-encoding") {
             out.request.accept_encoding = value.map(|v| v.chars().take(200).collect());
         } else if is("content-length") {
@@ -260,6 +258,13 @@ fn head(
                     return Err(RequestError::TransferCoding(shown));
                 }
             }
+        } else if is("authorization") {
+            // RFC 9110 §11.6.2 gives one credential a request; nginx
+            // refuses a second header too.
+            if out.request.authorization.is_some() {
+                return Err(RequestError::Header("Authorization (repeated)"));
+            }
+            out.request.authorization = Some(Authorization::new(h.value));
         } else if is("user-agent") {
             out.user_agent = Some(h.value[..h.value.len().min(200)].to_vec());
         }
@@ -336,6 +341,10 @@ mod tests {
         assert!(h.keep_alive);
         assert_eq!(h.user_agent.as_deref(), Some(&b"curl/7.88 Nix/2.8.0"[..]));
         assert!(!h.has_body);
+        assert_eq!(h.request.authorization, None);
+        let (h, _) =
+            complete(b"GET /x HTTP/1.1\r\nHost: x\r\nAuthorization:  Basic YTo=  \r\n\r\n");
+        assert_eq!(h.request.authorization.unwrap().as_bytes(), b"Basic YTo=");
     }
 
     #[test]
@@ -398,7 +407,7 @@ mod tests {
         );
         assert_eq!(h.request.range, None);
         let (h, _) = complete(b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dTpw\r\n\r\n");
-        assert_eq!(h.request.authorization.as_deref(), Some("Basic dTpw"));
+        assert_eq!(h.request.authorization.unwrap().as_bytes(), b"Basic dTpw");
     }
 
     #[test]
@@ -493,6 +502,7 @@ mod tests {
             (b"GET / HTTP/1.1\r\n\r\n".to_vec(), 400),
             (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n".to_vec(), 400),
             (b"GET / HTTP/1.0\r\nHost: x\r\nHost: x\r\n\r\n".to_vec(), 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YTo=\r\nauthorization: Basic YTo=\r\n\r\n".to_vec(), 400),
             (long_target.into_bytes(), 414),
             (many.into_bytes(), 431),
         ];

@@ -174,7 +174,7 @@ mod tests {
     use crate::nix::path_info::tests::ref_txt;
     use crate::store::wire::test_bytes::{s, u};
 
-    /// The request for `ref.txt` (`nix-protocols.md` §5.3's path b), field
+    /// The request for `ref.txt` (`docs/protocols.md` §5.3's path b), field
     /// by field in the order Nix 2.8's daemon reads them.
     #[test]
     fn request_byte_exact() {

@@ -1,5 +1,5 @@
-//! One connection to nix-daemon: connect, handshake (`nix-protocols.md` §7.4),
-//! and request/reply with the stderr loop drained (§7.5).
+//! One connection to nix-daemon: connect, handshake (`docs/protocols.md` §7.4),
+//! and request/reply with the stderr loop drained (docs/protocols.md §7.5).
 //!
 //! Errors are `StoreError`s already. Whoever gets an error must drop the
 //! connection: after a failure we cannot know where in the stream we are.
@@ -20,13 +20,13 @@ const WORKER_MAGIC_2: u64 = 0x6478_696f;
 
 /// Nix version strings look like `2.8.0` or `2.24.10pre20240101_abcdef`.
 const NIX_VERSION: Bound = Bound::new("daemon Nix version", 1024);
-/// Current Nix advertises two features (§7.4); a long list is not a daemon.
+/// Current Nix advertises two features (docs/protocols.md §7.4); a long list is not a daemon.
 const MAX_FEATURES: usize = 1_000;
 const FEATURE: Bound = Bound::new("daemon feature", 1024);
 /// Read buffer: large enough that NAR streaming costs few syscalls.
 const READ_BUFFER: usize = 64 * 1024;
 
-/// The operations we use (§7.6).
+/// The operations we use (docs/protocols.md §7.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
     QueryPathInfo = 26,
@@ -42,7 +42,7 @@ impl fmt::Display for Op {
 }
 
 /// Whether the daemon trusts us (sent from 1.35 on). Informational only: every
-/// op we use is allowed to untrusted clients (§7.6).
+/// op we use is allowed to untrusted clients (docs/protocols.md §7.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trust {
     Unknown,
@@ -215,7 +215,7 @@ impl From<io::Error> for HandshakeError {
     }
 }
 
-/// §7.4, client side.
+/// docs/protocols.md §7.4, client side.
 fn handshake(r: &mut BufReader<UnixStream>) -> Result<DaemonInfo, HandshakeError> {
     let mut out = Vec::with_capacity(32);
     wire::write_u64(&mut out, WORKER_MAGIC_1);

@@ -1,4 +1,4 @@
-//! The NAR that follows a NarFromPath reply (`nix-protocols.md` §7.6): raw,
+//! The NAR that follows a NarFromPath reply (`docs/protocols.md` §7.6): raw,
 //! unframed bytes, so we read exactly the `narSize` the daemon just confirmed.
 
 use std::io::{self, Read};

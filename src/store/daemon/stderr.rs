@@ -1,4 +1,4 @@
-//! The stderr / log message loop that precedes every reply (`nix-protocols.md`
+//! The stderr / log message loop that precedes every reply (`docs/protocols.md`
 //! §7.5). Pure: reads from any `Read`, so it is tested on byte strings.
 
 use std::io::Read;
@@ -147,7 +147,7 @@ fn read_error(r: &mut impl Read, version: ProtocolVersion) -> Result<StderrError
 }
 
 /// A daemon message fit for one log line: ANSI escapes removed (Nix colours
-/// store paths, §7.5), invalid UTF-8 replaced, surrounding whitespace trimmed.
+/// store paths, docs/protocols.md §7.5), invalid UTF-8 replaced, surrounding whitespace trimmed.
 pub fn clean(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
     let mut out = String::with_capacity(text.len());

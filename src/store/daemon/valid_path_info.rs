@@ -1,4 +1,4 @@
-//! ValidPathInfo on the wire: the QueryPathInfo reply (`nix-protocols.md` §7.7).
+//! ValidPathInfo on the wire: the QueryPathInfo reply (`docs/protocols.md` §7.7).
 //! Pure: reads from any `Read`.
 
 use std::io::Read;
@@ -63,7 +63,7 @@ pub fn parse_path(
     })
 }
 
-/// A full path or `""` for none (§7.2).
+/// A full path or `""` for none (docs/protocols.md §7.2).
 pub fn parse_optional_path(
     dir: &StoreDir,
     field: &'static str,
@@ -129,7 +129,7 @@ mod tests {
     const REF: &str = "/nix/store/wmm9hngfwxsjqpiy50lligndn8n83f6w-ref.txt";
     const CA_TEXT: &str = "text:sha256:1sn3ap5rcl7ai63rmink9spijl8kykz8v44axykd8cnkgb387pd2";
 
-    /// A reply shaped like the VERIFIED 2.8 one of §7.7 for `ref.txt`.
+    /// A reply shaped like the VERIFIED 2.8 one of docs/protocols.md §7.7 for `ref.txt`.
     fn reply(deriver: &str, hash: &str, refs: &[&str], ca: &str) -> Vec<u8> {
         let mut out = [s(deriver), s(hash), u(refs.len() as u64)].concat();
         for r in refs {

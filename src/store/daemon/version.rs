@@ -1,5 +1,5 @@
 //! The worker-protocol version, `major << 8 | minor` on the wire
-//! (`nix-protocols.md` §7.2, §7.3), and the minors that gate fields.
+//! (`docs/protocols.md` §7.2, §7.3), and the minors that gate fields.
 
 use std::fmt;
 
@@ -30,17 +30,17 @@ impl ProtocolVersion {
         ProtocolVersion { major, minor }
     }
 
-    /// What we propose: current Nix's version (§7.3 recommendation).
+    /// What we propose: current Nix's version (docs/protocols.md §7.3 recommendation).
     pub const CLIENT: Self = Self::new(1, 38);
     /// The oldest daemon we talk to: Nix 2.8 (Debian's `nix-bin`). Older
     /// daemons would need code paths nobody here can test.
     pub const OLDEST: Self = Self::new(1, 34);
 
-    /// ValidPathInfo carries `ultimate`, `sigs` and `ca` (§7.7).
+    /// ValidPathInfo carries `ultimate`, `sigs` and `ca` (docs/protocols.md §7.7).
     pub const PATH_INFO_SIGS: Self = Self::new(1, 16);
     /// QueryPathInfo replies start with a "valid" flag instead of failing.
     pub const PATH_INFO_VALID_FLAG: Self = Self::new(1, 17);
-    /// START/STOP_ACTIVITY and RESULT messages in the stderr loop (§7.5).
+    /// START/STOP_ACTIVITY and RESULT messages in the stderr loop (docs/protocols.md §7.5).
     pub const ACTIVITIES: Self = Self::new(1, 20);
     /// STDERR_ERROR carries a structured error, not `str msg, u64 status`.
     pub const STRUCTURED_ERRORS: Self = Self::new(1, 26);
@@ -76,7 +76,7 @@ impl ProtocolVersion {
         Ok(Self::new((v >> 8) as u8, (v & 0xff) as u8))
     }
 
-    /// The version both sides then speak: the lower of the two (§7.2), which
+    /// The version both sides then speak: the lower of the two (docs/protocols.md §7.2), which
     /// must be one we support. A daemon newer than us speaks our version.
     pub fn negotiate(daemon: Self) -> Result<Self, VersionError> {
         let v = daemon.min(Self::CLIENT);

@@ -1,5 +1,5 @@
 //! One `ValidPaths` row as SQLite returns it, and its reading as a
-//! [`PathInfo`] under Nix's column rules (`nix-protocols.md` §8). Pure: the
+//! [`PathInfo`] under Nix's column rules (`docs/protocols.md` §8). Pure: the
 //! connection lives in `local.rs`.
 
 use rusqlite::Row;
@@ -153,7 +153,7 @@ mod tests {
     const P: &str = "/nix/store/wmm9hngfwxsjqpiy50lligndn8n83f6w-ref.txt";
     const R: &str = "/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt";
     const D: &str = "/nix/store/5z4dzl54ci5l9n35fy3hl4bw8h2w2l44-multi-output.drv";
-    /// The database's spelling of the NAR hash of `P` (§7.7, base16).
+    /// The database's spelling of the NAR hash of `P` (docs/protocols.md §7.7, base16).
     const HASH16: &str = "sha256:5412b0b0b18448967acb7ebc7822c77c446c9ba7ccea468b1b3b63219a2edfea";
 
     fn row() -> RawRow {

@@ -4,7 +4,7 @@
 //!
 //! One pass, in order, holding no file contents: a file's bytes are skipped
 //! and only counted, so the memory used is the listing's plus one name per
-//! open directory. The grammar and the checks are `nix-protocols.md` §3's:
+//! open directory. The grammar and the checks are `docs/protocols.md` §3's:
 //! exact tokens, zero padding, entry names as Nix requires them (not empty,
 //! `.` or `..`, no `/` or NUL) in strictly increasing byte order, and the
 //! whole NAR exactly `nar_size` bytes long. Every length is checked against
@@ -23,7 +23,7 @@ use crate::nix::wire_str::padding;
 /// Longest tag: `nix-archive-1` has 13 bytes.
 const TAG_MAX: usize = 16;
 /// Longest entry name: Linux's NAME_MAX, the longest a file on disk can have
-/// (and Nix ≥ 2.35's bound, §3).
+/// (and Nix ≥ 2.35's bound, docs/protocols.md §3).
 pub const NAME_MAX: usize = 255;
 /// Longest symlink target: PATH_MAX less its NUL (also Nix ≥ 2.35's).
 pub const TARGET_MAX: usize = 4095;
@@ -130,7 +130,7 @@ pub fn listing_from_nar(nar: impl Read, nar_size: u64) -> Result<Vec<u8>, NarPar
     Ok(json.finish())
 }
 
-/// Nix's rules for an entry name (§3), and the order: strictly after the
+/// Nix's rules for an entry name (docs/protocols.md §3), and the order: strictly after the
 /// directory's previous entry `last` (empty before the first, and no valid
 /// name is empty).
 fn check_name(at: u64, name: &[u8], last: &[u8]) -> Result<(), NarParseError> {
@@ -235,7 +235,7 @@ impl<R: Read> Parser<R> {
         Ok(u64::from_le_bytes(b))
     }
 
-    /// A `str` of at most `max` bytes (§3), padding checked.
+    /// A `str` of at most `max` bytes (docs/protocols.md §3), padding checked.
     fn string(&mut self, what: &'static str, max: usize) -> Result<Vec<u8>, NarParseError> {
         let at = self.at;
         let len = self.u64()?;
@@ -257,7 +257,7 @@ impl<R: Read> Parser<R> {
         self.string("tag", TAG_MAX)
     }
 
-    /// The tag `want` (§3: tokens must be exact).
+    /// The tag `want` (docs/protocols.md §3: tokens must be exact).
     fn expect(&mut self, want: &str) -> Result<(), NarParseError> {
         let at = self.at;
         let found = self.tag()?;
