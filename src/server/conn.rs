@@ -277,7 +277,10 @@ impl Conn {
                 }
                 Ok(Parsed::Partial) => {}
                 Err(e) => {
-                    log::info(&format!("bad request from {}: {e}", self.peer));
+                    log::info_limited(
+                        log::Kind::BadRequest,
+                        format_args!("bad request from {}: {e}", self.peer),
+                    );
                     self.reply_error(e, cx);
                     return None;
                 }
@@ -593,7 +596,7 @@ impl Conn {
             self.record(&x, true);
             if cx.access_log {
                 let body = self.written.saturating_sub(self.head_len);
-                log::access(&access_line(&self.peer, &x, body));
+                log::access(access_line(&self.peer, &x, body));
             }
         }
         self.answered = true;
@@ -647,10 +650,13 @@ impl Conn {
 
     fn client_gone(&mut self, e: &str) -> Flush {
         if let Some(x) = &self.exchange {
-            log::info(&format!(
-                "client {} went away mid-response to {}: {e}",
-                self.peer, x.target
-            ));
+            log::info_limited(
+                log::Kind::ClientGone,
+                format_args!(
+                    "client {} went away mid-response to {}: {e}",
+                    self.peer, x.target
+                ),
+            );
         }
         self.log_cut();
         Flush::Failed
@@ -670,7 +676,7 @@ impl Conn {
             self.record(&x, false);
             if log::access_enabled() {
                 let body = self.written.saturating_sub(self.head_len);
-                log::access(&access_line(&self.peer, &x, body));
+                log::access(access_line(&self.peer, &x, body));
             }
         }
     }
@@ -698,7 +704,10 @@ impl Conn {
                 }
                 if let Some(started) = self.head_started {
                     if cx.now >= started + limits.read_timeout {
-                        log::info(&format!("request head from {} timed out", self.peer));
+                        log::info_limited(
+                            log::Kind::HeadTimeout,
+                            format_args!("request head from {} timed out", self.peer),
+                        );
                         self.reply_error(RequestError::Timeout, cx);
                         return self.drive(cx);
                     }
@@ -738,10 +747,13 @@ impl Conn {
     fn too_slow(&mut self, why: &str) {
         self.sock.reset_on_close();
         let target = self.exchange.as_ref().map_or("-", |x| x.target.as_str());
-        log::info(&format!(
-            "client {} reads {target} too slowly ({why}); closed",
-            self.peer
-        ));
+        log::info_limited(
+            log::Kind::SlowReader,
+            format_args!(
+                "client {} reads {target} too slowly ({why}); closed",
+                self.peer
+            ),
+        );
         self.log_cut();
     }
 }
@@ -752,10 +764,10 @@ impl Conn {
 fn access_line(peer: &str, x: &Exchange, bytes: u64) -> String {
     let date = response::clf_date(SystemTime::now());
     let target = log::escape(&x.target);
-    let ua = x.user_agent.as_deref().map_or_else(
-        || "-".to_owned(),
-        |ua| log::escape(&String::from_utf8_lossy(ua)),
-    );
+    let ua = x
+        .user_agent
+        .as_deref()
+        .map_or_else(|| "-".to_owned(), log::escape_bytes);
     let user = x
         .user
         .as_deref()
