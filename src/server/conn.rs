@@ -57,8 +57,12 @@ pub fn unsent_bound(write_timeout: Duration) -> u32 {
 const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 256 * 1024;
 /// Bytes the loop writes from memory for one connection in one turn
-/// before others get theirs, and a body thread sends in one job.
+/// before others get theirs.
 const TURN: u64 = 4 << 20;
+/// Bytes a body thread sends in one job before the connection goes back
+/// to its loop (and the thread to the queue): a few milliseconds at
+/// loopback speed.
+const BODY_TURN: u64 = 16 << 20;
 const READ_CHUNK: usize = 4096;
 /// Draining: how long a connection that has sent no whole head yet gets to
 /// finish one. A client that connected just before the stop sends its
@@ -499,7 +503,7 @@ impl Conn {
                         id: cx.id,
                         sock: self.sock.clone(),
                         body,
-                        budget: TURN,
+                        budget: BODY_TURN,
                     });
                     return Flush::Away;
                 }
