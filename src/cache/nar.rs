@@ -18,6 +18,12 @@ use super::range;
 use super::response::{self, HandlerError, CACHE_IMMUTABLE, CACHE_SHORT};
 
 pub const CONTENT_TYPE: &str = "application/x-nix-nar";
+/// A NAR up to this size is read here, by the worker, and goes back to the
+/// loop as bytes: sent by a body thread, it would cost one more hand-off
+/// (loop, worker, loop, body thread, loop) for a few hundred bytes, most
+/// of an empty NAR's time. The size is what a NAR going out holds of
+/// framing anyway (README "Limits").
+const SMALL: u64 = 16 * 1024;
 
 pub struct NarRequest<'r> {
     pub hash: HashPart,
@@ -117,6 +123,7 @@ pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, H
     };
     let body = match nar {
         NarBody::Files(_) if req.head_only => Body::Omitted { len: Some(len) },
+        NarBody::Files(reader) if len <= SMALL => Body::Bytes(read_small(reader, len)?),
         NarBody::Files(reader) => Body::Segments {
             source: Box::new(NarSegments(reader)),
             len,
@@ -195,6 +202,21 @@ fn compressed(
             .with_header("Vary", "Accept-Encoding".to_owned()),
         _ => r,
     })
+}
+
+/// The `len` bytes of a small NAR, checked as a streamed one is (a file
+/// that changed is an error, never other bytes under the same length). A
+/// failure is the files', not the store connection's: a 500 that keeps it.
+fn read_small(mut reader: NarReader, len: u64) -> Result<Vec<u8>, HandlerError> {
+    let mut out = Vec::with_capacity(len as usize);
+    let read = (&mut reader).take(len).read_to_end(&mut out);
+    match read {
+        Ok(n) if n as u64 == len => Ok(out),
+        Ok(n) => Err(HandlerError::Reply(format!(
+            "the NAR ended after {n} of {len} bytes"
+        ))),
+        Err(e) => Err(HandlerError::Reply(format!("reading the NAR: {e}"))),
+    }
 }
 
 /// A zstd encoder at `level` over `nar`, its memory capped as
