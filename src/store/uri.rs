@@ -305,9 +305,14 @@ impl fmt::Debug for Opener {
 struct KeepOpen {
     _conn: Arc<Mutex<LocalStore>>,
     /// Never used after start-up: it sits idle, costing no thread, while
-    /// the daemon's worker for it keeps the database open with write access.
-    /// As long as it does, the -wal and -shm files are a writer's, kept up
-    /// to date by Nix, whatever our own connections can do.
+    /// the daemon's worker for it keeps the database open. Kept rather than
+    /// closed once our own connection is open: a process that may write the
+    /// db directory then has the database open for as long as we do, and
+    /// when we exit it closes after us and removes -wal and -shm; our
+    /// read-only connection, closing last, would leave them behind
+    /// (tests/local_wal_reader.rs). Like any Nix client's, its worker holds
+    /// Nix's big lock shared, so a Nix that must migrate the database schema
+    /// waits until we exit (README "Command line and environment").
     _holder: Option<Arc<Mutex<DaemonStore>>>,
 }
 
