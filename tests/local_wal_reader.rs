@@ -8,7 +8,6 @@
 //! exited. The opener now keeps its probe's connection open (`docs/protocols.md`
 //! §8), which also keeps a writer from deleting the files.
 //!
-//!
 //! And the idle machine (issue 21): with no Nix process holding the
 //! database, no -wal and -shm exist, and such a reader cannot open it at
 //! all: `auto` fell back to the daemon, so the backend depended on what
@@ -24,6 +23,7 @@ mod common;
 use std::fs;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -40,30 +40,40 @@ const AS_NOBODY: &[&str] = &[
     "--",
 ];
 
-fn assert_root() {
+/// A chroot store `tag` with one path, which Nix has closed again: its
+/// store, that path, and its database and `-shm` file. Checks that the test
+/// runs as root (it runs the server as nobody) and that Nix left no -shm.
+fn idle_store(tag: &str) -> (ChrootStore, String, PathBuf, PathBuf) {
     assert_eq!(
         fs::metadata("/proc/self").unwrap().uid(),
         0,
         "this test must run as root (it runs the server as nobody)"
     );
+    let store = ChrootStore::new(tag);
+    let first = store.add("first", b"written before the server starts\n");
+    let db = store.root().join("nix/var/nix/db/db.sqlite");
+    let shm = db.with_extension("sqlite-shm");
+    assert!(!shm.exists(), "nix-store left {} behind", shm.display());
+    (store, first, db, shm)
 }
 
-/// The narinfo of `path` (a full store path) as the server at `addr` answers.
-fn narinfo(addr: SocketAddr, path: &str) -> (u16, String) {
+/// Asserts that the server at `addr` answers the narinfo of `path` (a full
+/// store path) with that path's; `when` says in which state of the test.
+fn assert_served(addr: SocketAddr, path: &str, when: &str) {
     let base = path.rsplit('/').next().expect("a store path");
     let reply = get(addr, &format!("/{}.narinfo", &base[..32]));
-    (reply.status, reply.text())
+    let body = reply.text();
+    assert_eq!(reply.status, 200, "{when}: {body}");
+    assert!(
+        body.contains(&format!("StorePath: {path}")),
+        "{when}: {body}"
+    );
 }
 
 #[test]
 #[ignore = "needs root and real Nix: run scripts/test"]
 fn reader_without_write_access_survives_the_last_writer_closing() {
-    assert_root();
-    let store = ChrootStore::new("wal-reader");
-    let first = store.add("first", b"written before the server starts\n");
-    let db = store.root().join("nix/var/nix/db/db.sqlite");
-    let shm = db.with_extension("sqlite-shm");
-    assert!(!shm.exists(), "nix-store left {} behind", shm.display());
+    let (store, first, db, shm) = idle_store("wal-reader");
 
     // Nix's place: a root connection that has the database open, so that
     // -wal and -shm exist when the server starts.
@@ -92,27 +102,18 @@ fn reader_without_write_access_survives_the_last_writer_closing() {
     // connections read nothing yet). Before the fix SQLite deleted -wal and
     // -shm here, and nobody could not make them again.
     drop(nix);
-    let (status, body) = narinfo(addr, &first);
-    assert_eq!(status, 200, "after the last writer closed: {body}");
-    assert!(body.contains(&format!("StorePath: {first}")), "{body}");
+    assert_served(addr, &first, "after the last writer closed");
 
     // A writer comes and goes again; what it added is served at once.
     let second = store.add("second", b"written while the server runs\n");
-    let (status, body) = narinfo(addr, &second);
-    assert_eq!(status, 200, "a path added while serving: {body}");
-    assert!(body.contains(&format!("StorePath: {second}")), "{body}");
+    assert_served(addr, &second, "a path added while serving");
     drop(server);
 }
 
 #[test]
 #[ignore = "needs root and real Nix: run scripts/test"]
 fn auto_reads_an_idle_database_through_a_daemon_connection_that_holds_it() {
-    assert_root();
-    let store = ChrootStore::new("wal-idle");
-    let first = store.add("first", b"written before the server starts\n");
-    let state = store.root().join("nix/var/nix");
-    let db = state.join("db/db.sqlite");
-    let shm = db.with_extension("sqlite-shm");
+    let (store, first, db, shm) = idle_store("wal-idle");
     let daemon = TestDaemon::serving(&store.uri());
     // Idle: the daemon opens the database only in a connection's worker, and
     // the worker of its start-up check has gone with that connection.
@@ -139,7 +140,7 @@ fn auto_reads_an_idle_database_through_a_daemon_connection_that_holds_it() {
     assert!(!shm.exists(), "a failed reader made {}", shm.display());
 
     // `auto` with the same database (NIX_STATE_DIR) and that daemon.
-    let state = state.display().to_string();
+    let state = store.root().join("nix/var/nix").display().to_string();
     let socket = daemon.socket().display().to_string();
     let env = [
         ("NIX_STATE_DIR", state.as_str()),
@@ -158,13 +159,9 @@ fn auto_reads_an_idle_database_through_a_daemon_connection_that_holds_it() {
         "the log says why: {said}"
     );
     assert!(!said.contains("using the daemon"), "{said}");
-    let (status, body) = narinfo(addr, &first);
-    assert_eq!(status, 200, "{body}");
-    assert!(body.contains(&format!("StorePath: {first}")), "{body}");
+    assert_served(addr, &first, "through the held database");
     let second = store.add("second", b"written while the server runs\n");
-    let (status, body) = narinfo(addr, &second);
-    assert_eq!(status, 200, "a path added while serving: {body}");
-    assert!(body.contains(&format!("StorePath: {second}")), "{body}");
+    assert_served(addr, &second, "a path added while serving");
     // The holding connection stays for the process's life, its worker idle.
     assert_eq!(daemon.workers().len(), 1, "one daemon connection, held");
     assert!(shm.exists(), "held, the database has its -shm");
