@@ -406,7 +406,7 @@ fn nar_stream_checks_the_registered_hash() {
     });
     let mut store = peer.store();
     let mut nar = store.nar_from_daemon(&info(120), 0).unwrap();
-    let mut got = vec![0; 200];
+    let mut got = [0u8; 200];
     let mut n = 0;
     let err = loop {
         match nar.read(&mut got[n..]) {
