@@ -40,6 +40,26 @@ impl<R: Read> Primed<R> {
             reader,
         })
     }
+
+    /// Reads only until `reader` gives its first bytes (or ends): for bytes
+    /// that arrive over a network, where a whole chunk may take long to come
+    /// and the worker would wait for all of it.
+    pub fn first(mut reader: R) -> io::Result<Primed<R>> {
+        let mut first = vec![0; FIRST];
+        let n = loop {
+            match reader.read(&mut first) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        };
+        first.truncate(n);
+        Ok(Primed {
+            first,
+            at: 0,
+            reader,
+        })
+    }
 }
 
 impl<R: Read> Read for Primed<R> {
@@ -81,5 +101,12 @@ mod tests {
         p.read_to_end(&mut out).unwrap();
         assert_eq!(out, b"abc");
         assert!(Primed::new(Failing).is_err());
+        assert!(Primed::first(Failing).is_err());
+        // One read's bytes first, then the rest from the reader.
+        let mut p = Primed::first(io::Read::chain(&b"ab"[..], &b"cd"[..])).unwrap();
+        assert_eq!(p.first, b"ab");
+        let mut out = Vec::new();
+        p.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"abcd");
     }
 }
