@@ -59,12 +59,17 @@ pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 
 /// An empty chroot store `tag` and a nix-daemon of its own for it that
 /// trusts the fixtures' `keys/public` alone, requires signatures and
-/// substitutes nothing: where imports (AddToStoreNar) are tested.
+/// substitutes nothing: where imports (AddToStoreNar) are tested. The
+/// daemon listens where Nix puts a store's socket,
+/// `<root>/nix/var/nix/daemon-socket/socket`, beside its database, as on a
+/// real machine: a server on that socket finds the database to watch.
 pub fn store_trusting_test_key(fx: &Fixtures, tag: &str) -> (ChrootStore, TestDaemon) {
     let store = ChrootStore::new(tag);
     let public = std::fs::read_to_string(fx.key("public")).unwrap();
     let config = format!("trusted-public-keys = {public}\nrequire-sigs = true\nsubstituters =\n");
-    let daemon = TestDaemon::serving_with(&store.uri(), &config);
+    let socket = store.root().join("nix/var/nix/daemon-socket/socket");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let daemon = TestDaemon::serving_at(&store.uri(), &config, Some(socket));
     (store, daemon)
 }
 
