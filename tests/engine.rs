@@ -619,6 +619,14 @@ impl Manager for Recorder {
     }
 }
 
+/// A manager whose watchdog period is far beyond a test's length.
+fn unwatched() -> Arc<Recorder> {
+    Arc::new(Recorder {
+        pings: AtomicUsize::new(0),
+        period: Duration::from_secs(60),
+    })
+}
+
 fn supervise_on_thread(
     server: Server,
     idle: Option<Duration>,
@@ -658,10 +666,7 @@ fn supervise_busy_on_thread(
 #[test]
 fn idle_exit_waits_for_the_applications_work() {
     let mut e = start();
-    let manager = Arc::new(Recorder {
-        pings: AtomicUsize::new(0),
-        period: Duration::from_secs(60),
-    });
+    let manager = unwatched();
     let asked = Arc::new(AtomicUsize::new(0));
     let counting = asked.clone();
     // Busy for the first 10 looks (a tick each, 100 ms): well past the
@@ -685,10 +690,7 @@ fn idle_exit_waits_for_the_applications_work() {
 #[test]
 fn idle_exit_waits_for_the_last_connection_and_loses_nothing() {
     let mut e = start();
-    let manager = Arc::new(Recorder {
-        pings: AtomicUsize::new(0),
-        period: Duration::from_secs(60),
-    });
+    let manager = unwatched();
     let stop = Arc::new(AtomicBool::new(false));
     let mut s = connect(e.addr);
     s.write_all(&request("/hello", false)).unwrap();

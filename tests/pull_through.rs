@@ -8,8 +8,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -17,9 +17,10 @@ use std::thread;
 use std::time::Duration;
 
 use common::binary::{start_on_any_port_with_env, wait_exit, wait_log, Running};
+use common::routes::{self, Reply};
 use common::{
-    nix_fresh_cache, nix_path_info, nix_store_dump, run, store_trusting_test_key, succeeded,
-    wait_until, ChrootStore, Fixtures, Scratch, TestDaemon, UpstreamServer,
+    corrupt_nar, nix_copy_from, nix_path_info, nix_store_dump, run, store_trusting_test_key,
+    succeeded, wait_until, ChrootStore, Fixtures, Scratch, TestDaemon, UpstreamServer,
 };
 
 /// How long an import may take to show in the store after its NAR went out.
@@ -129,6 +130,20 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
+    /// `/metrics` now.
+    fn metrics(&self) -> String {
+        fetch(self.addr, "/metrics").whole_text()
+    }
+
+    /// Panics unless `/metrics` has `line` (a whole line, its value too).
+    fn assert_counted(&self, line: &str) {
+        let metrics = self.metrics();
+        assert!(
+            metrics.contains(&format!("\n{line}\n")),
+            "{line}\n{metrics}"
+        );
+    }
+
     fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
@@ -163,32 +178,26 @@ fn sigs(narinfo: &str) -> Vec<String> {
         .collect()
 }
 
-/// A reply read to the connection's end, however short: a cut body shows.
-struct Fetched {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
+/// A reply's body as the test reads it: to the connection's end, however
+/// short, so that a cut body shows.
+trait Whole {
+    fn length(&self) -> Option<usize>;
+    /// The body, asserting it is whole.
+    fn whole(&self) -> &[u8];
+    fn whole_text(&self) -> String;
 }
 
-impl Fetched {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().skip(1).find_map(|l| {
-            let (n, v) = l.split_once(": ")?;
-            n.eq_ignore_ascii_case(name).then_some(v.trim_end())
-        })
-    }
-
+impl Whole for Reply {
     fn length(&self) -> Option<usize> {
         self.header("Content-Length").map(|v| v.parse().unwrap())
     }
 
-    /// The body, asserting it is whole.
     fn whole(&self) -> &[u8] {
         assert_eq!(Some(self.body.len()), self.length(), "{}", self.head);
         &self.body
     }
 
-    fn text(&self) -> String {
+    fn whole_text(&self) -> String {
         String::from_utf8_lossy(self.whole()).into_owned()
     }
 }
@@ -201,55 +210,34 @@ fn fetch_some(
     target: &str,
     headers: &[(&str, &str)],
     keep: Option<usize>,
-) -> Fetched {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-    for (n, v) in headers {
-        req.push_str(&format!("{n}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut r = BufReader::new(s);
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(r.read_line(&mut line).unwrap() > 0, "EOF inside the head");
-        if line == "\r\n" {
-            break;
-        }
-        head.push_str(&line);
-    }
-    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let mut body = Vec::new();
+) -> Reply {
+    let (mut reply, mut r) = routes::send(addr, method, target, headers, false);
     if method != "HEAD" {
         match keep {
             Some(n) => {
-                body = vec![0; n];
-                r.read_exact(&mut body).unwrap();
+                reply.body = vec![0; n];
+                r.read_exact(&mut reply.body).unwrap();
             }
             // A reset after a cut body is an end like any other.
-            None => drop(r.read_to_end(&mut body)),
+            None => drop(r.read_to_end(&mut reply.body)),
         }
     }
-    Fetched { status, head, body }
+    reply
 }
 
-fn fetch(addr: SocketAddr, target: &str) -> Fetched {
+fn fetch(addr: SocketAddr, target: &str) -> Reply {
     fetch_some(addr, "GET", target, &[], None)
 }
 
 /// `nix copy --from <server>` of `paths` into a new store, trusting the
-/// fixtures' key alone, with a client cache of its own.
+/// fixtures' key alone, with a client cache of its own; Nix's bytes.
 fn nix_copy(fx: &Fixtures, server: &Server, work: &Path, name: &str, paths: &[String]) {
     let dst = work.join(name);
     let public = std::fs::read_to_string(fx.key("public")).unwrap();
-    let url = server.url();
-    let mut args = vec!["copy", "--from", &url, "--to", dst.to_str().unwrap()];
-    args.extend(["--option", "trusted-public-keys", public.trim()]);
-    args.extend(paths.iter().map(String::as_str));
+    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let xdg = work.join(format!("xdg-{name}"));
     succeeded(
-        &nix_fresh_cache("nix", &args, &work.join(format!("xdg-{name}"))),
+        &nix_copy_from(&server.url(), &dst, &public, &paths, &xdg),
         &format!("nix copy ({name})"),
     );
     for p in paths {
@@ -302,7 +290,7 @@ fn a_closure_only_the_upstream_has_comes_through_once() {
                 "{backend}: {p}: the upstream's signature"
             );
             // An ordinary local path now, seen at once: our signature first.
-            let served = sigs(&fetch(server.addr, &format!("/{hash}.narinfo")).text());
+            let served = sigs(&fetch(server.addr, &format!("/{hash}.narinfo")).whole_text());
             assert!(
                 served.len() == 2 && served[0].starts_with("ours-1:") && served[1] == theirs[0],
                 "{backend}: {p}: {served:?}"
@@ -316,16 +304,19 @@ fn a_closure_only_the_upstream_has_comes_through_once() {
             asked,
             "{backend}: the second client cost the upstream requests"
         );
-        let metrics = fetch(server.addr, "/metrics").text();
         let n = paths.len();
-        for line in [
-            format!("nix_serve_upstream_requests_total{{kind=\"nar\",result=\"ok\"}} {n}\n"),
-            format!("nix_serve_upstream_requests_total{{kind=\"narinfo\",result=\"found\"}} {n}\n"),
-            format!("nix_serve_upstream_imports_total{{result=\"added\"}} {n}\n"),
-        ] {
-            assert!(metrics.contains(&line), "{backend}: {line}{metrics}");
-        }
-        assert!(!metrics.contains("nix_serve_upstream_fetched_bytes_total 0\n"));
+        server.assert_counted(&format!(
+            "nix_serve_upstream_requests_total{{kind=\"nar\",result=\"ok\"}} {n}"
+        ));
+        server.assert_counted(&format!(
+            "nix_serve_upstream_requests_total{{kind=\"narinfo\",result=\"found\"}} {n}"
+        ));
+        server.assert_counted(&format!(
+            "nix_serve_upstream_imports_total{{result=\"added\"}} {n}"
+        ));
+        assert!(!server
+            .metrics()
+            .contains("nix_serve_upstream_fetched_bytes_total 0\n"));
     }
 }
 
@@ -391,7 +382,7 @@ fn unsigned_or_wrongly_signed_paths_are_served_not_imported() {
     for (cache, signer) in [("unsigned", None), ("wrong", Some("wrong-key"))] {
         let here = Here::new(&fx);
         let server = here.serve(&[up.url(cache)], &[]);
-        let narinfo = fetch(server.addr, &format!("/{}.narinfo", hash_of(path))).text();
+        let narinfo = fetch(server.addr, &format!("/{}.narinfo", hash_of(path))).whole_text();
         let served = sigs(&narinfo);
         match signer {
             None => assert!(served.is_empty(), "{cache}: {narinfo}"),
@@ -407,23 +398,8 @@ fn unsigned_or_wrongly_signed_paths_are_served_not_imported() {
         });
         assert!(log.contains(path), "{cache}: {log}");
         assert!(!here.valid(path), "{cache}: imported");
-        let metrics = fetch(server.addr, "/metrics").text();
-        assert!(
-            metrics.contains("nix_serve_upstream_imports_total{result=\"refused\"} 1\n"),
-            "{cache}: {metrics}"
-        );
+        server.assert_counted("nix_serve_upstream_imports_total{result=\"refused\"} 1");
     }
-}
-
-/// Flips one byte near the end of the uncompressed NAR file of `path` in
-/// the cache at `dir`: same size, another hash.
-fn corrupt(dir: &Path, path: &str) {
-    let nar_hash = nix_path_info(None, path).nar_hash.to_nix32();
-    let file = dir.join("nar").join(format!("{nar_hash}.nar"));
-    let mut bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    let at = bytes.len() - 100;
-    bytes[at] ^= 0x55;
-    std::fs::write(&file, bytes).unwrap();
 }
 
 /// A NAR that is not what the narinfo says reaches no client whole (each
@@ -436,7 +412,7 @@ fn a_corrupted_nar_is_cut_short_for_every_client_and_not_imported() {
     let path = fx.path("compressible-10M");
     let up = UpstreamServer::start();
     let dir = up.add_cache("bad", "none", Some(&fx.key("secret")), &[path]);
-    corrupt(&dir, path);
+    corrupt_nar(&dir, &nix_path_info(None, path).nar_hash.to_nix32());
     let here = Here::new(&fx);
     let server = here.serve(&[up.url("bad")], &[]);
     let target = format!("/nar/{}.nar", hash_of(path));
@@ -461,23 +437,11 @@ fn a_corrupted_nar_is_cut_short_for_every_client_and_not_imported() {
     });
     let work = here.scratch.path();
     let public = std::fs::read_to_string(fx.key("public")).unwrap();
-    let url = server.url();
     let dst = work.join("client");
-    let args = [
-        "copy",
-        "--from",
-        &url,
-        "--to",
-        dst.to_str().unwrap(),
-        "--option",
-        "trusted-public-keys",
-        public.trim(),
-        path,
-    ];
-    let out = nix_fresh_cache("nix", &args, &work.join("xdg"));
+    let out = nix_copy_from(&server.url(), &dst, &public, &[path], &work.join("xdg"));
     assert!(!out.status.success(), "a real client took the wrong NAR");
     assert!(!here.valid(path), "a wrong NAR was imported");
-    let metrics = fetch(server.addr, "/metrics").text();
+    let metrics = server.metrics();
     assert!(
         !metrics.contains("result=\"added\""),
         "an import of a wrong NAR counted as added: {metrics}"
@@ -512,14 +476,11 @@ fn an_upstream_that_is_down_is_a_502_and_local_paths_are_served() {
     let local = &here.local;
     let narinfo = fetch(server.addr, &format!("/{}.narinfo", hash_of(local)));
     assert_eq!(narinfo.status, 200);
-    assert!(sigs(&narinfo.text())[0].starts_with("ours-1:"));
+    assert!(sigs(&narinfo.whole_text())[0].starts_with("ours-1:"));
     let nar = fetch(server.addr, &format!("/nar/{}.nar", hash_of(local)));
     assert!(nar.whole() == here.store.dump(local));
-    let metrics = fetch(server.addr, "/metrics").text();
-    assert!(
-        metrics.contains("nix_serve_upstream_requests_total{kind=\"narinfo\",result=\"failed\"}"),
-        "{metrics}"
-    );
+    server
+        .assert_counted("nix_serve_upstream_requests_total{kind=\"narinfo\",result=\"failed\"} 1");
 }
 
 /// HEAD of an upstream NAR answers from the narinfo and starts no
@@ -564,7 +525,7 @@ fn head_starts_no_download_and_ranges_are_served() {
     let other = nix_path_info(None, fx.path("empty")).nar_hash.to_nix32();
     let stale = fetch(server.addr, &format!("/nar/{}-{other}.nar", hash_of(path)));
     assert_eq!(stale.status, 404);
-    assert!(stale.text().starts_with("Incorrect NAR hash."));
+    assert!(stale.whole_text().starts_with("Incorrect NAR hash."));
 }
 
 /// Past `--upstream-max-downloads`, a new download is a 503 to retry soon;
@@ -626,9 +587,9 @@ fn serve_closure_of_narrows_only_this_stores_own_paths() {
         &[up.url("xz")],
         &["--serve-closure-of", here.local.as_str()],
     );
-    let ours = fetch(server.addr, &format!("/{}.narinfo", hash_of(&here.local))).text();
+    let ours = fetch(server.addr, &format!("/{}.narinfo", hash_of(&here.local))).whole_text();
     assert!(sigs(&ours)[0].starts_with("ours-1:"), "{ours}");
-    let leaf_info = fetch(server.addr, &format!("/{}.narinfo", hash_of(leaf))).text();
+    let leaf_info = fetch(server.addr, &format!("/{}.narinfo", hash_of(leaf))).whole_text();
     assert_eq!(
         sigs(&leaf_info),
         sigs(
@@ -647,7 +608,7 @@ fn serve_closure_of_narrows_only_this_stores_own_paths() {
     let hidden = fetch(server.addr, &format!("/{}.narinfo", hash_of(&private)));
     let missing = fetch(server.addr, &format!("/{nobody}.narinfo"));
     assert_eq!((hidden.status, missing.status), (404, 404));
-    assert_eq!(hidden.text(), missing.text());
+    assert_eq!(hidden.whole_text(), missing.whole_text());
 }
 
 /// `--htpasswd` asks for credentials before anything else, upstream paths

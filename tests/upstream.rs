@@ -22,8 +22,8 @@ use nix_serve_sd::store::upstream::{
 use nix_serve_sd::store::Store;
 
 use common::{
-    nix_path_info, nix_store_dump, run, store_trusting_test_key, ChrootStore, Fixtures, Scratch,
-    TestDaemon, UpstreamServer,
+    corrupt_nar, nix_path_info, nix_store_dump, run, store_trusting_test_key, ChrootStore,
+    Fixtures, Scratch, TestDaemon, UpstreamServer,
 };
 
 /// Pull-through from `cache` into an empty store of its own.
@@ -242,16 +242,6 @@ fn two_readers_at_once_share_one_download() {
     assert!(valid(&t.daemon, path));
 }
 
-/// Flips one byte near the end of the (uncompressed) NAR file of `path` in
-/// the cache at `dir`: same size, another hash.
-fn corrupt(dir: &Path, nar_hash_nix32: &str) {
-    let file = dir.join("nar").join(format!("{nar_hash_nix32}.nar"));
-    let mut bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    let at = bytes.len() - 100;
-    bytes[at] ^= 0x55;
-    std::fs::write(&file, bytes).unwrap();
-}
-
 #[test]
 #[ignore = "needs real Nix, fixtures and Debian's nginx: run scripts/test"]
 fn a_corrupted_nar_reaches_no_reader_whole_and_nothing_is_imported() {
@@ -260,7 +250,7 @@ fn a_corrupted_nar_reaches_no_reader_whole_and_nothing_is_imported() {
     let path = fx.path("compressible-10M");
     let source = nix_path_info(None, path);
     let dir = server.add_cache("bad", "none", Some(&fx.key("secret")), &[path]);
-    corrupt(&dir, &source.nar_hash.to_nix32());
+    corrupt_nar(&dir, &source.nar_hash.to_nix32());
     let t = importing(&fx, &server.url("bad"));
     let hash = hash_of(path);
     let readers: Vec<_> = (0..2)

@@ -22,37 +22,33 @@ pub struct Primed<R> {
 impl<R: Read> Primed<R> {
     /// Reads the first chunk of `reader` (up to 64 KiB, or its end): the
     /// error it fails with, if it does.
-    pub fn new(mut reader: R) -> io::Result<Primed<R>> {
-        let mut first = vec![0; FIRST];
-        let mut n = 0;
-        while n < FIRST {
-            match reader.read(&mut first[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        first.truncate(n);
-        Ok(Primed {
-            first,
-            at: 0,
-            reader,
-        })
+    pub fn new(reader: R) -> io::Result<Primed<R>> {
+        Primed::read_ahead(reader, true)
     }
 
     /// Reads only until `reader` gives its first bytes (or ends): for bytes
     /// that arrive over a network, where a whole chunk may take long to come
     /// and the worker would wait for all of it.
-    pub fn first(mut reader: R) -> io::Result<Primed<R>> {
+    pub fn first(reader: R) -> io::Result<Primed<R>> {
+        Primed::read_ahead(reader, false)
+    }
+
+    /// `fill`: read until the chunk is full, else until one read gave bytes.
+    fn read_ahead(mut reader: R, fill: bool) -> io::Result<Primed<R>> {
         let mut first = vec![0; FIRST];
-        let n = loop {
-            match reader.read(&mut first) {
-                Ok(n) => break n,
+        let mut n = 0;
+        while n < FIRST {
+            match reader.read(&mut first[n..]) {
+                Ok(0) => break,
+                Ok(k) if fill => n += k,
+                Ok(k) => {
+                    n = k;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-        };
+        }
         first.truncate(n);
         Ok(Primed {
             first,

@@ -26,11 +26,11 @@ pub use chroot::ChrootStore;
 pub use daemon::TestDaemon;
 pub use fixtures::{Fixtures, SETUP_NIX_FIXTURES};
 pub use nix::{
-    nix_command, nix_fresh_cache, nix_on, nix_path_info, nix_path_infos, nix_store_dump, output_of,
-    run, succeeded,
+    nix_command, nix_copy_from, nix_fresh_cache, nix_on, nix_path_info, nix_path_infos,
+    nix_store_dump, output_of, run, succeeded,
 };
 pub use scratch::{write_file, Scratch};
-pub use upstream::UpstreamServer;
+pub use upstream::{corrupt_nar, UpstreamServer};
 
 /// Tests that count the process's file descriptors, chmod directories or
 /// kill daemons take this first: one at a time within a test binary.

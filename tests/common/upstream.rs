@@ -4,14 +4,15 @@
 //! a CA the test makes (openssl CLI). Its access log says what was asked.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::nginx::{self, Reaper};
 use super::{nix_command, output_of, Scratch};
 
 pub struct UpstreamServer {
     scratch: Scratch,
-    nginx: Child,
+    nginx: Reaper,
     pub http_port: u16,
     pub https_port: u16,
 }
@@ -30,54 +31,32 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// nginx serving `<dir>/caches` on two free ports (http, https), once it
 /// listens on both; `None` when it could not bind them.
-fn launch(nginx: &str, dir: &Path) -> Option<(Child, u16, u16)> {
+fn launch(dir: &Path) -> Option<(Reaper, u16, u16)> {
     let (http_port, https_port) = (free_port(), free_port());
-    let conf = dir.join("nginx.conf");
     let errors = dir.join("error.log");
     let _ = std::fs::remove_file(&errors);
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
-             error_log {d}/error.log info;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  \
-             proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  \
-             uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
-             server {{ listen 127.0.0.1:{http_port}; root {d}/caches;\n    \
-             location /slow/ {{ alias {d}/caches/; limit_rate 128k; }}\n    \
-             location /medium/ {{ alias {d}/caches/; limit_rate 2m; }} }}\n  \
-             server {{ listen 127.0.0.1:{https_port} ssl; root {d}/caches;\n    \
-             ssl_certificate {d}/server.crt; ssl_certificate_key {d}/server.key; }}\n}}\n",
-            d = dir.display(),
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(nginx)
-        .arg("-c")
-        .arg(&conf)
-        .arg("-p")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nginx");
+    let block = format!(
+        "  server {{ listen 127.0.0.1:{http_port}; root {d}/caches; access_log {d}/access.log;\n    \
+         location /slow/ {{ alias {d}/caches/; limit_rate 128k; }}\n    \
+         location /medium/ {{ alias {d}/caches/; limit_rate 2m; }} }}\n  \
+         server {{ listen 127.0.0.1:{https_port} ssl; root {d}/caches; access_log {d}/access.log;\n    \
+         ssl_certificate {d}/server.crt; ssl_certificate_key {d}/server.key; }}",
+        d = dir.display(),
+    );
+    let mut nginx = nginx::start(dir, &block);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         // nginx binds every socket before it serves, and logs a failed
         // bind at once (it retries for a few seconds before it exits).
         let failed = std::fs::read_to_string(&errors).is_ok_and(|l| l.contains("bind()"));
-        if failed || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if failed || nginx.0.try_wait().unwrap().is_some() {
             return None;
         }
         let up = [http_port, https_port]
             .iter()
             .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok());
         if up {
-            return Some((child, http_port, https_port));
+            return Some((nginx, http_port, https_port));
         }
         assert!(
             Instant::now() < deadline,
@@ -92,10 +71,6 @@ impl UpstreamServer {
     /// nginx on two free ports, serving `<scratch>/caches/` over http and
     /// https (a certificate for 127.0.0.1 signed by [`Self::ca_file`]).
     pub fn start() -> Self {
-        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("nginx is not installed (scripts/test installs Debian's nginx as root)");
         let scratch = Scratch::new("upstream");
         let dir = scratch.path();
         std::fs::create_dir(dir.join("caches")).unwrap();
@@ -161,7 +136,7 @@ impl UpstreamServer {
         // bind: then nginx says so in its log (and gives up), and we try
         // other ports.
         let (nginx, http_port, https_port) = (0..5)
-            .find_map(|_| launch(nginx, dir))
+            .find_map(|_| launch(dir))
             .expect("nginx did not start on free ports in 5 tries (see its error.log)");
         UpstreamServer {
             scratch,
@@ -223,8 +198,8 @@ impl UpstreamServer {
     /// stopped upstream accepts connections (the kernel does) and answers
     /// nothing.
     pub fn signal(&self, signal: &str) {
-        let mut pids = super::daemon::workers_of(self.nginx.id());
-        pids.push(self.nginx.id().to_string());
+        let mut pids = super::daemon::workers_of(self.nginx.0.id());
+        pids.push(self.nginx.0.id().to_string());
         Command::new("kill")
             .arg(format!("-{signal}"))
             .args(&pids)
@@ -242,20 +217,12 @@ impl UpstreamServer {
     }
 }
 
-impl Drop for UpstreamServer {
-    fn drop(&mut self) {
-        // SIGTERM, so that nginx's master takes its worker with it.
-        let _ = Command::new("kill")
-            .arg(self.nginx.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.nginx.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.nginx.kill();
-        let _ = self.nginx.wait();
-    }
+/// Flips one byte near the end of the uncompressed NAR file whose NAR hash
+/// is `nar_hash_nix32` in the cache at `dir`: same size, another hash.
+pub fn corrupt_nar(dir: &Path, nar_hash_nix32: &str) {
+    let file = dir.join("nar").join(format!("{nar_hash_nix32}.nar"));
+    let mut bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let at = bytes.len() - 100;
+    bytes[at] ^= 0x55;
+    std::fs::write(&file, bytes).unwrap();
 }
