@@ -389,6 +389,10 @@ in
           Type = "notify";
           WatchdogSec = "30s";
           TimeoutStopSec = "30s";
+          # As systemd/nix-serve.service: bounds that hold whatever clients
+          # do (README "Limits").
+          LimitNOFILE = "8192";
+          MemoryMax = "512M";
           RestartSec = mkOverUpstream "1s";
           RestartPreventExitStatus = "2 78 203 216 243";
           # Upstream's credential for secretKeyFile, one per signKeyPaths,

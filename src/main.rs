@@ -52,17 +52,23 @@ fn main() -> ExitCode {
         config.error_log.as_deref(),
         config.access_log.as_deref(),
     ) {
-        return fail(StartError::Config(e));
+        return fail(match e {
+            log::InitError::Open { .. } => StartError::Config(e.to_string()),
+            log::InitError::Thread(_) => StartError::Other(e.to_string()),
+        });
     }
     let status = match run(&config, inherited) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     };
+    // The exit summary and whatever came before it reach the log before
+    // the process (and with it the log thread) is gone.
     log::flush();
     status
 }
 
-/// One line saying why, and the status that tells systemd whether to retry.
+/// One line saying why, and the status that tells systemd whether to retry
+/// (`log::fatal` waits for the log to take it).
 fn fail(e: StartError) -> ExitCode {
     log::fatal(&e.to_string());
     ExitCode::from(e.exit_code())
@@ -240,6 +246,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         Exit::Idle(d) => format!("No connection for {}s, exiting", d.as_secs()),
         Exit::Signal => "Stopping: finishing requests in flight".to_owned(),
     };
+    log::exiting();
     log::info(&why);
     notifier.stopping(&why);
     if !server.drain(deadline) {

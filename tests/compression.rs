@@ -149,3 +149,66 @@ fn off_by_default() {
     let r = get(addr, &format!("/{url}.zst"));
     assert_eq!(r.status, 404);
 }
+
+/// Clients that ask for a `.nar.zst` and then read nothing hold an encoder
+/// each for as long as they stay (measured before the budget: 1,024 of
+/// them held 1,343 MiB at level 1, and 64 held 5,268 MiB at level 19).
+/// Now the encoders alive share a budget (README "Limits"): at level 19,
+/// capped at 40 MiB each, six fit in 256 MiB; the next clients get a 503
+/// at once, the server's memory stays bounded, and a slot is free again as
+/// soon as a stalled client goes.
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn stalled_compressed_downloads_are_bounded() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let fx = Fixtures::load();
+    let (server, addr, _) = start_on_any_port(&["--compression", "zstd:19"]);
+    let path = fx.path("big-10M");
+    let info = get(addr, &format!("/{}.narinfo", hash_part(path))).text();
+    let url = url_of(&info).to_owned();
+    let ask = || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s.write_all(format!("GET /{url} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        let status: u16 = std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap();
+        (status, s)
+    };
+    let mut stalled = Vec::new();
+    let mut refused = 0;
+    for _ in 0..10 {
+        let (status, s) = ask();
+        match status {
+            200 => stalled.push(s),
+            503 => refused += 1,
+            other => panic!("status {other}"),
+        }
+    }
+    assert_eq!((stalled.len(), refused), (6, 4));
+    let rss_kb: u64 = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    eprintln!("RSS {rss_kb} kB with six encoders at level 19");
+    assert!(
+        rss_kb < 320 * 1024,
+        "RSS {rss_kb} kB with six encoders at level 19"
+    );
+    drop(stalled.pop());
+    common::wait_until(
+        "a share of the budget back",
+        Duration::from_secs(30),
+        || {
+            let (status, s) = ask();
+            if status == 200 {
+                stalled.push(s);
+            }
+            status == 200
+        },
+    );
+}

@@ -68,6 +68,10 @@ impl Handler for TestHandler {
         if t == "/panic" {
             panic!("a handler bug, on purpose");
         }
+        if t == "/echo-range" {
+            let seen = r.range.as_deref().unwrap_or("none").to_owned();
+            return Response::text(200, &seen);
+        }
         if let Some(ms) = number(t, "/sleep/") {
             thread::sleep(Duration::from_millis(ms));
             return Response::text(200, "slept\n");
@@ -391,6 +395,28 @@ fn keep_alive_serves_every_kind_of_body_on_one_connection() {
         assert_eq!(body.len(), 100_000);
         check_pattern(&body);
     }
+}
+
+/// RFC 9110 §13.1.5: we send no validators, so no If-Range matches and the
+/// application never sees the Range; RFC 9112 §3.2: an invalid Host is a
+/// 400 and closes the connection.
+#[test]
+fn if_range_and_host_rules() {
+    let e = start();
+    let ask = |extra: &str| {
+        send(
+            e.addr,
+            format!("GET /echo-range HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    };
+    assert_eq!(ask("Range: bytes=1-\r\n").body, b"bytes=1-");
+    assert_eq!(ask("Range: bytes=1-\r\nIf-Range: \"x\"\r\n").body, b"none");
+    let r = send(
+        e.addr,
+        b"GET /hello HTTP/1.1\r\nHost: exa mple\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 400);
 }
 
 #[test]

@@ -29,6 +29,34 @@ fn head_and_get_agree_when_the_files_are_gone() {
     assert_eq!(get(h.addr, &target).status, 500);
 }
 
+/// The same through a nix-daemon whose store's files are not on this
+/// machine's /nix/store (a chroot store behind its own daemon): Nix 2.8's
+/// daemon takes NarFromPath, starts the NAR, then writes its error message
+/// where the NAR goes. The stream's hash is checked and its first chunk is
+/// read before the status is chosen, so GET and HEAD both say 502 (the
+/// daemon failed), where they said 200 and sent the daemon's error message
+/// as the NAR's 128 bytes.
+#[test]
+#[ignore = "needs real Nix and fixtures: run scripts/test"]
+fn through_the_daemon_a_nar_whose_files_are_gone_is_a_502_not_a_short_200() {
+    let _fx = Fixtures::load();
+    let store = ChrootStore::new("faults-gone-daemon");
+    let gone = store.add("gone.txt", b"soon gone\n");
+    let kept = store.add("kept.txt", b"still here\n");
+    std::fs::remove_file(store.writable_file(&gone)).unwrap();
+    let daemon = TestDaemon::serving(&store.uri());
+    let uri = format!("unix://{}", daemon.socket().display());
+    let h = start(opener(&uri), 1, vec![], limits());
+    let target = format!("/nar/{}.nar", hash_of(&gone));
+    assert_eq!(get(h.addr, &target).status, 502);
+    assert_eq!(head(h.addr, &target).status, 502);
+    // The worker reconnects: the next NAR is whole.
+    let r = get(h.addr, &format!("/nar/{}.nar", hash_of(&kept)));
+    assert_eq!(r.status, 200);
+    let real = store.root().join(kept.trim_start_matches('/'));
+    assert_eq!(r.body, common::nix_store_dump(real));
+}
+
 /// A path the garbage collector takes between the client's narinfo and its
 /// NAR is absent (404, "No such path."), not a server error.
 #[test]

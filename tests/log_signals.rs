@@ -9,54 +9,23 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::binary::{free_port, get, tmpdir, wait_listening, Running};
+use common::binary::{get, tmpdir, Running};
+use common::logs::{read, start_on_free_port, wait_for, wait_for_n};
 
 /// Starts the server on a free port with both logs in `dir`.
 fn start_with_logs(dir: &Path) -> (Running, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let (access, error) = (dir.join("access.log"), dir.join("error.log"));
-    let server = Running::start(
+    start_on_free_port(
         &[
-            "--listen",
-            &addr.to_string(),
             "--access-log",
             access.to_str().unwrap(),
             "--error-log",
             error.to_str().unwrap(),
         ],
         Stdio::inherit(),
-    );
-    wait_listening(addr, Duration::from_secs(60));
-    (server, addr)
-}
-
-fn read(path: &Path) -> String {
-    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
-}
-
-/// Waits (bounded) until `path` holds `needle`.
-fn wait_for(path: &Path, needle: &str) -> String {
-    wait_for_n(path, needle, 1)
-}
-
-/// Waits (bounded) until `path` holds `needle` `n` times.
-fn wait_for_n(path: &Path, needle: &str, n: usize) -> String {
-    let start = Instant::now();
-    loop {
-        let text = read(path);
-        if text.matches(needle).count() >= n {
-            return text;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{} never got {needle:?} {n} times: {text:?}",
-            path.display()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    )
 }
 
 fn signal(server: &Running, sig: &str) {
@@ -87,7 +56,8 @@ fn sighup_reopens_renamed_logs_and_keeps_serving() {
     for _ in 0..3 {
         assert_eq!(get(addr, "/nix-cache-info?after").status, 200);
     }
-    let new = wait_for(&access, "GET /nix-cache-info?after ");
+    // The log thread writes them a moment after the replies went out.
+    let new = wait_for_n(&access, "GET /nix-cache-info?after ", 3);
     assert_eq!(new.lines().count(), 3, "every request after HUP: {new}");
     let old = read(&dir.join("access.log.1"));
     assert!(
@@ -146,6 +116,17 @@ fn access_log_escapes_quotes_backslashes_and_non_ascii_bytes_from_clients() {
         line.trim_end().ends_with(r#""a\x22b\x5Cc \xC3\xA9""#),
         "User-Agent not escaped: {line}"
     );
+
+    // A byte that is not UTF-8 (Latin-1 `é`) is logged as the byte sent,
+    // not as the replacement character's three bytes.
+    let reply = raw(
+        addr,
+        b"GET /nix-cache-info?latin1 HTTP/1.1\r\nHost: t\r\nUser-Agent: caf\xe9\r\nConnection: close\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let all = wait_for(&access, "?latin1");
+    let line = all.lines().find(|l| l.contains("?latin1")).unwrap();
+    assert!(line.ends_with(r#""caf\xE9""#), "User-Agent bytes: {line}");
 
     // Control bytes: whether the parser refuses them or not, none reaches
     // the log raw.

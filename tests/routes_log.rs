@@ -163,7 +163,14 @@ fn nothing_outside_the_log_directory() {
     let drvs = store.root().join("nix/var/log/nix/drvs");
     let linked = "9ygls0mbwcvql4g896aar9vxfbzqwf0n-linked.drv";
     let plain = "9ygls0mbwcvql4g896aar9vxfbzqwf0n-plain.drv";
+    let corrupt = "9ygls0mbwcvql4g896aar9vxfbzqwf0n-corrupt.drv";
     std::fs::create_dir_all(drvs.join("9y")).unwrap();
+    // A `.bz2` whose header is bzip2's and whose first block is not.
+    std::fs::write(
+        drvs.join("9y").join(format!("{}.bz2", &corrupt[2..])),
+        b"BZh91AY&SYnot a block at all, but long enough to be read as one\n",
+    )
+    .unwrap();
     std::os::unix::fs::symlink(&secret, drvs.join("9y").join(&linked[2..])).unwrap();
     std::fs::write(drvs.join("9y").join(&plain[2..]), "a log\n").unwrap();
 
@@ -174,6 +181,12 @@ fn nothing_outside_the_log_directory() {
     assert_eq!((r.status, r.text().as_str()), (200, "a log\n"));
     let r = get(addr, &format!("/log/{linked}"));
     assert_eq!((r.status, r.text().as_str()), (404, "No such log.\n"));
+    // A corrupt `.bz2` fails in its first block, before the status: a 500
+    // for GET and HEAD alike, never a 200 cut short.
+    let r = get(addr, &format!("/log/{corrupt}"));
+    assert_eq!((r.status, r.text().as_str()), (500, "Internal error.\n"));
+    let r = request(addr, "HEAD", &format!("/log/{corrupt}"), &[], true);
+    assert_eq!(r.status, 500);
     // A valid path without a deriver has no log.
     let r = get(addr, &format!("/log/{}", base(&valid)));
     assert_eq!((r.status, r.text().as_str()), (404, "No such log.\n"));

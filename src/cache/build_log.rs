@@ -56,12 +56,22 @@ pub fn handle(
     };
     let body = match found {
         BuildLog::Plain { .. } if head_only => Body::Omitted { len },
-        BuildLog::Plain { .. } => Body::Stream {
-            reader: found.into_reader(start).map_err(read_failed)?,
-            len,
-        },
+        BuildLog::Plain { .. } => {
+            let permit = heavy
+                .take(heavy::STREAM_BUFFERS)
+                .ok_or(HandlerError::Busy)?;
+            Body::Stream {
+                reader: Box::new(Holding {
+                    reader: found.into_reader(start).map_err(read_failed)?,
+                    _permit: permit,
+                }),
+                len,
+            }
+        }
         BuildLog::Bzip2(_) => {
-            let permit = heavy.take(heavy::BZIP2_DECODER).ok_or(HandlerError::Busy)?;
+            let permit = heavy
+                .take(heavy::BZIP2_DECODER + heavy::STREAM_BUFFERS)
+                .ok_or(HandlerError::Busy)?;
             // A corrupt `.bz2` fails in its first block: a 500, not a 200
             // cut short. HEAD decodes it too, so the two agree.
             let reader = found.into_reader(start).map_err(read_failed)?;

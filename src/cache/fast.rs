@@ -95,4 +95,15 @@ impl FastPath for NarinfoFastPath {
     fn answer(&mut self, request: &Request) -> Option<Response> {
         NarinfoFastPath::answer(self, request)
     }
+
+    /// The loop's first look at the change signal, which cannot rule out a
+    /// change before it and so starts a new epoch: here, before the loop
+    /// takes a request, rather than at its first narinfo, when it would
+    /// forget the replies the other loops' workers had filed by then.
+    fn start(&mut self) {
+        if self.watch.look() == Look::Changed {
+            self.replies
+                .first_look(self.closure.as_ref().map(|a| a.current()));
+        }
+    }
 }

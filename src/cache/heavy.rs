@@ -1,6 +1,7 @@
-//! A memory budget for the replies that hold much memory for as long as
-//! their body streams: a zstd encoder (`--compression`), a bzip2 decoder
-//! (a `.bz2` build log). A client that asks for one and then stops reading
+//! A memory budget for the replies that hold memory for as long as their
+//! body streams: every computed body (the engine keeps a chunk being
+//! written and the next one read ahead: [`STREAM_BUFFERS`]), and on top a
+//! zstd encoder (`--compression`) or a bzip2 decoder (a `.bz2` build log). A client that asks for one and then stops reading
 //! holds it until the slow-reader rule cuts it (a minute by default):
 //! measured before this budget, 1,024 such clients held 1,343 MiB with
 //! zstd level 1, and 64 held 5,268 MiB at level 19.
@@ -18,6 +19,9 @@ use std::sync::Arc;
 /// What all heavy replies may hold at once. With the README's other
 /// bounds, the process stays under the units' `MemoryMax=`.
 pub const BUDGET: u64 = 256 << 20;
+/// What the engine holds of any computed body while it streams: the chunk
+/// being written and the next one, 64 KiB each (`server/body.rs`).
+pub const STREAM_BUFFERS: u64 = 128 << 10;
 /// The estimate for a bzip2 decoder: a block of up to 900 kB, decoded with
 /// libbzip2's fast algorithm (4 bytes a block byte), plus buffers.
 pub const BZIP2_DECODER: u64 = 4 << 20;

@@ -210,12 +210,18 @@ impl Worker {
                 match &e {
                     HandlerError::Store(s) => {
                         let (method, target) = (request.method.as_str(), &request.target);
-                        log::error(&format!("{method} {target}: {}", log::chain(s)));
+                        log::error_limited(
+                            log::Kind::Store,
+                            format_args!("{method} {target}: {}", log::chain(s)),
+                        );
                         self.store.failed(s);
                     }
                     HandlerError::Reply(what) => {
                         let (method, target) = (request.method.as_str(), &request.target);
-                        log::error(&format!("{method} {target}: {what}"));
+                        log::error_limited(
+                            log::Kind::Reply,
+                            format_args!("{method} {target}: {what}"),
+                        );
                     }
                     HandlerError::Upstream(what) => {
                         let (method, target) = (request.method.as_str(), &request.target);

@@ -19,6 +19,12 @@ use super::range;
 use super::response::{self, HandlerError, CACHE_IMMUTABLE, CACHE_SHORT};
 
 pub const CONTENT_TYPE: &str = "application/x-nix-nar";
+/// A NAR up to this size is read here, by the worker, and goes back to the
+/// loop as bytes: sent by a body thread, it would cost one more hand-off
+/// (loop, worker, loop, body thread, loop) for a few hundred bytes, most
+/// of an empty NAR's time. The size is what a NAR going out holds of
+/// framing anyway (README "Limits").
+const SMALL: u64 = 16 * 1024;
 
 pub struct NarRequest<'r> {
     pub hash: HashPart,
@@ -103,7 +109,10 @@ pub fn handle(
         None => CACHE_SHORT,
     };
     if let Encoding::ZstdFile { level } | Encoding::ZstdContent { level } = req.encoding {
-        match req.heavy.take(heavy::zstd_encoder_bytes(level)) {
+        match req
+            .heavy
+            .take(heavy::zstd_encoder_bytes(level) + heavy::STREAM_BUFFERS)
+        {
             Some(permit) => return compressed(store, &info, req, level, cache_control, permit),
             // A client that only allowed zstd gets the NAR itself.
             None if matches!(req.encoding, Encoding::ZstdContent { .. }) => {}
@@ -119,11 +128,16 @@ pub fn handle(
     };
     let body = match nar {
         NarBody::Files(_) if req.head_only => Body::Omitted { len: Some(len) },
+        NarBody::Files(reader) if len <= SMALL => Body::Bytes(read_small(reader, len)?),
         NarBody::Files(reader) => Body::Segments {
             source: Box::new(NarSegments(reader)),
             len,
         },
         NarBody::Stream(reader) => {
+            let permit = req
+                .heavy
+                .take(heavy::STREAM_BUFFERS)
+                .ok_or(HandlerError::Busy)?;
             // A stream that fails before its first byte (the daemon closes
             // it when the path's files are gone) is a status, not a cut
             // 200; HEAD asks as GET does, so the two agree.
@@ -132,7 +146,10 @@ pub fn handle(
                 Body::Omitted { len: Some(len) }
             } else {
                 Body::Stream {
-                    reader: Box::new(primed),
+                    reader: Box::new(Holding {
+                        reader: primed,
+                        _permit: permit,
+                    }),
                     len: Some(len),
                 }
             }
@@ -198,6 +215,21 @@ fn compressed(
             .with_header("Vary", "Accept-Encoding".to_owned()),
         _ => r,
     })
+}
+
+/// The `len` bytes of a small NAR, checked as a streamed one is (a file
+/// that changed is an error, never other bytes under the same length). A
+/// failure is the files', not the store connection's: a 500 that keeps it.
+fn read_small(mut reader: NarReader, len: u64) -> Result<Vec<u8>, HandlerError> {
+    let mut out = Vec::with_capacity(len as usize);
+    let read = (&mut reader).take(len).read_to_end(&mut out);
+    match read {
+        Ok(n) if n as u64 == len => Ok(out),
+        Ok(n) => Err(HandlerError::Reply(format!(
+            "the NAR ended after {n} of {len} bytes"
+        ))),
+        Err(e) => Err(HandlerError::Reply(format!("reading the NAR: {e}"))),
+    }
 }
 
 /// A zstd encoder at `level` over `nar`, its memory capped as

@@ -219,6 +219,10 @@ pub trait Handler: Send {
 /// unsure of is `None`, and the request goes to a worker.
 pub trait FastPath: Send {
     fn answer(&mut self, request: &Request) -> Option<Response>;
+    /// Called once on the loop's thread before it takes its first
+    /// connection: the place for set-up that should not wait for the
+    /// first request (and not delay the start of the others).
+    fn start(&mut self) {}
 }
 
 /// The application: makes a [`Handler`] per worker thread and a

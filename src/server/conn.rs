@@ -57,8 +57,12 @@ pub fn unsent_bound(write_timeout: Duration) -> u32 {
 const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 256 * 1024;
 /// Bytes the loop writes from memory for one connection in one turn
-/// before others get theirs, and a body thread sends in one job.
+/// before others get theirs.
 const TURN: u64 = 4 << 20;
+/// Bytes a body thread sends in one job before the connection goes back
+/// to its loop (and the thread to the queue): a few milliseconds at
+/// loopback speed.
+const BODY_TURN: u64 = 16 << 20;
 const READ_CHUNK: usize = 4096;
 /// Draining: how long a connection that has sent no whole head yet gets to
 /// finish one. A client that connected just before the stop sends its
@@ -277,7 +281,10 @@ impl Conn {
                 }
                 Ok(Parsed::Partial) => {}
                 Err(e) => {
-                    log::info(&format!("bad request from {}: {e}", self.peer));
+                    log::info_limited(
+                        log::Kind::BadRequest,
+                        format_args!("bad request from {}: {e}", self.peer),
+                    );
                     self.reply_error(e, cx);
                     return None;
                 }
@@ -496,7 +503,7 @@ impl Conn {
                         id: cx.id,
                         sock: self.sock.clone(),
                         body,
-                        budget: TURN,
+                        budget: BODY_TURN,
                     });
                     return Flush::Away;
                 }
@@ -593,7 +600,7 @@ impl Conn {
             self.record(&x, true);
             if cx.access_log {
                 let body = self.written.saturating_sub(self.head_len);
-                log::access(&access_line(&self.peer, &x, body));
+                log::access(access_line(&self.peer, &x, body));
             }
         }
         self.answered = true;
@@ -647,10 +654,13 @@ impl Conn {
 
     fn client_gone(&mut self, e: &str) -> Flush {
         if let Some(x) = &self.exchange {
-            log::info(&format!(
-                "client {} went away mid-response to {}: {e}",
-                self.peer, x.target
-            ));
+            log::info_limited(
+                log::Kind::ClientGone,
+                format_args!(
+                    "client {} went away mid-response to {}: {e}",
+                    self.peer, x.target
+                ),
+            );
         }
         self.log_cut();
         Flush::Failed
@@ -670,7 +680,7 @@ impl Conn {
             self.record(&x, false);
             if log::access_enabled() {
                 let body = self.written.saturating_sub(self.head_len);
-                log::access(&access_line(&self.peer, &x, body));
+                log::access(access_line(&self.peer, &x, body));
             }
         }
     }
@@ -698,7 +708,10 @@ impl Conn {
                 }
                 if let Some(started) = self.head_started {
                     if cx.now >= started + limits.read_timeout {
-                        log::info(&format!("request head from {} timed out", self.peer));
+                        log::info_limited(
+                            log::Kind::HeadTimeout,
+                            format_args!("request head from {} timed out", self.peer),
+                        );
                         self.reply_error(RequestError::Timeout, cx);
                         return self.drive(cx);
                     }
@@ -738,10 +751,13 @@ impl Conn {
     fn too_slow(&mut self, why: &str) {
         self.sock.reset_on_close();
         let target = self.exchange.as_ref().map_or("-", |x| x.target.as_str());
-        log::info(&format!(
-            "client {} reads {target} too slowly ({why}); closed",
-            self.peer
-        ));
+        log::info_limited(
+            log::Kind::SlowReader,
+            format_args!(
+                "client {} reads {target} too slowly ({why}); closed",
+                self.peer
+            ),
+        );
         self.log_cut();
     }
 }
@@ -752,10 +768,10 @@ impl Conn {
 fn access_line(peer: &str, x: &Exchange, bytes: u64) -> String {
     let date = response::clf_date(SystemTime::now());
     let target = log::escape(&x.target);
-    let ua = x.user_agent.as_deref().map_or_else(
-        || "-".to_owned(),
-        |ua| log::escape(&String::from_utf8_lossy(ua)),
-    );
+    let ua = x
+        .user_agent
+        .as_deref()
+        .map_or_else(|| "-".to_owned(), log::escape_bytes);
     let user = x
         .user
         .as_deref()

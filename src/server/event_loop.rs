@@ -168,7 +168,7 @@ impl EventLoop {
             .into_iter()
             .map(Listening::from)
             .collect::<io::Result<Vec<_>>>()?;
-        let mut l = EventLoop {
+        let l = EventLoop {
             index,
             poll,
             listeners,
@@ -187,7 +187,6 @@ impl EventLoop {
             date_second: u64::MAX,
         };
         l.shared.health.beat(index);
-        l.set_accepting(true)?;
         Ok(l)
     }
 
@@ -227,6 +226,12 @@ impl EventLoop {
 
     /// Runs until drained.
     fn run(mut self) {
+        if let Some(fast) = &mut self.settings.fast {
+            fast.start();
+        }
+        if let Err(e) = self.set_accepting(true) {
+            log::error(&format!("event loop {}: cannot accept: {e}", self.index));
+        }
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         loop {

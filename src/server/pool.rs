@@ -351,8 +351,10 @@ impl ThreadCtx {
                 mut body,
                 budget,
             } => {
-                let sent =
-                    panic::catch_unwind(AssertUnwindSafe(|| body::send(&mut body, &sock, budget)));
+                let others_wait = || self.slack.load(Ordering::Relaxed) < 0;
+                let sent = panic::catch_unwind(AssertUnwindSafe(|| {
+                    body::send(&mut body, &sock, budget, &others_wait)
+                }));
                 match sent {
                     Ok(outcome) => Done::Sent {
                         id,

@@ -360,7 +360,7 @@ impl DaemonStore {
             .conn
             .take()
             .expect("run keeps the connection on success");
-        let mut stream = NarStream::new(self.returned.clone(), conn, info.nar_size);
+        let mut stream = NarStream::new(self.returned.clone(), conn, info.nar_size, info.nar_hash);
         // No way to ask the daemon for part of a NAR: read and drop the head.
         let skipped = io::copy(&mut (&mut stream).take(offset), &mut io::sink())
             .map_err(|e| connection::io_failure("NarFromPath", e))?;

@@ -11,6 +11,7 @@ mod chroot;
 mod daemon;
 mod fixtures;
 pub mod in_process;
+pub mod logs;
 pub mod nginx;
 mod nix;
 pub mod routes;

@@ -161,10 +161,7 @@ impl Replies {
     ) -> Option<Option<Vec<u8>>> {
         let mut s = self.state();
         if changed || !same(&s.closure, &closure) {
-            s.epoch += 1;
-            self.epoch.store(s.epoch, Ordering::Release);
-            s.by_hash.clear();
-            s.closure = closure;
+            self.next_epoch(&mut s, closure);
             return None;
         }
         let entry = s.by_hash.get(hash)?;
@@ -175,6 +172,20 @@ impl Replies {
             return None;
         }
         Some(entry.body.clone())
+    }
+
+    /// A loop's first look at the change signal, which cannot tell what
+    /// changed before it: a new epoch, as any change starts.
+    pub fn first_look(&self, closure: Option<Arc<Closure>>) {
+        let mut s = self.state();
+        self.next_epoch(&mut s, closure);
+    }
+
+    fn next_epoch(&self, s: &mut State, closure: Option<Arc<Closure>>) {
+        s.epoch += 1;
+        self.epoch.store(s.epoch, Ordering::Release);
+        s.by_hash.clear();
+        s.closure = closure;
     }
 
     /// `Some(d)` when there is no change signal and a reply is trusted for
