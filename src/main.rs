@@ -21,7 +21,7 @@ use nix_serve_sd::nix::signing::SecretKey;
 use nix_serve_sd::server::life::{self, Exit, Watch};
 use nix_serve_sd::server::{self, Limits, Listener, Server, Settings};
 use nix_serve_sd::store::closure::{self, Roots, Watcher};
-use nix_serve_sd::store::upstream::{self, download, ImportTarget, Upstream};
+use nix_serve_sd::store::upstream::{self, download, Budget, ImportTarget, Upstream};
 use nix_serve_sd::store::{uri, Counted, OpenStore, Opener};
 use nix_serve_sd::systemd::{self, Notifier};
 
@@ -143,11 +143,14 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         inner: Arc::new(opener.clone()),
         metrics: metrics.clone(),
     });
+    // One budget for the memory of computed bodies and of upstream
+    // downloads (README "Limits").
+    let heavy = heavy::Heavy::new(heavy::BUDGET);
     let svc = Arc::new(Service {
         keys,
         priority: config.priority,
         compression: config.compression,
-        heavy: heavy::Heavy::new(heavy::BUDGET),
+        heavy: heavy.clone(),
     });
     // The first closure before READY: the server never serves unfiltered.
     let mut closure_watch = None;
@@ -163,7 +166,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     };
     let upstream = match &config.upstream {
         None => None,
-        Some(u) => Some(pull_through(u, &opener, &metrics, &env)?),
+        Some(u) => Some(pull_through(u, &opener, &metrics, &heavy, &env)?),
     };
     let app = Arc::new(
         Cache::new(svc, open, opener.change_signal(), metrics.clone())
@@ -295,6 +298,7 @@ fn pull_through(
     u: &UpstreamConfig,
     opener: &Opener,
     metrics: &Arc<Metrics>,
+    heavy: &Arc<heavy::Heavy>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Upstream, StartError> {
     download::check_temp_dir(&u.temp_dir).map_err(|e| {
@@ -329,6 +333,10 @@ fn pull_through(
         max_import: u.max_import,
         temp_dir: u.temp_dir.clone(),
         import,
+        budget: Some(Budget::new({
+            let heavy = heavy.clone();
+            move |bytes| heavy.take(bytes).map(|p| Box::new(p) as Box<dyn Send>)
+        })),
     };
     Upstream::new(config, metrics.clone()).map_err(|e| StartError::Config(e.to_string()))
 }

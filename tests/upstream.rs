@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use nix_serve_sd::metrics::Metrics;
 use nix_serve_sd::nix::narinfo::parse::NarInfo;
 use nix_serve_sd::nix::store_path::{HashPart, StoreDir, StorePath};
+use nix_serve_sd::store::upstream::decompress::XZ_MEMORY;
 use nix_serve_sd::store::upstream::{
-    CacheUrl, Config, ImportTarget, Lookup, Upstream, UpstreamError,
+    Budget, CacheUrl, Config, ImportTarget, Lookup, Upstream, UpstreamError,
 };
 use nix_serve_sd::store::Store;
 
@@ -75,6 +76,7 @@ fn upstream(
                 store_dir: StoreDir::default(),
                 timeout: Duration::from_secs(30),
             }),
+            budget: None,
         },
         Arc::new(Metrics::default()),
     )
@@ -400,6 +402,7 @@ fn https_with_the_ca_bundle_given_and_not_without_it() {
             max_import: 0,
             temp_dir: tmp.path().to_path_buf(),
             import: None,
+            budget: None,
         },
         Arc::new(Metrics::default())
     )
@@ -423,6 +426,7 @@ fn past_the_most_downloads_a_new_one_is_refused_and_one_under_way_is_joined() {
             max_import: 1 << 30,
             temp_dir: tmp.path().to_path_buf(),
             import: None,
+            budget: None,
         },
         Arc::new(Metrics::default()),
     )
@@ -450,4 +454,70 @@ fn past_the_most_downloads_a_new_one_is_refused_and_one_under_way_is_joined() {
     let nar = up.nar(&hash_of(empty), None).unwrap();
     assert_eq!(read_all(nar.reader).0, nix_store_dump(empty));
     assert_eq!(up.stats().import("serve-only"), 2);
+}
+
+/// Gives back its bytes when dropped.
+struct Held(Arc<std::sync::atomic::AtomicU64>, u64);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0
+            .fetch_sub(self.1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Each download takes its decoder's window and buffers from the budget
+/// before it starts (none: refused, nothing fetched) and gives them back
+/// when it ends.
+#[test]
+#[ignore = "needs real Nix, fixtures and Debian's nginx: run scripts/test"]
+fn a_download_takes_its_memory_from_the_budget_and_gives_it_back() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let fx = Fixtures::load();
+    let server = UpstreamServer::start();
+    let leaf = fx.path("dep-leaf");
+    server.add_cache("xz", "xz", Some(&fx.key("secret")), &[leaf]);
+    let tmp = Scratch::new("pull-through-tmp");
+    let held = Arc::new(AtomicU64::new(0));
+    let most = Arc::new(AtomicU64::new(0));
+    let budget = |limit: u64| {
+        let (held, most) = (held.clone(), most.clone());
+        Budget::new(move |n| {
+            let now = held.fetch_add(n, Ordering::SeqCst) + n;
+            if now > limit {
+                held.fetch_sub(n, Ordering::SeqCst);
+                return None;
+            }
+            most.fetch_max(now, Ordering::SeqCst);
+            Some(Box::new(Held(held.clone(), n)) as Box<dyn Send>)
+        })
+    };
+    let up = |limit| {
+        Upstream::new(
+            Config {
+                caches: vec![CacheUrl::parse(&server.url("xz")).unwrap()],
+                store_dir: StoreDir::default(),
+                ca_bundle: None,
+                max_downloads: 16,
+                max_import: 0,
+                temp_dir: tmp.path().to_path_buf(),
+                import: None,
+                budget: Some(budget(limit)),
+            },
+            Arc::new(Metrics::default()),
+        )
+        .unwrap()
+    };
+    let none = up(0);
+    assert!(matches!(
+        none.nar(&hash_of(leaf), None),
+        Err(UpstreamError::NoMemory)
+    ));
+    assert_eq!(server.requests("/xz/nar/"), 0, "fetched without memory");
+    let ample = up(1 << 30);
+    let nar = ample.nar(&hash_of(leaf), None).unwrap();
+    assert_eq!(read_all(nar.reader).0, nix_store_dump(leaf));
+    wait_idle(&ample);
+    assert!(most.load(Ordering::SeqCst) >= XZ_MEMORY, "the xz window");
+    assert_eq!(held.load(Ordering::SeqCst), 0, "given back");
 }

@@ -8,6 +8,9 @@
 //!   (`HandlerError::Upstream`).
 //! - NAR: the shared download's bytes as they arrive, `Content-Length` =
 //!   NarSize, ranges from the download's file; HEAD starts no download.
+//!   Each reply takes its chunk buffers from the memory budget of computed
+//!   bodies (`heavy.rs`), and each download its decoder's window and
+//!   buffers (`store::upstream::Budget`): past it, 503.
 //!
 //! None of these replies is filed for the event loops (`narinfo/replies.rs`
 //! rests on the store's change signal; an upstream answer has its own short
@@ -20,6 +23,7 @@ use crate::nix::store_path::HashPart;
 use crate::server::app::{Body, Response};
 use crate::store::upstream::{Lookup, Upstream, UpstreamError};
 
+use super::heavy::{self, Holding};
 use super::nar::{self, Encoding, NarRequest, CONTENT_TYPE};
 use super::narinfo;
 use super::primed::Primed;
@@ -50,6 +54,15 @@ pub fn nar(up: &Upstream, req: &NarRequest<'_>) -> Result<Response, HandlerError
         Some(_) => CACHE_IMMUTABLE,
         None => CACHE_SHORT,
     };
+    // Taken before the download starts, so that a refusal fetches nothing.
+    let permit = match req.head_only {
+        true => None,
+        false => Some(
+            req.heavy
+                .take(heavy::STREAM_BUFFERS)
+                .ok_or(HandlerError::Busy)?,
+        ),
+    };
     let (info, body) = if req.head_only {
         match up.nar_info(&req.hash, req.nar_hash.as_ref()) {
             Ok(found) => (found.info.clone(), None),
@@ -65,9 +78,8 @@ pub fn nar(up: &Upstream, req: &NarRequest<'_>) -> Result<Response, HandlerError
     let Some((status, start, len)) = range::select(req.range, total) else {
         return Ok(range::unsatisfiable(total));
     };
-    let body = match body {
-        None => Body::Omitted { len: Some(len) },
-        Some(reader) => {
+    let body = match (body, permit) {
+        (Some(reader), Some(permit)) => {
             // A download that fails before its first byte (the upstream
             // is down, or lost the file) is a status, not a cut 200. Only
             // the first bytes are awaited: a worker must not wait for a
@@ -75,10 +87,14 @@ pub fn nar(up: &Upstream, req: &NarRequest<'_>) -> Result<Response, HandlerError
             let primed = Primed::first(reader.starting_at(start))
                 .map_err(|e| HandlerError::Upstream(e.to_string()))?;
             Body::Stream {
-                reader: Box::new(std::io::Read::take(primed, len)),
+                reader: Box::new(Holding {
+                    reader: std::io::Read::take(primed, len),
+                    _permit: permit,
+                }),
                 len: Some(len),
             }
         }
+        _ => Body::Omitted { len: Some(len) },
     };
     let mut r = Response::new(status, CONTENT_TYPE, cache_control, body);
     if req.vary {
@@ -95,7 +111,7 @@ fn refused(e: UpstreamError) -> Result<Response, HandlerError> {
         UpstreamError::Failed(why) => Err(HandlerError::Upstream(format!(
             "no upstream cache has the NAR, and not every one answered: {why}"
         ))),
-        UpstreamError::Busy(_) => Err(HandlerError::Busy),
+        UpstreamError::Busy(_) | UpstreamError::NoMemory => Err(HandlerError::Busy),
         UpstreamError::TempFile(e) => Err(HandlerError::Reply(format!(
             "an upstream download cannot start: {e}"
         ))),

@@ -62,6 +62,26 @@ pub struct Config {
     pub temp_dir: PathBuf,
     /// Where to import; `None`: serve only.
     pub import: Option<ImportTarget>,
+    /// Where each download takes the memory it holds; `None`: nowhere.
+    pub budget: Option<Budget>,
+}
+
+/// The memory budget downloads take from before they start (the server's
+/// budget of heavy replies): their decoder's window and their buffers,
+/// given back when the download ends. `None` from it: no room now.
+#[derive(Clone)]
+pub struct Budget(Arc<dyn Fn(u64) -> Option<Box<dyn Send>> + Send + Sync>);
+
+impl Budget {
+    pub fn new(take: impl Fn(u64) -> Option<Box<dyn Send>> + Send + Sync + 'static) -> Self {
+        Budget(Arc::new(take))
+    }
+}
+
+impl fmt::Debug for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Budget")
+    }
 }
 
 /// Why an upstream NAR cannot be served now.
@@ -80,6 +100,9 @@ pub enum UpstreamError {
     /// Too many downloads at once: 503.
     #[error("{0} upstream downloads are under way, the most allowed")]
     Busy(usize),
+    /// No room in the memory budget for another download now: 503.
+    #[error("the memory budget has no room for another download now")]
+    NoMemory,
     /// The temporary file could not be made: 500 (a fault of this
     /// machine's, logged; `--upstream-temp-dir` is checked at start-up).
     #[error("{0}")]
@@ -227,6 +250,13 @@ impl Upstream {
         if downloads.len() >= max {
             return Err(UpstreamError::Busy(max));
         }
+        let held = match &self.inner.config.budget {
+            None => None,
+            Some(Budget(take)) => {
+                let bytes = download::MEMORY + found.compression.memory();
+                Some(take(bytes).ok_or(UpstreamError::NoMemory)?)
+            }
+        };
         let import = self.import_target(&found);
         let d = download::Download::new(
             Arc::clone(&found),
@@ -236,7 +266,7 @@ impl Upstream {
         .map_err(UpstreamError::TempFile)?;
         downloads.insert(*hash, Arc::clone(&d));
         drop(downloads);
-        self.start(*hash, &d, import);
+        self.start(*hash, &d, import, held);
         Ok(UpstreamNar {
             info: found.info.clone(),
             reader: d.reader(),
@@ -263,8 +293,15 @@ impl Upstream {
         Some(target.clone())
     }
 
-    /// The download's thread and, with a target, its import's.
-    fn start(&self, hash: HashPart, d: &Arc<download::Download>, import: Option<ImportTarget>) {
+    /// The download's thread and, with a target, its import's. `held`: the
+    /// download's share of the memory budget, given back when it ends.
+    fn start(
+        &self,
+        hash: HashPart,
+        d: &Arc<download::Download>,
+        import: Option<ImportTarget>,
+        held: Option<Box<dyn Send>>,
+    ) {
         let found = &d.found;
         log::info(&format!(
             "{}: fetching {} ({}, {} bytes as a NAR){}",
@@ -283,6 +320,7 @@ impl Upstream {
         std::thread::spawn(move || {
             let inner = &this.inner;
             let outcome = download.run(&inner.client, &inner.metrics);
+            drop(held);
             match &outcome {
                 Outcome::Verified => inner.metrics.upstream_request("nar", "ok"),
                 Outcome::Failed(why) => {

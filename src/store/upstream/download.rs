@@ -31,6 +31,9 @@ use crate::nix::hash::Sha256;
 
 /// Decompressed bytes handled at a time.
 const CHUNK: usize = 256 * 1024;
+/// What a download holds besides its decoder's window: its chunk, and the
+/// HTTP client's and the decoder's input buffers.
+pub const MEMORY: u64 = CHUNK as u64 + (128 << 10);
 /// Bytes held back from readers until the NAR is verified.
 const WITHHELD: u64 = 1;
 
