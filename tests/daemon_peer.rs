@@ -71,11 +71,16 @@ fn handshake(c: &mut UnixStream, minor: u64) {
 }
 
 fn path_info_reply(nar_size: u64) -> Vec<u8> {
+    path_info_reply_with(nar_size, HASH16)
+}
+
+/// The reply for a path whose NAR has the sha256 `hash16` (base16).
+fn path_info_reply_with(nar_size: u64, hash16: &str) -> Vec<u8> {
     [
         u(LAST),
         u(1),
         s(""),
-        s(HASH16),
+        s(hash16),
         u(0),
         u(1795552971),
         u(nar_size),
@@ -385,14 +390,49 @@ fn daemon_errors_are_surfaced_without_escapes() {
     peer.finish();
 }
 
+/// A NAR of the registered size but other bytes (a Nix 2.8 daemon writes
+/// its error message where the NAR goes when the files are gone): an error
+/// before the last bytes, never a whole wrong NAR.
 #[test]
-fn nar_stream_is_exactly_nar_size() {
+fn nar_stream_checks_the_registered_hash() {
     let peer = Peer::new(|l| {
-        // Too many bytes: the reader stops at narSize and drops the connection.
         let (mut c, _) = l.accept().unwrap();
         handshake(&mut c, 34);
         expect(&mut c, &[u(26), s(PATH)].concat());
         send(&mut c, &path_info_reply(120));
+        expect(&mut c, &[u(38), s(PATH)].concat());
+        send(&mut c, &[u(LAST), vec![3; 120]].concat());
+        wait_for_close(&mut c);
+    });
+    let mut store = peer.store();
+    let mut nar = store.nar_from_daemon(&info(120), 0).unwrap();
+    let mut got = [0u8; 200];
+    let mut n = 0;
+    let err = loop {
+        match nar.read(&mut got[n..]) {
+            Ok(0) => panic!("the whole wrong NAR was read: {n} bytes"),
+            Ok(k) => n += k,
+            Err(e) => break e,
+        }
+    };
+    assert!(n < 120, "{n} bytes read before the error");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+    drop(nar);
+    peer.finish();
+}
+
+#[test]
+fn nar_stream_is_exactly_nar_size() {
+    // The NAR the daemon registered: 120 bytes of 1s (checked by its hash
+    // as it streams, `nar_stream_checks_the_registered_hash`).
+    let registered = Sha256::digest(&[1; 120]);
+    let hash16 = registered.to_base16();
+    let peer = Peer::new(move |l| {
+        // Too many bytes: the reader stops at narSize and drops the connection.
+        let (mut c, _) = l.accept().unwrap();
+        handshake(&mut c, 34);
+        expect(&mut c, &[u(26), s(PATH)].concat());
+        send(&mut c, &path_info_reply_with(120, &hash16));
         expect(&mut c, &[u(38), s(PATH)].concat());
         send(&mut c, &[u(LAST), vec![1; 128]].concat());
         wait_for_close(&mut c);
@@ -405,7 +445,15 @@ fn nar_stream_is_exactly_nar_size() {
         send(&mut c, &[u(LAST), vec![2; 115]].concat());
     });
     let mut store = peer.store();
-    let mut nar = store.nar_from_daemon(&info(120), 20).unwrap();
+    let mut nar = store
+        .nar_from_daemon(
+            &PathInfo {
+                nar_hash: registered,
+                ..info(120)
+            },
+            20,
+        )
+        .unwrap();
     let mut got = Vec::new();
     nar.read_to_end(&mut got).unwrap();
     assert_eq!(got, [1; 100]);

@@ -293,6 +293,8 @@ pub struct Opener {
     /// again: every later query would fail until some writer opened the
     /// database. An open WAL connection keeps a shared lock on the database
     /// file, which stops the last writer from removing them (docs/protocols.md §8).
+    /// With it, in `auto`, the nix-daemon connection that made Nix open the
+    /// database when nothing else had it open ([`decide`]).
     _keep_open: Option<KeepOpen>,
 }
 
@@ -306,10 +308,21 @@ impl fmt::Debug for Opener {
     }
 }
 
-/// The probe's connection, shared by the opener's clones.
+/// The probe's connection, shared by the opener's clones, and the daemon
+/// connection that holds the database open, if one had to.
 #[derive(Clone)]
 struct KeepOpen {
     _conn: Arc<Mutex<LocalStore>>,
+    /// Never used after start-up: it sits idle, costing no thread, while
+    /// the daemon's worker for it keeps the database open. Kept rather than
+    /// closed once our own connection is open: a process that may write the
+    /// db directory then has the database open for as long as we do, and
+    /// when we exit it closes after us and removes -wal and -shm; our
+    /// read-only connection, closing last, would leave them behind
+    /// (tests/local_wal_reader.rs). Like any Nix client's, its worker holds
+    /// Nix's big lock shared, so a Nix that must migrate the database schema
+    /// waits until we exit (README "Command line and environment").
+    _holder: Option<Arc<Mutex<DaemonStore>>>,
 }
 
 impl fmt::Debug for KeepOpen {
@@ -355,6 +368,11 @@ impl Opener {
             &mut note,
         )?;
         let log_dir = log_dir(uri, env);
+        // The local backend keeps a daemon connection only as the database's holder.
+        let (daemon, holder) = match &backend {
+            Backend::Daemon { .. } => (daemon, None),
+            Backend::Local(_) => (None, daemon),
+        };
         let (spare, daemon_changes): (Option<Box<dyn Store>>, _) = match (&backend, daemon) {
             (Backend::Daemon { .. }, Some(mut daemon)) => {
                 let state_dir = env("NIX_STATE_DIR")
@@ -385,7 +403,11 @@ impl Opener {
             (Backend::Local(_), Some(local)) => {
                 let (first, keeper) = SharedLocal::new(local.with_log_dir(log_dir.clone()));
                 let first: Box<dyn Store> = Box::new(first);
-                (Some(first), Some(KeepOpen { _conn: keeper }))
+                let keep = KeepOpen {
+                    _conn: keeper,
+                    _holder: holder.map(|d| Arc::new(Mutex::new(d))),
+                };
+                (Some(first), Some(keep))
             }
             _ => (spare, None),
         };
@@ -482,21 +504,34 @@ impl Opener {
     }
 }
 
-/// Start-up notes go to the server's log: the journal when run by systemd,
-/// else stderr. A function, so that [`decide`]'s tests can collect them.
-fn note(msg: &str) {
-    crate::log::warn(msg);
+/// What [`decide`] has to say about `auto`'s choice.
+#[derive(Debug, PartialEq, Eq)]
+enum Note {
+    /// The database is read directly, held open through the daemon.
+    Held(String),
+    /// The daemon serves: slower, and the database could not be read.
+    Fallback(String),
 }
 
-/// Probes `target` and picks the backend; in `auto`, the daemon when the
-/// local database cannot be read (typically docs/protocols.md §8's read-only WAL case), said
+/// Start-up notes go to the server's log: the journal when run by systemd,
+/// else stderr. A function, so that [`decide`]'s tests can collect them.
+fn note(note: Note) {
+    match note {
+        Note::Held(msg) => crate::log::info(&msg),
+        Note::Fallback(msg) => crate::log::warn(&msg),
+    }
+}
+
+/// Probes `target` and picks the backend. In `auto`: the local database if
+/// it can be read; if not, a daemon connection, and the database again while
+/// that connection holds it open; the daemon if it still cannot be read. Said
 /// once through `note`. Failure is one line naming everything tried.
 fn decide(
     uri: &str,
     target: Target,
     probe_local: &mut dyn FnMut(&LocalLocation) -> Result<(), StoreError>,
     probe_daemon: &mut dyn FnMut(&Path, &StoreDir) -> Result<(), StoreError>,
-    note: &mut dyn FnMut(&str),
+    note: &mut dyn FnMut(Note),
 ) -> Result<Backend, StoreError> {
     let fail =
         |why: String| StoreError::Unavailable(format!("cannot open store '{uri}': {why}").into());
@@ -512,22 +547,45 @@ fn decide(
             Err(e) => Err(fail(daemon_why(&socket, e))),
         },
         Target::Auto { local, socket } => {
-            let local_err = match probe_local(&local) {
+            let alone = match probe_local(&local) {
                 Ok(()) => return Ok(Backend::Local(local)),
                 Err(e) => reason(e),
             };
-            match probe_daemon(&socket, &local.store_dir) {
+            // Typically docs/protocols.md §8's read-only case: a reader that
+            // may not write the db directory cannot open a WAL database no
+            // connection holds, as on an idle machine. A daemon connection
+            // makes Nix hold it: the daemon's worker for a connection opens
+            // the store's database before it answers the handshake and keeps
+            // it open until the connection closes (Nix 2.8, seen with strace:
+            // db.sqlite, -wal and -shm are open before the client's first
+            // byte is read; `processConnection(openUncachedStore(), …)` in
+            // https://github.com/NixOS/nix/blob/2.8.0/src/nix/daemon.cc).
+            // The fallback needs that connection anyway.
+            if let Err(e) = probe_daemon(&socket, &local.store_dir) {
+                return Err(fail(format!("{alone}; {}", daemon_why(&socket, e))));
+            }
+            match probe_local(&local) {
                 Ok(()) => {
-                    note(&format!(
-                        "store 'auto': using the daemon at {} ({local_err})",
+                    note(Note::Held(format!(
+                        "store 'auto': reading {} directly, held open by a connection to the \
+                         nix-daemon at {} (without one: {alone})",
+                        local.db.display(),
                         socket.display()
-                    ));
+                    )));
+                    Ok(Backend::Local(local))
+                }
+                Err(e) => {
+                    note(Note::Fallback(format!(
+                        "store 'auto': using the daemon at {} ({}, even with a nix-daemon \
+                         connection open)",
+                        socket.display(),
+                        reason(e)
+                    )));
                     Ok(Backend::Daemon {
                         socket,
                         store_dir: local.store_dir,
                     })
                 }
-                Err(e) => Err(fail(format!("{local_err}; {}", daemon_why(&socket, e)))),
             }
         }
     }

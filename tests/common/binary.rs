@@ -219,7 +219,8 @@ pub fn start_on_any_port_with_env(
     start_on_any_port_with(&[], env, args)
 }
 
-fn start_on_any_port_with(
+/// [`start_on_any_port`] through `wrapper` with `env` set for the server.
+pub fn start_on_any_port_with(
     wrapper: &[&str],
     env: &[(&str, &str)],
     args: &[&str],

@@ -139,6 +139,13 @@ impl TestDaemon {
         self.spawn();
     }
 
+    /// The worker processes it forked, one per open connection.
+    pub fn workers(&self) -> Vec<String> {
+        self.child
+            .as_ref()
+            .map_or_else(Vec::new, |child| workers_of(child.id()))
+    }
+
     /// A client of this daemon (connects on first use).
     pub fn store(&self) -> DaemonStore {
         DaemonStore::new(self.socket(), StoreDir::default(), TIMEOUT)

@@ -12,7 +12,9 @@
 # --from`, idle exit and re-activation (the metrics file carried across), `systemctl restart` and `stop` under
 # load, fast failure on a bad key or flag, --htpasswd as a credential (and a
 # bad htpasswd file), recovery from a nix-daemon restart,
-# the journal's priorities, the store database under a writer, and the live
+# the journal's priorities, the store database under a writer, an idle
+# database (read directly through a nix-daemon connection that holds it open,
+# and the cold start that costs), and the live
 # `systemd-analyze security` score, and the IP filter of
 # systemd/allowed-ips.conf. Prints PASS/FAIL/INFO lines (SKIP for a check
 # this machine's systemd cannot make) and the figures;
@@ -254,6 +256,21 @@ Description=a stoppable nix-daemon for the test (forwards to the real one)
 [Service]
 ExecStart=/usr/bin/python3 $INNER/stage/client.py proxy /run/test-nix-daemon/socket /nix/var/nix/daemon-socket/socket
 RuntimeDirectory=test-nix-daemon
+RuntimeDirectoryMode=0755
+EOF
+# A nix-daemon for a store of the test's own, which nothing else opens: the
+# idle-database check needs a database that is surely idle, and the host's
+# may be held by anything on the host.
+IDLE_ROOT=/var/lib/nss-idle-store
+IDLE_DB=$IDLE_ROOT/nix/var/nix/db/db.sqlite
+IDLE_SOCK=/run/nss-idle-daemon/socket
+cat >"$S/nss-idle-daemon.service" <<EOF
+[Unit]
+Description=a nix-daemon for the test's idle store
+[Service]
+Environment=NIX_DAEMON_SOCKET_PATH=$IDLE_SOCK
+ExecStart=$(command -v nix-daemon) --store local?root=$IDLE_ROOT
+RuntimeDirectory=nss-idle-daemon
 RuntimeDirectoryMode=0755
 EOF
 
@@ -544,11 +561,12 @@ check "fixed, then docs/install.md's reset-failed block ('${out}'): served again
 # and go, owned by root) while the service, a dynamic user that may only read
 # the database, restarts a few times and a client asks for every fixture's
 # narinfo: each answer must be right, none a 503 ("database is locked"), each
-# freshly added path visible at once, and a start that cannot read the
-# database must say once that it uses the daemon instead. For the first
-# starts an idle nix-daemon connection holds the database open (as on a busy
-# machine), so that the direct reader is what gets tested; then it goes, and
-# the writer's own connections are the only ones.
+# freshly added path visible at once, and every start must read the
+# database directly, never fall back to the daemon. For the first starts an
+# idle nix-daemon connection holds the database open (as on a busy machine);
+# then it goes, and the writer's own connections come and go: whenever none
+# has it open at a start, the service holds it through a daemon connection of
+# its own (the idle database below).
 : >"$S/loop-all.tsv"
 while IFS=$'\t' read -r _ p; do
     printf 'http://127.0.0.1:%s/%s.narinfo\tStorePath: %s\tNarHash: %s\n' \
@@ -593,7 +611,7 @@ backends=$(journal | sed -n 's/^Serving store \([a-z]*\) .*/\1/p' | sort | uniq 
 fallbacks=$(journal | grep -c "using the daemon")
 locked=$(journal | grep -ci "locked")
 check "database under a writer: $(head -1 "$RUN/loop-all.txt") (every fixture's StorePath and NarHash); writer: $(tail -1 "$RUN/writer.txt"); $starts starts, backends:${backends}; 'using the daemon' logged $fallbacks times; 'locked' in the log $locked times" \
-    bash -c '[[ $1 =~ ^requests\ [1-9][0-9]*\ failed\ 0$ && $2 =~ ^added\ [1-9][0-9]*\ failed\ 0$ && $3 -le $4 && $5 == 0 && $6 == *local* ]]' _ \
+    bash -c '[[ $1 =~ ^requests\ [1-9][0-9]*\ failed\ 0$ && $2 =~ ^added\ [1-9][0-9]*\ failed\ 0$ && $3 == 0 && $4 -ge 1 && $5 == 0 && $6 == " $4 local " ]]' _ \
     "$(head -1 "$RUN/loop-all.txt")" "$(tail -1 "$RUN/writer.txt")" "$fallbacks" "$starts" "$locked" "$backends"
 grep -v '^holding' "$RUN/hold.txt" | sed 's/^/INFO hold: /'
 grep -h '^failure\|not served' "$RUN/loop-all.txt" "$RUN/writer.txt" | head -5 | sed 's/^/INFO /'
@@ -601,6 +619,125 @@ journal -p warning | sort | uniq -c | head -5 | sed 's/^/INFO log: /'
 # The test's paths go again (nothing refers to them).
 ns sh -c 'NIX_REMOTE=daemon nix-store --delete $(cat /tmp/writer/added) >/dev/null 2>&1' \
     || info "could not delete the writer's paths"
+
+# --- an idle database: read directly, held open through the nix-daemon -------------------
+# On an idle machine no Nix process has the store's database open, so its
+# -wal and -shm files do not exist, and the service's dynamic user, which may
+# not write the db directory, cannot open it alone. `auto` then opens a
+# nix-daemon connection, whose worker holds the database open, reads it
+# directly and keeps that connection until it exits. The store here is the
+# test's own (nss-idle-daemon.service above), named to the service as `auto`
+# names any: NIX_STATE_DIR and NIX_DAEMON_SOCKET_PATH. Then the cold start,
+# activation to the first answer, with the database idle, held by another
+# connection (no daemon connection of the service's own needed), and through
+# the daemon backend (what `auto` used on an idle database before).
+ns install -m 0644 "$INNER/stage/nss-idle-daemon.service" /etc/systemd/system/
+ns sh -c "mkdir -p /tmp/idle && echo 'nix-serve-sd idle store $STAMP' >/tmp/idle/f"
+P_IDLE=$(ns nix-store --store "local?root=$IDLE_ROOT" --add /tmp/idle/f 2>&1)
+IDLE_URL="http://127.0.0.1:$PORT/$(hash_of "$P_IDLE").narinfo"
+ns install -D -m 0644 /dev/stdin /etc/systemd/system/nix-serve.service.d/zz-test-idle.conf \
+    <<<"[Service]"$'\n'"Environment=NIX_STATE_DIR=$IDLE_ROOT/nix/var/nix NIX_DAEMON_SOCKET_PATH=$IDLE_SOCK"
+ns systemctl daemon-reload
+ns systemctl stop nix-serve.service 2>/dev/null
+ns systemctl reset-failed nix-serve.service nix-serve.socket 2>/dev/null
+ns systemctl start nss-idle-daemon.service nix-serve.socket
+for _ in $(seq 1 100); do ns test -S "$IDLE_SOCK" && break; sleep 0.1; done
+IDLE_CG=/sys/fs/cgroup/system.slice/nss-idle-daemon.service/cgroup.procs
+# The daemon and one worker per open connection.
+daemon_procs() { ns cat "$IDLE_CG" 2>/dev/null | grep -c .; }
+shm() { if ns test -e "$IDLE_DB-shm"; then echo present; else echo absent; fi; }
+# Waits (at most 10 s) until the database is idle again: no -shm, no worker.
+wait_idle() {
+    for _ in $(seq 1 100); do
+        [[ $(shm) == absent && $(daemon_procs) == 1 ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+# The same, but first removes -wal and -shm left behind: SQLite removes them
+# only at a close that finds no other connection and may write the directory,
+# so a reader that closes last (the service after the other client's worker,
+# or the daemon backend's own reader) leaves them. A daemon connection opened
+# and closed alone, its worker then the last, removes them.
+make_idle() {
+    for _ in $(seq 1 100); do
+        [[ $(daemon_procs) == 1 ]] && break
+        sleep 0.1
+    done
+    [[ $(shm) == absent ]] || ns python3 "$INNER/stage/client.py" hold "$IDLE_SOCK" /tmp/no-stop-file 0 >/dev/null 2>&1
+    wait_idle
+}
+wait_idle
+before="-shm $(shm), $(daemon_procs) daemon process(es)"
+JSINCE=$(ns date +%s)
+first=$(ns curl -sS -m 20 "$IDLE_URL" 2>&1)
+during="-shm $(shm), $(daemon_procs) daemon process(es)"
+said=$(ns journalctl -u nix-serve.service --since "@$JSINCE" -o cat 2>/dev/null)
+check "idle database ($P_IDLE; before: $before): the activating request is answered ('$(head -1 <<<"$first")') from the database ('$(grep -o "Serving store [a-z]* [^ ]*" <<<"$said" | head -1)'), held by the service's own nix-daemon connection (while it runs: $during)" \
+    bash -c '[[ $1 == "-shm absent, 1 daemon process(es)" && $2 == "StorePath: $3" && $4 == *"Serving store local $5 "* && $4 == *"held open by a connection to the nix-daemon at $6"* && $4 != *"using the daemon"* && $7 == "-shm present, 2 daemon process(es)" ]]' _ \
+    "$before" "$(head -1 <<<"$first")" "$P_IDLE" "$said" "$IDLE_DB" "$IDLE_SOCK" "$during"
+grep "held open" <<<"$said" | sed 's/^/INFO log: /'
+# Idle exit: the connection goes with the process, and Nix's worker, the
+# last to close the database, removes -wal and -shm.
+for _ in $(seq 1 $(( (IDLE + 15) * 5 ))); do
+    [[ $(show nix-serve.service ActiveState) == active ]] || break
+    sleep 0.2
+done
+wait_idle
+check "idle database: after the idle exit ($(state nix-serve.service)) -shm is $(shm), $(daemon_procs) daemon process(es) left" \
+    test "$(state nix-serve.service)/$(shm)/$(daemon_procs)" = inactive/dead/absent/1
+
+# The cold start, TRIALS activations per case, interleaved: stop the
+# service, make the database idle, put it in the case's state, time
+# one request that activates (curl's time_total: connect to last byte), and
+# count the daemon's processes then (the daemon and a worker per connection).
+TRIALS=7
+cold() {  # CASE; appends "CASE STATUS SECONDS PROCESSES", or why its state did not hold
+    local state=ok hold=
+    ns systemctl stop nix-serve.service 2>/dev/null
+    make_idle || state="not-idle:-shm-$(shm),$(daemon_procs)-processes"
+    case $1 in
+        held)
+            ns rm -f /tmp/stop-idle-hold
+            ns python3 "$INNER/stage/client.py" hold "$IDLE_SOCK" /tmp/stop-idle-hold 30 >/dev/null 2>&1 &
+            hold=$!
+            for _ in $(seq 1 100); do [[ $(shm) == present && $(daemon_procs) == 2 ]] && break; sleep 0.1; done
+            [[ $(shm) == present && $(daemon_procs) == 2 ]] || state="not-held:-shm-$(shm),$(daemon_procs)-processes" ;;
+        daemon)
+            ns install -D -m 0644 /dev/stdin /etc/systemd/system/nix-serve.service.d/zz-test-idle-daemon.conf \
+                <<<"[Service]"$'\n'"Environment=\"NIX_SERVE_OPTS=--store unix://$IDLE_SOCK\""
+            ns systemctl daemon-reload ;;
+    esac
+    if [[ $state == ok ]]; then
+        echo "$1 $(ns curl -sS -m 20 -o /dev/null -w '%{http_code} %{time_total}' "$IDLE_URL" 2>&1 | tr -s ' \n' '  ') $(daemon_procs)"
+    else
+        echo "$1 $state"
+    fi >>"$RUN/cold.txt"
+    case $1 in
+        held) ns touch /tmp/stop-idle-hold; wait "$hold" ;;
+        daemon)
+            ns rm /etc/systemd/system/nix-serve.service.d/zz-test-idle-daemon.conf
+            ns systemctl daemon-reload ;;
+    esac
+}
+median_ms() { sort -n | awk '{ v[NR] = $1 } END { printf "%.1f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) * 1000 }'; }
+: >"$RUN/cold.txt"
+for _ in $(seq 1 $TRIALS); do
+    for c in idle held daemon; do cold "$c"; done
+done
+ns systemctl stop nix-serve.service 2>/dev/null
+# Idle or held, the service runs one daemon connection at most: its own
+# holder, or none besides the other client's.
+bad=$(awk '$2 != 200 || ($1 != "daemon" && $4 != 2)' "$RUN/cold.txt" | head -3 | tr '\n' ' ')
+check "cold starts on the test's store: $(grep -c . "$RUN/cold.txt") activations, each in its case's state, answered 200, idle or held with the daemon and one worker${bad:+ (not: $bad)}" \
+    test -z "$bad"
+for c in idle held daemon; do
+    echo "INFO cold start, $c: $(awk -v c="$c" '$1 == c { printf "%.1f ", $3 * 1000 }' "$RUN/cold.txt")ms"
+done
+echo "FIGURE cold start to narinfo under systemd, median of $TRIALS: idle database (held through a daemon connection of the service's own) $(awk '$1 == "idle" { print $3 }' "$RUN/cold.txt" | median_ms) ms, database held by another connection $(awk '$1 == "held" { print $3 }' "$RUN/cold.txt" | median_ms) ms, daemon backend $(awk '$1 == "daemon" { print $3 }' "$RUN/cold.txt" | median_ms) ms"
+ns rm /etc/systemd/system/nix-serve.service.d/zz-test-idle.conf
+ns systemctl stop nss-idle-daemon.service
+ns systemctl daemon-reload
 
 # --- who may connect: systemd/allowed-ips.conf on the socket ------------------------------
 # The shipped drop-in with its addresses replaced: 127.0.0.1 only. The

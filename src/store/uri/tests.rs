@@ -240,21 +240,24 @@ fn rejects_what_it_cannot_serve() {
     );
 }
 
-/// Runs [`decide`] with canned probe results; returns the backend or error
-/// text, which probes ran, and the notes.
+/// Runs [`decide`] with canned probe results (the local probe's in the order
+/// it is asked); returns the backend or error text, which probes ran, and the
+/// notes.
 fn run_decide(
     uri: &str,
-    local_ok: Result<(), &str>,
+    local_ok: &[Result<(), &str>],
     daemon_ok: Result<(), &str>,
-) -> (Result<Backend, String>, Vec<&'static str>, Vec<String>) {
+) -> (Result<Backend, String>, Vec<&'static str>, Vec<Note>) {
     let ran = RefCell::new(Vec::new());
+    let mut local_ok = local_ok.iter();
     let mut notes = Vec::new();
     let got = decide(
         uri,
         parse(uri, &env_of(&[])).unwrap(),
         &mut |loc| {
             ran.borrow_mut().push("local");
-            local_ok.map_err(|why| {
+            let ok = local_ok.next().expect("no more local probes expected");
+            ok.map_err(|why| {
                 let what = format!("local database {}", loc.db.display());
                 StoreError::Unavailable(Failure::because(what, why))
             })
@@ -263,16 +266,17 @@ fn run_decide(
             ran.borrow_mut().push("daemon");
             daemon_ok.map_err(|why| StoreError::Unavailable(why.into()))
         },
-        &mut |n| notes.push(n.to_owned()),
+        &mut |n| notes.push(n),
     );
     (got.map_err(|e| e.to_string()), ran.into_inner(), notes)
 }
 
 const RO: &str = "attempt to write a readonly database";
+const CANT: &str = "unable to open database file";
 
 #[test]
 fn auto_prefers_a_readable_database() {
-    let (got, ran, notes) = run_decide("auto", Ok(()), Ok(()));
+    let (got, ran, notes) = run_decide("auto", &[Ok(())], Ok(()));
     assert_eq!(
         got,
         Ok(Backend::Local(local("/nix/store", "/nix/store", SYS_DB)))
@@ -282,8 +286,24 @@ fn auto_prefers_a_readable_database() {
 }
 
 #[test]
+fn auto_reads_the_database_a_daemon_connection_holds_open() {
+    let (got, ran, notes) = run_decide("auto", &[Err(RO), Ok(())], Ok(()));
+    assert_eq!(
+        got,
+        Ok(Backend::Local(local("/nix/store", "/nix/store", SYS_DB)))
+    );
+    assert_eq!(ran, ["local", "daemon", "local"]);
+    let [Note::Held(note)] = &notes[..] else {
+        panic!("one Held note expected: {notes:?}")
+    };
+    for part in [SYS_DB, SYS_SOCK, RO] {
+        assert!(note.contains(part), "{part:?} missing from {note}");
+    }
+}
+
+#[test]
 fn auto_falls_back_to_the_daemon_once_and_says_why() {
-    let (got, ran, notes) = run_decide("auto", Err(RO), Ok(()));
+    let (got, ran, notes) = run_decide("auto", &[Err(RO), Err(CANT)], Ok(()));
     assert_eq!(
         got,
         Ok(Backend::Daemon {
@@ -291,18 +311,20 @@ fn auto_falls_back_to_the_daemon_once_and_says_why() {
             store_dir: StoreDir::default()
         })
     );
-    assert_eq!(ran, ["local", "daemon"]);
-    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(ran, ["local", "daemon", "local"]);
+    let [Note::Fallback(note)] = &notes[..] else {
+        panic!("one Fallback note expected: {notes:?}")
+    };
+    // The second attempt's error: the one made with the daemon's help.
     assert!(
-        notes[0].contains(SYS_SOCK) && notes[0].contains(RO),
-        "{}",
-        notes[0]
+        note.contains(SYS_SOCK) && note.contains(CANT) && note.contains("connection open"),
+        "{note}"
     );
 }
 
 #[test]
 fn auto_failure_is_one_line_naming_both_attempts() {
-    let (got, _, notes) = run_decide("auto", Err(RO), Err("connection refused"));
+    let (got, ran, notes) = run_decide("auto", &[Err(RO)], Err("connection refused"));
     assert_eq!(
         got,
         Err(format!(
@@ -310,12 +332,13 @@ fn auto_failure_is_one_line_naming_both_attempts() {
              daemon socket {SYS_SOCK}: connection refused"
         ))
     );
+    assert_eq!(ran, ["local", "daemon"], "no second look without a daemon");
     assert!(notes.is_empty());
 }
 
 #[test]
 fn explicit_local_never_falls_back() {
-    let (got, ran, _) = run_decide("local", Err(RO), Ok(()));
+    let (got, ran, _) = run_decide("local", &[Err(RO)], Ok(()));
     let err = got.unwrap_err();
     assert!(err.contains(SYS_DB) && err.contains(RO), "{err}");
     assert_eq!(ran, ["local"]);
@@ -323,7 +346,7 @@ fn explicit_local_never_falls_back() {
 
 #[test]
 fn explicit_daemon_never_reads_the_database() {
-    let (got, ran, _) = run_decide("daemon", Ok(()), Err("no such file"));
+    let (got, ran, _) = run_decide("daemon", &[], Err("no such file"));
     assert_eq!(
         got,
         Err(format!(
