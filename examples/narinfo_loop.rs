@@ -84,6 +84,7 @@ fn main() -> ExitCode {
                 h,
                 Compression::None,
                 ticket,
+                None,
             )
             .unwrap();
         }
@@ -107,7 +108,8 @@ fn main() -> ExitCode {
         _ => {
             for h in &hashes {
                 std::hint::black_box(
-                    narinfo::handle(store, &keys, &mut memo, h, Compression::None, None).unwrap(),
+                    narinfo::handle(store, &keys, &mut memo, h, Compression::None, None, None)
+                        .unwrap(),
                 );
             }
         }

@@ -16,7 +16,8 @@
 #     where upstream forces the daemon), and says which in `systemctl status`;
 #   - `listen` adds Unix socket paths and more addresses, `signKeyPaths` more
 #     keys (as credentials), `store` another store, `htpasswdFile` HTTP Basic
-#     authentication (the file as a credential).
+#     authentication (the file as a credential), `upstreams` pull-through
+#     from other caches (the service then has a network of its own).
 # With any other package (nix-serve, nix-serve-ng) nothing here applies and the
 # upstream module behaves exactly as before.
 #
@@ -101,6 +102,9 @@ let
   htpasswdCredential = "nix-serve-htpasswd";
   hasHtpasswd = cfg.htpasswdFile != null;
 
+  # Pull-through: the server opens connections of its own to the upstreams.
+  hasUpstreams = cfg.upstreams != [ ];
+
   # extraParams went through a shell in upstream's `script`, where "%" is an
   # ordinary character; in ExecStart= systemd would read it as a specifier.
   extraParams = lib.replaceStrings [ "%" ] [ "%%" ] cfg.extraParams;
@@ -127,6 +131,7 @@ let
     ++ map (r: "--serve-closure-of ${r}") cfg.serveClosureOf
     ++ map (k: "--sign-key-file %d/${k.id}") keyCredentials
     ++ optional hasHtpasswd "--htpasswd %d/${htpasswdCredential}"
+    ++ map (u: "--upstream ${u}") cfg.upstreams
     # Last, so that the flags a user already has keep their place and meaning.
     ++ optional (extraParams != "") extraParams
   );
@@ -261,6 +266,26 @@ in
       '';
     };
 
+    upstreams = mkOption {
+      type = types.listOf (types.strMatching "https?://[^ %]+");
+      default = [ ];
+      example = [ "https://cache.nixos.org" ];
+      description = ''
+        Binary caches to fetch the paths this store lacks from, tried in
+        order: a client asking for such a path gets it from here (the
+        upstream's narinfo and signatures, the NAR as it arrives), and the
+        path is added to this machine's store through the nix-daemon, once,
+        so the next client gets it from the store. The daemon adds only
+        paths signed by a key in its own `nix.settings.trusted-public-keys`
+        (cache.nixos.org's is there by default); other paths are served but
+        not added. Downloads are kept in the service's private `/var/tmp`
+        while they run. With upstreams the service needs a network of its
+        own (no `PrivateNetwork=`, IPv4 and IPv6 sockets allowed), since it
+        connects to them. See the README, "Serve my store and
+        cache.nixos.org to my LAN".
+      '';
+    };
+
     priority = mkOption {
       type = types.nullOr types.ints.unsigned;
       default = null;
@@ -306,6 +331,21 @@ in
           message =
             "services.nix-serve.htpasswdFile needs nix-serve-sd; "
             + "${lib.getName cfg.package} would serve the store without asking for credentials.";
+        }
+        {
+          # Any other server would ignore the flag and fail to start.
+          assertion = hasUpstreams -> isSd;
+          message =
+            "services.nix-serve.upstreams needs nix-serve-sd; "
+            + "${lib.getName cfg.package} does not fetch from other caches.";
+        }
+        {
+          # A service's IP access list covers the connections it makes too.
+          assertion = hasUpstreams && cfg.allowedIPs != [ ] -> cfg.socketActivation;
+          message =
+            "services.nix-serve.allowedIPs without socketActivation filters the service's own "
+            + "connections too, so the upstreams could not be reached; use socketActivation "
+            + "(the socket unit then filters the clients).";
         }
         {
           assertion = cfg.socketActivation -> all isSocketAddress cfg.listen;
@@ -411,7 +451,7 @@ in
           RestrictAddressFamilies = [
             "AF_UNIX"
           ]
-          ++ optionals (!cfg.socketActivation) [
+          ++ optionals (!cfg.socketActivation || hasUpstreams) [
             "AF_INET"
             "AF_INET6"
           ];
@@ -444,11 +484,11 @@ in
           # the socket does that when the next client arrives.
           Restart = mkOverUpstream "on-failure";
           # The listening socket is handed in; the sockets the server opens
-          # are AF_UNIX only (daemon, journal, sd_notify). A service's IP
-          # access list does not reach sockets passed in by activation
-          # (systemd.resource-control(5)).
-          PrivateNetwork = true;
-          IPAddressDeny = "any";
+          # are AF_UNIX only (daemon, journal, sd_notify), unless it fetches
+          # from upstreams. A service's IP access list does not reach
+          # sockets passed in by activation (systemd.resource-control(5)).
+          PrivateNetwork = !hasUpstreams;
+          IPAddressDeny = mkIf (!hasUpstreams) "any";
         };
       };
     })

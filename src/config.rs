@@ -13,11 +13,12 @@ use clap::Parser;
 use thiserror::Error;
 
 use crate::nix::compression::Compression;
+use crate::store::upstream::{self, CacheUrl};
 
 mod values;
 
 use values::bracket_v6;
-pub use values::{parse_duration, parse_listen};
+pub use values::{parse_duration, parse_listen, parse_size};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -39,6 +40,12 @@ pub enum ConfigError {
     Workers { value: usize, max: usize },
     #[error("--event-loops must be between 1 and {max}, not {value}")]
     Loops { value: usize, max: usize },
+    #[error("--upstream: {0}")]
+    Upstream(String),
+    #[error("--upstream-max-downloads must be between 1 and {max}, not {value}")]
+    Downloads { value: usize, max: usize },
+    #[error("--upstream-max-import {value:?}: {reason}")]
+    Size { value: String, reason: &'static str },
 }
 
 /// Upper bound on `--workers`: each worker is a thread with a store connection.
@@ -48,6 +55,9 @@ pub const MAX_WORKERS: usize = 256;
 /// few loops more cost wake-ups and buy nothing: NAR bytes are moved by
 /// the body threads, not the loops.
 pub const MAX_LOOPS: usize = 8;
+/// Upper bound on `--upstream-max-downloads`: each download is two or
+/// three threads and a connection upstream.
+pub const MAX_DOWNLOADS: usize = 256;
 
 #[derive(Parser, Debug, Default)]
 // A flag given twice: the last one wins, as in nix-serve's Perl option parser
@@ -145,6 +155,22 @@ pub struct Cli {
     /// of bcrypt entries (`htpasswd -B`); /nix-cache-info stays public.
     #[arg(long, value_name = "FILE")]
     pub htpasswd: Option<PathBuf>,
+    /// A binary cache (http:// or https://) to fetch the paths this store
+    /// lacks from, once, adding them to the store through the nix-daemon.
+    /// Repeatable, tried in order.
+    #[arg(long = "upstream", value_name = "URL")]
+    pub upstream: Vec<String>,
+    /// Upstream downloads at once; a new one past it is a 503 (default 16).
+    #[arg(long = "upstream-max-downloads", value_name = "N")]
+    pub upstream_max_downloads: Option<usize>,
+    /// The largest NAR from upstream that is added to the store; larger
+    /// ones are served only (bytes, or K, M, G, T; default 8G; 0: none is).
+    #[arg(long = "upstream-max-import", value_name = "SIZE")]
+    pub upstream_max_import: Option<String>,
+    /// Where upstream downloads keep their NAR, in files without a name
+    /// (default: $TMPDIR, else /var/tmp).
+    #[arg(long = "upstream-temp-dir", value_name = "DIR")]
+    pub upstream_temp_dir: Option<PathBuf>,
 
     // Accepted for compatibility, no effect here (one warning each).
     #[arg(long = "max-requests", value_name = "N", hide = true)]
@@ -218,9 +244,31 @@ pub struct Config {
     pub closure_roots: Vec<PathBuf>,
     /// `--htpasswd`: `None` serves everyone.
     pub htpasswd: Option<PathBuf>,
+    /// `--upstream` and its settings: `None` without upstreams.
+    pub upstream: Option<UpstreamConfig>,
     /// Flags accepted for compatibility that do nothing here.
     pub ignored: Vec<&'static str>,
 }
+
+/// Pull-through from upstream caches, as the command line and the
+/// environment say.
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    /// Tried in this order.
+    pub caches: Vec<CacheUrl>,
+    pub max_downloads: usize,
+    /// Zero: nothing is imported.
+    pub max_import: u64,
+    pub temp_dir: PathBuf,
+    /// The CA bundle Nix would use (`NIX_SSL_CERT_FILE`, `SSL_CERT_FILE`,
+    /// the system's), for https upstreams.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+/// Where downloads go without `--upstream-temp-dir` or `TMPDIR`: on disk
+/// (a `/tmp` may be RAM), and private to the service under systemd's
+/// `PrivateTmp=`.
+pub const DEFAULT_UPSTREAM_TEMP_DIR: &str = "/var/tmp";
 
 /// Defaults, chosen so that a slow client cannot hold a worker for long.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -328,6 +376,7 @@ impl Config {
             .clone()
             .or_else(|| env("NIX_REMOTE").filter(|s| !s.is_empty()))
             .unwrap_or_else(|| "auto".to_owned());
+        let upstream = upstream_config(&cli, env)?;
 
         Ok(Config {
             listen,
@@ -353,9 +402,49 @@ impl Config {
             metrics_route: cli.metrics_route,
             closure_roots: cli.serve_closure_of.clone(),
             htpasswd: cli.htpasswd.clone(),
+            upstream,
             ignored: ignored_flags(&cli),
         })
     }
+}
+
+fn upstream_config(
+    cli: &Cli,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<UpstreamConfig>, ConfigError> {
+    if cli.upstream.is_empty() {
+        return Ok(None);
+    }
+    let caches = (cli.upstream.iter())
+        .map(|u| CacheUrl::parse(u).map_err(|e| ConfigError::Upstream(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let max_downloads = match cli.upstream_max_downloads {
+        None => upstream::DEFAULT_MAX_DOWNLOADS,
+        Some(n) if (1..=MAX_DOWNLOADS).contains(&n) => n,
+        Some(n) => {
+            return Err(ConfigError::Downloads {
+                value: n,
+                max: MAX_DOWNLOADS,
+            })
+        }
+    };
+    let max_import = match &cli.upstream_max_import {
+        None => upstream::DEFAULT_MAX_IMPORT,
+        Some(v) => parse_size(v).map_err(|reason| ConfigError::Size {
+            value: v.clone(),
+            reason,
+        })?,
+    };
+    let temp_dir = (cli.upstream_temp_dir.clone())
+        .or_else(|| env("TMPDIR").filter(|d| !d.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_UPSTREAM_TEMP_DIR));
+    Ok(Some(UpstreamConfig {
+        caches,
+        max_downloads,
+        max_import,
+        temp_dir,
+        ca_bundle: upstream::client::ca_bundle(env),
+    }))
 }
 
 fn ignored_flags(cli: &Cli) -> Vec<&'static str> {
@@ -608,6 +697,58 @@ mod tests {
         );
         assert!(resolve(&["--ssl-key", "k"], &[], false).is_err());
         assert!(resolve(&["--workers", "0"], &[], false).is_err());
+    }
+
+    #[test]
+    fn upstream_flags_and_their_defaults() {
+        assert!(resolve(&[], &[], true).unwrap().upstream.is_none());
+        let c = resolve(
+            &[
+                "--upstream",
+                "https://cache.nixos.org/",
+                "--upstream",
+                "http://10.0.0.2:5000",
+            ],
+            &[("TMPDIR", "/scratch"), ("NIX_SSL_CERT_FILE", "/etc/ca.pem")],
+            true,
+        )
+        .unwrap();
+        let u = c.upstream.unwrap();
+        let urls: Vec<&str> = u.caches.iter().map(CacheUrl::as_str).collect();
+        assert_eq!(urls, ["https://cache.nixos.org", "http://10.0.0.2:5000"]);
+        assert_eq!(u.max_downloads, 16);
+        assert_eq!(u.max_import, 8 << 30);
+        assert_eq!(u.temp_dir, PathBuf::from("/scratch"));
+        assert_eq!(u.ca_bundle, Some(PathBuf::from("/etc/ca.pem")));
+        let u = resolve(
+            &[
+                "--upstream",
+                "http://a",
+                "--upstream-max-downloads",
+                "2",
+                "--upstream-max-import",
+                "0",
+                "--upstream-temp-dir",
+                "/var/cache/nix-serve",
+            ],
+            &[("TMPDIR", "/scratch")],
+            false,
+        )
+        .unwrap()
+        .upstream
+        .unwrap();
+        assert_eq!((u.max_downloads, u.max_import), (2, 0));
+        assert_eq!(u.temp_dir, PathBuf::from("/var/cache/nix-serve"));
+        let u = resolve(&["--upstream", "http://a"], &[], false).unwrap();
+        assert_eq!(u.upstream.unwrap().temp_dir, PathBuf::from("/var/tmp"));
+        let e = resolve(&["--upstream", "s3://bucket"], &[], false).unwrap_err();
+        assert!(e.to_string().starts_with("--upstream: "), "{e}");
+        for bad in [
+            &["--upstream", "http://a", "--upstream-max-downloads", "0"][..],
+            &["--upstream", "http://a", "--upstream-max-import", "lots"],
+        ] {
+            assert!(resolve(bad, &[], false).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

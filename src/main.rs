@@ -13,7 +13,7 @@ use clap::Parser;
 
 use nix_serve_sd::auth::Auth;
 use nix_serve_sd::cache::{heavy, Cache, Service};
-use nix_serve_sd::config::{Cli, Config, ListenSpec};
+use nix_serve_sd::config::{Cli, Config, ListenSpec, UpstreamConfig};
 use nix_serve_sd::exit::StartError;
 use nix_serve_sd::log;
 use nix_serve_sd::metrics::{Metrics, MetricsFile};
@@ -21,6 +21,7 @@ use nix_serve_sd::nix::signing::SecretKey;
 use nix_serve_sd::server::life::{self, Exit, Watch};
 use nix_serve_sd::server::{self, Limits, Listener, Server, Settings};
 use nix_serve_sd::store::closure::{self, Roots, Watcher};
+use nix_serve_sd::store::upstream::{self, download, Budget, ImportTarget, Upstream};
 use nix_serve_sd::store::{uri, Counted, OpenStore, Opener};
 use nix_serve_sd::systemd::{self, Notifier};
 
@@ -142,11 +143,14 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         inner: Arc::new(opener.clone()),
         metrics: metrics.clone(),
     });
+    // One budget for the memory of computed bodies and of upstream
+    // downloads (README "Limits").
+    let heavy = heavy::Heavy::new(heavy::BUDGET);
     let svc = Arc::new(Service {
         keys,
         priority: config.priority,
         compression: config.compression,
-        heavy: heavy::Heavy::new(heavy::BUDGET),
+        heavy: heavy.clone(),
     });
     // The first closure before READY: the server never serves unfiltered.
     let mut closure_watch = None;
@@ -160,11 +164,16 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         closure_watch = Some(watcher);
         Some(allowed)
     };
+    let upstream = match &config.upstream {
+        None => None,
+        Some(u) => Some(pull_through(u, &opener, &metrics, &heavy, &env)?),
+    };
     let app = Arc::new(
         Cache::new(svc, open, opener.change_signal(), metrics.clone())
             .with_metrics_route(config.metrics_route)
             .with_closure(allowed)
-            .with_auth(auth.clone()),
+            .with_auth(auth.clone())
+            .with_upstream(upstream.clone()),
     );
 
     // Before the threads start, so a SIGTERM from now on drains cleanly.
@@ -208,6 +217,9 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     if let Some(a) = &auth {
         what.push_str(&format!("; Basic authentication: {}", a.describe()));
     }
+    if let Some(up) = &upstream {
+        what.push_str(&format!("; {}", up.describe()));
+    }
     log::info(&what);
     notifier.ready(&what);
 
@@ -228,6 +240,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
             manager: &notifier,
             describe: &describe,
             chores: &mut |now| chores.tick(now),
+            busy: &|| upstream.as_ref().is_some_and(Upstream::busy),
         },
     );
     // The drain bound counts from the moment the signal was seen.
@@ -241,6 +254,17 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     notifier.stopping(&why);
     if !server.drain(deadline) {
         log::warn("requests still in flight after the drain bound; exiting anyway");
+    }
+    // Within the same bound: an import cut off by the exit is the daemon's
+    // to roll back (its transaction registers a path whole or not at all).
+    if let Some(up) = upstream.as_ref().filter(|up| up.busy()) {
+        log::info("waiting for upstream downloads and imports in flight");
+        if !up.wait_idle(deadline) {
+            log::warn(
+                "upstream downloads or imports still under way after the drain bound; \
+                 exiting anyway (the nix-daemon registers nothing of an import cut off)",
+            );
+        }
     }
     for p in unix_paths.iter().chain(&config.pid_file) {
         let _ = std::fs::remove_file(p);
@@ -266,6 +290,55 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
 /// other workers stay free for requests whose credentials are known.
 fn max_verifications(workers: usize) -> usize {
     (workers / 2).clamp(1, 4)
+}
+
+/// `--upstream`: pull-through counting into `metrics`, with imports through
+/// the nix-daemon of the store served (none when it cannot be found).
+fn pull_through(
+    u: &UpstreamConfig,
+    opener: &Opener,
+    metrics: &Arc<Metrics>,
+    heavy: &Arc<heavy::Heavy>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Upstream, StartError> {
+    download::check_temp_dir(&u.temp_dir).map_err(|e| {
+        StartError::Config(format!(
+            "--upstream-temp-dir {}: downloads cannot keep their NAR there: {e}",
+            u.temp_dir.display()
+        ))
+    })?;
+    let import = if u.max_import == 0 {
+        None
+    } else {
+        match opener.import_socket(env) {
+            Ok(socket) => Some(ImportTarget {
+                socket,
+                store_dir: opener.store_dir().clone(),
+                timeout: uri::DEFAULT_DAEMON_TIMEOUT,
+            }),
+            Err(why) => {
+                log::warn(&format!(
+                    "paths fetched upstream are served but not added to the store: {why}"
+                ));
+                None
+            }
+        }
+    };
+    metrics.upstream_on();
+    let config = upstream::Config {
+        caches: u.caches.clone(),
+        store_dir: opener.store_dir().clone(),
+        ca_bundle: u.ca_bundle.clone(),
+        max_downloads: u.max_downloads,
+        max_import: u.max_import,
+        temp_dir: u.temp_dir.clone(),
+        import,
+        budget: Some(Budget::new({
+            let heavy = heavy.clone();
+            move |bytes| heavy.take(bytes).map(|p| Box::new(p) as Box<dyn Send>)
+        })),
+    };
+    Upstream::new(config, metrics.clone()).map_err(|e| StartError::Config(e.to_string()))
 }
 
 /// What the main thread does at each tick besides watching the server.

@@ -48,6 +48,9 @@ const REFUSED: &str = "nix_serve_connections_refused_total";
 const ACTIVATIONS: &str = "nix_serve_activations_total";
 const IDLE_EXITS: &str = "nix_serve_idle_exits_total";
 const STORE_OPENS: &str = "nix_serve_store_connections_opened_total";
+const UPSTREAM_REQUESTS: &str = "nix_serve_upstream_requests_total";
+const UPSTREAM_FETCHED: &str = "nix_serve_upstream_fetched_bytes_total";
+const UPSTREAM_IMPORTS: &str = "nix_serve_upstream_imports_total";
 
 /// Why the values in a metrics file were not carried over.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +105,35 @@ struct Values {
     activations: u64,
     idle_exits: u64,
     store_opens: u64,
+    upstream: Upstream,
+}
+
+/// Pull-through's counts (`--upstream`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Upstream {
+    /// Requests to upstream caches, by kind (`narinfo`, `nar`) and result.
+    pub requests: BTreeMap<(RouteKey, RouteKey), u64>,
+    /// Bytes read from upstream caches, as sent (compressed).
+    pub fetched_bytes: u64,
+    /// Imports into the store, by result.
+    pub imports: BTreeMap<RouteKey, u64>,
+}
+
+impl Upstream {
+    fn is_empty(&self) -> bool {
+        self.requests.is_empty() && self.fetched_bytes == 0 && self.imports.is_empty()
+    }
+
+    /// Requests of `kind` that ended with `result`.
+    pub fn request(&self, kind: &str, result: &str) -> u64 {
+        let key = (Cow::Owned(kind.to_owned()), Cow::Owned(result.to_owned()));
+        self.requests.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Imports that ended with `result`.
+    pub fn import(&self, result: &str) -> u64 {
+        self.imports.get(result).copied().unwrap_or(0)
+    }
 }
 
 impl Default for Values {
@@ -116,6 +148,7 @@ impl Default for Values {
             activations: 0,
             idle_exits: 0,
             store_opens: 0,
+            upstream: Upstream::default(),
         }
     }
 }
@@ -126,6 +159,10 @@ struct State {
     /// This process alone, for the line logged at exit.
     run_requests: u64,
     run_sent: u64,
+    /// `--upstream` is on: its families are shown even at zero. Without
+    /// it they are left out unless a file carried counts over, so a server
+    /// without upstreams writes what it always wrote.
+    upstream_on: bool,
 }
 
 /// The registry. Shared as `Arc<Metrics>` by the event loop, the workers
@@ -241,6 +278,45 @@ impl Metrics {
         self.with(|s| s.values.store_opens += 1);
     }
 
+    /// Pull-through is configured: show its families from the start.
+    pub fn upstream_on(&self) {
+        self.with(|s| s.upstream_on = true);
+    }
+
+    /// A request to an upstream cache of `kind` (`narinfo`, `nar`) ended
+    /// with `result`.
+    pub fn upstream_request(&self, kind: &'static str, result: &'static str) {
+        self.with(|s| {
+            *s.values
+                .upstream
+                .requests
+                .entry((Cow::Borrowed(kind), Cow::Borrowed(result)))
+                .or_default() += 1
+        });
+    }
+
+    /// `n` bytes read from an upstream cache.
+    pub fn upstream_fetched(&self, n: u64) {
+        self.with(|s| s.values.upstream.fetched_bytes += n);
+    }
+
+    /// An import of a path fetched upstream ended with `result`.
+    pub fn upstream_import(&self, result: &'static str) {
+        self.with(|s| {
+            *s.values
+                .upstream
+                .imports
+                .entry(Cow::Borrowed(result))
+                .or_default() += 1
+        });
+    }
+
+    /// Pull-through's counts now.
+    pub fn upstream(&self) -> Upstream {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.values.upstream.clone()
+    }
+
     pub fn run_summary(&self) -> RunSummary {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         RunSummary {
@@ -252,13 +328,11 @@ impl Metrics {
 
     /// The Prometheus text exposition format, [`MARKER`] first.
     pub fn render(&self) -> String {
-        let values = self
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values
-            .clone();
-        render(&values)
+        let (values, upstream_on) = {
+            let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            (s.values.clone(), s.upstream_on)
+        };
+        render(&values, upstream_on)
     }
 
     /// Writes [`Metrics::render`] to `path` atomically: a reader (the

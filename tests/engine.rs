@@ -645,11 +645,30 @@ impl Manager for Recorder {
     }
 }
 
+/// A manager whose watchdog period is far beyond a test's length.
+fn unwatched() -> Arc<Recorder> {
+    Arc::new(Recorder {
+        pings: AtomicUsize::new(0),
+        period: Duration::from_secs(60),
+    })
+}
+
 fn supervise_on_thread(
+    server: Server,
+    idle: Option<Duration>,
+    stop: Arc<AtomicBool>,
+    manager: Arc<Recorder>,
+) -> thread::JoinHandle<(Exit, Server)> {
+    supervise_busy_on_thread(server, idle, stop, manager, Box::new(|| false))
+}
+
+/// `busy`: the application's work under way, as [`Watch::busy`].
+fn supervise_busy_on_thread(
     mut server: Server,
     idle: Option<Duration>,
     stop: Arc<AtomicBool>,
     manager: Arc<Recorder>,
+    busy: Box<dyn Fn() -> bool + Send>,
 ) -> thread::JoinHandle<(Exit, Server)> {
     thread::spawn(move || {
         let exit = life::supervise(
@@ -660,19 +679,44 @@ fn supervise_on_thread(
                 manager: &*manager,
                 describe: "test",
                 chores: &mut |_| {},
+                busy: &*busy,
             },
         );
         (exit, server)
     })
 }
 
+/// Work the application does past its replies (pull-through's downloads
+/// and imports) holds the idle exit back until it is over, with no
+/// connection open all along.
+#[test]
+fn idle_exit_waits_for_the_applications_work() {
+    let mut e = start();
+    let manager = unwatched();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counting = asked.clone();
+    // Busy for the first 10 looks (a tick each, 100 ms): well past the
+    // idle timeout.
+    let busy = Box::new(move || counting.fetch_add(1, Ordering::SeqCst) < 10);
+    let watching = supervise_busy_on_thread(
+        e.server.take().unwrap(),
+        Some(Duration::from_millis(100)),
+        Arc::new(AtomicBool::new(false)),
+        manager,
+        busy,
+    );
+    let (exit, _server) = watching.join().unwrap();
+    assert_eq!(exit, Exit::Idle(Duration::from_millis(100)));
+    assert!(
+        asked.load(Ordering::SeqCst) > 10,
+        "exited while the application was busy"
+    );
+}
+
 #[test]
 fn idle_exit_waits_for_the_last_connection_and_loses_nothing() {
     let mut e = start();
-    let manager = Arc::new(Recorder {
-        pings: AtomicUsize::new(0),
-        period: Duration::from_secs(60),
-    });
+    let manager = unwatched();
     let stop = Arc::new(AtomicBool::new(false));
     let mut s = connect(e.addr);
     s.write_all(&request("/hello", false)).unwrap();

@@ -682,3 +682,94 @@ fn compression_option_becomes_the_flag() {
             .as_str()
     );
 }
+
+/// `upstreams` becomes one `--upstream` each, and gives the
+/// socket-activated service the network it needs to reach them: no
+/// `PrivateNetwork=`, no deny-all IP list, IPv4 and IPv6 sockets. Without
+/// it, the service has none. With `allowedIPs`, only socket activation
+/// (the socket filters clients; a service's own list would block the
+/// upstreams too).
+#[test]
+#[ignore = "needs real Nix: run scripts/test"]
+fn upstreams_become_flags_and_a_network() {
+    let Some(inputs) = inputs() else { return };
+    let eval = eval_module(
+        &inputs,
+        r#"{ services.nix-serve = {
+              enable = true;
+              upstreams = [ "https://cache.nixos.org" "http://10.0.0.2:5000/cache" ];
+              allowedIPs = [ "192.0.2.0/24" ];
+            }; }"#,
+    );
+    show(&eval);
+    assert_no_failed_assertions(&eval);
+    assert_eq!(
+        service_config(&eval, "ExecStart"),
+        format!(
+            "{FAKE_SD}/bin/nix-serve --idle-timeout 60s {METRICS} \
+             --upstream https://cache.nixos.org --upstream http://10.0.0.2:5000/cache"
+        )
+        .as_str()
+    );
+    assert_eq!(service_config(&eval, "PrivateNetwork"), false);
+    assert_eq!(*service_config(&eval, "IPAddressDeny"), Value::Null);
+    assert_eq!(
+        strings(service_config(&eval, "RestrictAddressFamilies")),
+        ["AF_UNIX", "AF_INET", "AF_INET6"]
+    );
+    assert_eq!(
+        strings(&eval["socket"]["socketConfig"]["IPAddressAllow"]),
+        ["192.0.2.0/24"]
+    );
+
+    let eval = eval_module(
+        &inputs,
+        r#"{ services.nix-serve = {
+              enable = true;
+              socketActivation = false;
+              upstreams = [ "https://cache.nixos.org" ];
+              allowedIPs = [ "localhost" ];
+            }; }"#,
+    );
+    let failed = strings(&eval["failedAssertions"]);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("allowedIPs"), "{}", failed[0]);
+
+    let eval = eval_module(
+        &inputs,
+        r#"{ pkgs, ... }: { services.nix-serve = {
+              enable = true; package = pkgs.nix-serve; socketActivation = false;
+              upstreams = [ "https://cache.nixos.org" ];
+            }; }"#,
+    );
+    let failed = strings(&eval["failedAssertions"]);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("upstreams"), "{}", failed[0]);
+}
+
+/// README's "Serve my store and cache.nixos.org to my LAN" block, as
+/// written, evaluated with the module.
+#[test]
+#[ignore = "needs real Nix: run scripts/test"]
+fn the_readme_pull_through_block_evaluates() {
+    let Some(inputs) = inputs() else { return };
+    let readme = fs::read_to_string(repo().join("README.md")).expect("read README.md");
+    let blocks: Vec<String> = markdown::fenced_blocks(&readme, "nix")
+        .into_iter()
+        .filter(|b| b.contains("upstreams"))
+        .collect();
+    assert_eq!(
+        blocks.len(),
+        1,
+        "README.md has one nix block with upstreams"
+    );
+    let eval = eval_module(&inputs, &blocks[0]);
+    assert_no_failed_assertions(&eval);
+    assert_eq!(eval["socketActivation"], true);
+    let exec = service_config(&eval, "ExecStart").as_str().unwrap();
+    assert!(
+        exec.ends_with(" --upstream https://cache.nixos.org"),
+        "{exec}"
+    );
+    assert_eq!(service_config(&eval, "PrivateNetwork"), false);
+}

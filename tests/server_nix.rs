@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::binary::{
     free_port, get, start_on_any_port, tmpdir, wait_listening, wait_log, Running,
 };
-use common::{nix_fresh_cache, succeeded, Fixtures};
+use common::{nix_copy_from, nix_fresh_cache, succeeded, Fixtures};
 
 /// The closure we copy: input-addressed paths (so a wrong key must be
 /// refused), references, a multi-output derivation, a big file.
@@ -65,11 +65,8 @@ fn nix_copy_through(store_args: &[&str]) {
     let paths: Vec<&str> = COPIED.iter().map(|n| fx.path(n)).collect();
 
     let dst = work.join("right");
-    let mut args = vec!["copy", "--from", &url, "--to", dst.to_str().unwrap()];
-    args.extend(["--option", "trusted-public-keys", public.trim()]);
-    args.extend(&paths);
     succeeded(
-        &nix_fresh_cache("nix", &args, &work.join("xdg-right")),
+        &nix_copy_from(&url, &dst, &public, &paths, &work.join("xdg-right")),
         "nix copy with the right key",
     );
     for p in &paths {
@@ -81,18 +78,7 @@ fn nix_copy_through(store_args: &[&str]) {
 
     let dst = work.join("wrong");
     let top = fx.path("dep-top");
-    let args = [
-        "copy",
-        "--from",
-        &url,
-        "--to",
-        dst.to_str().unwrap(),
-        "--option",
-        "trusted-public-keys",
-        wrong.trim(),
-        top,
-    ];
-    let out = nix_fresh_cache("nix", &args, &work.join("xdg-wrong"));
+    let out = nix_copy_from(&url, &dst, &wrong, &[top], &work.join("xdg-wrong"));
     assert!(
         !out.status.success(),
         "nix copy accepted {top} signed by a key it does not trust"

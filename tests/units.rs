@@ -120,6 +120,12 @@ fn allowed_ips_drop_in_verifies_cleanly() {
     shipped_drop_in_verifies_cleanly("nix-serve.socket", "allowed-ips.conf");
 }
 
+#[test]
+#[ignore = "needs systemd-analyze: run scripts/test"]
+fn upstream_drop_in_verifies_cleanly() {
+    shipped_drop_in_verifies_cleanly("nix-serve.service", "upstream.conf");
+}
+
 /// `systemd/<file>` installed as a drop-in of `unit`, as its comment says.
 fn shipped_drop_in_verifies_cleanly(unit: &str, file: &str) {
     let dir = scratch(file.trim_end_matches(".conf"));

@@ -10,18 +10,21 @@ mod common;
 use std::io::Read;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix_serve_sd::metrics::Metrics;
 use nix_serve_sd::nix::narinfo::parse::NarInfo;
 use nix_serve_sd::nix::store_path::{HashPart, StoreDir, StorePath};
+use nix_serve_sd::store::upstream::decompress::XZ_MEMORY;
 use nix_serve_sd::store::upstream::{
-    CacheUrl, Config, ImportTarget, Lookup, Upstream, UpstreamError,
+    Budget, CacheUrl, Config, ImportTarget, Lookup, Upstream, UpstreamError,
 };
 use nix_serve_sd::store::Store;
 
 use common::{
-    nix_path_info, nix_store_dump, run, store_trusting_test_key, ChrootStore, Fixtures, Scratch,
-    TestDaemon, UpstreamServer,
+    corrupt_nar, nix_path_info, nix_store_dump, run, store_trusting_test_key, ChrootStore,
+    Fixtures, Scratch, TestDaemon, UpstreamServer,
 };
 
 /// Pull-through from `cache` into an empty store of its own.
@@ -60,19 +63,23 @@ fn upstream(
     ca: Option<&Path>,
     tmp: &Scratch,
 ) -> Upstream {
-    Upstream::new(Config {
-        caches: caches.iter().map(|c| CacheUrl::parse(c).unwrap()).collect(),
-        store_dir: StoreDir::default(),
-        ca_bundle: ca.map(Path::to_path_buf),
-        max_downloads: 16,
-        max_import: 1 << 30,
-        temp_dir: tmp.path().to_path_buf(),
-        import: daemon.map(|d| ImportTarget {
-            socket: d.socket(),
+    Upstream::new(
+        Config {
+            caches: caches.iter().map(|c| CacheUrl::parse(c).unwrap()).collect(),
             store_dir: StoreDir::default(),
-            timeout: Duration::from_secs(30),
-        }),
-    })
+            ca_bundle: ca.map(Path::to_path_buf),
+            max_downloads: 16,
+            max_import: 1 << 30,
+            temp_dir: tmp.path().to_path_buf(),
+            import: daemon.map(|d| ImportTarget {
+                socket: d.socket(),
+                store_dir: StoreDir::default(),
+                timeout: Duration::from_secs(30),
+            }),
+            budget: None,
+        },
+        Arc::new(Metrics::default()),
+    )
     .unwrap()
 }
 
@@ -105,13 +112,6 @@ fn wait_idle(up: &Upstream) {
         up.wait_idle(Instant::now() + Duration::from_secs(60)),
         "downloads and imports still under way after 60 s"
     );
-}
-
-fn count(stats: &[(&'static str, u64)], label: &str) -> u64 {
-    stats
-        .iter()
-        .find(|(l, _)| *l == label)
-        .map_or(0, |(_, n)| *n)
 }
 
 fn valid(daemon: &TestDaemon, full: &str) -> bool {
@@ -183,16 +183,8 @@ fn a_closure_comes_through_once_and_into_the_store_whatever_the_compression() {
             );
         }
         let stats = t.up.stats();
-        assert_eq!(
-            count(&stats.imports, "added"),
-            paths.len() as u64,
-            "{stats:?}"
-        );
-        assert_eq!(
-            count(&stats.requests, "nar-ok"),
-            paths.len() as u64,
-            "{stats:?}"
-        );
+        assert_eq!(stats.import("added"), paths.len() as u64, "{stats:?}");
+        assert_eq!(stats.request("nar", "ok"), paths.len() as u64, "{stats:?}");
         assert!(stats.fetched_bytes > 0);
     }
 }
@@ -220,7 +212,7 @@ fn a_closure_fetched_as_a_client_does_is_imported_whole() {
         wait_idle(&t.up);
         let stats = t.up.stats();
         assert_eq!(
-            count(&stats.imports, "added"),
+            stats.import("added"),
             paths.len() as u64,
             "round {round}: {stats:?}"
         );
@@ -252,16 +244,6 @@ fn two_readers_at_once_share_one_download() {
     assert!(valid(&t.daemon, path));
 }
 
-/// Flips one byte near the end of the (uncompressed) NAR file of `path` in
-/// the cache at `dir`: same size, another hash.
-fn corrupt(dir: &Path, nar_hash_nix32: &str) {
-    let file = dir.join("nar").join(format!("{nar_hash_nix32}.nar"));
-    let mut bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    let at = bytes.len() - 100;
-    bytes[at] ^= 0x55;
-    std::fs::write(&file, bytes).unwrap();
-}
-
 #[test]
 #[ignore = "needs real Nix, fixtures and Debian's nginx: run scripts/test"]
 fn a_corrupted_nar_reaches_no_reader_whole_and_nothing_is_imported() {
@@ -270,7 +252,7 @@ fn a_corrupted_nar_reaches_no_reader_whole_and_nothing_is_imported() {
     let path = fx.path("compressible-10M");
     let source = nix_path_info(None, path);
     let dir = server.add_cache("bad", "none", Some(&fx.key("secret")), &[path]);
-    corrupt(&dir, &source.nar_hash.to_nix32());
+    corrupt_nar(&dir, &source.nar_hash.to_nix32());
     let t = importing(&fx, &server.url("bad"));
     let hash = hash_of(path);
     let readers: Vec<_> = (0..2)
@@ -292,8 +274,8 @@ fn a_corrupted_nar_reaches_no_reader_whole_and_nothing_is_imported() {
     wait_idle(&t.up);
     assert!(!valid(&t.daemon, path), "a wrong NAR was imported");
     let stats = t.up.stats();
-    assert_eq!(count(&stats.requests, "nar-failed"), 1, "{stats:?}");
-    assert_eq!(count(&stats.imports, "added"), 0, "{stats:?}");
+    assert_eq!(stats.request("nar", "failed"), 1, "{stats:?}");
+    assert_eq!(stats.import("added"), 0, "{stats:?}");
 }
 
 #[test]
@@ -316,7 +298,7 @@ fn unsigned_or_wrongly_signed_paths_are_served_but_not_imported() {
         wait_idle(&t.up);
         assert!(!valid(&t.daemon, path), "{cache}: imported");
         let stats = t.up.stats();
-        assert_eq!(count(&stats.imports, "refused"), 1, "{cache}: {stats:?}");
+        assert_eq!(stats.import("refused"), 1, "{cache}: {stats:?}");
     }
 }
 
@@ -331,7 +313,7 @@ fn a_reference_not_valid_here_is_served_and_not_imported() {
     assert!(err.is_none() && bytes == nix_store_dump(mid));
     wait_idle(&t.up);
     assert!(!valid(&t.daemon, mid));
-    assert_eq!(count(&t.up.stats().imports, "missing-reference"), 1);
+    assert_eq!(t.up.stats().import("missing-reference"), 1);
 }
 
 #[test]
@@ -373,7 +355,7 @@ fn absent_only_when_every_upstream_says_so() {
         Err(UpstreamError::OtherNar)
     ));
     let stats = both.stats();
-    assert!(count(&stats.requests, "failed") >= 1, "{stats:?}");
+    assert!(stats.request("narinfo", "failed") >= 1, "{stats:?}");
 }
 
 #[test]
@@ -411,15 +393,19 @@ fn https_with_the_ca_bundle_given_and_not_without_it() {
         other => panic!("an unknown CA was trusted: {other:?}"),
     }
     // An https upstream and no bundle at all: refused at start-up.
-    assert!(Upstream::new(Config {
-        caches: vec![CacheUrl::parse("https://127.0.0.1:1").unwrap()],
-        store_dir: StoreDir::default(),
-        ca_bundle: None,
-        max_downloads: 1,
-        max_import: 0,
-        temp_dir: tmp.path().to_path_buf(),
-        import: None,
-    })
+    assert!(Upstream::new(
+        Config {
+            caches: vec![CacheUrl::parse("https://127.0.0.1:1").unwrap()],
+            store_dir: StoreDir::default(),
+            ca_bundle: None,
+            max_downloads: 1,
+            max_import: 0,
+            temp_dir: tmp.path().to_path_buf(),
+            import: None,
+            budget: None,
+        },
+        Arc::new(Metrics::default())
+    )
     .is_err());
 }
 
@@ -431,15 +417,19 @@ fn past_the_most_downloads_a_new_one_is_refused_and_one_under_way_is_joined() {
     let (leaf, empty) = (fx.path("dep-leaf"), fx.path("empty"));
     server.add_cache("xz", "xz", Some(&fx.key("secret")), &[leaf, empty]);
     let tmp = Scratch::new("pull-through-tmp");
-    let up = Upstream::new(Config {
-        caches: vec![CacheUrl::parse(&server.url("xz")).unwrap()],
-        store_dir: StoreDir::default(),
-        ca_bundle: None,
-        max_downloads: 1,
-        max_import: 1 << 30,
-        temp_dir: tmp.path().to_path_buf(),
-        import: None,
-    })
+    let up = Upstream::new(
+        Config {
+            caches: vec![CacheUrl::parse(&server.url("xz")).unwrap()],
+            store_dir: StoreDir::default(),
+            ca_bundle: None,
+            max_downloads: 1,
+            max_import: 1 << 30,
+            temp_dir: tmp.path().to_path_buf(),
+            import: None,
+            budget: None,
+        },
+        Arc::new(Metrics::default()),
+    )
     .unwrap();
     // Both narinfos are remembered; then the upstream stops answering.
     for p in [leaf, empty] {
@@ -463,5 +453,71 @@ fn past_the_most_downloads_a_new_one_is_refused_and_one_under_way_is_joined() {
     assert!(!up.busy());
     let nar = up.nar(&hash_of(empty), None).unwrap();
     assert_eq!(read_all(nar.reader).0, nix_store_dump(empty));
-    assert_eq!(count(&up.stats().imports, "serve-only"), 2);
+    assert_eq!(up.stats().import("serve-only"), 2);
+}
+
+/// Gives back its bytes when dropped.
+struct Held(Arc<std::sync::atomic::AtomicU64>, u64);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0
+            .fetch_sub(self.1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Each download takes its decoder's window and buffers from the budget
+/// before it starts (none: refused, nothing fetched) and gives them back
+/// when it ends.
+#[test]
+#[ignore = "needs real Nix, fixtures and Debian's nginx: run scripts/test"]
+fn a_download_takes_its_memory_from_the_budget_and_gives_it_back() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let fx = Fixtures::load();
+    let server = UpstreamServer::start();
+    let leaf = fx.path("dep-leaf");
+    server.add_cache("xz", "xz", Some(&fx.key("secret")), &[leaf]);
+    let tmp = Scratch::new("pull-through-tmp");
+    let held = Arc::new(AtomicU64::new(0));
+    let most = Arc::new(AtomicU64::new(0));
+    let budget = |limit: u64| {
+        let (held, most) = (held.clone(), most.clone());
+        Budget::new(move |n| {
+            let now = held.fetch_add(n, Ordering::SeqCst) + n;
+            if now > limit {
+                held.fetch_sub(n, Ordering::SeqCst);
+                return None;
+            }
+            most.fetch_max(now, Ordering::SeqCst);
+            Some(Box::new(Held(held.clone(), n)) as Box<dyn Send>)
+        })
+    };
+    let up = |limit| {
+        Upstream::new(
+            Config {
+                caches: vec![CacheUrl::parse(&server.url("xz")).unwrap()],
+                store_dir: StoreDir::default(),
+                ca_bundle: None,
+                max_downloads: 16,
+                max_import: 0,
+                temp_dir: tmp.path().to_path_buf(),
+                import: None,
+                budget: Some(budget(limit)),
+            },
+            Arc::new(Metrics::default()),
+        )
+        .unwrap()
+    };
+    let none = up(0);
+    assert!(matches!(
+        none.nar(&hash_of(leaf), None),
+        Err(UpstreamError::NoMemory)
+    ));
+    assert_eq!(server.requests("/xz/nar/"), 0, "fetched without memory");
+    let ample = up(1 << 30);
+    let nar = ample.nar(&hash_of(leaf), None).unwrap();
+    assert_eq!(read_all(nar.reader).0, nix_store_dump(leaf));
+    wait_idle(&ample);
+    assert!(most.load(Ordering::SeqCst) >= XZ_MEMORY, "the xz window");
+    assert_eq!(held.load(Ordering::SeqCst), 0, "given back");
 }

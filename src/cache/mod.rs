@@ -17,6 +17,7 @@ mod primed;
 pub mod range;
 pub mod response;
 pub mod routes;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +30,7 @@ use crate::nix::signing::SecretKey;
 use crate::server::app::{self, Application, Method, Request, Response};
 use crate::store::closure::{Allowed, Closure, Filtered};
 use crate::store::daemon::ChangeSignal;
+use crate::store::upstream::Upstream;
 use crate::store::{OpenStore, Store, StoreSlot};
 
 use response::HandlerError;
@@ -63,6 +65,8 @@ pub struct Cache {
     signal: ChangeSignal,
     /// `--htpasswd`.
     auth: Option<Arc<Auth>>,
+    /// `--upstream`.
+    upstream: Option<Upstream>,
 }
 
 impl Cache {
@@ -83,7 +87,15 @@ impl Cache {
             replies: Arc::new(narinfo::Replies::for_signal(&signal)),
             signal,
             auth: None,
+            upstream: None,
         }
+    }
+
+    /// Fetches the paths this store lacks from `upstream`
+    /// (`cache/upstream.rs`).
+    pub fn with_upstream(mut self, upstream: Option<Upstream>) -> Cache {
+        self.upstream = upstream;
+        self
     }
 
     /// Asks for credentials checked by `auth` before any route but
@@ -118,6 +130,7 @@ impl Cache {
             replies: Some(self.replies.clone()),
             auth: self.auth.clone(),
             narinfos_all: narinfo::Memo::default(),
+            upstream: self.upstream.clone(),
         }
     }
 
@@ -162,6 +175,9 @@ pub struct Worker {
     /// With `--serve-closure-of` too: the replies of the whole store, which
     /// users see, kept apart from the closure's in `narinfos`.
     narinfos_all: narinfo::Memo,
+    /// `--upstream`: where a path this store lacks (or, with
+    /// `--serve-closure-of`, may not show) is fetched from.
+    upstream: Option<Upstream>,
 }
 
 impl app::Handler for Worker {
@@ -206,6 +222,10 @@ impl Worker {
                             log::Kind::Reply,
                             format_args!("{method} {target}: {what}"),
                         );
+                    }
+                    HandlerError::Upstream(what) => {
+                        let (method, target) = (request.method.as_str(), &request.target);
+                        log::warn(&format!("{method} {target}: {what}"));
                     }
                     HandlerError::Route(_) | HandlerError::Busy | HandlerError::Unauthorized => {}
                 }
@@ -272,7 +292,15 @@ impl Worker {
                 let shared = (self.replies.as_deref())
                     .filter(|_| !apart)
                     .map(|r| (r, r.ticket(allowed.clone())));
-                narinfo::handle(store, &svc.keys, memo, &hash, svc.compression, shared)
+                narinfo::handle(
+                    store,
+                    &svc.keys,
+                    memo,
+                    &hash,
+                    svc.compression,
+                    shared,
+                    self.upstream.as_ref(),
+                )
             }
             Route::Nar { hash, nar_hash } => nar::handle(
                 store,
@@ -289,6 +317,7 @@ impl Worker {
                     vary: svc.compression != Compression::None,
                     heavy: &svc.heavy,
                 },
+                self.upstream.as_ref(),
             ),
             Route::NarZstd { hash, nar_hash } => match svc.compression {
                 // The route exists only when the operator chose to spend
@@ -305,6 +334,7 @@ impl Worker {
                         vary: false,
                         heavy: &svc.heavy,
                     },
+                    self.upstream.as_ref(),
                 ),
             },
             Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), svc.priority)),

@@ -10,6 +10,7 @@ use crate::nix::nar::{self as nar_format, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::HashPart;
 use crate::server::app::{Body, Response, Segment, Segments};
+use crate::store::upstream::Upstream;
 use crate::store::{Failure, NarBody, Store, StoreError};
 
 use super::heavy::{self, Heavy, Holding};
@@ -86,19 +87,23 @@ fn accepts_zstd(header: Option<&str>) -> bool {
     })
 }
 
-pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, HandlerError> {
+/// The NAR `req` asks for; a path this store lacks from `upstream`, if
+/// any (`cache/upstream.rs`).
+pub fn handle(
+    store: &mut dyn Store,
+    req: &NarRequest<'_>,
+    upstream: Option<&Upstream>,
+) -> Result<Response, HandlerError> {
     let Some(info) = store.path_info_by_hash(&req.hash)? else {
-        return Ok(response::no_such_path());
+        return match upstream {
+            Some(up) => super::upstream::nar(up, req),
+            None => Ok(response::no_such_path()),
+        };
     };
     // Re-checked on every request, as nix-serve does (docs/protocols.md §10.4): a narinfo cached
     // by a client may name a NAR hash that no longer exists here.
     let cache_control = match req.nar_hash {
-        Some(h) if h != info.nar_hash => {
-            return Ok(Response::text(
-                404,
-                "Incorrect NAR hash. Maybe the path has been recreated.\n",
-            ))
-        }
+        Some(h) if h != info.nar_hash => return Ok(incorrect_nar_hash()),
         Some(_) => CACHE_IMMUTABLE,
         // The legacy URL names the path, not the content.
         None => CACHE_SHORT,
@@ -155,6 +160,14 @@ pub fn handle(store: &mut dyn Store, req: &NarRequest<'_>) -> Result<Response, H
         r = r.with_header("Vary", "Accept-Encoding".to_owned());
     }
     Ok(range::with_headers(r, start, len, total))
+}
+
+/// nix-serve's 404 for a NAR URL whose hash is not the path's NAR hash.
+pub fn incorrect_nar_hash() -> Response {
+    Response::text(
+        404,
+        "Incorrect NAR hash. Maybe the path has been recreated.\n",
+    )
 }
 
 /// The whole NAR, compressed while it streams: the length is unknown until

@@ -23,6 +23,7 @@ use crate::nix::path_info::PathInfo;
 use crate::nix::sig_cache::SigCache;
 use crate::nix::signing::{merge_signatures, SecretKey};
 use crate::nix::store_path::{HashPart, StoreDir};
+use crate::store::upstream::Upstream;
 use crate::store::{Generation, Store};
 
 use crate::server::app::{Body, Response};
@@ -57,7 +58,8 @@ impl Memo {
 }
 
 /// Answers `hash`; with `shared`, also files the reply there under the
-/// ticket its caller took before calling (`narinfo/replies.rs`).
+/// ticket its caller took before calling (`narinfo/replies.rs`). A path
+/// the store lacks is asked of `upstream`, if any (`cache/upstream.rs`).
 pub fn handle(
     store: &mut dyn Store,
     keys: &[SecretKey],
@@ -65,6 +67,7 @@ pub fn handle(
     hash: &HashPart,
     compression: Compression,
     shared: Option<(&Replies, Ticket)>,
+    upstream: Option<&Upstream>,
 ) -> Result<Response, HandlerError> {
     // Read before the look-up, so a remembered reply is never older than
     // the generation it is filed under.
@@ -78,23 +81,31 @@ pub fn handle(
             replies.file(ticket, *hash, body.clone(), generation.born());
         }
     };
-    if let Some(reply) = memo.replies.get(hash) {
-        file(reply);
-        return Ok(reply_of(reply.clone()));
-    }
-    let body = match store.path_info_by_hash(hash)? {
-        Some(info) => Some(render_signed(
-            &info,
-            store.store_dir(),
-            keys,
-            &mut memo.sigs,
-            compression,
-        )),
-        None => None,
+    let body = match memo.replies.get(hash) {
+        Some(reply) => reply.clone(),
+        None => {
+            let body = match store.path_info_by_hash(hash)? {
+                Some(info) => Some(render_signed(
+                    &info,
+                    store.store_dir(),
+                    keys,
+                    &mut memo.sigs,
+                    compression,
+                )),
+                None => None,
+            };
+            memo.remember(*hash, body.clone());
+            body
+        }
     };
-    file(&body);
-    memo.remember(*hash, body.clone());
-    Ok(reply_of(body))
+    match (body, upstream) {
+        // Not filed: the loops would answer 404 for what an upstream has.
+        (None, Some(up)) => super::upstream::narinfo(up, hash),
+        (body, _) => {
+            file(&body);
+            Ok(reply_of(body))
+        }
+    }
 }
 
 /// The response for a rendered narinfo, or for none (404): the same

@@ -22,13 +22,29 @@ pub struct Primed<R> {
 impl<R: Read> Primed<R> {
     /// Reads the first chunk of `reader` (up to 64 KiB, or its end): the
     /// error it fails with, if it does.
-    pub fn new(mut reader: R) -> io::Result<Primed<R>> {
+    pub fn new(reader: R) -> io::Result<Primed<R>> {
+        Primed::read_ahead(reader, true)
+    }
+
+    /// Reads only until `reader` gives its first bytes (or ends): for bytes
+    /// that arrive over a network, where a whole chunk may take long to come
+    /// and the worker would wait for all of it.
+    pub fn first(reader: R) -> io::Result<Primed<R>> {
+        Primed::read_ahead(reader, false)
+    }
+
+    /// `fill`: read until the chunk is full, else until one read gave bytes.
+    fn read_ahead(mut reader: R, fill: bool) -> io::Result<Primed<R>> {
         let mut first = vec![0; FIRST];
         let mut n = 0;
         while n < FIRST {
             match reader.read(&mut first[n..]) {
                 Ok(0) => break,
-                Ok(k) => n += k,
+                Ok(k) if fill => n += k,
+                Ok(k) => {
+                    n = k;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -81,5 +97,12 @@ mod tests {
         p.read_to_end(&mut out).unwrap();
         assert_eq!(out, b"abc");
         assert!(Primed::new(Failing).is_err());
+        assert!(Primed::first(Failing).is_err());
+        // One read's bytes first, then the rest from the reader.
+        let mut p = Primed::first(io::Read::chain(&b"ab"[..], &b"cd"[..])).unwrap();
+        assert_eq!(p.first, b"ab");
+        let mut out = Vec::new();
+        p.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"abcd");
     }
 }

@@ -38,9 +38,13 @@ pub enum HandlerError {
     /// No credentials where `--htpasswd` asks for them, or credentials
     /// that do not verify (`gate.rs`): all answered alike.
     Unauthorized,
-    /// Too many replies of an expensive kind, or credentials being
-    /// verified, at once (`heavy.rs`, `gate.rs`).
+    /// Too many replies of an expensive kind, credentials being verified,
+    /// or upstream downloads, at once (`heavy.rs`, `gate.rs`,
+    /// `upstream.rs`).
     Busy,
+    /// `--upstream`: no upstream cache had the path and at least one gave
+    /// no answer, or the download failed before its first byte.
+    Upstream(String),
 }
 
 impl From<StoreError> for HandlerError {
@@ -75,6 +79,12 @@ pub fn error_response(e: &HandlerError) -> Response {
             format!("Basic realm=\"{}\"", crate::auth::REALM),
         ),
         HandlerError::Busy => retry_later("Server busy.\n"),
+        // RFC 9110 §15.6.3: a gateway that got no valid answer from the
+        // server it asked. Not a 404, which a client keeps for an hour
+        // (docs/protocols.md §4.4); nor 504, since most failures here are
+        // refusals and broken transfers, not time-outs. A Nix client
+        // retries a 502 as it does a 503.
+        HandlerError::Upstream(_) => Response::text(502, "Upstream cache unavailable.\n"),
     }
 }
 
@@ -158,6 +168,7 @@ mod tests {
             (HandlerError::Store(StoreError::Io(io())), 500, true),
             (HandlerError::Reply(D.into()), 500, false),
             (HandlerError::Busy, 503, false),
+            (HandlerError::Upstream(D.into()), 502, false),
             (HandlerError::Unauthorized, 401, false),
         ];
         for (e, status, poison) in table {

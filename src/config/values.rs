@@ -90,9 +90,48 @@ pub fn parse_duration(text: &str) -> Result<Duration, &'static str> {
     Ok(Duration::from_millis(n * ms))
 }
 
+/// A size in bytes: `1024`, or with a binary suffix `K`, `M`, `G`, `T`
+/// (`8G` is 8 GiB), as systemd unit files write sizes.
+pub fn parse_size(text: &str) -> Result<u64, &'static str> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    if digits.is_empty() || digits.len() > 15 {
+        return Err("expected a number of bytes, optionally with K, M, G or T");
+    }
+    let n: u64 = digits.parse().map_err(|_| "invalid number")?;
+    let shift = match unit.trim() {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        "T" | "t" => 40,
+        _ => return Err("unknown unit (use K, M, G or T)"),
+    };
+    n.checked_mul(1 << shift).ok_or("too large")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        let table = [
+            ("0", 0),
+            ("1024", 1024),
+            ("8G", 8 << 30),
+            ("512M", 512 << 20),
+            ("1t", 1 << 40),
+            (" 4k ", 4096),
+        ];
+        for (text, bytes) in table {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+        for bad in ["", "G", "-1", "1.5G", "8GiB", "1P", "9999999999999999"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -102,7 +102,7 @@ fn an_empty_registry_has_every_family_and_no_labelled_sample() {
 #[test]
 fn a_rendered_file_reads_back_to_the_same_values() {
     let values = parse(SAMPLE).unwrap();
-    assert_eq!(render(&values), SAMPLE);
+    assert_eq!(render(&values, false), SAMPLE);
     // And goes on counting from there.
     let m = Metrics::from_values(values);
     m.activation();
@@ -123,7 +123,7 @@ fn a_rendered_file_reads_back_to_the_same_values() {
 fn a_route_this_version_does_not_know_is_carried() {
     let text =
         format!("{MARKER}\nnix_serve_requests_total{{route=\"future\",status=\"200\"}} 7\n{END}");
-    let out = render(&parse(&text).unwrap());
+    let out = render(&parse(&text).unwrap(), false);
     assert!(out.contains("nix_serve_requests_total{route=\"future\",status=\"200\"} 7\n"));
 }
 
@@ -230,4 +230,47 @@ fn resume_and_save_round_trip_through_a_file() {
     assert!(matches!(err, Some(LoadError::Corrupt { .. })), "{err:?}");
     assert!(m.render().contains("nix_serve_activations_total 0\n"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn upstream_families_only_with_upstreams_or_counts_and_read_back() {
+    let m = Metrics::default();
+    assert!(!m.render().contains("upstream"), "without --upstream");
+    m.upstream_on();
+    let empty = m.render();
+    assert!(empty.contains("# TYPE nix_serve_upstream_requests_total counter\n"));
+    assert!(empty.contains("\nnix_serve_upstream_fetched_bytes_total 0\n"));
+    m.upstream_request("narinfo", "found");
+    m.upstream_request("narinfo", "found");
+    m.upstream_request("nar", "ok");
+    m.upstream_fetched(1000);
+    m.upstream_fetched(24);
+    m.upstream_import("added");
+    let text = m.render();
+    for line in [
+        "nix_serve_upstream_requests_total{kind=\"nar\",result=\"ok\"} 1\n",
+        "nix_serve_upstream_requests_total{kind=\"narinfo\",result=\"found\"} 2\n",
+        "nix_serve_upstream_fetched_bytes_total 1024\n",
+        "nix_serve_upstream_imports_total{result=\"added\"} 1\n",
+    ] {
+        assert!(text.contains(line), "{line}{text}");
+    }
+    // Carried over by the file, and shown by a process without upstreams.
+    let values = parse(&text).unwrap();
+    assert_eq!(render(&values, false), text);
+    let u = Metrics::from_values(values).upstream();
+    assert_eq!(
+        (
+            u.request("narinfo", "found"),
+            u.fetched_bytes,
+            u.import("added")
+        ),
+        (2, 1024, 1)
+    );
+    assert_eq!(u.import("refused"), 0);
+    let bad = format!("{MARKER}\nnix_serve_upstream_imports_total{{kind=\"x\"}} 1\n{END}");
+    assert!(matches!(
+        parse(&bad),
+        Err(LoadError::Corrupt { line: 2, .. })
+    ));
 }

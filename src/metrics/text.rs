@@ -32,7 +32,9 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
     let _ = writeln!(out, "{name}_count {}", h.count());
 }
 
-pub(super) fn render(v: &Values) -> String {
+/// `upstream_on`: show pull-through's families even when nothing was
+/// counted (`Metrics::upstream_on`).
+pub(super) fn render(v: &Values, upstream_on: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -96,8 +98,41 @@ pub(super) fn render(v: &Values) -> String {
         "Store connections opened: one per worker, then one per reconnect.",
         v.store_opens,
     );
+    if upstream_on || !v.upstream.is_empty() {
+        render_upstream(&mut out, &v.upstream);
+    }
     out.push_str(END);
     out
+}
+
+fn render_upstream(out: &mut String, u: &Upstream) {
+    family(
+        out,
+        UPSTREAM_REQUESTS,
+        "counter",
+        "Requests to upstream caches, by kind (narinfo, nar) and result.",
+    );
+    for ((kind, result), n) in &u.requests {
+        let _ = writeln!(
+            out,
+            "{UPSTREAM_REQUESTS}{{kind=\"{kind}\",result=\"{result}\"}} {n}"
+        );
+    }
+    counter(
+        out,
+        UPSTREAM_FETCHED,
+        "Bytes read from upstream caches, as sent (compressed).",
+        u.fetched_bytes,
+    );
+    family(
+        out,
+        UPSTREAM_IMPORTS,
+        "counter",
+        "Paths fetched upstream, by how their import into the store ended.",
+    );
+    for (result, n) in &u.imports {
+        let _ = writeln!(out, "{UPSTREAM_IMPORTS}{{result=\"{result}\"}} {n}");
+    }
 }
 
 /// One sample line: name, labels in order, value text.
@@ -193,6 +228,18 @@ pub(super) fn parse(text: &str) -> Result<Values, LoadError> {
             ACTIVATIONS => v.activations = int(s.value).map_err(corrupt)?,
             IDLE_EXITS => v.idle_exits = int(s.value).map_err(corrupt)?,
             STORE_OPENS => v.store_opens = int(s.value).map_err(corrupt)?,
+            UPSTREAM_REQUESTS => {
+                let key = (route(label("kind")?), route(label("result")?));
+                v.upstream
+                    .requests
+                    .insert(key, int(s.value).map_err(corrupt)?);
+            }
+            UPSTREAM_FETCHED => v.upstream.fetched_bytes = int(s.value).map_err(corrupt)?,
+            UPSTREAM_IMPORTS => {
+                v.upstream
+                    .imports
+                    .insert(route(label("result")?), int(s.value).map_err(corrupt)?);
+            }
             name => {
                 let (base, part) = [LOOKUP, NAR_STREAM]
                     .iter()

@@ -5,7 +5,10 @@
 //! The idle exit never cuts a request: after `idle_timeout` with no
 //! connection open, the loops stop accepting, and only if nothing was
 //! accepted meanwhile does the process go; anything that arrives from then
-//! on waits in systemd's socket for the next process.
+//! on waits in systemd's socket for the next process. Nor does it cut work
+//! the application does past its replies (pull-through's downloads and
+//! imports, which go on when their client has gone): it waits until
+//! [`Watch::busy`] says none is left.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -48,6 +51,14 @@ pub struct Watch<'a> {
     pub describe: &'a str,
     /// Any other periodic work of the main thread, called every tick.
     pub chores: &'a mut dyn FnMut(Instant),
+    /// Whether the application has work under way that no connection
+    /// holds (an upstream download, an import): the idle exit waits.
+    pub busy: &'a dyn Fn() -> bool,
+}
+
+/// Whether no connection has been open for `idle`.
+fn server_idle(server: &Server, idle: Duration) -> bool {
+    server.activity().idle_for().is_some_and(|d| d >= idle)
 }
 
 /// Watches `server` until it should stop, and says why.
@@ -84,11 +95,12 @@ pub fn supervise(server: &mut Server, w: Watch<'_>) -> Exit {
             }
         }
         if let Some(idle) = w.idle_timeout {
-            if server.activity().idle_for().is_some_and(|d| d >= idle) {
+            if server_idle(server, idle) && !(w.busy)() {
                 // Stop taking connections, then look again: one accepted in
-                // between is served, and we go on.
+                // between is served, and we go on. Work of the application
+                // starts only from a request, so none can begin unseen.
                 server.stop_accepting();
-                if server.activity().idle_for().is_some_and(|d| d >= idle) {
+                if server_idle(server, idle) && !(w.busy)() {
                     return Exit::Idle(idle);
                 }
                 server.resume_accepting();

@@ -17,11 +17,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::log;
+use crate::metrics::{self, Metrics};
 use crate::nix::hash::Sha256;
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir};
@@ -62,6 +62,26 @@ pub struct Config {
     pub temp_dir: PathBuf,
     /// Where to import; `None`: serve only.
     pub import: Option<ImportTarget>,
+    /// Where each download takes the memory it holds; `None`: nowhere.
+    pub budget: Option<Budget>,
+}
+
+/// The memory budget downloads take from before they start (the server's
+/// budget of heavy replies): their decoder's window and their buffers,
+/// given back when the download ends. `None` from it: no room now.
+#[derive(Clone)]
+pub struct Budget(Arc<dyn Fn(u64) -> Option<Box<dyn Send>> + Send + Sync>);
+
+impl Budget {
+    pub fn new(take: impl Fn(u64) -> Option<Box<dyn Send>> + Send + Sync + 'static) -> Self {
+        Budget(Arc::new(take))
+    }
+}
+
+impl fmt::Debug for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Budget")
+    }
 }
 
 /// Why an upstream NAR cannot be served now.
@@ -80,48 +100,13 @@ pub enum UpstreamError {
     /// Too many downloads at once: 503.
     #[error("{0} upstream downloads are under way, the most allowed")]
     Busy(usize),
-    /// The temporary file could not be made: 503.
+    /// No room in the memory budget for another download now: 503.
+    #[error("the memory budget has no room for another download now")]
+    NoMemory,
+    /// The temporary file could not be made: 500 (a fault of this
+    /// machine's, logged; `--upstream-temp-dir` is checked at start-up).
     #[error("{0}")]
     TempFile(#[source] std::io::Error),
-}
-
-/// Counts for the metrics, since the process started.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Requests to upstreams, by result: narinfo `found`, `absent`,
-    /// `failed`; NAR `nar-ok`, `nar-failed`.
-    pub requests: Vec<(&'static str, u64)>,
-    /// Bytes read from upstreams (as sent: compressed).
-    pub fetched_bytes: u64,
-    /// Imports, by [`Imported::label`], plus `too-large` and `serve-only`.
-    pub imports: Vec<(&'static str, u64)>,
-}
-
-#[derive(Default)]
-struct Counters {
-    requests: Mutex<HashMap<&'static str, u64>>,
-    fetched: AtomicU64,
-    imports: Mutex<HashMap<&'static str, u64>>,
-}
-
-impl Counters {
-    fn count(map: &Mutex<HashMap<&'static str, u64>>, label: &'static str) {
-        *map.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(label)
-            .or_default() += 1;
-    }
-
-    fn snapshot(map: &Mutex<HashMap<&'static str, u64>>) -> Vec<(&'static str, u64)> {
-        let mut v: Vec<_> = map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, v)| (*k, *v))
-            .collect();
-        v.sort();
-        v
-    }
 }
 
 struct Inner {
@@ -130,7 +115,7 @@ struct Inner {
     narinfos: narinfo::Narinfos,
     /// Downloads (and their imports) in flight, by hash part.
     downloads: Mutex<HashMap<HashPart, Arc<download::Download>>>,
-    counters: Counters,
+    metrics: Arc<Metrics>,
 }
 
 /// Pull-through, shared.
@@ -155,9 +140,9 @@ pub struct UpstreamNar {
 }
 
 impl Upstream {
-    /// Pull-through as `config` says. Fails only on a CA bundle that cannot
-    /// be read when some upstream is https.
-    pub fn new(config: Config) -> Result<Self, ClientError> {
+    /// Pull-through as `config` says, counting into `metrics`. Fails only
+    /// on a CA bundle that cannot be read when some upstream is https.
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Self, ClientError> {
         let https = config.caches.iter().any(CacheUrl::is_https);
         let bundle = match (&config.ca_bundle, https) {
             (Some(path), true) => Some(path.as_path()),
@@ -172,7 +157,7 @@ impl Upstream {
                 client,
                 narinfos,
                 downloads: Mutex::new(HashMap::new()),
-                counters: Counters::default(),
+                metrics,
             }),
         })
     }
@@ -181,13 +166,33 @@ impl Upstream {
         self.inner.narinfos.caches()
     }
 
+    /// For the start-up line: where from, and where to.
+    pub fn describe(&self) -> String {
+        let c = &self.inner.config;
+        let caches: Vec<&str> = c.caches.iter().map(CacheUrl::as_str).collect();
+        let to = match &c.import {
+            Some(t) => format!(
+                "added to the store through {} (NARs up to {} bytes)",
+                t.socket.display(),
+                c.max_import
+            ),
+            None => "served only".to_owned(),
+        };
+        format!(
+            "pull-through from {}, at most {} downloads at once, kept in {}, {to}",
+            caches.join(", "),
+            c.max_downloads,
+            c.temp_dir.display()
+        )
+    }
+
     /// What the upstreams say of `hash` (remembered, see `narinfo.rs`).
     pub fn narinfo(&self, hash: &HashPart) -> Lookup {
-        let counters = &self.inner.counters;
+        let metrics = &self.inner.metrics;
         self.inner
             .narinfos
             .lookup(&self.inner.client, hash, &|result| {
-                Counters::count(&counters.requests, result)
+                metrics.upstream_request("narinfo", result)
             })
     }
 
@@ -203,14 +208,13 @@ impl Upstream {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A reader of the NAR of `hash` from byte 0, if some upstream has it
-    /// (with `nar_hash`, when the client's URL names one). Joins the
-    /// download under way for that path, or starts one (and its import).
-    pub fn nar(
+    /// What an upstream has for the NAR of `hash` (with `nar_hash`, when
+    /// the client's URL names one), without fetching it: for HEAD.
+    pub fn nar_info(
         &self,
         hash: &HashPart,
         nar_hash: Option<&Sha256>,
-    ) -> Result<UpstreamNar, UpstreamError> {
+    ) -> Result<Arc<Found>, UpstreamError> {
         let found = match self.narinfo(hash) {
             Lookup::Found(found) => found,
             Lookup::Absent => return Err(UpstreamError::Absent),
@@ -219,6 +223,18 @@ impl Upstream {
         if nar_hash.is_some_and(|h| *h != found.info.nar_hash) {
             return Err(UpstreamError::OtherNar);
         }
+        Ok(found)
+    }
+
+    /// A reader of the NAR of `hash` from byte 0, if some upstream has it
+    /// (with `nar_hash`, when the client's URL names one). Joins the
+    /// download under way for that path, or starts one (and its import).
+    pub fn nar(
+        &self,
+        hash: &HashPart,
+        nar_hash: Option<&Sha256>,
+    ) -> Result<UpstreamNar, UpstreamError> {
+        let found = self.nar_info(hash, nar_hash)?;
         let mut downloads = self.downloads();
         if let Some(d) = downloads.get(hash) {
             if d.found.info.nar_hash == found.info.nar_hash
@@ -234,6 +250,13 @@ impl Upstream {
         if downloads.len() >= max {
             return Err(UpstreamError::Busy(max));
         }
+        let held = match &self.inner.config.budget {
+            None => None,
+            Some(Budget(take)) => {
+                let bytes = download::MEMORY + found.compression.memory();
+                Some(take(bytes).ok_or(UpstreamError::NoMemory)?)
+            }
+        };
         let import = self.import_target(&found);
         let d = download::Download::new(
             Arc::clone(&found),
@@ -243,7 +266,7 @@ impl Upstream {
         .map_err(UpstreamError::TempFile)?;
         downloads.insert(*hash, Arc::clone(&d));
         drop(downloads);
-        self.start(*hash, &d, import);
+        self.start(*hash, &d, import, held);
         Ok(UpstreamNar {
             info: found.info.clone(),
             reader: d.reader(),
@@ -252,9 +275,9 @@ impl Upstream {
 
     /// Where `found` is to be imported, if anywhere (counted when nowhere).
     fn import_target(&self, found: &Found) -> Option<ImportTarget> {
-        let counters = &self.inner.counters;
+        let metrics = &self.inner.metrics;
         let Some(target) = &self.inner.config.import else {
-            Counters::count(&counters.imports, "serve-only");
+            metrics.upstream_import("serve-only");
             return None;
         };
         if found.info.nar_size > self.inner.config.max_import {
@@ -264,23 +287,44 @@ impl Upstream {
                 found.info.nar_size,
                 self.inner.config.max_import
             ));
-            Counters::count(&counters.imports, "too-large");
+            metrics.upstream_import("too-large");
             return None;
         }
         Some(target.clone())
     }
 
-    /// The download's thread and, with a target, its import's.
-    fn start(&self, hash: HashPart, d: &Arc<download::Download>, import: Option<ImportTarget>) {
+    /// The download's thread and, with a target, its import's. `held`: the
+    /// download's share of the memory budget, given back when it ends.
+    fn start(
+        &self,
+        hash: HashPart,
+        d: &Arc<download::Download>,
+        import: Option<ImportTarget>,
+        held: Option<Box<dyn Send>>,
+    ) {
+        let found = &d.found;
+        log::info(&format!(
+            "{}: fetching {} ({}, {} bytes as a NAR){}",
+            self.inner.config.store_dir.display_path(&found.info.path),
+            found.nar_url,
+            found.compression,
+            found.info.nar_size,
+            if import.is_some() {
+                ", adding it to the store"
+            } else {
+                ""
+            }
+        ));
         let this = self.clone();
         let download = Arc::clone(d);
         std::thread::spawn(move || {
             let inner = &this.inner;
-            let outcome = download.run(&inner.client, &inner.counters.fetched);
+            let outcome = download.run(&inner.client, &inner.metrics);
+            drop(held);
             match &outcome {
-                Outcome::Verified => Counters::count(&inner.counters.requests, "nar-ok"),
+                Outcome::Verified => inner.metrics.upstream_request("nar", "ok"),
                 Outcome::Failed(why) => {
-                    Counters::count(&inner.counters.requests, "nar-failed");
+                    inner.metrics.upstream_request("nar", "failed");
                     log::warn(&format!(
                         "{}: the upstream download failed: {why}",
                         inner
@@ -301,7 +345,7 @@ impl Upstream {
             std::thread::spawn(move || {
                 let in_flight = |h: &HashPart| this.downloads().get(h).cloned();
                 let result = import::import(&target, &download, &in_flight);
-                Counters::count(&this.inner.counters.imports, result.label());
+                this.inner.metrics.upstream_import(result.label());
                 download.import_done();
                 this.retire(&hash, &download);
             });
@@ -342,12 +386,8 @@ impl Upstream {
         }
     }
 
-    pub fn stats(&self) -> Stats {
-        let c = &self.inner.counters;
-        Stats {
-            requests: Counters::snapshot(&c.requests),
-            fetched_bytes: c.fetched.load(Ordering::Relaxed),
-            imports: Counters::snapshot(&c.imports),
-        }
+    /// What pull-through has counted (in the server's metrics).
+    pub fn stats(&self) -> metrics::Upstream {
+        self.inner.metrics.upstream()
     }
 }

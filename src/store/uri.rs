@@ -78,11 +78,7 @@ pub fn parse(uri: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Target, 
         .unwrap_or_else(|| DEFAULT_STORE_DIR.to_owned());
     let store_dir = StoreDir::new(&store_dir).map_err(UriError::StoreDir)?;
     let state_dir = PathBuf::from(var("NIX_STATE_DIR").unwrap_or_else(|| DEFAULT_STATE_DIR.into()));
-    // docs/protocols.md §7.1: the daemon's socket follows the machine's state dir, whatever a
-    // chroot store's own state dir is.
-    let default_socket = var("NIX_DAEMON_SOCKET_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| state_dir.join("daemon-socket/socket"));
+    let default_socket = machine_socket(env);
     let daemon = |socket: PathBuf, params: &Params| -> Result<Target, UriError> {
         params.only(&["store"], "only 'store'")?;
         Ok(Target::Daemon {
@@ -124,6 +120,19 @@ pub fn parse(uri: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Target, 
             }
         }
     }
+}
+
+/// The machine's nix-daemon socket: `NIX_DAEMON_SOCKET_PATH`, else
+/// `<NIX_STATE_DIR>/daemon-socket/socket`. docs/protocols.md §7.1: it
+/// follows the machine's state dir, whatever a chroot store's own is.
+fn machine_socket(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty());
+    var("NIX_DAEMON_SOCKET_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(var("NIX_STATE_DIR").unwrap_or_else(|| DEFAULT_STATE_DIR.into()))
+                .join("daemon-socket/socket")
+        })
 }
 
 /// Nix's local-store settings: with a `root`, state is `<root>/nix/var/nix`
@@ -461,6 +470,36 @@ impl Opener {
         match &self.backend {
             Backend::Local(loc) => &loc.store_dir,
             Backend::Daemon { store_dir, .. } => store_dir,
+        }
+    }
+
+    /// The nix-daemon socket through which paths are added to this store
+    /// (`--upstream`'s imports), or why there is none. The daemon backend's
+    /// own; for the local backend, the machine's daemon (`env` as for
+    /// [`parse`]) only if it serves this very database, as
+    /// [`DaemonStore::watch_database`] tells (its newest path the same): a
+    /// chroot store read here is not the one the machine's daemon adds to.
+    /// Asks that daemon once, now.
+    pub fn import_socket(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, String> {
+        let loc = match &self.backend {
+            Backend::Daemon { socket, .. } => return Ok(socket.clone()),
+            Backend::Local(loc) => loc,
+        };
+        let socket = machine_socket(env);
+        let state_dir = (loc.db.parent().and_then(Path::parent))
+            .ok_or_else(|| format!("{}: no state directory above it", loc.db.display()))?;
+        let mut daemon =
+            DaemonStore::new(socket.clone(), loc.store_dir.clone(), self.daemon_timeout);
+        let found = daemon
+            .watch_database(state_dir)
+            .map_err(|why| format!("the nix-daemon at {}: {why}", socket.display()))?;
+        match found {
+            ChangeSignal::Database(db) if db == loc.db => Ok(socket),
+            _ => Err(format!(
+                "the nix-daemon at {} serves another store than {}",
+                socket.display(),
+                loc.db.display()
+            )),
         }
     }
 }

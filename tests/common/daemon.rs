@@ -25,6 +25,8 @@ pub struct TestDaemon {
     /// `NIX_CONFIG` of the daemon (its `trusted-public-keys`, say), added
     /// to the machine's nix.conf.
     config: Option<String>,
+    /// Where it listens, if not in its scratch directory.
+    socket: Option<PathBuf>,
 }
 
 impl TestDaemon {
@@ -41,11 +43,17 @@ impl TestDaemon {
     /// A daemon serving the store `uri` with the settings `nix_config`
     /// (nix.conf lines) on top of the machine's.
     pub fn serving_with(uri: &str, nix_config: &str) -> Self {
+        Self::serving_at(uri, nix_config, None)
+    }
+
+    /// [`Self::serving_with`], listening on `socket` if given.
+    pub fn serving_at(uri: &str, nix_config: &str, socket: Option<PathBuf>) -> Self {
         let mut d = TestDaemon {
             dir: Scratch::new("daemon"),
             child: None,
             store: Some(uri.to_owned()),
             config: Some(nix_config.to_owned()),
+            socket,
         };
         d.spawn();
         d
@@ -57,13 +65,14 @@ impl TestDaemon {
             child: None,
             store,
             config: None,
+            socket: None,
         };
         d.spawn();
         d
     }
 
     pub fn socket(&self) -> PathBuf {
-        self.dir.join("sock")
+        (self.socket.clone()).unwrap_or_else(|| self.dir.join("sock"))
     }
 
     /// Starts the daemon and waits until it answers.

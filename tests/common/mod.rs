@@ -27,11 +27,11 @@ pub use chroot::ChrootStore;
 pub use daemon::TestDaemon;
 pub use fixtures::{Fixtures, SETUP_NIX_FIXTURES};
 pub use nix::{
-    nix_command, nix_fresh_cache, nix_on, nix_path_info, nix_path_infos, nix_store_dump, output_of,
-    run, succeeded,
+    nix_command, nix_copy_from, nix_fresh_cache, nix_on, nix_path_info, nix_path_infos,
+    nix_store_dump, output_of, run, succeeded,
 };
 pub use scratch::{write_file, Scratch};
-pub use upstream::UpstreamServer;
+pub use upstream::{corrupt_nar, UpstreamServer};
 
 /// Tests that count the process's file descriptors, chmod directories or
 /// kill daemons take this first: one at a time within a test binary.
@@ -60,12 +60,17 @@ pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 
 /// An empty chroot store `tag` and a nix-daemon of its own for it that
 /// trusts the fixtures' `keys/public` alone, requires signatures and
-/// substitutes nothing: where imports (AddToStoreNar) are tested.
+/// substitutes nothing: where imports (AddToStoreNar) are tested. The
+/// daemon listens where Nix puts a store's socket,
+/// `<root>/nix/var/nix/daemon-socket/socket`, beside its database, as on a
+/// real machine: a server on that socket finds the database to watch.
 pub fn store_trusting_test_key(fx: &Fixtures, tag: &str) -> (ChrootStore, TestDaemon) {
     let store = ChrootStore::new(tag);
     let public = std::fs::read_to_string(fx.key("public")).unwrap();
     let config = format!("trusted-public-keys = {public}\nrequire-sigs = true\nsubstituters =\n");
-    let daemon = TestDaemon::serving_with(&store.uri(), &config);
+    let socket = store.root().join("nix/var/nix/daemon-socket/socket");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let daemon = TestDaemon::serving_at(&store.uri(), &config, Some(socket));
     (store, daemon)
 }
 

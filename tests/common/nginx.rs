@@ -1,7 +1,7 @@
-//! Debian's nginx in front of the server, configured with a block of the
-//! README (tests/proxy_cache.rs, tests/proxy_tls.rs): the block as written,
-//! with only its paths and ports replaced, in a minimal nginx.conf of a
-//! scratch directory.
+//! Debian's nginx in a minimal nginx.conf of a scratch directory, with a
+//! block of its own: in front of the server, a block of the README as
+//! written with only its paths and ports replaced (tests/proxy_cache.rs,
+//! tests/proxy_tls.rs); or as an upstream cache (`upstream.rs`).
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -142,6 +142,16 @@ pub fn nix_fresh_cache(cmd: &str, args: &[&str], xdg: &Path) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
 }
 
+/// `nix copy --from url --to dst` of `paths`, trusting only `public` (a key
+/// file's contents), with a client cache of its own in `xdg`.
+pub fn nix_copy_from(url: &str, dst: &Path, public: &str, paths: &[&str], xdg: &Path) -> Output {
+    let dst = dst.to_str().expect("UTF-8 path");
+    let mut args = vec!["copy", "--from", url, "--to", dst];
+    args.extend(["--option", "trusted-public-keys", public.trim()]);
+    args.extend_from_slice(paths);
+    nix_fresh_cache("nix", &args, xdg)
+}
+
 /// Panics with its output unless `out` succeeded; its stdout otherwise.
 pub fn succeeded(out: &Output, what: &str) -> String {
     assert!(

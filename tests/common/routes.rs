@@ -18,34 +18,7 @@ pub fn request(
     headers: &[(&str, &str)],
     http10: bool,
 ) -> Reply {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut req = format!(
-        "{method} {target} HTTP/1.{}\r\nHost: test\r\nConnection: close\r\n",
-        if http10 { 0 } else { 1 }
-    );
-    for (n, v) in headers {
-        req.push_str(&format!("{n}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut r = BufReader::new(s);
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(r.read_line(&mut line).unwrap() > 0, "EOF inside the head");
-        if line == "\r\n" {
-            break;
-        }
-        head.push_str(&line);
-    }
-    let head = head.trim_end().to_owned();
-    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let mut reply = Reply {
-        status,
-        head,
-        body: Vec::new(),
-    };
+    let (mut reply, mut r) = send(addr, method, target, headers, http10);
     if method == "HEAD" {
         return reply;
     }
@@ -74,6 +47,46 @@ pub fn request(
         r.read_to_end(&mut reply.body).unwrap();
     }
     reply
+}
+
+/// Sends one request (as [`request`]) and reads the reply's head: the reply
+/// with no body yet, and the connection where its body starts.
+pub fn send(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    http10: bool,
+) -> (Reply, BufReader<TcpStream>) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!(
+        "{method} {target} HTTP/1.{}\r\nHost: test\r\nConnection: close\r\n",
+        if http10 { 0 } else { 1 }
+    );
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "EOF inside the head");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let head = head.trim_end().to_owned();
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let reply = Reply {
+        status,
+        head,
+        body: Vec::new(),
+    };
+    (reply, r)
 }
 
 pub fn get(addr: SocketAddr, target: &str) -> Reply {

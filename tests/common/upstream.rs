@@ -4,14 +4,15 @@
 //! a CA the test makes (openssl CLI). Its access log says what was asked.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::nginx::{self, Reaper};
 use super::{nix_command, output_of, Scratch};
 
 pub struct UpstreamServer {
     scratch: Scratch,
-    nginx: Child,
+    nginx: Reaper,
     pub http_port: u16,
     pub https_port: u16,
 }
@@ -28,14 +29,48 @@ fn openssl(dir: &Path, args: &[&str]) {
     output_of(Command::new("openssl").current_dir(dir).args(args));
 }
 
+/// nginx serving `<dir>/caches` on two free ports (http, https), once it
+/// listens on both; `None` when it could not bind them.
+fn launch(dir: &Path) -> Option<(Reaper, u16, u16)> {
+    let (http_port, https_port) = (free_port(), free_port());
+    let errors = dir.join("error.log");
+    let _ = std::fs::remove_file(&errors);
+    let block = format!(
+        "  server {{ listen 127.0.0.1:{http_port}; root {d}/caches; access_log {d}/access.log;\n    \
+         location /slow/ {{ alias {d}/caches/; limit_rate 128k; }}\n    \
+         location /medium/ {{ alias {d}/caches/; limit_rate 2m; }} }}\n  \
+         server {{ listen 127.0.0.1:{https_port} ssl; root {d}/caches; access_log {d}/access.log;\n    \
+         ssl_certificate {d}/server.crt; ssl_certificate_key {d}/server.key; }}",
+        d = dir.display(),
+    );
+    let mut nginx = nginx::start(dir, &block);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // nginx binds every socket before it serves, and logs a failed
+        // bind at once (it retries for a few seconds before it exits).
+        let failed = std::fs::read_to_string(&errors).is_ok_and(|l| l.contains("bind()"));
+        if failed || nginx.0.try_wait().unwrap().is_some() {
+            return None;
+        }
+        let up = [http_port, https_port]
+            .iter()
+            .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok());
+        if up {
+            return Some((nginx, http_port, https_port));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nginx does not start (see {})",
+            errors.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl UpstreamServer {
     /// nginx on two free ports, serving `<scratch>/caches/` over http and
     /// https (a certificate for 127.0.0.1 signed by [`Self::ca_file`]).
     pub fn start() -> Self {
-        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("nginx is not installed (scripts/test installs Debian's nginx as root)");
         let scratch = Scratch::new("upstream");
         let dir = scratch.path();
         std::fs::create_dir(dir.join("caches")).unwrap();
@@ -97,41 +132,12 @@ impl UpstreamServer {
                 "server.crt",
             ],
         );
-        let (http_port, https_port) = (free_port(), free_port());
-        let conf = dir.join("nginx.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
-                 error_log {d}/error.log info;\n\
-                 events {{ worker_connections 64; }}\n\
-                 http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  \
-                 proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  \
-                 uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
-                 server {{ listen 127.0.0.1:{http_port}; root {d}/caches; }}\n  \
-                 server {{ listen 127.0.0.1:{https_port} ssl; root {d}/caches;\n    \
-                 ssl_certificate {d}/server.crt; ssl_certificate_key {d}/server.key; }}\n}}\n",
-                d = dir.display(),
-            ),
-        )
-        .unwrap();
-        let nginx = Command::new(nginx)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        for port in [http_port, https_port] {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "nginx does not listen on {port}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        // Another test may take a port between our choice and nginx's
+        // bind: then nginx says so in its log (and gives up), and we try
+        // other ports.
+        let (nginx, http_port, https_port) = (0..5)
+            .find_map(|_| launch(dir))
+            .expect("nginx did not start on free ports in 5 tries (see its error.log)");
         UpstreamServer {
             scratch,
             nginx,
@@ -155,7 +161,7 @@ impl UpstreamServer {
         key: Option<&Path>,
         paths: &[&str],
     ) -> PathBuf {
-        let dir = self.scratch.join("caches").join(name);
+        let dir = self.cache_dir(name);
         let mut to = format!("file://{}?compression={compression}", dir.display());
         if let Some(key) = key {
             to.push_str(&format!("&secret-key={}", key.display()));
@@ -164,8 +170,24 @@ impl UpstreamServer {
         dir
     }
 
+    /// Where cache `name` is (or would be) written.
+    pub fn cache_dir(&self, name: &str) -> PathBuf {
+        self.scratch.join("caches").join(name)
+    }
+
     pub fn url(&self, name: &str) -> String {
         format!("http://127.0.0.1:{}/{name}", self.http_port)
+    }
+
+    /// Cache `name` sent at 128 KiB/s a connection (nginx's `limit_rate`):
+    /// a 10 MiB NAR takes 80 s.
+    pub fn slow_url(&self, name: &str) -> String {
+        self.url(&format!("slow/{name}"))
+    }
+
+    /// Cache `name` sent at 2 MiB/s a connection: a 10 MiB NAR takes 5 s.
+    pub fn medium_url(&self, name: &str) -> String {
+        self.url(&format!("medium/{name}"))
     }
 
     pub fn https_url(&self, name: &str) -> String {
@@ -176,8 +198,8 @@ impl UpstreamServer {
     /// stopped upstream accepts connections (the kernel does) and answers
     /// nothing.
     pub fn signal(&self, signal: &str) {
-        let mut pids = super::daemon::workers_of(self.nginx.id());
-        pids.push(self.nginx.id().to_string());
+        let mut pids = super::daemon::workers_of(self.nginx.0.id());
+        pids.push(self.nginx.0.id().to_string());
         Command::new("kill")
             .arg(format!("-{signal}"))
             .args(&pids)
@@ -195,20 +217,12 @@ impl UpstreamServer {
     }
 }
 
-impl Drop for UpstreamServer {
-    fn drop(&mut self) {
-        // SIGTERM, so that nginx's master takes its worker with it.
-        let _ = Command::new("kill")
-            .arg(self.nginx.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.nginx.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.nginx.kill();
-        let _ = self.nginx.wait();
-    }
+/// Flips one byte near the end of the uncompressed NAR file whose NAR hash
+/// is `nar_hash_nix32` in the cache at `dir`: same size, another hash.
+pub fn corrupt_nar(dir: &Path, nar_hash_nix32: &str) {
+    let file = dir.join("nar").join(format!("{nar_hash_nix32}.nar"));
+    let mut bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let at = bytes.len() - 100;
+    bytes[at] ^= 0x55;
+    std::fs::write(&file, bytes).unwrap();
 }

@@ -14,8 +14,9 @@ use std::time::Duration;
 use thiserror::Error;
 use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
 
-/// At most this long to set up a connection (DNS, TCP, TLS): a LAN client
-/// waits on it, and a reachable cache answers in well under a second.
+/// At most this long to set up a connection (TCP, then TLS; the name
+/// look-up counts against each request's whole bound): a LAN client waits
+/// on it, and a reachable cache answers in well under a second.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A narinfo request from first byte sent to last byte read. Our client's
 /// own client gives up on us after a while too (Nix's `connect-timeout` is

@@ -6,6 +6,18 @@
 use std::fmt;
 use std::io::{self, BufReader, Read};
 
+use liblzma::stream::Stream;
+
+/// What an xz decoder may use: a stream of Nix's default preset (6: an
+/// 8 MiB dictionary, about 9 MiB to decode), cache.nixos.org's, fits;
+/// presets 7 to 9 (16 to 64 MiB) are refused rather than let an upstream
+/// decide how much memory a download holds.
+pub const XZ_MEMORY: u64 = 12 << 20;
+/// The largest zstd window accepted: 8 MiB, what levels up to 19 use (Nix
+/// writes level 3, a 2 MiB window at most); only `--long` and the ultra
+/// levels go past it.
+pub const ZSTD_WINDOW_LOG: u32 = 23;
+
 /// A narinfo's `Compression:` we can decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
@@ -29,7 +41,9 @@ impl Method {
         }
     }
 
-    /// A reader of the NAR that `compressed` carries.
+    /// A reader of the NAR that `compressed` carries, holding at most
+    /// [`Self::memory`] for its window (what the stream asks for beyond it
+    /// is an error, never an allocation).
     pub fn decoder<'r>(
         self,
         compressed: impl Read + Send + 'r,
@@ -37,12 +51,30 @@ impl Method {
         Ok(match self {
             Method::None => Box::new(compressed),
             // Multi-stream, as `xz` itself reads concatenated files.
-            Method::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(compressed)),
-            Method::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(BufReader::new(
-                compressed,
-            ))?),
+            Method::Xz => {
+                let stream = Stream::new_auto_decoder(XZ_MEMORY, liblzma::stream::CONCATENATED)
+                    .map_err(io::Error::other)?;
+                Box::new(liblzma::read::XzDecoder::new_stream(compressed, stream))
+            }
+            Method::Zstd => {
+                let mut d = zstd::stream::read::Decoder::with_buffer(BufReader::new(compressed))?;
+                d.window_log_max(ZSTD_WINDOW_LOG)?;
+                Box::new(d)
+            }
             Method::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(compressed)),
         })
+    }
+
+    /// What the decoder may hold at most, for the memory budget.
+    pub fn memory(self) -> u64 {
+        match self {
+            Method::None => 0,
+            Method::Xz => XZ_MEMORY,
+            // The window, and a block and its buffers on top.
+            Method::Zstd => (1 << ZSTD_WINDOW_LOG) + (512 << 10),
+            // 900 KiB blocks: bzip2's decoder holds at most about 3.6 MiB.
+            Method::Bzip2 => 4 << 20,
+        }
     }
 }
 
@@ -95,6 +127,32 @@ mod tests {
         }
         assert_eq!(Method::parse("gzip"), None);
         assert_eq!(Method::parse(""), None);
+    }
+
+    /// The memory a stream asks for is bounded: an xz of preset 9 (a 64 MiB
+    /// dictionary) and a zstd with a 128 MiB window are refused, what Nix
+    /// writes by default is not.
+    #[test]
+    fn a_stream_that_needs_too_much_memory_is_refused() {
+        let plain = vec![7u8; 1000];
+        let xz = |preset| {
+            let mut w = liblzma::write::XzEncoder::new(Vec::new(), preset);
+            w.write_all(&plain).unwrap();
+            w.finish().unwrap()
+        };
+        assert_eq!(decode(Method::Xz, &xz(6)).unwrap(), plain);
+        let e = decode(Method::Xz, &xz(9)).unwrap_err();
+        assert!(e.to_string().contains("memory limit"), "{e}");
+        let zst = |window_log| {
+            let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+            e.set_parameter(zstd::zstd_safe::CParameter::WindowLog(window_log))
+                .unwrap();
+            e.set_pledged_src_size(None).unwrap();
+            e.write_all(&plain).unwrap();
+            e.finish().unwrap()
+        };
+        assert_eq!(decode(Method::Zstd, &zst(ZSTD_WINDOW_LOG)).unwrap(), plain);
+        assert!(decode(Method::Zstd, &zst(27)).is_err());
     }
 
     #[test]

@@ -26,10 +26,14 @@ use sha2::Digest;
 use super::client::{nar_time_limit, Answer, Client, NAR_STALL_TIMEOUT};
 use super::narinfo::Found;
 use crate::log;
+use crate::metrics::Metrics;
 use crate::nix::hash::Sha256;
 
 /// Decompressed bytes handled at a time.
 const CHUNK: usize = 256 * 1024;
+/// What a download holds besides its decoder's window: its chunk, and the
+/// HTTP client's and the decoder's input buffers.
+pub const MEMORY: u64 = CHUNK as u64 + (128 << 10);
 /// Bytes held back from readers until the NAR is verified.
 const WITHHELD: u64 = 1;
 
@@ -122,10 +126,10 @@ impl Download {
     }
 
     /// Fetches, decompresses, checks and stores the NAR; then tells every
-    /// reader how it ended. `fetched` counts the bytes read from upstream
+    /// reader how it ended. `metrics` counts the bytes read from upstream
     /// (compressed). Returns the outcome.
-    pub fn run(&self, client: &Client, fetched: &AtomicU64) -> Outcome {
-        let outcome = match self.fetch(client, fetched) {
+    pub fn run(&self, client: &Client, metrics: &Metrics) -> Outcome {
+        let outcome = match self.fetch(client, metrics) {
             Ok(()) => Outcome::Verified,
             Err(why) => Outcome::Failed(why.into()),
         };
@@ -134,7 +138,7 @@ impl Download {
         outcome
     }
 
-    fn fetch(&self, client: &Client, fetched: &AtomicU64) -> Result<(), String> {
+    fn fetch(&self, client: &Client, metrics: &Metrics) -> Result<(), String> {
         let found = &self.found;
         let url = &found.nar_url;
         let size = found.info.nar_size;
@@ -147,7 +151,7 @@ impl Download {
         };
         let counted = Counted {
             inner: body.into_reader(),
-            count: fetched,
+            metrics,
         };
         let mut nar = found
             .compression
@@ -196,15 +200,15 @@ impl Download {
 }
 
 /// Counts what passes through.
-struct Counted<'c, R> {
+struct Counted<'m, R> {
     inner: R,
-    count: &'c AtomicU64,
+    metrics: &'m Metrics,
 }
 
 impl<R: Read> Read for Counted<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        self.metrics.upstream_fetched(n as u64);
         Ok(n)
     }
 }
@@ -220,6 +224,13 @@ pub struct NarReader {
 impl NarReader {
     pub fn nar_size(&self) -> u64 {
         self.download.found.info.nar_size
+    }
+
+    /// The same reader from byte `offset` on (a `Range`): it waits for the
+    /// bytes before it as for any others, reading none of them.
+    pub fn starting_at(mut self, offset: u64) -> Self {
+        self.pos = offset.min(self.nar_size());
+        self
     }
 
     /// Bytes up to which this reader may read now, waiting for more.
@@ -267,6 +278,13 @@ impl Read for NarReader {
         self.pos += n as u64;
         Ok(n)
     }
+}
+
+/// Whether downloads can keep their NAR in `dir` (checked at start-up, so
+/// that a missing or read-only directory stops the start, not every
+/// download).
+pub fn check_temp_dir(dir: &Path) -> io::Result<()> {
+    unlinked_file(dir).map(drop)
 }
 
 /// A file in `dir` with no name, gone with its last descriptor: nothing to
@@ -363,6 +381,18 @@ mod tests {
                 assert_eq!(late, nar);
             }
         }
+    }
+
+    #[test]
+    fn a_reader_from_an_offset_reads_the_rest() {
+        let d = arrived(b"0123456789");
+        end(&d, Outcome::Verified);
+        let mut rest = Vec::new();
+        d.reader().starting_at(4).read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"456789");
+        let mut none = Vec::new();
+        d.reader().starting_at(99).read_to_end(&mut none).unwrap();
+        assert!(none.is_empty());
     }
 
     #[test]
