@@ -13,6 +13,7 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod bounded;
 pub mod cache;
 pub mod config;
 pub mod exit;

@@ -14,8 +14,7 @@
 
 mod replies;
 
-use std::collections::HashMap;
-
+use crate::bounded::BoundedMap;
 use crate::log;
 use crate::nix::compression::Compression;
 use crate::nix::narinfo;
@@ -34,26 +33,26 @@ pub use replies::{Replies, Ticket};
 
 /// Replies a [`Memo`] holds before it starts over: a rendered narinfo is
 /// about 500 bytes, so a couple of megabytes per worker at most.
-pub const CAPACITY: usize = 4096;
+const WORKER_REPLIES: usize = 4096;
 
 /// One worker's memory of narinfo replies (`None`: 404) for one store
 /// generation, and of signatures by fingerprint. The signatures outlive a
 /// change of generation: a fingerprint names its content, so its signature
 /// never goes stale, and a busy store (a builder committing paths) changes
 /// generation far more often than the paths asked for change.
-#[derive(Default)]
 pub struct Memo {
     generation: Option<Generation>,
-    replies: HashMap<HashPart, Option<Vec<u8>>>,
+    replies: BoundedMap<HashPart, Option<Vec<u8>>>,
     sigs: SigCache,
 }
 
-impl Memo {
-    fn remember(&mut self, hash: HashPart, reply: Option<Vec<u8>>) {
-        if self.replies.len() >= CAPACITY && !self.replies.contains_key(&hash) {
-            self.replies.clear();
+impl Default for Memo {
+    fn default() -> Self {
+        Memo {
+            generation: None,
+            replies: BoundedMap::new(WORKER_REPLIES),
+            sigs: SigCache::default(),
         }
-        self.replies.insert(hash, reply);
     }
 }
 
@@ -94,7 +93,7 @@ pub fn handle(
                 )),
                 None => None,
             };
-            memo.remember(*hash, body.clone());
+            memo.replies.insert(*hash, body.clone());
             body
         }
     };

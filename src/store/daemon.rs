@@ -6,13 +6,13 @@
 //! If the daemon closed an idle connection (it restarted), the op is retried
 //! once on a fresh connection: our ops are read-only, so that is safe.
 
-use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection as Database, OpenFlags};
 
+use crate::bounded::BoundedMap;
 use crate::nix::hash::Sha256;
 use crate::nix::nar::listing::{listing_from_nar, NarParseError};
 use crate::nix::nar::{NarError, NarReader};
@@ -49,8 +49,8 @@ pub struct DaemonStore {
     /// Hash part → path, for paths seen valid. A hash part names one path
     /// forever (the name is part of what it hashes), so a remembered one
     /// saves QueryPathFromHashPart: one daemon round trip per narinfo, not
-    /// two. Bounded; absent paths are never remembered (they may appear).
-    paths: HashMap<HashPart, StorePath>,
+    /// two. Absent paths are never remembered (they may appear).
+    paths: BoundedMap<HashPart, StorePath>,
     /// Build logs are files the daemon wrote; read here, as Nix's own
     /// daemon client does (docs/protocols.md §9).
     log_dir: Option<PathBuf>,
@@ -59,8 +59,9 @@ pub struct DaemonStore {
     changes: Changes,
 }
 
-/// Entries [`DaemonStore::paths`] holds before it starts over.
-const PATH_MEMO_CAPACITY: usize = 4096;
+/// Entries [`DaemonStore::paths`] holds before it starts over: a path is
+/// about a hundred bytes, and a worker's hot set of narinfos fits.
+const REMEMBERED_PATHS: usize = 4096;
 
 /// How long a daemon store remembers answers when it has no way to see the
 /// store change (README "Caching"): far below the hour a proxy in front may
@@ -259,7 +260,7 @@ impl DaemonStore {
             timeout: Some(timeout).filter(|t| !t.is_zero()),
             conn: None,
             returned: nar_stream::Home::default(),
-            paths: HashMap::new(),
+            paths: BoundedMap::new(REMEMBERED_PATHS),
             log_dir: None,
             cache: InfoCache::default(),
             changes: Changes::new(ChangeSignal::Every(Duration::ZERO)),
@@ -423,9 +424,6 @@ impl DaemonStore {
             },
         )?;
         if let Some(info) = &info {
-            if self.paths.len() >= PATH_MEMO_CAPACITY {
-                self.paths.clear();
-            }
             self.paths.insert(*hash, info.path.clone());
         }
         Ok(info)
