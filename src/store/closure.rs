@@ -18,9 +18,10 @@ use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params_from_iter, Connection, OpenFlags};
+use rusqlite::{params_from_iter, Connection};
 
 use super::local::LocalLocation;
+use super::sqlite::{self, DataVersion};
 use super::{Failure, Generation, NarBody, Store, StoreError};
 use crate::log;
 use crate::nix::path_info::PathInfo;
@@ -232,7 +233,11 @@ pub fn closure_by_path_info(
 pub struct LocalClosure {
     conn: Connection,
     loc: LocalLocation,
+    version: DataVersion,
 }
+
+/// How long a closure query may wait on Nix's lock.
+const CLOSURE_BUSY: Duration = Duration::from_secs(1);
 
 /// Every valid path reachable from the roots through `Refs`, in one
 /// recursive query (`union`, not `union all`: each id is visited once, so
@@ -246,20 +251,20 @@ const CLOSURE_TAIL: &str =
 
 impl LocalClosure {
     pub fn open(loc: &LocalLocation) -> Result<Self, StoreError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&loc.db, flags).map_err(|e| sql(loc, e))?;
-        conn.busy_timeout(Duration::from_secs(1))
-            .map_err(|e| sql(loc, e))?;
+        // Off the request path, so it may wait on Nix's lock as a worker's
+        // look-up does; a failure only postpones the recompute.
+        let conn = sqlite::open_read_only(&loc.db, CLOSURE_BUSY).map_err(|e| sql(loc, e))?;
         Ok(LocalClosure {
             conn,
             loc: loc.clone(),
+            version: DataVersion::default(),
         })
     }
 
-    /// A number that changes whenever another connection commits.
-    pub fn data_version(&self) -> Result<i64, StoreError> {
-        self.conn
-            .query_row("pragma data_version", [], |r| r.get(0))
+    /// Whether another connection (Nix) committed since the last call.
+    pub fn changed(&mut self) -> Result<bool, StoreError> {
+        self.version
+            .changed(&self.conn)
             .map_err(|e| sql(&self.loc, e))
     }
 
@@ -337,11 +342,21 @@ impl Source {
         }
     }
 
-    /// What says the store may have changed: `None` when nothing does.
-    fn generation(&self) -> Result<Option<i64>, StoreError> {
+    /// Whether the store may have changed since the last call: never said
+    /// through the daemon, where a valid path's references never change
+    /// and only a change of root matters.
+    fn changed(&mut self) -> Result<bool, StoreError> {
         match self {
-            Source::Local(l) => l.data_version().map(Some),
-            Source::Any(_) => Ok(None),
+            Source::Local(l) => l.changed(),
+            Source::Any(_) => Ok(false),
+        }
+    }
+
+    /// The next [`Self::changed`] says yes: a closure that could not be
+    /// computed is owed.
+    fn forget(&mut self) {
+        if let Source::Local(l) = self {
+            l.version.forget();
         }
     }
 
@@ -364,7 +379,6 @@ impl Source {
 #[derive(Debug, PartialEq, Eq)]
 struct Seen {
     targets: Vec<Option<StorePath>>,
-    generation: Option<i64>,
     /// Roots that resolved to a path the store did not have: each check
     /// asks whether it has them now (a profile link can come first).
     missing: Vec<StorePath>,
@@ -395,9 +409,9 @@ impl Roots {
             self.roots.iter().map(|r| resolve_root(r, &dir)).collect();
         let targets: Vec<Option<StorePath>> =
             resolved.iter().map(|r| r.as_ref().ok().cloned()).collect();
-        let generation = self.source.generation()?;
+        let store_changed = self.source.changed()?;
         if let Some(seen) = &self.seen {
-            if seen.targets == targets && seen.generation == generation {
+            if seen.targets == targets && !store_changed {
                 let mut arrived = false;
                 for p in &seen.missing {
                     arrived |= self.source.is_valid(p)?;
@@ -414,17 +428,16 @@ impl Roots {
             }
         }
         let valid: Vec<StorePath> = targets.iter().flatten().cloned().collect();
-        let closure = self.source.closure(&valid)?;
+        let closure = self
+            .source
+            .closure(&valid)
+            .inspect_err(|_| self.source.forget())?;
         let missing = valid
             .iter()
             .filter(|p| !closure.contains(&p.hash_part()))
             .cloned()
             .collect();
-        self.seen = Some(Seen {
-            targets,
-            generation,
-            missing,
-        });
+        self.seen = Some(Seen { targets, missing });
         Ok(Some(closure))
     }
 }

@@ -10,8 +10,6 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection as Database, OpenFlags};
-
 use crate::bounded::BoundedMap;
 use crate::nix::hash::Sha256;
 use crate::nix::nar::listing::{listing_from_nar, NarParseError};
@@ -19,7 +17,8 @@ use crate::nix::nar::{NarError, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
 
-use super::cache::{DataVersion, InfoCache};
+use super::cache::InfoCache;
+use super::sqlite::{self, ChangeWatch, DataVersion, Look};
 use super::wire;
 use super::{Failure, Generation, NarBody, Store, StoreError};
 
@@ -111,12 +110,8 @@ impl DaemonStore {
         let mut why = Vec::new();
         for db in candidates {
             match self.verify_database(&db) {
-                Ok((conn, version)) => {
-                    self.changes = Changes::Database {
-                        path: db.clone(),
-                        conn: Some(conn),
-                        version,
-                    };
+                Ok(watch) => {
+                    self.changes = Changes::Database(watch);
                     self.cache.invalidate();
                     return Ok(ChangeSignal::Database(db));
                 }
@@ -128,9 +123,10 @@ impl DaemonStore {
 
     /// Whether `db` is the database of the store this daemon serves (see
     /// [`Self::watch_database`]), in WAL mode so that its counter is cheap:
-    /// the open connection and the counter as read before the comparison.
-    fn verify_database(&mut self, db: &Path) -> Result<(Database, DataVersion), String> {
-        let conn = open_database(db).map_err(|e| e.to_string())?;
+    /// its watch, through the connection that compared, with the counter
+    /// as read before the comparison.
+    fn verify_database(&mut self, db: &Path) -> Result<ChangeWatch, String> {
+        let conn = sqlite::open_read_only(db, DATABASE_BUSY).map_err(|e| e.to_string())?;
         let mode: String = conn
             .query_row("pragma journal_mode", [], |r| r.get(0))
             .map_err(|e| e.to_string())?;
@@ -173,39 +169,31 @@ impl DaemonStore {
                 "its newest path {full} is not the same in the daemon's store"
             ));
         }
-        Ok((conn, version))
+        Ok(ChangeWatch::with_connection(
+            db.to_owned(),
+            DATABASE_BUSY,
+            conn,
+            version,
+        ))
     }
 }
 
-fn open_database(db: &Path) -> rusqlite::Result<Database> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Database::open_with_flags(db, flags)?;
-    conn.busy_timeout(Duration::from_secs(1))?;
-    Ok(conn)
-}
+/// How long a read of the daemon's database may wait on Nix's lock: as long
+/// as a local store's look-up (`local.rs`), since a worker waits either way.
+const DATABASE_BUSY: Duration = Duration::from_secs(1);
 
 /// [`ChangeSignal`] with its state.
 enum Changes {
-    Database {
-        path: PathBuf,
-        /// Opened on first use, dropped (and opened again) after a failure.
-        conn: Option<Database>,
-        version: DataVersion,
-    },
-    Every {
-        period: Duration,
-        since: Instant,
-    },
+    Database(ChangeWatch),
+    Every { period: Duration, since: Instant },
 }
 
 impl Changes {
     fn new(signal: ChangeSignal) -> Self {
         match signal {
-            ChangeSignal::Database(path) => Changes::Database {
-                path,
-                conn: None,
-                version: DataVersion::default(),
-            },
+            ChangeSignal::Database(path) => {
+                Changes::Database(ChangeWatch::new(path, DATABASE_BUSY))
+            }
             ChangeSignal::Every(period) => Changes::Every {
                 period,
                 since: Instant::now(),
@@ -218,23 +206,7 @@ impl Changes {
     /// not be trusted.
     fn changed(&mut self) -> bool {
         match self {
-            Changes::Database {
-                path,
-                conn,
-                version,
-            } => {
-                if conn.is_none() {
-                    *conn = open_database(path).ok();
-                }
-                let Some(db) = conn else {
-                    return true;
-                };
-                version.changed(db).unwrap_or_else(|_| {
-                    *conn = None;
-                    *version = DataVersion::default();
-                    true
-                })
-            }
+            Changes::Database(watch) => watch.look() != Look::Same,
             Changes::Every { period, since } => {
                 let now = Instant::now();
                 let expired = now.duration_since(*since) >= *period;

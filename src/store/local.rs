@@ -1,10 +1,8 @@
 //! Read-only direct access to a local store: SQLite and the store directory (`docs/protocols.md` §8).
 //!
-//! The connection is opened `SQLITE_OPEN_READ_ONLY` and never `immutable=1`: an
-//! immutable reader skips WAL and locking and would serve stale or torn data
-//! while Nix writes (docs/protocols.md §8). A read-only WAL reader does not block Nix's writers;
-//! each look-up is one short read transaction, so checkpoints are never held
-//! back for long.
+//! The connection is opened read-only (`sqlite.rs`). A read-only WAL reader
+//! does not block Nix's writers; each look-up is one short read
+//! transaction, so checkpoints are never held back for long.
 
 use std::fs;
 
@@ -12,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Params};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Params};
 
-use super::cache::{DataVersion, InfoCache};
+use super::cache::InfoCache;
+use super::sqlite::{self, DataVersion};
 use super::{Failure, Generation, NarBody, Store, StoreError};
 use crate::nix::nar::NarReader;
 use crate::nix::path_info::PathInfo;
@@ -75,11 +74,8 @@ impl LocalStore {
     /// Opens the database read-only. Cheap: SQLite reads the schema and the
     /// WAL index on the first query, see [`LocalStore::check`].
     pub fn open(loc: LocalLocation) -> Result<Self, StoreError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn =
-            Connection::open_with_flags(&loc.db, flags).map_err(|e| sql_error(&loc.db, e))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| sql_error(&loc.db, e))?;
+            sqlite::open_read_only(&loc.db, BUSY_TIMEOUT).map_err(|e| sql_error(&loc.db, e))?;
         Ok(LocalStore {
             conn,
             loc,

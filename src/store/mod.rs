@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod local;
 pub mod log;
 pub mod slot;
+pub mod sqlite;
 pub mod upstream;
 pub mod uri;
 pub mod wire;
