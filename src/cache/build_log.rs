@@ -12,7 +12,7 @@ use crate::store::Store;
 use super::heavy::{self, Heavy, Holding};
 use super::primed::Primed;
 use super::range;
-use super::response::{HandlerError, CACHE_IMMUTABLE};
+use super::response::{self, HandlerError, CACHE_IMMUTABLE};
 use super::routes::LogName;
 
 pub const CONTENT_TYPE: &str = "text/plain; charset=utf-8";
@@ -45,12 +45,12 @@ pub fn handle(
         _ => None,
     };
     let Some(found) = found else {
-        return Ok(Response::text(404, "No such log.\n"));
+        return Ok(response::no_such_log());
     };
     let (status, start, len, total) = match &found {
         BuildLog::Plain { len: total, .. } => match range::select(range_header, *total) {
             Some((status, start, len)) => (status, start, Some(len), Some(*total)),
-            None => return Ok(range::unsatisfiable(*total)),
+            None => return Ok(response::range_not_satisfiable(*total)),
         },
         BuildLog::Bzip2(_) => (200, 0, None, None),
     };

@@ -103,7 +103,7 @@ pub fn handle(
     // Re-checked on every request, as nix-serve does (docs/protocols.md §10.4): a narinfo cached
     // by a client may name a NAR hash that no longer exists here.
     let cache_control = match req.nar_hash {
-        Some(h) if h != info.nar_hash => return Ok(incorrect_nar_hash()),
+        Some(h) if h != info.nar_hash => return Ok(response::incorrect_nar_hash()),
         Some(_) => CACHE_IMMUTABLE,
         // The legacy URL names the path, not the content.
         None => CACHE_SHORT,
@@ -121,7 +121,7 @@ pub fn handle(
     }
     let total = info.nar_size;
     let Some((status, start, len)) = range::select(req.range, total) else {
-        return Ok(range::unsatisfiable(total));
+        return Ok(response::range_not_satisfiable(total));
     };
     let Some(nar) = open_nar(store, req, &info, start)? else {
         return Ok(response::no_such_path());
@@ -160,14 +160,6 @@ pub fn handle(
         r = r.with_header("Vary", "Accept-Encoding".to_owned());
     }
     Ok(range::with_headers(r, start, len, total))
-}
-
-/// nix-serve's 404 for a NAR URL whose hash is not the path's NAR hash.
-pub fn incorrect_nar_hash() -> Response {
-    Response::text(
-        404,
-        "Incorrect NAR hash. Maybe the path has been recreated.\n",
-    )
 }
 
 /// The whole NAR, compressed while it streams: the length is unknown until

@@ -226,17 +226,8 @@ impl Store for LocalStore {
         let path = self.loc.real_store.join(info.path.base_name());
         let reader = NarReader::open_store_path_at(&path, offset)?;
         if reader.nar_size() != info.nar_size {
-            // Files changed behind Nix's back: never send bytes that do not
-            // match the promised length and hash.
-            return Err(StoreError::Corrupt(
-                format!(
-                    "{}: NAR is {} bytes, the database says {}",
-                    path.display(),
-                    reader.nar_size(),
-                    info.nar_size
-                )
-                .into(),
-            ));
+            // Never send bytes that do not match the promised length and hash.
+            return Err(super::wrong_size(&path, reader.nar_size(), info));
         }
         Ok(NarBody::Files(reader))
     }
