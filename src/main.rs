@@ -18,9 +18,9 @@ use nix_serve_sd::exit::StartError;
 use nix_serve_sd::log;
 use nix_serve_sd::metrics::{Metrics, MetricsFile};
 use nix_serve_sd::nix::signing::SecretKey;
-use nix_serve_sd::server::life::{self, Exit, Watch};
+use nix_serve_sd::server::life::{self, Exit, Supervision};
 use nix_serve_sd::server::{self, Limits, Listener, Server, Settings};
-use nix_serve_sd::store::closure::{self, Roots, Watcher};
+use nix_serve_sd::store::closure::{self, Refresher, Roots};
 use nix_serve_sd::store::upstream::{self, download, Budget, ImportTarget, Upstream};
 use nix_serve_sd::store::{uri, Counted, OpenStore, Opener};
 use nix_serve_sd::systemd::{self, Notifier};
@@ -153,15 +153,15 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         heavy: heavy.clone(),
     });
     // The first closure before READY: the server never serves unfiltered.
-    let mut closure_watch = None;
+    let mut closure_refresher = None;
     let allowed = if config.closure_roots.is_empty() {
         None
     } else {
         let source = closure::Source::of(&opener).map_err(|e| StartError::Store(e.to_string()))?;
         let roots = Roots::new(config.closure_roots.clone(), source);
-        let (allowed, watcher) =
-            Watcher::start(roots).map_err(|e| StartError::Store(e.to_string()))?;
-        closure_watch = Some(watcher);
+        let (allowed, refresher) =
+            Refresher::start(roots).map_err(|e| StartError::Store(e.to_string()))?;
+        closure_refresher = Some(refresher);
         Some(allowed)
     };
     let upstream = match &config.upstream {
@@ -230,11 +230,11 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
     let mut chores = Chores {
         metrics_file: &mut metrics_file,
         metrics: &metrics,
-        closure: closure_watch,
+        closure: closure_refresher,
     };
     let exit = life::supervise(
         &mut server,
-        Watch {
+        Supervision {
             idle_timeout: config.idle_timeout,
             stop: &term,
             manager: &notifier,
@@ -341,13 +341,13 @@ fn pull_through(
     Upstream::new(config, metrics.clone()).map_err(|e| StartError::Config(e.to_string()))
 }
 
-/// What the main thread does at each tick besides watching the server.
+/// What the main thread does at each tick besides supervising the server.
 struct Chores<'a> {
     metrics_file: &'a mut Option<MetricsFile>,
     metrics: &'a Metrics,
     /// `--serve-closure-of`: asks twice a second whether a root or the
     /// store changed; the recompute runs on its own thread.
-    closure: Option<Watcher>,
+    closure: Option<Refresher>,
 }
 
 impl Chores<'_> {

@@ -29,7 +29,7 @@ use crate::nix::store_path::{HashPart, StoreDir, StorePath, HASH_PART_LEN};
 
 /// Symlinks followed from a root before giving up (Linux's own limit).
 const MAX_LINKS: usize = 40;
-/// How often the watch loop asks whether a root or the store changed: a
+/// How often the main thread asks whether a root or the store changed: a
 /// switched root is then served within a second (the bound) even
 /// with a recompute of a few hundred milliseconds. A check is a few
 /// `readlink`s and, for the local backend, one pragma.
@@ -444,15 +444,15 @@ impl Roots {
 
 /// The main thread's side: asks the background thread, once every
 /// [`CHECK_EVERY`], to look at the roots and the store. Never waits.
-pub struct Watcher {
+pub struct Refresher {
     wake: SyncSender<()>,
     next: Instant,
 }
 
-impl Watcher {
+impl Refresher {
     /// Computes the first closure now (so the server never serves
     /// unfiltered), then starts the thread that keeps it current.
-    pub fn start(mut roots: Roots) -> Result<(Arc<Allowed>, Watcher), StoreError> {
+    pub fn start(mut roots: Roots) -> Result<(Arc<Allowed>, Refresher), StoreError> {
         let started = Instant::now();
         let first = roots.refresh()?.unwrap_or_default();
         log::info(&format!(
@@ -468,14 +468,14 @@ impl Watcher {
             .name("closure".into())
             .spawn(move || keep_current(roots, &shared, &woken))
             .map_err(StoreError::Io)?;
-        let watcher = Watcher {
+        let refresher = Refresher {
             wake,
             next: Instant::now() + CHECK_EVERY,
         };
-        Ok((allowed, watcher))
+        Ok((allowed, refresher))
     }
 
-    /// Called from the watch loop at every tick.
+    /// Called from the main thread at every tick.
     pub fn tick(&mut self, now: Instant) {
         if now < self.next {
             return;
@@ -490,7 +490,7 @@ impl Watcher {
     }
 }
 
-/// The background thread: one refresh per wake, until the watcher is gone.
+/// The background thread: one refresh per wake, until the refresher is gone.
 /// A failure keeps the closure it had (never a wider one) and is tried
 /// again at the next wake.
 fn keep_current(mut roots: Roots, allowed: &Allowed, woken: &Receiver<()>) {

@@ -90,10 +90,10 @@ impl DaemonStore {
     /// machine's, `NIX_STATE_DIR`: a daemon on a socket of its own still
     /// serves it). A candidate counts only if its newest path is one the
     /// daemon reports with the same NAR hash and registration time: a socket
-    /// leading to another store (forwarded, in a container) is never watched
-    /// through our own database. Uses this store's connection (one daemon
+    /// leading to another store (forwarded, in a container) never has its
+    /// changes read from our own database. Uses this store's connection (one daemon
     /// handshake at start-up, not two).
-    pub fn watch_database(&mut self, state_dir: &Path) -> Result<ChangeSignal, String> {
+    pub fn find_database(&mut self, state_dir: &Path) -> Result<ChangeSignal, String> {
         let mut candidates: Vec<PathBuf> = Vec::new();
         if let Some(state) = self
             .socket
@@ -122,7 +122,7 @@ impl DaemonStore {
     }
 
     /// Whether `db` is the database of the store this daemon serves (see
-    /// [`Self::watch_database`]), in WAL mode so that its counter is cheap:
+    /// [`Self::find_database`]), in WAL mode so that its counter is cheap:
     /// its watch, through the connection that compared, with the counter
     /// as read before the comparison.
     fn verify_database(&mut self, db: &Path) -> Result<ChangeWatch, String> {
@@ -223,7 +223,7 @@ impl DaemonStore {
     /// A client of the daemon listening on `socket`, for paths in `store_dir`.
     /// Nothing is opened yet. `timeout` bounds each read and write on the
     /// socket, so a stuck daemon cannot hang a worker; zero means none.
-    /// Remembers no answer unless [`Self::watching`] says how it learns of
+    /// Remembers no answer unless [`Self::with_change_signal`] says how it learns of
     /// changes (the `Opener` always does).
     pub fn new(socket: PathBuf, store_dir: StoreDir, timeout: Duration) -> Self {
         DaemonStore {
@@ -246,8 +246,8 @@ impl DaemonStore {
     }
 
     /// Learns of changes to the store through `signal` (see
-    /// [`Self::watch_database`]).
-    pub fn watching(mut self, signal: ChangeSignal) -> Self {
+    /// [`Self::find_database`]).
+    pub fn with_change_signal(mut self, signal: ChangeSignal) -> Self {
         self.changes = Changes::new(signal);
         self
     }

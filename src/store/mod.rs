@@ -167,7 +167,7 @@ pub trait Store: Send {
     /// output's deriver (`/log/<output>`, `http/build_log.rs`), for each path
     /// of a `--serve-closure-of` closure through the daemon
     /// (`closure::closure_by_path_info`), and by the daemon backend to tell
-    /// whether a database is its daemon's (`DaemonStore::watch_database`).
+    /// whether a database is its daemon's (`DaemonStore::find_database`).
     fn path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, StoreError>;
 
     /// The NAR of the valid path `info`, starting at byte `offset`: exactly

@@ -379,7 +379,7 @@ impl Opener {
                     .filter(|v| !v.is_empty())
                     .unwrap_or_else(|| DEFAULT_STATE_DIR.into());
                 let changes = daemon
-                    .watch_database(Path::new(&state_dir))
+                    .find_database(Path::new(&state_dir))
                     .unwrap_or_else(|why| {
                         crate::log::info(&format!(
                             "narinfo cache: no database to watch ({why}); daemon answers are \
@@ -389,7 +389,7 @@ impl Opener {
                         ChangeSignal::Every(STALE_BOUND)
                     });
                 if let ChangeSignal::Every(_) = changes {
-                    daemon = daemon.watching(changes.clone());
+                    daemon = daemon.with_change_signal(changes.clone());
                 }
                 (
                     Some(Box::new(daemon.with_log_dir(log_dir.clone()))),
@@ -436,7 +436,7 @@ impl Opener {
             )),
             Backend::Daemon { socket, store_dir } => Ok(Box::new(
                 DaemonStore::new(socket.clone(), store_dir.clone(), self.daemon_timeout)
-                    .watching(self.daemon_changes.clone())
+                    .with_change_signal(self.daemon_changes.clone())
                     .with_log_dir(self.log_dir.clone()),
             )),
         }
@@ -477,7 +477,7 @@ impl Opener {
     /// (`--upstream`'s imports), or why there is none. The daemon backend's
     /// own; for the local backend, the machine's daemon (`env` as for
     /// [`parse`]) only if it serves this very database, as
-    /// [`DaemonStore::watch_database`] tells (its newest path the same): a
+    /// [`DaemonStore::find_database`] tells (its newest path the same): a
     /// chroot store read here is not the one the machine's daemon adds to.
     /// Asks that daemon once, now.
     pub fn import_socket(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, String> {
@@ -491,7 +491,7 @@ impl Opener {
         let mut daemon =
             DaemonStore::new(socket.clone(), loc.store_dir.clone(), self.daemon_timeout);
         let found = daemon
-            .watch_database(state_dir)
+            .find_database(state_dir)
             .map_err(|why| format!("the nix-daemon at {}: {why}", socket.display()))?;
         match found {
             ChangeSignal::Database(db) if db == loc.db => Ok(socket),

@@ -11,10 +11,11 @@
 //! the loop advances, and on two rules:
 //!
 //! 1. The loop, for every request, first reads the store's change signal
-//!    through its own [`Watch`] (its own read-only connection,
-//!    `PRAGMA data_version`), and if it says "changed" it starts a new epoch
-//!    (forgetting every reply) *before* it looks a reply up. A signal it
-//!    cannot read (`Look::Unknown`) sends the request to a worker.
+//!    through its own [`ChangeWatch`](crate::store::sqlite::ChangeWatch)
+//!    (its own read-only connection, `PRAGMA data_version`), and if it says
+//!    "changed" it starts a new epoch (forgetting every reply) *before* it
+//!    looks a reply up. A signal it cannot read (`Look::Unknown`) sends the
+//!    request to a worker.
 //! 2. A worker takes a [`Ticket`] (the epoch now) *before* its own look-up
 //!    (before it even reads its store's generation), and its reply is filed
 //!    only if the epoch is still that one when it files.
