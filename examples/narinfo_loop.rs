@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use nix_serve_sd::cache::narinfo::{self, Replies};
+use nix_serve_sd::cache::narinfo::{self, SharedNarinfos};
 use nix_serve_sd::cache::NarinfoFastPath;
 use nix_serve_sd::nix::compression::Compression;
 use nix_serve_sd::nix::signing::SecretKey;
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         _ => corpus.iter().map(StorePath::hash_part).collect(),
     };
     let mut memo = Default::default();
-    let replies = std::sync::Arc::new(Replies::for_signal(&opener.change_signal()));
+    let replies = std::sync::Arc::new(SharedNarinfos::for_signal(&opener.change_signal()));
     let mut fast = NarinfoFastPath::new(replies.clone(), opener.change_signal(), None);
     let heads: Vec<Request> = hashes
         .iter()

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use nix_serve_sd::auth::Auth;
-use nix_serve_sd::cache::{heavy, Cache, Service};
+use nix_serve_sd::cache::{heavy, Cache, ReplySettings};
 use nix_serve_sd::config::{Cli, Config, ListenSpec, UpstreamConfig};
 use nix_serve_sd::exit::StartError;
 use nix_serve_sd::log;
@@ -22,7 +22,7 @@ use nix_serve_sd::server::life::{self, Exit, Supervision};
 use nix_serve_sd::server::{self, Limits, Listener, Server, Settings};
 use nix_serve_sd::store::closure::{self, Refresher, Roots};
 use nix_serve_sd::store::upstream::{self, download, Budget, ImportTarget, Upstream};
-use nix_serve_sd::store::{uri, Counted, OpenStore, Opener};
+use nix_serve_sd::store::{uri, CountingOpener, OpenStore, Opener};
 use nix_serve_sd::systemd::{self, Notifier};
 
 /// How long SIGTERM waits for requests in flight before exiting anyway
@@ -139,14 +139,14 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
             .map_or_else(Metrics::default, MetricsFile::resume),
     );
     metrics.activation();
-    let open: Arc<dyn OpenStore> = Arc::new(Counted {
+    let open: Arc<dyn OpenStore> = Arc::new(CountingOpener {
         inner: Arc::new(opener.clone()),
         metrics: metrics.clone(),
     });
     // One budget for the memory of computed bodies and of upstream
     // downloads (README "Limits").
     let heavy = heavy::Heavy::new(heavy::BUDGET);
-    let svc = Arc::new(Service {
+    let settings = Arc::new(ReplySettings {
         keys,
         priority: config.priority,
         compression: config.compression,
@@ -169,7 +169,7 @@ fn run(config: &Config, inherited: Vec<Listener>) -> Result<(), StartError> {
         Some(u) => Some(pull_through(u, &opener, &metrics, &heavy, &env)?),
     };
     let app = Arc::new(
-        Cache::new(svc, open, opener.change_signal(), metrics.clone())
+        Cache::new(settings, open, opener.change_signal(), metrics.clone())
             .with_metrics_route(config.metrics_route)
             .with_closure(allowed)
             .with_auth(auth.clone())

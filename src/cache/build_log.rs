@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::server::app::{Body, Response};
-use crate::store::log::{self, BuildLog};
+use crate::store::build_log::{self, BuildLog};
 use crate::store::Store;
 
 use super::heavy::{self, Heavy, Holding};
@@ -41,7 +41,7 @@ pub fn handle(
     // looked for first either way, so a refusal costs what an absence does
     // (an absent log's .drv is outside the closure too, and looked for).
     let found = match (drv, store.log_dir()) {
-        (Some(drv), Some(dir)) => log::open(dir, &drv)?.filter(|_| store.serves(&drv)),
+        (Some(drv), Some(dir)) => build_log::open(dir, &drv)?.filter(|_| store.serves(&drv)),
         _ => None,
     };
     let Some(found) = found else {

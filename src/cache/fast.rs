@@ -1,6 +1,6 @@
 //! What an event loop may answer by itself, in the turn it parsed a head:
 //! a narinfo whose reply a worker filed and that is known valid now
-//! (`narinfo/replies.rs`). Anything else, or any doubt, is `None`, and the
+//! (`narinfo/shared.rs`). Anything else, or any doubt, is `None`, and the
 //! request goes to a worker as always.
 //!
 //! Each loop has its own: its own reading of the store's change signal
@@ -21,14 +21,14 @@ use crate::store::closure::Allowed;
 use crate::store::daemon::ChangeSignal;
 use crate::store::sqlite::{ChangeWatch, Look};
 
-use super::narinfo::{self, Replies};
+use super::narinfo::{self, SharedNarinfos};
 use super::response;
 use super::routes::{self, Route};
 
 pub struct NarinfoFastPath {
-    replies: Arc<Replies>,
+    replies: Arc<SharedNarinfos>,
     /// `None`: no database to read, so nothing to look at; the replies
-    /// then age out instead (`Replies::max_age`).
+    /// then age out instead (`SharedNarinfos::max_age`).
     watch: Option<ChangeWatch>,
     closure: Option<Arc<Allowed>>,
     auth: Option<Arc<Auth>>,
@@ -39,7 +39,7 @@ impl NarinfoFastPath {
     /// a store that tells of its changes by `signal`. `closure`:
     /// `--serve-closure-of`.
     pub fn new(
-        replies: Arc<Replies>,
+        replies: Arc<SharedNarinfos>,
         signal: ChangeSignal,
         closure: Option<Arc<Allowed>>,
     ) -> NarinfoFastPath {

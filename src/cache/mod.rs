@@ -10,7 +10,7 @@ pub mod fast;
 pub mod gate;
 pub mod heavy;
 pub mod listing;
-pub mod metrics;
+pub mod metrics_route;
 pub mod nar;
 pub mod narinfo;
 mod primed;
@@ -40,7 +40,7 @@ pub use fast::NarinfoFastPath;
 
 /// What every worker shares, read-only: keys loaded once at start-up and
 /// the settings that shape replies.
-pub struct Service {
+pub struct ReplySettings {
     pub keys: Vec<SecretKey>,
     pub priority: u32,
     /// `--compression`: what narinfos point to, and whether a NAR may be
@@ -53,7 +53,7 @@ pub struct Service {
 /// The application as the engine starts it: everything a worker's handler
 /// and a loop's fast path are made from.
 pub struct Cache {
-    svc: Arc<Service>,
+    settings: Arc<ReplySettings>,
     open: Arc<dyn OpenStore>,
     metrics: Arc<Metrics>,
     /// `--metrics-route`: serve `/metrics`.
@@ -61,7 +61,7 @@ pub struct Cache {
     /// `--serve-closure-of`.
     closure: Option<Arc<Allowed>>,
     /// Narinfo replies the workers file for the loops.
-    replies: Arc<narinfo::Replies>,
+    shared_narinfos: Arc<narinfo::SharedNarinfos>,
     signal: ChangeSignal,
     /// `--htpasswd`.
     auth: Option<Arc<Auth>>,
@@ -73,18 +73,18 @@ impl Cache {
     /// The application over the store `open` makes connections to, which
     /// tells of its changes by `signal`.
     pub fn new(
-        svc: Arc<Service>,
+        settings: Arc<ReplySettings>,
         open: Arc<dyn OpenStore>,
         signal: ChangeSignal,
         metrics: Arc<Metrics>,
     ) -> Cache {
         Cache {
-            svc,
+            settings,
             open,
             metrics,
             metrics_route: false,
             closure: None,
-            replies: Arc::new(narinfo::Replies::for_signal(&signal)),
+            shared_narinfos: Arc::new(narinfo::SharedNarinfos::for_signal(&signal)),
             signal,
             auth: None,
             upstream: None,
@@ -120,16 +120,16 @@ impl Cache {
     /// One worker's handler, as the engine makes one per worker thread.
     pub fn worker(&self) -> Worker {
         Worker {
-            svc: self.svc.clone(),
+            settings: self.settings.clone(),
             store: StoreSlot::new(self.open.clone(), None),
-            narinfos: narinfo::Memo::default(),
+            narinfos: narinfo::WorkerNarinfos::default(),
             metrics: self.metrics.clone(),
             metrics_route: self.metrics_route,
             closure: self.closure.clone(),
             closure_seen: None,
-            replies: Some(self.replies.clone()),
+            shared_narinfos: Some(self.shared_narinfos.clone()),
             auth: self.auth.clone(),
-            narinfos_all: narinfo::Memo::default(),
+            narinfos_all: narinfo::WorkerNarinfos::default(),
             upstream: self.upstream.clone(),
         }
     }
@@ -137,7 +137,7 @@ impl Cache {
     /// One loop's fast path.
     pub fn narinfo_fast_path(&self) -> NarinfoFastPath {
         NarinfoFastPath::new(
-            self.replies.clone(),
+            self.shared_narinfos.clone(),
             self.signal.clone(),
             self.closure.clone(),
         )
@@ -158,9 +158,9 @@ impl Application for Cache {
 /// One store worker's state: its own store connection and its memo of
 /// narinfo replies and signatures. No lock on the hot path.
 pub struct Worker {
-    svc: Arc<Service>,
+    settings: Arc<ReplySettings>,
     store: StoreSlot,
-    narinfos: narinfo::Memo,
+    narinfos: narinfo::WorkerNarinfos,
     /// Where store look-up latency goes.
     metrics: Arc<Metrics>,
     metrics_route: bool,
@@ -169,12 +169,12 @@ pub struct Worker {
     /// The closure `narinfos` was filled under.
     closure_seen: Option<Arc<Closure>>,
     /// Where narinfo replies are filed for the event loops.
-    replies: Option<Arc<narinfo::Replies>>,
+    shared_narinfos: Option<Arc<narinfo::SharedNarinfos>>,
     /// `--htpasswd`: who may see what ([`gate`]).
     auth: Option<Arc<Auth>>,
     /// With `--serve-closure-of` too: the replies of the whole store, which
     /// users see, kept apart from the closure's in `narinfos`.
-    narinfos_all: narinfo::Memo,
+    narinfos_all: narinfo::WorkerNarinfos,
     /// `--upstream`: where a path this store lacks (or, with
     /// `--serve-closure-of`, may not show) is fetched from.
     upstream: Option<Upstream>,
@@ -245,7 +245,7 @@ impl Worker {
             if !self.metrics_route {
                 return Err(HandlerError::Route(RouteError::NotFound));
             }
-            return Ok(metrics::handle(&self.metrics));
+            return Ok(metrics_route::handle(&self.metrics));
         }
         let store = self.store.get()?;
         let closure = self.closure.as_ref().filter(|_| !user);
@@ -259,7 +259,7 @@ impl Worker {
                 .as_ref()
                 .is_some_and(|c| Arc::ptr_eq(c, now))
             {
-                self.narinfos = narinfo::Memo::default();
+                self.narinfos = narinfo::WorkerNarinfos::default();
                 self.closure_seen = Some(now.clone());
             }
         }
@@ -275,7 +275,7 @@ impl Worker {
             None => store,
         };
         let started = Instant::now();
-        let svc = &*self.svc;
+        let settings = &*self.settings;
         let head_only = request.method == Method::Head;
         let answer = match route {
             Route::NarInfo(hash) => {
@@ -288,16 +288,16 @@ impl Worker {
                 } else {
                     &mut self.narinfos
                 };
-                // Taken before the look-up (`narinfo/replies.rs`).
-                let shared = (self.replies.as_deref())
+                // Taken before the look-up (`narinfo/shared.rs`).
+                let shared = (self.shared_narinfos.as_deref())
                     .filter(|_| !apart)
                     .map(|r| (r, r.ticket(allowed.clone())));
                 narinfo::handle(
                     store,
-                    &svc.keys,
+                    &settings.keys,
                     memo,
                     &hash,
-                    svc.compression,
+                    settings.compression,
                     shared,
                     self.upstream.as_ref(),
                 )
@@ -310,16 +310,16 @@ impl Worker {
                     range: request.range.as_deref(),
                     head_only,
                     encoding: nar::negotiate(
-                        svc.compression,
+                        settings.compression,
                         request.accept_encoding.as_deref(),
                         request.range.as_deref(),
                     ),
-                    vary: svc.compression != Compression::None,
-                    heavy: &svc.heavy,
+                    vary: settings.compression != Compression::None,
+                    heavy: &settings.heavy,
                 },
                 self.upstream.as_ref(),
             ),
-            Route::NarZstd { hash, nar_hash } => match svc.compression {
+            Route::NarZstd { hash, nar_hash } => match settings.compression {
                 // The route exists only when the operator chose to spend
                 // the CPU (and the memory) on compression.
                 Compression::None => Err(HandlerError::Route(RouteError::NotFound)),
@@ -332,19 +332,19 @@ impl Worker {
                         head_only,
                         encoding: nar::Encoding::ZstdFile { level },
                         vary: false,
-                        heavy: &svc.heavy,
+                        heavy: &settings.heavy,
                     },
                     self.upstream.as_ref(),
                 ),
             },
-            Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), svc.priority)),
+            Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), settings.priority)),
             Route::Listing(hash) => listing::handle(store, &hash, request.range.as_deref()),
             Route::Log(name) => build_log::handle(
                 store,
                 &name,
                 request.range.as_deref(),
                 head_only,
-                &svc.heavy,
+                &settings.heavy,
             ),
             Route::Metrics => unreachable!("answered above"),
         };

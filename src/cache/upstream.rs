@@ -12,7 +12,7 @@
 //!   bodies (`heavy.rs`), and each download its decoder's window and
 //!   buffers (`store::upstream::Budget`): past it, 503.
 //!
-//! None of these replies is filed for the event loops (`narinfo/replies.rs`
+//! None of these replies is filed for the event loops (`narinfo/shared.rs`
 //! rests on the store's change signal; an upstream answer has its own short
 //! life, `store/upstream/narinfo.rs`), and a miss of the local store is
 //! not filed either: with upstreams, every narinfo this store lacks goes to

@@ -12,7 +12,7 @@
 //!
 //! The event loop reads the same signal through a
 //! [`ChangeWatch`](super::sqlite::ChangeWatch) of its own, so that it can
-//! answer a repeated narinfo request itself (`cache/narinfo/replies.rs`).
+//! answer a repeated narinfo request itself (`cache/narinfo/shared.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;

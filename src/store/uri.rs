@@ -183,7 +183,7 @@ pub fn log_dir(uri: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
         None => PathBuf::from(
             env("NIX_LOG_DIR")
                 .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| super::log::DEFAULT_LOG_DIR.to_owned()),
+                .unwrap_or_else(|| super::build_log::DEFAULT_LOG_DIR.to_owned()),
         ),
     }
 }

@@ -27,7 +27,7 @@
 //! connection committed in between, so L started an epoch e_L. Epochs only
 //! grow, and a reply is filed only under the epoch current when it is filed
 //! and is forgotten when the next one starts; the reply is still there at R,
-//! so e >= e_L. The worker read e from [`Replies::ticket`], which the loop
+//! so e >= e_L. The worker read e from [`SharedNarinfos::ticket`], which the loop
 //! published (release; the worker acquires) after L; so the worker's
 //! look-up, which followed its ticket, started after L and hence after C
 //! committed, and saw C: its reply is no older than C. A worker whose
@@ -46,7 +46,7 @@
 //! same `Arc`, never freed while held here) is current; a new closure starts
 //! a new epoch as a change of the store does.
 //!
-//! Bounded as a worker's `Memo` is: [`SHARED_REPLIES`] replies, then it
+//! Bounded as a worker's `WorkerNarinfos` is: [`SHARED_REPLIES`] replies, then it
 //! starts over.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,7 +66,7 @@ const SHARED_REPLIES: usize = 4096;
 /// The replies, shared by the workers (who file) and the loop (who reads).
 /// One lock, held for a map operation: the loop takes it once a request,
 /// a worker once a miss.
-pub struct Replies {
+pub struct SharedNarinfos {
     /// The current epoch, for the workers' tickets without the lock.
     epoch: AtomicU64,
     state: Mutex<State>,
@@ -102,20 +102,20 @@ fn same(a: &Option<Arc<Closure>>, b: &Option<Arc<Closure>>) -> bool {
     }
 }
 
-impl Replies {
+impl SharedNarinfos {
     /// The replies for a store that tells of its changes by `signal`: with
     /// a database to read, kept until a change; without, for at most the
     /// signal's period.
     pub fn for_signal(signal: &ChangeSignal) -> Self {
-        Replies::new(match signal {
+        SharedNarinfos::new(match signal {
             ChangeSignal::Database(_) => None,
             ChangeSignal::Every(period) => Some(*period),
         })
     }
 
-    /// `max_age`: see [`Replies::max_age`].
+    /// `max_age`: see [`SharedNarinfos::max_age`].
     pub fn new(max_age: Option<Duration>) -> Self {
-        Replies {
+        SharedNarinfos {
             epoch: AtomicU64::new(0),
             state: Mutex::new(State {
                 epoch: 0,
@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn a_reply_computed_before_a_change_is_never_filed_after_it() {
-        let r = Replies::new(None);
+        let r = SharedNarinfos::new(None);
         let now = Instant::now();
         // The loop's first look always says "changed".
         assert_eq!(r.get(&hash('a'), true, None, now), None);
@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn another_closure_is_another_epoch() {
-        let r = Replies::new(None);
+        let r = SharedNarinfos::new(None);
         let now = Instant::now();
         let (c1, c2) = (Arc::new(Closure::default()), Arc::new(Closure::default()));
         assert_eq!(r.get(&hash('a'), true, Some(c1.clone()), now), None);
@@ -241,7 +241,7 @@ mod tests {
 
     #[test]
     fn without_a_signal_a_reply_ages_out() {
-        let r = Replies::new(Some(Duration::from_secs(1)));
+        let r = SharedNarinfos::new(Some(Duration::from_secs(1)));
         let born = Instant::now();
         r.file(r.ticket(None), hash('a'), None, born);
         assert_eq!(r.get(&hash('a'), false, None, born), Some(None));
