@@ -25,7 +25,7 @@ use crate::nix::store_path::HashPart;
 /// mean "nothing has been committed in between", so whatever was true in one
 /// is true in the other. Unique in the process: a new connection (after a
 /// reconnect) never reuses one, so a cache kept outside the connection (the
-/// rendered narinfo replies, `http/narinfo.rs`) cannot outlive it by mistake.
+/// rendered narinfo replies, `cache/narinfo.rs`) cannot outlive it by mistake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Generation {
     id: u64,

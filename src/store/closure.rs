@@ -114,7 +114,7 @@ impl Store for Filtered<'_> {
     }
 
     /// The store's: a change of closure is the worker's to notice
-    /// (`http::Worker`), since it is not a change of the store.
+    /// (`cache::Worker`), since it is not a change of the store.
     fn generation(&mut self) -> Result<Generation, StoreError> {
         self.inner.generation()
     }
