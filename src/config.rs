@@ -280,56 +280,116 @@ pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(15);
 
 impl Config {
     /// Resolves the parsed command line with the environment (`NIX_REMOTE`,
-    /// `NIX_SECRET_KEY_FILE`) and whether systemd passed sockets.
+    /// `NIX_SECRET_KEY_FILE`) and whether systemd passed sockets: TLS
+    /// refused, then listeners, threads, timeouts, keys, compression, the
+    /// store, upstreams, each checked where it is resolved.
     pub fn resolve(
         cli: Cli,
         env: &dyn Fn(&str) -> Option<String>,
         socket_activated: bool,
         cores: usize,
     ) -> Result<Config, ConfigError> {
-        if cli.enable_ssl {
-            return Err(ConfigError::TlsFlag {
-                flag: "--enable-ssl",
-            });
+        refuse_tls(&cli)?;
+        let listen = listeners(&cli)?;
+        let (workers, loops) = threads(&cli, cores)?;
+        let t = Timeouts::resolve(&cli, socket_activated)?;
+        let compression = compression(&cli)?;
+        Ok(Config {
+            listen,
+            workers,
+            loops,
+            backlog: cli.backlog.clamp(1, 65535),
+            read_timeout: t.read,
+            keepalive_timeout: t.keepalive,
+            write_timeout: t.write,
+            keepalive: !cli.disable_keepalive && !t.keepalive.is_zero(),
+            access_log: cli.access_log.clone(),
+            error_log: cli.error_log.clone(),
+            pid_file: cli.pid.clone(),
+            priority: cli.priority,
+            compression,
+            store_uri: store_uri(&cli, env),
+            key_files: key_files(&cli, env),
+            idle_timeout: t.idle,
+            metrics_file: cli.metrics_file.clone(),
+            metrics_interval: t.metrics_interval,
+            metrics_route: cli.metrics_route,
+            closure_roots: cli.serve_closure_of.clone(),
+            htpasswd: cli.htpasswd.clone(),
+            upstream: upstream_config(&cli, env)?,
+            ignored: ignored_flags(&cli),
+        })
+    }
+}
+
+fn refuse_tls(cli: &Cli) -> Result<(), ConfigError> {
+    let flag = if cli.enable_ssl {
+        "--enable-ssl"
+    } else if cli.ssl_cert.is_some() {
+        "--ssl-cert"
+    } else if cli.ssl_key.is_some() {
+        "--ssl-key"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::TlsFlag { flag })
+}
+
+/// `--listen` and `--socket`, else `--host` and `--port`, else every
+/// address on port 5000.
+fn listeners(cli: &Cli) -> Result<Vec<ListenSpec>, ConfigError> {
+    let mut listen = Vec::new();
+    for spec in &cli.listen {
+        listen.push(parse_listen(spec)?);
+    }
+    listen.extend(cli.socket.iter().cloned().map(ListenSpec::Unix));
+    if listen.is_empty() {
+        let port = cli.port.unwrap_or(DEFAULT_PORT);
+        listen.push(match cli.host.as_deref() {
+            None => ListenSpec::AllAddresses(port),
+            Some(host) => parse_listen(&format!("{}:{port}", bracket_v6(host)))?,
+        });
+    }
+    Ok(listen)
+}
+
+/// `--workers` and `--event-loops`, by default from the CPUs we may run on.
+fn threads(cli: &Cli, cores: usize) -> Result<(usize, usize), ConfigError> {
+    let workers = match cli.workers {
+        None => (2 * cores).clamp(2, 32),
+        Some(n) if (1..=MAX_WORKERS).contains(&n) => n,
+        Some(n) => {
+            return Err(ConfigError::Workers {
+                value: n,
+                max: MAX_WORKERS,
+            })
         }
-        if cli.ssl_cert.is_some() {
-            return Err(ConfigError::TlsFlag { flag: "--ssl-cert" });
+    };
+    let loops = match cli.event_loops {
+        None => cores.clamp(1, MAX_LOOPS),
+        Some(n) if (1..=MAX_LOOPS).contains(&n) => n,
+        Some(n) => {
+            return Err(ConfigError::Loops {
+                value: n,
+                max: MAX_LOOPS,
+            })
         }
-        if cli.ssl_key.is_some() {
-            return Err(ConfigError::TlsFlag { flag: "--ssl-key" });
-        }
-        let mut listen = Vec::new();
-        for spec in &cli.listen {
-            listen.push(parse_listen(spec)?);
-        }
-        listen.extend(cli.socket.iter().cloned().map(ListenSpec::Unix));
-        if listen.is_empty() {
-            let port = cli.port.unwrap_or(DEFAULT_PORT);
-            listen.push(match cli.host.as_deref() {
-                None => ListenSpec::AllAddresses(port),
-                Some(host) => parse_listen(&format!("{}:{port}", bracket_v6(host)))?,
-            });
-        }
-        let workers = match cli.workers {
-            None => (2 * cores).clamp(2, 32),
-            Some(n) if (1..=MAX_WORKERS).contains(&n) => n,
-            Some(n) => {
-                return Err(ConfigError::Workers {
-                    value: n,
-                    max: MAX_WORKERS,
-                })
-            }
-        };
-        let loops = match cli.event_loops {
-            None => cores.clamp(1, MAX_LOOPS),
-            Some(n) if (1..=MAX_LOOPS).contains(&n) => n,
-            Some(n) => {
-                return Err(ConfigError::Loops {
-                    value: n,
-                    max: MAX_LOOPS,
-                })
-            }
-        };
+    };
+    Ok((workers, loops))
+}
+
+/// The durations of the command line, with their floors.
+struct Timeouts {
+    read: Duration,
+    keepalive: Duration,
+    write: Duration,
+    /// `None`: never exit for idleness.
+    idle: Option<Duration>,
+    metrics_interval: Duration,
+}
+
+impl Timeouts {
+    fn resolve(cli: &Cli, socket_activated: bool) -> Result<Timeouts, ConfigError> {
         let secs = |flag, v: &Option<String>, default| match v {
             None => Ok(default),
             Some(v) => parse_duration(v).map_err(|reason| ConfigError::Duration {
@@ -338,13 +398,13 @@ impl Config {
                 reason,
             }),
         };
-        let read_timeout = secs("--read-timeout", &cli.read_timeout, DEFAULT_READ_TIMEOUT)?;
-        let keepalive_timeout = secs(
+        let read = secs("--read-timeout", &cli.read_timeout, DEFAULT_READ_TIMEOUT)?;
+        let keepalive = secs(
             "--keepalive-timeout",
             &cli.keepalive_timeout,
             DEFAULT_KEEPALIVE_TIMEOUT,
         )?;
-        let write_timeout = secs("--timeout", &cli.timeout, DEFAULT_WRITE_TIMEOUT)?;
+        let write = secs("--timeout", &cli.timeout, DEFAULT_WRITE_TIMEOUT)?;
         let idle_default = if socket_activated {
             DEFAULT_ACTIVATED_IDLE
         } else {
@@ -356,56 +416,45 @@ impl Config {
             &cli.metrics_interval,
             DEFAULT_METRICS_INTERVAL,
         )?;
-
-        let mut key_files = cli.sign_key_file.clone();
-        if let Some(f) = env("NIX_SECRET_KEY_FILE").filter(|f| !f.is_empty()) {
-            let f = PathBuf::from(f);
-            if !key_files.contains(&f) {
-                key_files.push(f);
-            }
-        }
-        let compression = match cli.compression.as_deref() {
-            None => Compression::None,
-            Some(v) => Compression::parse(v).map_err(|reason| ConfigError::Compression {
-                value: v.to_owned(),
-                reason,
-            })?,
-        };
-        let store_uri = cli
-            .store
-            .clone()
-            .or_else(|| env("NIX_REMOTE").filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| "auto".to_owned());
-        let upstream = upstream_config(&cli, env)?;
-
-        Ok(Config {
-            listen,
-            workers,
-            loops,
-            backlog: cli.backlog.clamp(1, 65535),
+        Ok(Timeouts {
             // A zero timeout would close every connection at once.
-            read_timeout: read_timeout.max(Duration::from_millis(100)),
-            keepalive_timeout,
-            write_timeout: write_timeout.max(Duration::from_millis(100)),
-            keepalive: !cli.disable_keepalive && !keepalive_timeout.is_zero(),
-            access_log: cli.access_log.clone(),
-            error_log: cli.error_log.clone(),
-            pid_file: cli.pid.clone(),
-            priority: cli.priority,
-            compression,
-            store_uri,
-            key_files,
-            idle_timeout: (!idle.is_zero()).then_some(idle),
-            metrics_file: cli.metrics_file.clone(),
+            read: read.max(Duration::from_millis(100)),
+            keepalive,
+            write: write.max(Duration::from_millis(100)),
+            idle: (!idle.is_zero()).then_some(idle),
             // The main thread looks every 100 ms: no use asking for less.
             metrics_interval: metrics_interval.max(Duration::from_millis(100)),
-            metrics_route: cli.metrics_route,
-            closure_roots: cli.serve_closure_of.clone(),
-            htpasswd: cli.htpasswd.clone(),
-            upstream,
-            ignored: ignored_flags(&cli),
         })
     }
+}
+
+fn compression(cli: &Cli) -> Result<Compression, ConfigError> {
+    match cli.compression.as_deref() {
+        None => Ok(Compression::None),
+        Some(v) => Compression::parse(v).map_err(|reason| ConfigError::Compression {
+            value: v.to_owned(),
+            reason,
+        }),
+    }
+}
+
+/// `--store`, else `NIX_REMOTE`, else `auto`.
+fn store_uri(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> String {
+    (cli.store.clone())
+        .or_else(|| env("NIX_REMOTE").filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "auto".to_owned())
+}
+
+/// `--sign-key-file`, and `NIX_SECRET_KEY_FILE` unless it names one of them.
+fn key_files(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    let mut key_files = cli.sign_key_file.clone();
+    if let Some(f) = env("NIX_SECRET_KEY_FILE").filter(|f| !f.is_empty()) {
+        let f = PathBuf::from(f);
+        if !key_files.contains(&f) {
+            key_files.push(f);
+        }
+    }
+    key_files
 }
 
 fn upstream_config(
