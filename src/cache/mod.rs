@@ -192,8 +192,9 @@ impl app::Handler for Worker {
 }
 
 impl Worker {
-    /// Answers one request. Errors become their status here; the detail
-    /// goes to the log, never into the body.
+    /// Answers one request: the `--htpasswd` gate, the route and its
+    /// handler; an error becomes its status here, its detail goes to the
+    /// log, never into the body.
     pub fn respond(&mut self, request: &Request) -> Response {
         let pass = match &self.auth {
             None => Ok(gate::Pass::Anonymous),
@@ -204,34 +205,10 @@ impl Worker {
             _ => None,
         };
         let answer = pass.and_then(|_| self.handle(request, user.is_some()));
-        let mut r = match answer {
-            Ok(r) => r,
-            Err(e) => {
-                match &e {
-                    HandlerError::Store(s) => {
-                        let (method, target) = (request.method.as_str(), &request.target);
-                        log::error_limited(
-                            log::Kind::Store,
-                            format_args!("{method} {target}: {}", log::chain(s)),
-                        );
-                        self.store.failed(s);
-                    }
-                    HandlerError::Reply(what) => {
-                        let (method, target) = (request.method.as_str(), &request.target);
-                        log::error_limited(
-                            log::Kind::Reply,
-                            format_args!("{method} {target}: {what}"),
-                        );
-                    }
-                    HandlerError::Upstream(what) => {
-                        let (method, target) = (request.method.as_str(), &request.target);
-                        log::warn(&format!("{method} {target}: {what}"));
-                    }
-                    HandlerError::Route(_) | HandlerError::Busy | HandlerError::Unauthorized => {}
-                }
-                response::error_response(&e)
-            }
-        };
+        let mut r = answer.unwrap_or_else(|e| {
+            self.failed(request, &e);
+            response::error_response(&e)
+        });
         r.route = routes::label(&request.target);
         response::for_user(r, user)
     }
@@ -247,22 +224,8 @@ impl Worker {
             }
             return Ok(metrics_route::handle(&self.metrics));
         }
+        let allowed = self.closure_now(user);
         let store = self.store.get()?;
-        let closure = self.closure.as_ref().filter(|_| !user);
-        let allowed = closure.map(|a| a.current());
-        if let Some(now) = &allowed {
-            // A switched root is no change of the store's generation, yet
-            // the replies remembered under the old closure (a 200 for a path
-            // now outside, a 404 for one now inside) no longer hold.
-            if !self
-                .closure_seen
-                .as_ref()
-                .is_some_and(|c| Arc::ptr_eq(c, now))
-            {
-                self.narinfos = narinfo::WorkerNarinfos::default();
-                self.closure_seen = Some(now.clone());
-            }
-        }
         let mut filtered;
         let store: &mut dyn Store = match &allowed {
             Some(allowed) => {
@@ -276,79 +239,73 @@ impl Worker {
         };
         let started = Instant::now();
         let settings = &*self.settings;
-        let head_only = request.method == Method::Head;
+        let upstream = self.upstream.as_ref();
+        let range = request.range.as_deref();
         let answer = match route {
             Route::NarInfo(hash) => {
                 // A user's view of a store with a closure for everyone else
                 // is neither remembered with the closure's replies nor filed
                 // for the loops, which answer only the closure's.
-                let apart = user && self.closure.is_some();
-                let memo = if apart {
-                    &mut self.narinfos_all
+                let (mine, shared) = if user && self.closure.is_some() {
+                    (&mut self.narinfos_all, None)
                 } else {
-                    &mut self.narinfos
+                    // Taken before the look-up (`narinfo/shared.rs`).
+                    let shared =
+                        (self.shared_narinfos.as_deref()).map(|s| (s, s.ticket(allowed.clone())));
+                    (&mut self.narinfos, shared)
                 };
-                // Taken before the look-up (`narinfo/shared.rs`).
-                let shared = (self.shared_narinfos.as_deref())
-                    .filter(|_| !apart)
-                    .map(|r| (r, r.ticket(allowed.clone())));
-                narinfo::handle(
-                    store,
-                    &settings.keys,
-                    memo,
-                    &hash,
-                    settings.compression,
-                    shared,
-                    self.upstream.as_ref(),
-                )
+                let (keys, compression) = (&settings.keys, settings.compression);
+                narinfo::handle(store, keys, mine, &hash, compression, shared, upstream)
             }
-            Route::Nar { hash, nar_hash } => nar::handle(
-                store,
-                &nar::NarRequest {
-                    hash,
-                    nar_hash,
-                    range: request.range.as_deref(),
-                    head_only,
-                    encoding: nar::negotiate(
-                        settings.compression,
-                        request.accept_encoding.as_deref(),
-                        request.range.as_deref(),
-                    ),
-                    vary: settings.compression != Compression::None,
-                    heavy: &settings.heavy,
-                },
-                self.upstream.as_ref(),
-            ),
-            Route::NarZstd { hash, nar_hash } => match settings.compression {
-                // The route exists only when the operator chose to spend
-                // the CPU (and the memory) on compression.
-                Compression::None => Err(HandlerError::Route(RouteError::NotFound)),
-                Compression::Zstd { level } => nar::handle(
-                    store,
-                    &nar::NarRequest {
-                        hash,
-                        nar_hash,
-                        range: None,
-                        head_only,
-                        encoding: nar::Encoding::ZstdFile { level },
-                        vary: false,
-                        heavy: &settings.heavy,
-                    },
-                    self.upstream.as_ref(),
-                ),
-            },
+            Route::Nar { hash, nar_hash } => {
+                nar::for_route(store, settings, request, hash, nar_hash, false, upstream)
+            }
+            Route::NarZstd { hash, nar_hash } => {
+                nar::for_route(store, settings, request, hash, nar_hash, true, upstream)
+            }
             Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), settings.priority)),
-            Route::Listing(hash) => listing::handle(store, &hash, request.range.as_deref()),
-            Route::Log(name) => build_log::handle(
-                store,
-                &name,
-                request.range.as_deref(),
-                head_only,
-                &settings.heavy,
-            ),
+            Route::Listing(hash) => listing::handle(store, &hash, range),
+            Route::Log(name) => {
+                let head_only = request.method == Method::Head;
+                build_log::handle(store, &name, range, head_only, &settings.heavy)
+            }
             Route::Metrics => unreachable!("answered above"),
         };
         self.metrics.store_lookup(started.elapsed());
         answer
+    }
+
+    /// The closure this request may see (`--serve-closure-of`; none for a
+    /// user, who sees the whole store). A switched root is no change of the
+    /// store's generation, yet the replies remembered under the old closure
+    /// (a 200 for a path now outside, a 404 for one now inside) no longer
+    /// hold: they are forgotten here.
+    fn closure_now(&mut self, user: bool) -> Option<Arc<Closure>> {
+        let now = self.closure.as_ref().filter(|_| !user)?.current();
+        if !(self.closure_seen.as_ref()).is_some_and(|c| Arc::ptr_eq(c, &now)) {
+            self.narinfos = narinfo::WorkerNarinfos::default();
+            self.closure_seen = Some(now.clone());
+        }
+        Some(now)
+    }
+
+    /// Logs why `request` failed with `e`, and drops the store connection
+    /// if `e` leaves it out of step.
+    fn failed(&mut self, request: &Request, e: &HandlerError) {
+        let (method, target) = (request.method.as_str(), &request.target);
+        match e {
+            HandlerError::Store(s) => {
+                log::error_limited(
+                    log::Kind::Store,
+                    format_args!("{method} {target}: {}", log::chain(s)),
+                );
+                self.store.failed(s);
+            }
+            HandlerError::Reply(what) => {
+                log::error_limited(log::Kind::Reply, format_args!("{method} {target}: {what}"));
+            }
+            HandlerError::Upstream(what) => log::warn(&format!("{method} {target}: {what}")),
+            HandlerError::Route(_) | HandlerError::Busy | HandlerError::Unauthorized => {}
+        }
     }
 }

@@ -9,7 +9,7 @@ use crate::nix::hash::Sha256;
 use crate::nix::nar::{self as nar_format, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::HashPart;
-use crate::server::app::{Body, Response, Segment, Segments};
+use crate::server::app::{Body, Method, Request, Response, Segment, Segments};
 use crate::store::upstream::Upstream;
 use crate::store::{Failure, NarBody, Store, StoreError};
 
@@ -17,6 +17,8 @@ use super::heavy::{self, Heavy, Holding};
 use super::primed::Primed;
 use super::range;
 use super::response::{self, HandlerError, CACHE_IMMUTABLE, CACHE_SHORT};
+use super::routes::RouteError;
+use super::ReplySettings;
 
 pub const CONTENT_TYPE: &str = "application/x-nix-nar";
 /// A NAR up to this size is read here, by the worker, and goes back to the
@@ -89,6 +91,41 @@ fn accepts_zstd(header: Option<&str>) -> bool {
 
 /// The NAR `req` asks for; a path this store lacks from `upstream`, if
 /// any (`cache/upstream.rs`).
+/// `/nar/…` as a worker routes it (`zstd`: `/nar/….nar.zst`, a route that
+/// exists only when the operator chose to spend the CPU, and the memory,
+/// on compression).
+pub fn for_route(
+    store: &mut dyn Store,
+    settings: &ReplySettings,
+    request: &Request,
+    hash: HashPart,
+    nar_hash: Option<Sha256>,
+    zstd: bool,
+    upstream: Option<&Upstream>,
+) -> Result<Response, HandlerError> {
+    let compression = settings.compression;
+    let (range, encoding, vary) = match (zstd, compression) {
+        (false, _) => {
+            let range = request.range.as_deref();
+            let accept = request.accept_encoding.as_deref();
+            let vary = compression != Compression::None;
+            (range, negotiate(compression, accept, range), vary)
+        }
+        (true, Compression::None) => return Err(HandlerError::Route(RouteError::NotFound)),
+        (true, Compression::Zstd { level }) => (None, Encoding::ZstdFile { level }, false),
+    };
+    let req = NarRequest {
+        hash,
+        nar_hash,
+        range,
+        head_only: request.method == Method::Head,
+        encoding,
+        vary,
+        heavy: &settings.heavy,
+    };
+    handle(store, &req, upstream)
+}
+
 pub fn handle(
     store: &mut dyn Store,
     req: &NarRequest<'_>,
