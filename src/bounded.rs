@@ -66,10 +66,12 @@ impl<K: Eq + Hash, V> BoundedMap<K, V> {
         self.map.clear();
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }

@@ -27,7 +27,7 @@ use crate::log;
 use crate::metrics::Metrics;
 use crate::nix::compression::Compression;
 use crate::nix::signing::SecretKey;
-use crate::server::app::{self, Application, Method, Request, Response};
+use crate::server::app::{self, Application, Request, Response};
 use crate::store::closure::{Allowed, Closure, Filtered};
 use crate::store::daemon::ChangeSignal;
 use crate::store::upstream::Upstream;
@@ -266,7 +266,7 @@ impl Worker {
             Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), settings.priority)),
             Route::Listing(hash) => listing::handle(store, &hash, range),
             Route::Log(name) => {
-                let head_only = request.method == Method::Head;
+                let head_only = request.is_head();
                 build_log::handle(store, &name, range, head_only, &settings.heavy)
             }
             Route::Metrics => unreachable!("answered above"),

@@ -9,7 +9,7 @@ use crate::nix::hash::Sha256;
 use crate::nix::nar::{self as nar_format, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::HashPart;
-use crate::server::app::{Body, Method, Request, Response, Segment, Segments};
+use crate::server::app::{Body, Request, Response, Segment, Segments};
 use crate::store::upstream::Upstream;
 use crate::store::{Failure, NarBody, Store, StoreError};
 
@@ -118,7 +118,7 @@ pub fn for_route(
         hash,
         nar_hash,
         range,
-        head_only: request.method == Method::Head,
+        head_only: request.is_head(),
         encoding,
         vary,
         heavy: &settings.heavy,

@@ -36,12 +36,9 @@ impl SigCache {
             .get_or_insert_with(fingerprint, |fp| keys.iter().map(|k| k.sign(fp)).collect())
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.by_fingerprint.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_fingerprint.is_empty()
     }
 }
 

@@ -358,7 +358,7 @@ impl Conn {
         });
         let keep =
             asked.keep_alive && cx.limits.keepalive && !asked.has_body && cx.draining.is_none();
-        let head_only = request.method == Method::Head;
+        let head_only = request.is_head();
         let exchange = Exchange {
             method: request.method,
             target: request.target,

@@ -73,7 +73,8 @@ impl Default for InfoCache {
 }
 
 impl InfoCache {
-    pub fn generation(&self) -> Generation {
+    #[cfg(test)]
+    fn generation(&self) -> Generation {
         self.generation
     }
 
@@ -99,14 +100,6 @@ impl InfoCache {
 
     pub fn insert(&mut self, hash: HashPart, info: Option<PathInfo>) {
         self.by_hash.insert(hash, info);
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_hash.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
     }
 }
 

@@ -32,6 +32,7 @@ mod version;
 use connection::{Connection, Op, OpError};
 use valid_path_info::PathInfoError;
 
+#[cfg(feature = "testing")]
 pub use connection::{DaemonInfo, Trust};
 pub use nar_stream::NarStream;
 pub use version::{ProtocolVersion, VersionError};
@@ -256,10 +257,6 @@ impl DaemonStore {
     /// this machine's (read directly when we can).
     fn files_of(&self, info: &PathInfo) -> PathBuf {
         Path::new(self.store_dir.as_str()).join(info.path.base_name())
-    }
-
-    pub fn socket(&self) -> &Path {
-        &self.socket
     }
 
     /// Connects and does the handshake now, if not connected yet: used at

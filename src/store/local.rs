@@ -91,10 +91,6 @@ impl LocalStore {
         self
     }
 
-    pub fn location(&self) -> &LocalLocation {
-        &self.loc
-    }
-
     /// Checks once that this store can serve: the database reads, has the
     /// columns we query, is in WAL mode, and the store directory is readable.
     pub fn check(&mut self) -> Result<(), StoreError> {

@@ -86,10 +86,6 @@ impl Narinfos {
         }
     }
 
-    pub fn caches(&self) -> &[CacheUrl] {
-        &self.caches
-    }
-
     /// The answer for `hash`: remembered (see the TTLs), else asked of each
     /// upstream in order until one has it. `asked` counts each upstream
     /// request by result (`found`, `absent`, `failed`).
