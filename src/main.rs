@@ -22,7 +22,7 @@ use nix_serve_sd::server::life::{self, Exit, Supervision};
 use nix_serve_sd::server::{self, Limits, Listener, Server, Settings};
 use nix_serve_sd::store::closure::{self, Refresher, Roots};
 use nix_serve_sd::store::upstream::{self, download, Budget, ImportTarget, Upstream};
-use nix_serve_sd::store::{uri, CountingOpener, OpenStore, Opener};
+use nix_serve_sd::store::{opener, uri, CountingOpener, OpenStore, Opener};
 use nix_serve_sd::systemd::{self, Notifier};
 
 /// How long SIGTERM waits for requests in flight before exiting anyway
@@ -387,7 +387,7 @@ fn pull_through(
             Ok(socket) => Some(ImportTarget {
                 socket,
                 store_dir: opener.store_dir().clone(),
-                timeout: uri::DEFAULT_DAEMON_TIMEOUT,
+                timeout: opener::DEFAULT_DAEMON_TIMEOUT,
             }),
             Err(why) => {
                 log::warn(&format!(

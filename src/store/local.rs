@@ -238,7 +238,7 @@ impl Store for LocalStore {
 }
 
 /// A [`LocalStore`] with two holders: the opener, which keeps it open for
-/// the life of the process (`uri.rs`, `KeepOpen`), and the one worker that
+/// the life of the process (`opener.rs`, `KeepOpen`), and the one worker that
 /// serves through it, so the connection start-up checked (schema read,
 /// statements prepared) answers the first request too: the first request
 /// after socket activation opens no database (bench/README.md, "Cold

@@ -19,6 +19,7 @@ pub mod cache;
 pub mod closure;
 pub mod daemon;
 pub mod local;
+pub mod opener;
 pub mod slot;
 pub mod sqlite;
 pub mod upstream;
@@ -26,8 +27,8 @@ pub mod uri;
 pub mod wire;
 
 pub use cache::Generation;
+pub use opener::Opener;
 pub use slot::{CountingOpener, OpenStore, StoreSlot};
-pub use uri::Opener;
 
 /// What can go wrong asking the store. The HTTP layer maps each variant to a
 /// status in one exhaustive `match`; the text goes to the log, never the body.
