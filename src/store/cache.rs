@@ -107,29 +107,28 @@ impl InfoCache {
 mod tests {
     use super::*;
 
-    fn hash(c: char) -> HashPart {
-        HashPart::parse(&c.to_string().repeat(32)).unwrap()
-    }
-
     #[test]
     fn generations_are_unique() {
         let a = Generation::fresh();
         let b = Generation::fresh();
         assert_ne!(a, b);
+        let hash = HashPart::repeating('a');
         let mut cache = InfoCache::default();
         let before = cache.generation();
         assert_ne!(before, InfoCache::default().generation());
-        cache.insert(hash('a'), None);
+        cache.insert(hash, None);
         cache.invalidate();
         assert_ne!(cache.generation(), before);
-        assert!(cache.get(&hash('a')).is_none());
+        assert!(cache.get(&hash).is_none());
     }
 
     #[test]
     fn remembers_absent() {
+        let a = HashPart::repeating('a');
+        let b = HashPart::repeating('b');
         let mut cache = InfoCache::default();
-        cache.insert(hash('a'), None);
-        assert_eq!(cache.get(&hash('a')), Some(&None));
-        assert_eq!(cache.get(&hash('b')), None);
+        cache.insert(a, None);
+        assert_eq!(cache.get(&a), Some(&None));
+        assert_eq!(cache.get(&b), None);
     }
 }

@@ -200,54 +200,50 @@ impl SharedNarinfos {
 mod tests {
     use super::*;
 
-    fn hash(c: char) -> HashPart {
-        HashPart::parse(&c.to_string().repeat(32)).unwrap()
-    }
-
     #[test]
     fn a_reply_computed_before_a_change_is_never_filed_after_it() {
+        let a = HashPart::repeating('a');
         let r = SharedNarinfos::new(None);
         let now = Instant::now();
         // The loop's first look always says "changed".
-        assert_eq!(r.get(&hash('a'), true, None, now), None);
+        assert_eq!(r.get(&a, true, None, now), None);
         let before = r.ticket(None);
-        r.file(r.ticket(None), hash('a'), Some(b"old".to_vec()), now);
-        assert_eq!(
-            r.get(&hash('a'), false, None, now),
-            Some(Some(b"old".to_vec()))
-        );
+        r.file(r.ticket(None), a, Some(b"old".to_vec()), now);
+        assert_eq!(r.get(&a, false, None, now), Some(Some(b"old".to_vec())));
         // A commit, seen by the loop: forgotten, and a late filing of a
         // look-up that started before it is refused.
-        assert_eq!(r.get(&hash('a'), true, None, now), None);
-        r.file(before, hash('a'), Some(b"old".to_vec()), now);
-        assert_eq!(r.get(&hash('a'), false, None, now), None);
-        r.file(r.ticket(None), hash('a'), None, now);
-        assert_eq!(r.get(&hash('a'), false, None, now), Some(None));
+        assert_eq!(r.get(&a, true, None, now), None);
+        r.file(before, a, Some(b"old".to_vec()), now);
+        assert_eq!(r.get(&a, false, None, now), None);
+        r.file(r.ticket(None), a, None, now);
+        assert_eq!(r.get(&a, false, None, now), Some(None));
     }
 
     #[test]
     fn another_closure_is_another_epoch() {
+        let a = HashPart::repeating('a');
         let r = SharedNarinfos::new(None);
         let now = Instant::now();
         let (c1, c2) = (Arc::new(Closure::default()), Arc::new(Closure::default()));
-        assert_eq!(r.get(&hash('a'), true, Some(c1.clone()), now), None);
-        r.file(r.ticket(Some(c2.clone())), hash('a'), None, now);
-        assert_eq!(r.get(&hash('a'), false, Some(c1.clone()), now), None);
-        r.file(r.ticket(Some(c1.clone())), hash('a'), None, now);
-        assert_eq!(r.get(&hash('a'), false, Some(c1.clone()), now), Some(None));
-        assert_eq!(r.get(&hash('a'), false, Some(c2), now), None, "switched");
-        assert_eq!(r.get(&hash('a'), false, Some(c1), now), None);
+        assert_eq!(r.get(&a, true, Some(c1.clone()), now), None);
+        r.file(r.ticket(Some(c2.clone())), a, None, now);
+        assert_eq!(r.get(&a, false, Some(c1.clone()), now), None);
+        r.file(r.ticket(Some(c1.clone())), a, None, now);
+        assert_eq!(r.get(&a, false, Some(c1.clone()), now), Some(None));
+        assert_eq!(r.get(&a, false, Some(c2), now), None, "switched");
+        assert_eq!(r.get(&a, false, Some(c1), now), None);
     }
 
     #[test]
     fn without_a_signal_a_reply_ages_out() {
+        let a = HashPart::repeating('a');
         let r = SharedNarinfos::new(Some(Duration::from_secs(1)));
         let born = Instant::now();
-        r.file(r.ticket(None), hash('a'), None, born);
-        assert_eq!(r.get(&hash('a'), false, None, born), Some(None));
+        r.file(r.ticket(None), a, None, born);
+        assert_eq!(r.get(&a, false, None, born), Some(None));
         let later = born + Duration::from_millis(999);
-        assert_eq!(r.get(&hash('a'), false, None, later), Some(None));
+        assert_eq!(r.get(&a, false, None, later), Some(None));
         let late = born + Duration::from_secs(1);
-        assert_eq!(r.get(&hash('a'), false, None, late), None);
+        assert_eq!(r.get(&a, false, None, late), None);
     }
 }
