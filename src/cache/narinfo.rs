@@ -9,8 +9,9 @@
 //! Replies are remembered per worker, rendered and signed, until the store's
 //! [`Generation`] changes (`store/cache.rs`): a repeated request costs a
 //! look at SQLite's commit counter and a copy of the bytes, no look-up, no
-//! rendering, no signing. They are also filed in the [`SharedNarinfos`] the event
-//! loop answers from by itself, with no worker (`narinfo/shared.rs`).
+//! rendering, no signing. They are also filed in the [`SharedNarinfos`]
+//! the event loop answers from by itself, with no worker
+//! (`narinfo/shared.rs`).
 
 mod shared;
 
@@ -31,8 +32,8 @@ use super::response::{self, HandlerError, CACHE_SHORT};
 
 pub use shared::{SharedNarinfos, Ticket};
 
-/// Replies a [`WorkerNarinfos`] holds before it starts over: a rendered narinfo is
-/// about 500 bytes, so a couple of megabytes per worker at most.
+/// Replies a [`WorkerNarinfos`] holds before it starts over: a rendered
+/// narinfo is about 500 bytes, so a couple of megabytes per worker at most.
 const WORKER_REPLIES: usize = 4096;
 
 /// One worker's memory of narinfo replies (`None`: 404) for one store

@@ -46,8 +46,8 @@
 //! same `Arc`, never freed while held here) is current; a new closure starts
 //! a new epoch as a change of the store does.
 //!
-//! Bounded as a worker's `WorkerNarinfos` is: [`SHARED_REPLIES`] replies, then it
-//! starts over.
+//! Bounded as a worker's `WorkerNarinfos` is: [`SHARED_REPLIES`] replies,
+//! then it starts over.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
