@@ -12,23 +12,23 @@
 //! or the 1,000 absent hashes, after one warm-up pass (so mostly cache hits);
 //! `row` times `Store::path_info`, which is never cached (one row and its
 //! references); `watch` times the event loop's look at the change signal
-//! alone (`store::cache::Watch`: `PRAGMA data_version` on its own
+//! alone (`store::sqlite::ChangeWatch`: `PRAGMA data_version` on its own
 //! connection); `loop` times the event loop's whole answer to a present
 //! narinfo from the shared replies (`cache::NarinfoFastPath::answer`: route, watch,
 //! look-up, copy). Prints the best round's time per call.
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use nix_serve_sd::cache::narinfo::{self, Replies};
+use nix_serve_sd::cache::narinfo::{self, SharedNarinfos};
 use nix_serve_sd::cache::NarinfoFastPath;
 use nix_serve_sd::nix::compression::Compression;
 use nix_serve_sd::nix::signing::SecretKey;
 use nix_serve_sd::nix::store_path::{HashPart, StoreDir, StorePath};
 use nix_serve_sd::server::app::Request;
-use nix_serve_sd::store::cache::Watch;
 use nix_serve_sd::store::daemon::ChangeSignal;
+use nix_serve_sd::store::sqlite::ChangeWatch;
 use nix_serve_sd::store::Opener;
 
 fn main() -> ExitCode {
@@ -61,15 +61,16 @@ fn main() -> ExitCode {
         _ => corpus.iter().map(StorePath::hash_part).collect(),
     };
     let mut memo = Default::default();
-    let replies = std::sync::Arc::new(Replies::for_signal(&opener.change_signal()));
+    let replies = std::sync::Arc::new(SharedNarinfos::for_signal(&opener.change_signal()));
     let mut fast = NarinfoFastPath::new(replies.clone(), opener.change_signal(), None);
     let heads: Vec<Request> = hashes
         .iter()
         .map(|h| Request::get(&format!("/{h}.narinfo")))
         .collect();
+    // As the loop has it (`cache::fast`): no wait, and none without a database.
     let mut watch = match opener.change_signal() {
-        ChangeSignal::Database(db) => Watch::database(db),
-        ChangeSignal::Every(d) => Watch::Every(d),
+        ChangeSignal::Database(db) => Some(ChangeWatch::new(db, Duration::ZERO)),
+        ChangeSignal::Every(_) => None,
     };
     if mode == "loop" {
         // The loop's first look starts an epoch; the worker's replies are
@@ -92,7 +93,7 @@ fn main() -> ExitCode {
     let mut once = |store: &mut dyn nix_serve_sd::store::Store| match mode.as_str() {
         "watch" => {
             for _ in &hashes {
-                std::hint::black_box(watch.look());
+                std::hint::black_box(watch.as_mut().map(ChangeWatch::look));
             }
         }
         "loop" => {

@@ -280,56 +280,116 @@ pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(15);
 
 impl Config {
     /// Resolves the parsed command line with the environment (`NIX_REMOTE`,
-    /// `NIX_SECRET_KEY_FILE`) and whether systemd passed sockets.
+    /// `NIX_SECRET_KEY_FILE`) and whether systemd passed sockets: TLS
+    /// refused, then listeners, threads, timeouts, keys, compression, the
+    /// store, upstreams, each checked where it is resolved.
     pub fn resolve(
         cli: Cli,
         env: &dyn Fn(&str) -> Option<String>,
         socket_activated: bool,
         cores: usize,
     ) -> Result<Config, ConfigError> {
-        if cli.enable_ssl {
-            return Err(ConfigError::TlsFlag {
-                flag: "--enable-ssl",
-            });
+        refuse_tls(&cli)?;
+        let listen = listeners(&cli)?;
+        let (workers, loops) = threads(&cli, cores)?;
+        let t = Timeouts::resolve(&cli, socket_activated)?;
+        let compression = compression(&cli)?;
+        Ok(Config {
+            listen,
+            workers,
+            loops,
+            backlog: cli.backlog.clamp(1, 65535),
+            read_timeout: t.read,
+            keepalive_timeout: t.keepalive,
+            write_timeout: t.write,
+            keepalive: !cli.disable_keepalive && !t.keepalive.is_zero(),
+            access_log: cli.access_log.clone(),
+            error_log: cli.error_log.clone(),
+            pid_file: cli.pid.clone(),
+            priority: cli.priority,
+            compression,
+            store_uri: store_uri(&cli, env),
+            key_files: key_files(&cli, env),
+            idle_timeout: t.idle,
+            metrics_file: cli.metrics_file.clone(),
+            metrics_interval: t.metrics_interval,
+            metrics_route: cli.metrics_route,
+            closure_roots: cli.serve_closure_of.clone(),
+            htpasswd: cli.htpasswd.clone(),
+            upstream: upstream_config(&cli, env)?,
+            ignored: ignored_flags(&cli),
+        })
+    }
+}
+
+fn refuse_tls(cli: &Cli) -> Result<(), ConfigError> {
+    let flag = if cli.enable_ssl {
+        "--enable-ssl"
+    } else if cli.ssl_cert.is_some() {
+        "--ssl-cert"
+    } else if cli.ssl_key.is_some() {
+        "--ssl-key"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::TlsFlag { flag })
+}
+
+/// `--listen` and `--socket`, else `--host` and `--port`, else every
+/// address on port 5000.
+fn listeners(cli: &Cli) -> Result<Vec<ListenSpec>, ConfigError> {
+    let mut listen = Vec::new();
+    for spec in &cli.listen {
+        listen.push(parse_listen(spec)?);
+    }
+    listen.extend(cli.socket.iter().cloned().map(ListenSpec::Unix));
+    if listen.is_empty() {
+        let port = cli.port.unwrap_or(DEFAULT_PORT);
+        listen.push(match cli.host.as_deref() {
+            None => ListenSpec::AllAddresses(port),
+            Some(host) => parse_listen(&format!("{}:{port}", bracket_v6(host)))?,
+        });
+    }
+    Ok(listen)
+}
+
+/// `--workers` and `--event-loops`, by default from the CPUs we may run on.
+fn threads(cli: &Cli, cores: usize) -> Result<(usize, usize), ConfigError> {
+    let workers = match cli.workers {
+        None => (2 * cores).clamp(2, 32),
+        Some(n) if (1..=MAX_WORKERS).contains(&n) => n,
+        Some(n) => {
+            return Err(ConfigError::Workers {
+                value: n,
+                max: MAX_WORKERS,
+            })
         }
-        if cli.ssl_cert.is_some() {
-            return Err(ConfigError::TlsFlag { flag: "--ssl-cert" });
+    };
+    let loops = match cli.event_loops {
+        None => cores.clamp(1, MAX_LOOPS),
+        Some(n) if (1..=MAX_LOOPS).contains(&n) => n,
+        Some(n) => {
+            return Err(ConfigError::Loops {
+                value: n,
+                max: MAX_LOOPS,
+            })
         }
-        if cli.ssl_key.is_some() {
-            return Err(ConfigError::TlsFlag { flag: "--ssl-key" });
-        }
-        let mut listen = Vec::new();
-        for spec in &cli.listen {
-            listen.push(parse_listen(spec)?);
-        }
-        listen.extend(cli.socket.iter().cloned().map(ListenSpec::Unix));
-        if listen.is_empty() {
-            let port = cli.port.unwrap_or(DEFAULT_PORT);
-            listen.push(match cli.host.as_deref() {
-                None => ListenSpec::AllAddresses(port),
-                Some(host) => parse_listen(&format!("{}:{port}", bracket_v6(host)))?,
-            });
-        }
-        let workers = match cli.workers {
-            None => (2 * cores).clamp(2, 32),
-            Some(n) if (1..=MAX_WORKERS).contains(&n) => n,
-            Some(n) => {
-                return Err(ConfigError::Workers {
-                    value: n,
-                    max: MAX_WORKERS,
-                })
-            }
-        };
-        let loops = match cli.event_loops {
-            None => cores.clamp(1, MAX_LOOPS),
-            Some(n) if (1..=MAX_LOOPS).contains(&n) => n,
-            Some(n) => {
-                return Err(ConfigError::Loops {
-                    value: n,
-                    max: MAX_LOOPS,
-                })
-            }
-        };
+    };
+    Ok((workers, loops))
+}
+
+/// The durations of the command line, with their floors.
+struct Timeouts {
+    read: Duration,
+    keepalive: Duration,
+    write: Duration,
+    /// `None`: never exit for idleness.
+    idle: Option<Duration>,
+    metrics_interval: Duration,
+}
+
+impl Timeouts {
+    fn resolve(cli: &Cli, socket_activated: bool) -> Result<Timeouts, ConfigError> {
         let secs = |flag, v: &Option<String>, default| match v {
             None => Ok(default),
             Some(v) => parse_duration(v).map_err(|reason| ConfigError::Duration {
@@ -338,13 +398,13 @@ impl Config {
                 reason,
             }),
         };
-        let read_timeout = secs("--read-timeout", &cli.read_timeout, DEFAULT_READ_TIMEOUT)?;
-        let keepalive_timeout = secs(
+        let read = secs("--read-timeout", &cli.read_timeout, DEFAULT_READ_TIMEOUT)?;
+        let keepalive = secs(
             "--keepalive-timeout",
             &cli.keepalive_timeout,
             DEFAULT_KEEPALIVE_TIMEOUT,
         )?;
-        let write_timeout = secs("--timeout", &cli.timeout, DEFAULT_WRITE_TIMEOUT)?;
+        let write = secs("--timeout", &cli.timeout, DEFAULT_WRITE_TIMEOUT)?;
         let idle_default = if socket_activated {
             DEFAULT_ACTIVATED_IDLE
         } else {
@@ -356,56 +416,45 @@ impl Config {
             &cli.metrics_interval,
             DEFAULT_METRICS_INTERVAL,
         )?;
-
-        let mut key_files = cli.sign_key_file.clone();
-        if let Some(f) = env("NIX_SECRET_KEY_FILE").filter(|f| !f.is_empty()) {
-            let f = PathBuf::from(f);
-            if !key_files.contains(&f) {
-                key_files.push(f);
-            }
-        }
-        let compression = match cli.compression.as_deref() {
-            None => Compression::None,
-            Some(v) => Compression::parse(v).map_err(|reason| ConfigError::Compression {
-                value: v.to_owned(),
-                reason,
-            })?,
-        };
-        let store_uri = cli
-            .store
-            .clone()
-            .or_else(|| env("NIX_REMOTE").filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| "auto".to_owned());
-        let upstream = upstream_config(&cli, env)?;
-
-        Ok(Config {
-            listen,
-            workers,
-            loops,
-            backlog: cli.backlog.clamp(1, 65535),
+        Ok(Timeouts {
             // A zero timeout would close every connection at once.
-            read_timeout: read_timeout.max(Duration::from_millis(100)),
-            keepalive_timeout,
-            write_timeout: write_timeout.max(Duration::from_millis(100)),
-            keepalive: !cli.disable_keepalive && !keepalive_timeout.is_zero(),
-            access_log: cli.access_log.clone(),
-            error_log: cli.error_log.clone(),
-            pid_file: cli.pid.clone(),
-            priority: cli.priority,
-            compression,
-            store_uri,
-            key_files,
-            idle_timeout: (!idle.is_zero()).then_some(idle),
-            metrics_file: cli.metrics_file.clone(),
+            read: read.max(Duration::from_millis(100)),
+            keepalive,
+            write: write.max(Duration::from_millis(100)),
+            idle: (!idle.is_zero()).then_some(idle),
             // The main thread looks every 100 ms: no use asking for less.
             metrics_interval: metrics_interval.max(Duration::from_millis(100)),
-            metrics_route: cli.metrics_route,
-            closure_roots: cli.serve_closure_of.clone(),
-            htpasswd: cli.htpasswd.clone(),
-            upstream,
-            ignored: ignored_flags(&cli),
         })
     }
+}
+
+fn compression(cli: &Cli) -> Result<Compression, ConfigError> {
+    match cli.compression.as_deref() {
+        None => Ok(Compression::None),
+        Some(v) => Compression::parse(v).map_err(|reason| ConfigError::Compression {
+            value: v.to_owned(),
+            reason,
+        }),
+    }
+}
+
+/// `--store`, else `NIX_REMOTE`, else `auto`.
+fn store_uri(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> String {
+    (cli.store.clone())
+        .or_else(|| env("NIX_REMOTE").filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "auto".to_owned())
+}
+
+/// `--sign-key-file`, and `NIX_SECRET_KEY_FILE` unless it names one of them.
+fn key_files(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    let mut key_files = cli.sign_key_file.clone();
+    if let Some(f) = env("NIX_SECRET_KEY_FILE").filter(|f| !f.is_empty()) {
+        let f = PathBuf::from(f);
+        if !key_files.contains(&f) {
+            key_files.push(f);
+        }
+    }
+    key_files
 }
 
 fn upstream_config(
@@ -472,297 +521,4 @@ fn ignored_flags(cli: &Cli) -> Vec<&'static str> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::Ipv6Addr;
-
-    fn resolve(
-        args: &[&str],
-        env: &[(&str, &str)],
-        activated: bool,
-    ) -> Result<Config, ConfigError> {
-        let mut argv = vec!["nix-serve"];
-        argv.extend_from_slice(args);
-        let cli = Cli::try_parse_from(argv).expect("clap accepts");
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        Config::resolve(cli, &lookup, activated, 2)
-    }
-
-    #[test]
-    fn a_repeated_flag_takes_the_last_value_and_lists_keep_all() {
-        let c = resolve(
-            &[
-                "--priority",
-                "40",
-                "--priority",
-                "50",
-                "--idle-timeout",
-                "5s",
-                "--idle-timeout",
-                "0",
-                "-l",
-                "127.0.0.1:1",
-                "-l",
-                "127.0.0.1:2",
-            ],
-            &[],
-            true,
-        )
-        .unwrap();
-        assert_eq!(c.priority, 50);
-        assert_eq!(c.idle_timeout, None);
-        let c = resolve(
-            &["-l", "127.0.0.1:1", "--listen", "127.0.0.1:2"],
-            &[],
-            false,
-        )
-        .unwrap();
-        assert_eq!(c.listen.len(), 2, "{:?}", c.listen);
-    }
-
-    #[test]
-    fn defaults_self_bound() {
-        let c = resolve(&[], &[], false).unwrap();
-        assert_eq!(c.listen, vec![ListenSpec::AllAddresses(5000)]);
-        assert_eq!(c.priority, 30);
-        assert_eq!(c.store_uri, "auto");
-        assert_eq!(c.idle_timeout, None);
-        assert_eq!(c.workers, 4);
-        assert!(c.key_files.is_empty());
-        assert!(c.ignored.is_empty());
-    }
-
-    #[test]
-    fn defaults_socket_activated() {
-        let c = resolve(&[], &[], true).unwrap();
-        assert_eq!(c.idle_timeout, Some(Duration::from_secs(60)));
-        let c = resolve(&["--idle-timeout", "0"], &[], true).unwrap();
-        assert_eq!(c.idle_timeout, None);
-        let c = resolve(&["--idle-timeout", "5min"], &[], false).unwrap();
-        assert_eq!(c.idle_timeout, Some(Duration::from_secs(300)));
-    }
-
-    #[test]
-    fn serve_closure_of_is_repeatable_and_off_by_default() {
-        assert!(resolve(&[], &[], true).unwrap().closure_roots.is_empty());
-        let c = resolve(
-            &[
-                "--serve-closure-of",
-                "/run/current-system",
-                "--serve-closure-of",
-                "result",
-            ],
-            &[],
-            false,
-        )
-        .unwrap();
-        assert_eq!(
-            c.closure_roots,
-            [
-                PathBuf::from("/run/current-system"),
-                PathBuf::from("result")
-            ]
-        );
-    }
-
-    #[test]
-    fn htpasswd_is_off_by_default_and_the_last_one_wins() {
-        assert_eq!(resolve(&[], &[], true).unwrap().htpasswd, None);
-        let c = resolve(
-            &["--htpasswd", "/etc/a", "--htpasswd", "/etc/nix/htpasswd"],
-            &[],
-            false,
-        )
-        .unwrap();
-        assert_eq!(c.htpasswd, Some(PathBuf::from("/etc/nix/htpasswd")));
-    }
-
-    #[test]
-    fn metrics_flags() {
-        let c = resolve(&[], &[], true).unwrap();
-        assert_eq!(c.metrics_file, None);
-        assert_eq!(c.metrics_interval, DEFAULT_METRICS_INTERVAL);
-        assert!(!c.metrics_route);
-        let c = resolve(
-            &[
-                "--metrics-file",
-                "/var/lib/nix-serve/metrics.prom",
-                "--metrics-interval",
-                "1min",
-                "--metrics-route",
-            ],
-            &[],
-            true,
-        )
-        .unwrap();
-        assert_eq!(
-            c.metrics_file.as_deref(),
-            Some(std::path::Path::new("/var/lib/nix-serve/metrics.prom"))
-        );
-        assert_eq!(c.metrics_interval, Duration::from_secs(60));
-        assert!(c.metrics_route);
-        let c = resolve(&["--metrics-interval", "0"], &[], true).unwrap();
-        assert_eq!(c.metrics_interval, Duration::from_millis(100));
-        assert!(resolve(&["--metrics-interval", "soon"], &[], true).is_err());
-    }
-
-    #[test]
-    fn drop_in_command_line() {
-        let c = resolve(
-            &[
-                "--listen",
-                "127.0.0.1:8080",
-                "--workers",
-                "4",
-                "--preload-app",
-                "--access-log",
-                "/dev/stderr",
-                "--priority",
-                "40",
-                "--max-requests",
-                "1000",
-                "-E",
-                "deployment",
-                "--user",
-                "nix-serve",
-                "--backlog",
-                "64",
-                "--keepalive-timeout",
-                "2",
-            ],
-            &[],
-            false,
-        )
-        .unwrap();
-        assert_eq!(c.workers, 4);
-        assert_eq!(c.priority, 40);
-        assert_eq!(c.backlog, 64);
-        assert_eq!(c.keepalive_timeout, Duration::from_secs(2));
-        assert_eq!(c.access_log, Some("/dev/stderr".into()));
-        assert_eq!(c.ignored.len(), 4, "{:?}", c.ignored);
-    }
-
-    #[test]
-    fn host_port_and_sockets() {
-        let c = resolve(&["--host", "::1", "--port", "7000"], &[], false).unwrap();
-        assert_eq!(
-            c.listen,
-            vec![ListenSpec::Tcp(vec![SocketAddr::from((
-                Ipv6Addr::LOCALHOST,
-                7000
-            ))])]
-        );
-        let c = resolve(&["--host", "*", "--port", "7000"], &[], false).unwrap();
-        assert_eq!(c.listen, vec![ListenSpec::AllAddresses(7000)]);
-        let c = resolve(&["--host", "*6"], &[], false).unwrap();
-        assert_eq!(c.listen, vec![ListenSpec::AllAddresses(5000)]);
-        let c = resolve(&["-S", "/tmp/a.sock", "-l", ":1"], &[], false).unwrap();
-        assert_eq!(
-            c.listen,
-            vec![
-                ListenSpec::AllAddresses(1),
-                ListenSpec::Unix("/tmp/a.sock".into())
-            ]
-        );
-    }
-
-    #[test]
-    fn environment() {
-        let c = resolve(
-            &["--sign-key-file", "/k1"],
-            &[("NIX_SECRET_KEY_FILE", "/k2"), ("NIX_REMOTE", "daemon")],
-            false,
-        )
-        .unwrap();
-        assert_eq!(
-            c.key_files,
-            vec![PathBuf::from("/k1"), PathBuf::from("/k2")]
-        );
-        assert_eq!(c.store_uri, "daemon");
-        let c = resolve(&["--store", "local"], &[("NIX_REMOTE", "daemon")], false).unwrap();
-        assert_eq!(c.store_uri, "local");
-    }
-
-    #[test]
-    fn tls_is_refused() {
-        assert_eq!(
-            resolve(&["--enable-ssl"], &[], false).unwrap_err(),
-            ConfigError::TlsFlag {
-                flag: "--enable-ssl"
-            }
-        );
-        assert!(resolve(&["--ssl-key", "k"], &[], false).is_err());
-        assert!(resolve(&["--workers", "0"], &[], false).is_err());
-    }
-
-    #[test]
-    fn upstream_flags_and_their_defaults() {
-        assert!(resolve(&[], &[], true).unwrap().upstream.is_none());
-        let c = resolve(
-            &[
-                "--upstream",
-                "https://cache.nixos.org/",
-                "--upstream",
-                "http://10.0.0.2:5000",
-            ],
-            &[("TMPDIR", "/scratch"), ("NIX_SSL_CERT_FILE", "/etc/ca.pem")],
-            true,
-        )
-        .unwrap();
-        let u = c.upstream.unwrap();
-        let urls: Vec<&str> = u.caches.iter().map(CacheUrl::as_str).collect();
-        assert_eq!(urls, ["https://cache.nixos.org", "http://10.0.0.2:5000"]);
-        assert_eq!(u.max_downloads, 16);
-        assert_eq!(u.max_import, 8 << 30);
-        assert_eq!(u.temp_dir, PathBuf::from("/scratch"));
-        assert_eq!(u.ca_bundle, Some(PathBuf::from("/etc/ca.pem")));
-        let u = resolve(
-            &[
-                "--upstream",
-                "http://a",
-                "--upstream-max-downloads",
-                "2",
-                "--upstream-max-import",
-                "0",
-                "--upstream-temp-dir",
-                "/var/cache/nix-serve",
-            ],
-            &[("TMPDIR", "/scratch")],
-            false,
-        )
-        .unwrap()
-        .upstream
-        .unwrap();
-        assert_eq!((u.max_downloads, u.max_import), (2, 0));
-        assert_eq!(u.temp_dir, PathBuf::from("/var/cache/nix-serve"));
-        let u = resolve(&["--upstream", "http://a"], &[], false).unwrap();
-        assert_eq!(u.upstream.unwrap().temp_dir, PathBuf::from("/var/tmp"));
-        let e = resolve(&["--upstream", "s3://bucket"], &[], false).unwrap_err();
-        assert!(e.to_string().starts_with("--upstream: "), "{e}");
-        for bad in [
-            &["--upstream", "http://a", "--upstream-max-downloads", "0"][..],
-            &["--upstream", "http://a", "--upstream-max-import", "lots"],
-        ] {
-            assert!(resolve(bad, &[], false).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn compression_flag() {
-        assert_eq!(
-            resolve(&[], &[], false).unwrap().compression,
-            Compression::None
-        );
-        let c = resolve(&["--compression", "zstd:5"], &[], false).unwrap();
-        assert_eq!(c.compression, Compression::Zstd { level: 5 });
-        let e = resolve(&["--compression", "xz"], &[], false).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "--compression \"xz\": expected none, zstd or zstd:LEVEL"
-        );
-    }
-}
+mod tests;

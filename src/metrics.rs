@@ -125,12 +125,14 @@ impl Upstream {
     }
 
     /// Requests of `kind` that ended with `result`.
+    #[cfg(any(test, feature = "testing"))]
     pub fn request(&self, kind: &str, result: &str) -> u64 {
         let key = (Cow::Owned(kind.to_owned()), Cow::Owned(result.to_owned()));
         self.requests.get(&key).copied().unwrap_or(0)
     }
 
     /// Imports that ended with `result`.
+    #[cfg(any(test, feature = "testing"))]
     pub fn import(&self, result: &str) -> u64 {
         self.imports.get(result).copied().unwrap_or(0)
     }
@@ -312,6 +314,7 @@ impl Metrics {
     }
 
     /// Pull-through's counts now.
+    #[cfg(any(test, feature = "testing"))]
     pub fn upstream(&self) -> Upstream {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.values.upstream.clone()

@@ -19,7 +19,7 @@ use nix_serve_sd::metrics::Metrics;
 use nix_serve_sd::server::app::{
     Application, Body, FastPath, Handler, Request, Response, Segment, Segments,
 };
-use nix_serve_sd::server::life::{self, Exit, Manager, Watch};
+use nix_serve_sd::server::life::{self, Exit, Manager, Supervision};
 use nix_serve_sd::server::{Limits, Listener, Server, Settings};
 
 use common::in_process::{connect, read_reply, send, Reply};
@@ -703,7 +703,7 @@ fn supervise_on_thread(
     supervise_busy_on_thread(server, idle, stop, manager, Box::new(|| false))
 }
 
-/// `busy`: the application's work under way, as [`Watch::busy`].
+/// `busy`: the application's work under way, as [`Supervision::busy`].
 fn supervise_busy_on_thread(
     mut server: Server,
     idle: Option<Duration>,
@@ -714,7 +714,7 @@ fn supervise_busy_on_thread(
     thread::spawn(move || {
         let exit = life::supervise(
             &mut server,
-            Watch {
+            Supervision {
                 idle_timeout: idle,
                 stop: &stop,
                 manager: &*manager,

@@ -1,4 +1,4 @@
-//! `Range` header interpretation (src/http/range.rs): never panics, and what
+//! `Range` header interpretation (src/cache/range.rs): never panics, and what
 //! it returns is a range inside the representation.
 #![no_main]
 

@@ -1,4 +1,4 @@
-//! The HTTP request head (src/http/request.rs `parse`: httparse underneath,
+//! The HTTP request head (src/server/http1/request.rs `parse`: httparse underneath,
 //! our limits and RFC 9112 rules on top). Never panics, and its three
 //! answers are consistent as bytes arrive, which is how the server calls it:
 //! - Complete(head, n): n within the buffer and MAX_HEAD, the same head from

@@ -1,4 +1,4 @@
-//! The route table (src/http/routes.rs): never panics on any method and
+//! The route table (src/cache/routes.rs): never panics on any method and
 //! target, and every route it accepts, written back in its canonical URL,
 //! parses to the same route; a NAR hash is accepted only in its canonical
 //! nix32 spelling, so one NAR has one URL.

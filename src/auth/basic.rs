@@ -13,9 +13,6 @@ use sha2::{Digest, Sha256};
 /// bounded anyway (16 KiB); this keeps a decoded copy small.
 pub const MAX_VALUE: usize = 1024;
 
-/// The header's value as the engine keeps it.
-pub use crate::server::app::Authorization;
-
 /// What a client sent, decoded. The password stays bytes: bcrypt hashes
 /// bytes, and htpasswd never said which encoding its user typed.
 #[derive(Debug, PartialEq, Eq)]
@@ -80,6 +77,7 @@ fn trim_spaces(mut s: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::app::Authorization;
 
     fn creds(user: &str, password: &str) -> Option<Credentials> {
         Some(Credentials {

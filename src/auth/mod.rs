@@ -31,8 +31,6 @@ use htpasswd::{BcryptHash, HtpasswdError};
 use remembered::Remembered;
 use verify::{Slot, Verifier};
 
-pub use basic::{Authorization, MAX_VALUE};
-
 /// Largest user file read: ten thousand users take under a megabyte.
 pub const MAX_FILE: u64 = 16 << 20;
 

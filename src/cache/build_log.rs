@@ -6,13 +6,13 @@
 use std::sync::Arc;
 
 use crate::server::app::{Body, Response};
-use crate::store::log::{self, BuildLog};
+use crate::store::build_log::{self, BuildLog};
 use crate::store::Store;
 
 use super::heavy::{self, Heavy, Holding};
 use super::primed::Primed;
 use super::range;
-use super::response::{HandlerError, CACHE_IMMUTABLE};
+use super::response::{self, HandlerError, CACHE_IMMUTABLE};
 use super::routes::LogName;
 
 pub const CONTENT_TYPE: &str = "text/plain; charset=utf-8";
@@ -41,16 +41,16 @@ pub fn handle(
     // looked for first either way, so a refusal costs what an absence does
     // (an absent log's .drv is outside the closure too, and looked for).
     let found = match (drv, store.log_dir()) {
-        (Some(drv), Some(dir)) => log::open(dir, &drv)?.filter(|_| store.serves(&drv)),
+        (Some(drv), Some(dir)) => build_log::open(dir, &drv)?.filter(|_| store.serves(&drv)),
         _ => None,
     };
     let Some(found) = found else {
-        return Ok(Response::text(404, "No such log.\n"));
+        return Ok(response::no_such_log());
     };
     let (status, start, len, total) = match &found {
         BuildLog::Plain { len: total, .. } => match range::select(range_header, *total) {
             Some((status, start, len)) => (status, start, Some(len), Some(*total)),
-            None => return Ok(range::unsatisfiable(*total)),
+            None => return Ok(response::range_not_satisfiable(*total)),
         },
         BuildLog::Bzip2(_) => (200, 0, None, None),
     };

@@ -1,6 +1,6 @@
 //! What an event loop may answer by itself, in the turn it parsed a head:
 //! a narinfo whose reply a worker filed and that is known valid now
-//! (`narinfo/replies.rs`). Anything else, or any doubt, is `None`, and the
+//! (`narinfo/shared.rs`). Anything else, or any doubt, is `None`, and the
 //! request goes to a worker as always.
 //!
 //! Each loop has its own: its own reading of the store's change signal
@@ -13,21 +13,23 @@
 //! which users do not see: their requests go to a worker).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::auth::{Auth, Known};
 use crate::server::app::{FastPath, Request, Response};
-use crate::store::cache::{Look, Watch};
 use crate::store::closure::Allowed;
 use crate::store::daemon::ChangeSignal;
+use crate::store::sqlite::{ChangeWatch, Look};
 
-use super::narinfo::{self, Replies};
+use super::narinfo::{self, SharedNarinfos};
 use super::response;
 use super::routes::{self, Route};
 
 pub struct NarinfoFastPath {
-    replies: Arc<Replies>,
-    watch: Watch,
+    replies: Arc<SharedNarinfos>,
+    /// `None`: no database to read, so nothing to look at; the replies
+    /// then age out instead (`SharedNarinfos::max_age`).
+    watch: Option<ChangeWatch>,
     closure: Option<Arc<Allowed>>,
     auth: Option<Arc<Auth>>,
 }
@@ -37,13 +39,15 @@ impl NarinfoFastPath {
     /// a store that tells of its changes by `signal`. `closure`:
     /// `--serve-closure-of`.
     pub fn new(
-        replies: Arc<Replies>,
+        replies: Arc<SharedNarinfos>,
         signal: ChangeSignal,
         closure: Option<Arc<Allowed>>,
     ) -> NarinfoFastPath {
         let watch = match signal {
-            ChangeSignal::Database(db) => Watch::database(db),
-            ChangeSignal::Every(period) => Watch::Every(period),
+            // The loop must never wait: a lock held by someone else is
+            // `Unknown` at once, and the request goes to a worker.
+            ChangeSignal::Database(db) => Some(ChangeWatch::new(db, Duration::ZERO)),
+            ChangeSignal::Every(_) => None,
         };
         NarinfoFastPath {
             replies,
@@ -80,7 +84,7 @@ impl NarinfoFastPath {
                 }
             }
         };
-        let changed = match self.watch.look() {
+        let changed = match self.look() {
             Look::Same => false,
             Look::Changed => true,
             Look::Unknown => return None,
@@ -88,6 +92,10 @@ impl NarinfoFastPath {
         let closure = self.closure.as_ref().map(|a| a.current());
         let body = self.replies.get(&hash, changed, closure, Instant::now())?;
         Some(response::for_user(narinfo::reply_of(body), user))
+    }
+
+    fn look(&mut self) -> Look {
+        self.watch.as_mut().map_or(Look::Same, ChangeWatch::look)
     }
 }
 
@@ -101,7 +109,7 @@ impl FastPath for NarinfoFastPath {
     /// takes a request, rather than at its first narinfo, when it would
     /// forget the replies the other loops' workers had filed by then.
     fn start(&mut self) {
-        if self.watch.look() == Look::Changed {
+        if self.look() == Look::Changed {
             self.replies
                 .first_look(self.closure.as_ref().map(|a| a.current()));
         }

@@ -60,7 +60,8 @@ impl Heavy {
         }
     }
 
-    pub fn held(&self) -> u64 {
+    #[cfg(test)]
+    fn held(&self) -> u64 {
         self.held.load(Ordering::Relaxed)
     }
 }

@@ -20,7 +20,7 @@ pub fn handle(
     let mut json = store.nar_listing(&info)?;
     let total = json.len() as u64;
     let Some((status, start, len)) = range::select(range_header, total) else {
-        return Ok(range::unsatisfiable(total));
+        return Ok(response::range_not_satisfiable(total));
     };
     // Within a Vec's length, so these fit in usize.
     json.truncate((start + len) as usize);

@@ -10,7 +10,7 @@ pub mod fast;
 pub mod gate;
 pub mod heavy;
 pub mod listing;
-pub mod metrics;
+pub mod metrics_route;
 pub mod nar;
 pub mod narinfo;
 mod primed;
@@ -27,7 +27,7 @@ use crate::log;
 use crate::metrics::Metrics;
 use crate::nix::compression::Compression;
 use crate::nix::signing::SecretKey;
-use crate::server::app::{self, Application, Method, Request, Response};
+use crate::server::app::{self, Application, Request, Response};
 use crate::store::closure::{Allowed, Closure, Filtered};
 use crate::store::daemon::ChangeSignal;
 use crate::store::upstream::Upstream;
@@ -40,7 +40,7 @@ pub use fast::NarinfoFastPath;
 
 /// What every worker shares, read-only: keys loaded once at start-up and
 /// the settings that shape replies.
-pub struct Service {
+pub struct ReplySettings {
     pub keys: Vec<SecretKey>,
     pub priority: u32,
     /// `--compression`: what narinfos point to, and whether a NAR may be
@@ -53,7 +53,7 @@ pub struct Service {
 /// The application as the engine starts it: everything a worker's handler
 /// and a loop's fast path are made from.
 pub struct Cache {
-    svc: Arc<Service>,
+    settings: Arc<ReplySettings>,
     open: Arc<dyn OpenStore>,
     metrics: Arc<Metrics>,
     /// `--metrics-route`: serve `/metrics`.
@@ -61,7 +61,7 @@ pub struct Cache {
     /// `--serve-closure-of`.
     closure: Option<Arc<Allowed>>,
     /// Narinfo replies the workers file for the loops.
-    replies: Arc<narinfo::Replies>,
+    shared_narinfos: Arc<narinfo::SharedNarinfos>,
     signal: ChangeSignal,
     /// `--htpasswd`.
     auth: Option<Arc<Auth>>,
@@ -73,18 +73,18 @@ impl Cache {
     /// The application over the store `open` makes connections to, which
     /// tells of its changes by `signal`.
     pub fn new(
-        svc: Arc<Service>,
+        settings: Arc<ReplySettings>,
         open: Arc<dyn OpenStore>,
         signal: ChangeSignal,
         metrics: Arc<Metrics>,
     ) -> Cache {
         Cache {
-            svc,
+            settings,
             open,
             metrics,
             metrics_route: false,
             closure: None,
-            replies: Arc::new(narinfo::Replies::for_signal(&signal)),
+            shared_narinfos: Arc::new(narinfo::SharedNarinfos::for_signal(&signal)),
             signal,
             auth: None,
             upstream: None,
@@ -120,16 +120,16 @@ impl Cache {
     /// One worker's handler, as the engine makes one per worker thread.
     pub fn worker(&self) -> Worker {
         Worker {
-            svc: self.svc.clone(),
+            settings: self.settings.clone(),
             store: StoreSlot::new(self.open.clone(), None),
-            narinfos: narinfo::Memo::default(),
+            narinfos: narinfo::WorkerNarinfos::default(),
             metrics: self.metrics.clone(),
             metrics_route: self.metrics_route,
             closure: self.closure.clone(),
             closure_seen: None,
-            replies: Some(self.replies.clone()),
+            shared_narinfos: Some(self.shared_narinfos.clone()),
             auth: self.auth.clone(),
-            narinfos_all: narinfo::Memo::default(),
+            narinfos_all: narinfo::WorkerNarinfos::default(),
             upstream: self.upstream.clone(),
         }
     }
@@ -137,7 +137,7 @@ impl Cache {
     /// One loop's fast path.
     pub fn narinfo_fast_path(&self) -> NarinfoFastPath {
         NarinfoFastPath::new(
-            self.replies.clone(),
+            self.shared_narinfos.clone(),
             self.signal.clone(),
             self.closure.clone(),
         )
@@ -158,9 +158,9 @@ impl Application for Cache {
 /// One store worker's state: its own store connection and its memo of
 /// narinfo replies and signatures. No lock on the hot path.
 pub struct Worker {
-    svc: Arc<Service>,
+    settings: Arc<ReplySettings>,
     store: StoreSlot,
-    narinfos: narinfo::Memo,
+    narinfos: narinfo::WorkerNarinfos,
     /// Where store look-up latency goes.
     metrics: Arc<Metrics>,
     metrics_route: bool,
@@ -169,12 +169,12 @@ pub struct Worker {
     /// The closure `narinfos` was filled under.
     closure_seen: Option<Arc<Closure>>,
     /// Where narinfo replies are filed for the event loops.
-    replies: Option<Arc<narinfo::Replies>>,
+    shared_narinfos: Option<Arc<narinfo::SharedNarinfos>>,
     /// `--htpasswd`: who may see what ([`gate`]).
     auth: Option<Arc<Auth>>,
     /// With `--serve-closure-of` too: the replies of the whole store, which
     /// users see, kept apart from the closure's in `narinfos`.
-    narinfos_all: narinfo::Memo,
+    narinfos_all: narinfo::WorkerNarinfos,
     /// `--upstream`: where a path this store lacks (or, with
     /// `--serve-closure-of`, may not show) is fetched from.
     upstream: Option<Upstream>,
@@ -192,8 +192,9 @@ impl app::Handler for Worker {
 }
 
 impl Worker {
-    /// Answers one request. Errors become their status here; the detail
-    /// goes to the log, never into the body.
+    /// Answers one request: the `--htpasswd` gate, the route and its
+    /// handler; an error becomes its status here, its detail goes to the
+    /// log, never into the body.
     pub fn respond(&mut self, request: &Request) -> Response {
         let pass = match &self.auth {
             None => Ok(gate::Pass::Anonymous),
@@ -204,34 +205,10 @@ impl Worker {
             _ => None,
         };
         let answer = pass.and_then(|_| self.handle(request, user.is_some()));
-        let mut r = match answer {
-            Ok(r) => r,
-            Err(e) => {
-                match &e {
-                    HandlerError::Store(s) => {
-                        let (method, target) = (request.method.as_str(), &request.target);
-                        log::error_limited(
-                            log::Kind::Store,
-                            format_args!("{method} {target}: {}", log::chain(s)),
-                        );
-                        self.store.failed(s);
-                    }
-                    HandlerError::Reply(what) => {
-                        let (method, target) = (request.method.as_str(), &request.target);
-                        log::error_limited(
-                            log::Kind::Reply,
-                            format_args!("{method} {target}: {what}"),
-                        );
-                    }
-                    HandlerError::Upstream(what) => {
-                        let (method, target) = (request.method.as_str(), &request.target);
-                        log::warn(&format!("{method} {target}: {what}"));
-                    }
-                    HandlerError::Route(_) | HandlerError::Busy | HandlerError::Unauthorized => {}
-                }
-                response::error_response(&e)
-            }
-        };
+        let mut r = answer.unwrap_or_else(|e| {
+            self.failed(request, &e);
+            response::error_response(&e)
+        });
         r.route = routes::label(&request.target);
         response::for_user(r, user)
     }
@@ -245,24 +222,10 @@ impl Worker {
             if !self.metrics_route {
                 return Err(HandlerError::Route(RouteError::NotFound));
             }
-            return Ok(metrics::handle(&self.metrics));
+            return Ok(metrics_route::handle(&self.metrics));
         }
+        let allowed = self.closure_now(user);
         let store = self.store.get()?;
-        let closure = self.closure.as_ref().filter(|_| !user);
-        let allowed = closure.map(|a| a.current());
-        if let Some(now) = &allowed {
-            // A switched root is no change of the store's generation, yet
-            // the replies remembered under the old closure (a 200 for a path
-            // now outside, a 404 for one now inside) no longer hold.
-            if !self
-                .closure_seen
-                .as_ref()
-                .is_some_and(|c| Arc::ptr_eq(c, now))
-            {
-                self.narinfos = narinfo::Memo::default();
-                self.closure_seen = Some(now.clone());
-            }
-        }
         let mut filtered;
         let store: &mut dyn Store = match &allowed {
             Some(allowed) => {
@@ -275,80 +238,74 @@ impl Worker {
             None => store,
         };
         let started = Instant::now();
-        let svc = &*self.svc;
-        let head_only = request.method == Method::Head;
+        let settings = &*self.settings;
+        let upstream = self.upstream.as_ref();
+        let range = request.range.as_deref();
         let answer = match route {
             Route::NarInfo(hash) => {
                 // A user's view of a store with a closure for everyone else
                 // is neither remembered with the closure's replies nor filed
                 // for the loops, which answer only the closure's.
-                let apart = user && self.closure.is_some();
-                let memo = if apart {
-                    &mut self.narinfos_all
+                let (mine, shared) = if user && self.closure.is_some() {
+                    (&mut self.narinfos_all, None)
                 } else {
-                    &mut self.narinfos
+                    // Taken before the look-up (`narinfo/shared.rs`).
+                    let shared =
+                        (self.shared_narinfos.as_deref()).map(|s| (s, s.ticket(allowed.clone())));
+                    (&mut self.narinfos, shared)
                 };
-                // Taken before the look-up (`narinfo/replies.rs`).
-                let shared = (self.replies.as_deref())
-                    .filter(|_| !apart)
-                    .map(|r| (r, r.ticket(allowed.clone())));
-                narinfo::handle(
-                    store,
-                    &svc.keys,
-                    memo,
-                    &hash,
-                    svc.compression,
-                    shared,
-                    self.upstream.as_ref(),
-                )
+                let (keys, compression) = (&settings.keys, settings.compression);
+                narinfo::handle(store, keys, mine, &hash, compression, shared, upstream)
             }
-            Route::Nar { hash, nar_hash } => nar::handle(
-                store,
-                &nar::NarRequest {
-                    hash,
-                    nar_hash,
-                    range: request.range.as_deref(),
-                    head_only,
-                    encoding: nar::negotiate(
-                        svc.compression,
-                        request.accept_encoding.as_deref(),
-                        request.range.as_deref(),
-                    ),
-                    vary: svc.compression != Compression::None,
-                    heavy: &svc.heavy,
-                },
-                self.upstream.as_ref(),
-            ),
-            Route::NarZstd { hash, nar_hash } => match svc.compression {
-                // The route exists only when the operator chose to spend
-                // the CPU (and the memory) on compression.
-                Compression::None => Err(HandlerError::Route(RouteError::NotFound)),
-                Compression::Zstd { level } => nar::handle(
-                    store,
-                    &nar::NarRequest {
-                        hash,
-                        nar_hash,
-                        range: None,
-                        head_only,
-                        encoding: nar::Encoding::ZstdFile { level },
-                        vary: false,
-                        heavy: &svc.heavy,
-                    },
-                    self.upstream.as_ref(),
-                ),
-            },
-            Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), svc.priority)),
-            Route::Listing(hash) => listing::handle(store, &hash, request.range.as_deref()),
-            Route::Log(name) => build_log::handle(
-                store,
-                &name,
-                request.range.as_deref(),
-                head_only,
-                &svc.heavy,
-            ),
+            Route::Nar { hash, nar_hash } => {
+                nar::for_route(store, settings, request, hash, nar_hash, false, upstream)
+            }
+            Route::NarZstd { hash, nar_hash } => {
+                nar::for_route(store, settings, request, hash, nar_hash, true, upstream)
+            }
+            Route::CacheInfo => Ok(cache_info::handle(store.store_dir(), settings.priority)),
+            Route::Listing(hash) => listing::handle(store, &hash, range),
+            Route::Log(name) => {
+                let head_only = request.is_head();
+                build_log::handle(store, &name, range, head_only, &settings.heavy)
+            }
             Route::Metrics => unreachable!("answered above"),
         };
         self.metrics.store_lookup(started.elapsed());
         answer
+    }
+
+    /// The closure this request may see (`--serve-closure-of`; none for a
+    /// user, who sees the whole store). A switched root is no change of the
+    /// store's generation, yet the replies remembered under the old closure
+    /// (a 200 for a path now outside, a 404 for one now inside) no longer
+    /// hold: they are forgotten here.
+    fn closure_now(&mut self, user: bool) -> Option<Arc<Closure>> {
+        let now = self.closure.as_ref().filter(|_| !user)?.current();
+        if !(self.closure_seen.as_ref()).is_some_and(|c| Arc::ptr_eq(c, &now)) {
+            self.narinfos = narinfo::WorkerNarinfos::default();
+            self.closure_seen = Some(now.clone());
+        }
+        Some(now)
+    }
+
+    /// Logs why `request` failed with `e`, and drops the store connection
+    /// if `e` leaves it out of step.
+    fn failed(&mut self, request: &Request, e: &HandlerError) {
+        let (method, target) = (request.method.as_str(), &request.target);
+        match e {
+            HandlerError::Store(s) => {
+                log::error_limited(
+                    log::Kind::Store,
+                    format_args!("{method} {target}: {}", log::chain(s)),
+                );
+                self.store.failed(s);
+            }
+            HandlerError::Reply(what) => {
+                log::error_limited(log::Kind::Reply, format_args!("{method} {target}: {what}"));
+            }
+            HandlerError::Upstream(what) => log::warn(&format!("{method} {target}: {what}")),
+            HandlerError::Route(_) | HandlerError::Busy | HandlerError::Unauthorized => {}
+        }
     }
 }

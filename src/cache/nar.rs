@@ -9,7 +9,7 @@ use crate::nix::hash::Sha256;
 use crate::nix::nar::{self as nar_format, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::HashPart;
-use crate::server::app::{Body, Response, Segment, Segments};
+use crate::server::app::{Body, Request, Response, Segment, Segments};
 use crate::store::upstream::Upstream;
 use crate::store::{Failure, NarBody, Store, StoreError};
 
@@ -17,6 +17,8 @@ use super::heavy::{self, Heavy, Holding};
 use super::primed::Primed;
 use super::range;
 use super::response::{self, HandlerError, CACHE_IMMUTABLE, CACHE_SHORT};
+use super::routes::RouteError;
+use super::ReplySettings;
 
 pub const CONTENT_TYPE: &str = "application/x-nix-nar";
 /// A NAR up to this size is read here, by the worker, and goes back to the
@@ -89,6 +91,41 @@ fn accepts_zstd(header: Option<&str>) -> bool {
 
 /// The NAR `req` asks for; a path this store lacks from `upstream`, if
 /// any (`cache/upstream.rs`).
+/// `/nar/…` as a worker routes it (`zstd`: `/nar/….nar.zst`, a route that
+/// exists only when the operator chose to spend the CPU, and the memory,
+/// on compression).
+pub fn for_route(
+    store: &mut dyn Store,
+    settings: &ReplySettings,
+    request: &Request,
+    hash: HashPart,
+    nar_hash: Option<Sha256>,
+    zstd: bool,
+    upstream: Option<&Upstream>,
+) -> Result<Response, HandlerError> {
+    let compression = settings.compression;
+    let (range, encoding, vary) = match (zstd, compression) {
+        (false, _) => {
+            let range = request.range.as_deref();
+            let accept = request.accept_encoding.as_deref();
+            let vary = compression != Compression::None;
+            (range, negotiate(compression, accept, range), vary)
+        }
+        (true, Compression::None) => return Err(HandlerError::Route(RouteError::NotFound)),
+        (true, Compression::Zstd { level }) => (None, Encoding::ZstdFile { level }, false),
+    };
+    let req = NarRequest {
+        hash,
+        nar_hash,
+        range,
+        head_only: request.is_head(),
+        encoding,
+        vary,
+        heavy: &settings.heavy,
+    };
+    handle(store, &req, upstream)
+}
+
 pub fn handle(
     store: &mut dyn Store,
     req: &NarRequest<'_>,
@@ -103,7 +140,7 @@ pub fn handle(
     // Re-checked on every request, as nix-serve does (docs/protocols.md §10.4): a narinfo cached
     // by a client may name a NAR hash that no longer exists here.
     let cache_control = match req.nar_hash {
-        Some(h) if h != info.nar_hash => return Ok(incorrect_nar_hash()),
+        Some(h) if h != info.nar_hash => return Ok(response::incorrect_nar_hash()),
         Some(_) => CACHE_IMMUTABLE,
         // The legacy URL names the path, not the content.
         None => CACHE_SHORT,
@@ -121,7 +158,7 @@ pub fn handle(
     }
     let total = info.nar_size;
     let Some((status, start, len)) = range::select(req.range, total) else {
-        return Ok(range::unsatisfiable(total));
+        return Ok(response::range_not_satisfiable(total));
     };
     let Some(nar) = open_nar(store, req, &info, start)? else {
         return Ok(response::no_such_path());
@@ -160,14 +197,6 @@ pub fn handle(
         r = r.with_header("Vary", "Accept-Encoding".to_owned());
     }
     Ok(range::with_headers(r, start, len, total))
-}
-
-/// nix-serve's 404 for a NAR URL whose hash is not the path's NAR hash.
-pub fn incorrect_nar_hash() -> Response {
-    Response::text(
-        404,
-        "Incorrect NAR hash. Maybe the path has been recreated.\n",
-    )
 }
 
 /// The whole NAR, compressed while it streams: the length is unknown until

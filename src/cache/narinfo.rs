@@ -9,13 +9,13 @@
 //! Replies are remembered per worker, rendered and signed, until the store's
 //! [`Generation`] changes (`store/cache.rs`): a repeated request costs a
 //! look at SQLite's commit counter and a copy of the bytes, no look-up, no
-//! rendering, no signing. They are also filed in the [`Replies`] the event
-//! loop answers from by itself, with no worker (`narinfo/replies.rs`).
+//! rendering, no signing. They are also filed in the [`SharedNarinfos`]
+//! the event loop answers from by itself, with no worker
+//! (`narinfo/shared.rs`).
 
-mod replies;
+mod shared;
 
-use std::collections::HashMap;
-
+use crate::bounded::BoundedMap;
 use crate::log;
 use crate::nix::compression::Compression;
 use crate::nix::narinfo;
@@ -30,58 +30,58 @@ use crate::server::app::{Body, Response};
 
 use super::response::{self, HandlerError, CACHE_SHORT};
 
-pub use replies::{Replies, Ticket};
+pub use shared::{SharedNarinfos, Ticket};
 
-/// Replies a [`Memo`] holds before it starts over: a rendered narinfo is
-/// about 500 bytes, so a couple of megabytes per worker at most.
-pub const CAPACITY: usize = 4096;
+/// Replies a [`WorkerNarinfos`] holds before it starts over: a rendered
+/// narinfo is about 500 bytes, so a couple of megabytes per worker at most.
+const WORKER_REPLIES: usize = 4096;
 
 /// One worker's memory of narinfo replies (`None`: 404) for one store
 /// generation, and of signatures by fingerprint. The signatures outlive a
 /// change of generation: a fingerprint names its content, so its signature
 /// never goes stale, and a busy store (a builder committing paths) changes
 /// generation far more often than the paths asked for change.
-#[derive(Default)]
-pub struct Memo {
+pub struct WorkerNarinfos {
     generation: Option<Generation>,
-    replies: HashMap<HashPart, Option<Vec<u8>>>,
+    replies: BoundedMap<HashPart, Option<Vec<u8>>>,
     sigs: SigCache,
 }
 
-impl Memo {
-    fn remember(&mut self, hash: HashPart, reply: Option<Vec<u8>>) {
-        if self.replies.len() >= CAPACITY && !self.replies.contains_key(&hash) {
-            self.replies.clear();
+impl Default for WorkerNarinfos {
+    fn default() -> Self {
+        WorkerNarinfos {
+            generation: None,
+            replies: BoundedMap::new(WORKER_REPLIES),
+            sigs: SigCache::default(),
         }
-        self.replies.insert(hash, reply);
     }
 }
 
 /// Answers `hash`; with `shared`, also files the reply there under the
-/// ticket its caller took before calling (`narinfo/replies.rs`). A path
+/// ticket its caller took before calling (`narinfo/shared.rs`). A path
 /// the store lacks is asked of `upstream`, if any (`cache/upstream.rs`).
 pub fn handle(
     store: &mut dyn Store,
     keys: &[SecretKey],
-    memo: &mut Memo,
+    mine: &mut WorkerNarinfos,
     hash: &HashPart,
     compression: Compression,
-    shared: Option<(&Replies, Ticket)>,
+    shared: Option<(&SharedNarinfos, Ticket)>,
     upstream: Option<&Upstream>,
 ) -> Result<Response, HandlerError> {
     // Read before the look-up, so a remembered reply is never older than
     // the generation it is filed under.
     let generation = store.generation()?;
-    if memo.generation != Some(generation) {
-        memo.replies.clear();
-        memo.generation = Some(generation);
+    if mine.generation != Some(generation) {
+        mine.replies.clear();
+        mine.generation = Some(generation);
     }
     let file = |body: &Option<Vec<u8>>| {
-        if let Some((replies, ticket)) = shared {
-            replies.file(ticket, *hash, body.clone(), generation.born());
+        if let Some((shared, ticket)) = shared {
+            shared.file(ticket, *hash, body.clone(), generation.born());
         }
     };
-    let body = match memo.replies.get(hash) {
+    let body = match mine.replies.get(hash) {
         Some(reply) => reply.clone(),
         None => {
             let body = match store.path_info_by_hash(hash)? {
@@ -89,12 +89,12 @@ pub fn handle(
                     &info,
                     store.store_dir(),
                     keys,
-                    &mut memo.sigs,
+                    &mut mine.sigs,
                     compression,
                 )),
                 None => None,
             };
-            memo.remember(*hash, body.clone());
+            mine.replies.insert(*hash, body.clone());
             body
         }
     };
@@ -124,13 +124,13 @@ fn render_signed(
     info: &PathInfo,
     store_dir: &StoreDir,
     keys: &[SecretKey],
-    memo: &mut SigCache,
+    sigs: &mut SigCache,
     compression: Compression,
 ) -> Vec<u8> {
     let ours: &[String] = if keys.is_empty() {
         &[]
     } else {
-        memo.signatures(keys, info.fingerprint(store_dir))
+        sigs.signatures(keys, info.fingerprint(store_dir))
     };
     let (sigs, rejected) = merge_signatures(ours, &info.sigs);
     for e in rejected {

@@ -65,19 +65,13 @@ pub fn parse(header: Option<&str>, total: u64) -> RangeOutcome {
 
 /// The part of a `total`-byte reply that `header` asks for: `(status,
 /// first byte, length)`, 200 for the whole; `None` when it cannot be had
-/// (send [`unsatisfiable`]).
+/// (send [`super::response::range_not_satisfiable`]).
 pub fn select(header: Option<&str>, total: u64) -> Option<(u16, u64, u64)> {
     match parse(header, total) {
         RangeOutcome::Full => Some((200, 0, total)),
         RangeOutcome::Partial { start, len } => Some((206, start, len)),
         RangeOutcome::Unsatisfiable => None,
     }
-}
-
-/// 416 with `Content-Range: bytes */<total>`.
-pub fn unsatisfiable(total: u64) -> Response {
-    Response::text(416, "Range not satisfiable.\n")
-        .with_header("Content-Range", format!("bytes */{total}"))
 }
 
 /// `Accept-Ranges: bytes`, and for a 206 its `Content-Range`.

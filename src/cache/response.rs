@@ -115,6 +115,26 @@ pub fn no_such_path() -> Response {
     Response::text(404, "No such path.\n")
 }
 
+/// nix-serve's 404 for a NAR URL whose hash is not the path's NAR hash.
+pub fn incorrect_nar_hash() -> Response {
+    Response::text(
+        404,
+        "Incorrect NAR hash. Maybe the path has been recreated.\n",
+    )
+}
+
+/// `/log/…` of a path with no build log here (or none it may show).
+pub fn no_such_log() -> Response {
+    Response::text(404, "No such log.\n")
+}
+
+/// 416 with `Content-Range: bytes */<total>`: a `Range` past the end of a
+/// `total`-byte reply (RFC 9110 §15.5.17).
+pub fn range_not_satisfiable(total: u64) -> Response {
+    Response::text(416, "Range not satisfiable.\n")
+        .with_header("Content-Range", format!("bytes */{total}"))
+}
+
 fn internal() -> Response {
     Response::text(500, "Internal error.\n")
 }

@@ -12,7 +12,7 @@
 //!   bodies (`heavy.rs`), and each download its decoder's window and
 //!   buffers (`store::upstream::Budget`): past it, 503.
 //!
-//! None of these replies is filed for the event loops (`narinfo/replies.rs`
+//! None of these replies is filed for the event loops (`narinfo/shared.rs`
 //! rests on the store's change signal; an upstream answer has its own short
 //! life, `store/upstream/narinfo.rs`), and a miss of the local store is
 //! not filed either: with upstreams, every narinfo this store lacks goes to
@@ -24,7 +24,7 @@ use crate::server::app::{Body, Response};
 use crate::store::upstream::{Lookup, Upstream, UpstreamError};
 
 use super::heavy::{self, Holding};
-use super::nar::{self, Encoding, NarRequest, CONTENT_TYPE};
+use super::nar::{Encoding, NarRequest, CONTENT_TYPE};
 use super::narinfo;
 use super::primed::Primed;
 use super::range;
@@ -76,7 +76,7 @@ pub fn nar(up: &Upstream, req: &NarRequest<'_>) -> Result<Response, HandlerError
     };
     let total = info.nar_size;
     let Some((status, start, len)) = range::select(req.range, total) else {
-        return Ok(range::unsatisfiable(total));
+        return Ok(response::range_not_satisfiable(total));
     };
     let body = match (body, permit) {
         (Some(reader), Some(permit)) => {
@@ -107,7 +107,7 @@ pub fn nar(up: &Upstream, req: &NarRequest<'_>) -> Result<Response, HandlerError
 fn refused(e: UpstreamError) -> Result<Response, HandlerError> {
     match e {
         UpstreamError::Absent => Ok(response::no_such_path()),
-        UpstreamError::OtherNar => Ok(nar::incorrect_nar_hash()),
+        UpstreamError::OtherNar => Ok(response::incorrect_nar_hash()),
         UpstreamError::Failed(why) => Err(HandlerError::Upstream(format!(
             "no upstream cache has the NAR, and not every one answered: {why}"
         ))),

@@ -31,6 +31,7 @@ use plan::{Kind, Part, Plan};
 /// The read size [`nar_hash_and_size`] uses, and a good minimum for any
 /// caller: contents are read straight into the caller's buffer, so its size
 /// is the syscall size.
+#[cfg(any(test, feature = "testing"))]
 pub const READ_BUF_SIZE: usize = 128 * 1024;
 
 #[derive(Debug, Error)]
@@ -58,6 +59,7 @@ pub enum NarError {
 impl NarError {
     /// Recovers the `NarError` a [`NarReader::read`] error carries; any other
     /// I/O error is attributed to `path`.
+    #[cfg(any(test, feature = "testing"))]
     pub fn from_read_error(path: &Path, error: io::Error) -> Self {
         if error.get_ref().is_some_and(|inner| inner.is::<NarError>()) {
             if let Some(Ok(nar)) = error.into_inner().map(|inner| inner.downcast::<NarError>()) {
@@ -123,7 +125,10 @@ pub enum Segment<'a> {
 
 impl NarReader {
     /// Walks `path` (without reading file contents) to plan the NAR and learn
-    /// its size; streaming starts at `offset`.
+    /// its size; streaming starts at `offset`. For the tests, which encode
+    /// trees that are not store paths: the server serves only those
+    /// ([`Self::open_store_path_at`]).
+    #[cfg(any(test, feature = "testing"))]
     pub fn open_at(path: &Path, offset: u64) -> Result<Self, NarError> {
         Self::open_planned_at(Plan::new(path, false)?, offset)
     }
@@ -155,6 +160,7 @@ impl NarReader {
         })
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub fn open(path: &Path) -> Result<Self, NarError> {
         Self::open_at(path, 0)
     }

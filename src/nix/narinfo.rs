@@ -7,7 +7,6 @@
 use std::fmt::Write as _;
 
 use super::compression::Compression;
-use super::hash::Sha256;
 use super::path_info::PathInfo;
 use super::store_path::{StoreDir, StorePath, HASH_PART_LEN};
 
@@ -17,7 +16,8 @@ const NAR_HASH_NIX32_LEN: usize = 52;
 /// `nar/<hashPart>-<narHash nix32>.nar`: nix-serve's NAR URL (docs/protocols.md §4.3, §10.4),
 /// relative with no leading slash so both old and new clients resolve it
 /// against the cache URL (docs/protocols.md §4.4).
-pub fn nar_url(path: &StorePath, nar_hash: &Sha256) -> String {
+#[cfg(any(test, feature = "testing"))]
+pub fn nar_url(path: &StorePath, nar_hash: &super::hash::Sha256) -> String {
     let mut out = String::with_capacity(nar_url_len());
     push_nar_url(&mut out, path, &nar_hash.to_nix32());
     out

@@ -88,6 +88,12 @@ impl fmt::Display for StoreDir {
 pub struct HashPart([u8; HASH_PART_LEN]);
 
 impl HashPart {
+    /// `c` 32 times (a nix32 digit): a hash part for the unit tests.
+    #[cfg(test)]
+    pub fn repeating(c: char) -> Self {
+        HashPart::parse(&c.to_string().repeat(HASH_PART_LEN)).expect("a nix32 digit")
+    }
+
     pub fn parse(s: &str) -> Result<Self, StorePathError> {
         let b = s.as_bytes();
         if b.len() != HASH_PART_LEN {

@@ -78,6 +78,7 @@ impl std::fmt::Debug for Authorization {
 
 impl Request {
     /// A GET of `target`, no other headers: for tests and benchmarks.
+    #[cfg(any(test, feature = "testing"))]
     pub fn get(target: &str) -> Request {
         Request {
             method: Method::Get,

@@ -151,7 +151,8 @@ enum Pending {
 }
 
 pub(super) struct Conn {
-    pub generation: u64,
+    /// Its number among the connections its loop accepted ([`super::pool::ConnId`]).
+    pub serial: u64,
     pub sock: Arc<Sock>,
     peer: String,
     pub state: State,
@@ -188,15 +189,9 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub fn new(
-        sock: Sock,
-        peer: String,
-        generation: u64,
-        now: Instant,
-        metrics: Arc<Metrics>,
-    ) -> Conn {
+    pub fn new(sock: Sock, peer: String, serial: u64, now: Instant, metrics: Arc<Metrics>) -> Conn {
         Conn {
-            generation,
+            serial,
             sock: Arc::new(sock),
             peer,
             state: State::Head,
@@ -363,7 +358,7 @@ impl Conn {
         });
         let keep =
             asked.keep_alive && cx.limits.keepalive && !asked.has_body && cx.draining.is_none();
-        let head_only = request.method == Method::Head;
+        let head_only = request.is_head();
         let exchange = Exchange {
             method: request.method,
             target: request.target,

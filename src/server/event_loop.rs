@@ -131,7 +131,8 @@ pub(super) struct EventLoop {
     free: Vec<usize>,
     /// Connections this loop holds.
     open: usize,
-    generation: u64,
+    /// The serial number of the last connection accepted.
+    last_serial: u64,
     shared: Shared,
     channels: Channels,
     settings: LoopSettings,
@@ -181,7 +182,7 @@ impl EventLoop {
             conns: Vec::new(),
             free: Vec::new(),
             open: 0,
-            generation: 0,
+            last_serial: 0,
             shared,
             channels,
             settings,
@@ -356,9 +357,9 @@ impl EventLoop {
                 self.free.push(index);
                 continue;
             }
-            self.generation += 1;
+            self.last_serial += 1;
             let metrics = self.shared.metrics.clone();
-            let conn = Conn::new(sock, peer, self.generation, Instant::now(), metrics);
+            let conn = Conn::new(sock, peer, self.last_serial, Instant::now(), metrics);
             self.conns[index] = Some(conn);
             self.shared.metrics.connection_accepted();
             self.open += 1;
@@ -378,7 +379,7 @@ impl EventLoop {
                 id: ConnId {
                     lp: self.index,
                     index,
-                    generation: conn.generation,
+                    serial: conn.serial,
                 },
                 workers: &self.shared.workers,
                 bodies: &self.shared.bodies,
@@ -416,7 +417,7 @@ impl EventLoop {
     }
 
     fn find(&self, id: ConnId) -> bool {
-        matches!(self.conns.get(id.index), Some(Some(c)) if c.generation == id.generation)
+        matches!(self.conns.get(id.index), Some(Some(c)) if c.serial == id.serial)
     }
 
     fn take_answers(&mut self) {

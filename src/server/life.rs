@@ -1,4 +1,4 @@
-//! The server's life after start-up, as the main thread watches it: stop
+//! The server's life after start-up, as the main thread supervises it: stop
 //! on SIGTERM/SIGINT, exit when idle, ping the watchdog while every event
 //! loop turns, and tell the service manager how things go.
 //!
@@ -8,7 +8,7 @@
 //! on waits in systemd's socket for the next process. Nor does it cut work
 //! the application does past its replies (pull-through's downloads and
 //! imports, which go on when their client has gone): it waits until
-//! [`Watch::busy`] says none is left.
+//! [`Supervision::busy`] says none is left.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -41,8 +41,8 @@ pub trait Manager {
     fn watchdog_period(&self) -> Option<Duration>;
 }
 
-/// What the watch needs besides the server.
-pub struct Watch<'a> {
+/// What supervising needs besides the server.
+pub struct Supervision<'a> {
     pub idle_timeout: Option<Duration>,
     /// Set by the signal handlers.
     pub stop: &'a AtomicBool,
@@ -61,8 +61,8 @@ fn server_idle(server: &Server, idle: Duration) -> bool {
     server.activity().idle_for().is_some_and(|d| d >= idle)
 }
 
-/// Watches `server` until it should stop, and says why.
-pub fn supervise(server: &mut Server, w: Watch<'_>) -> Exit {
+/// Supervises `server` until it should stop, and says why.
+pub fn supervise(server: &mut Server, w: Supervision<'_>) -> Exit {
     let ping_every = w.manager.watchdog_period();
     let mut next_ping = Instant::now();
     let mut next_status = Instant::now() + STATUS_EVERY;

@@ -38,13 +38,14 @@ use super::sock::Sock;
 /// its `eager` count.
 const STUCK: Duration = Duration::from_millis(20);
 
-/// Which connection a job belongs to: its loop, its slot there, and the
-/// slot's generation, so a late answer never reaches a newer connection.
+/// Which connection a job belongs to: its loop, its slot there, and its
+/// serial number on that loop, so a late answer never reaches a newer
+/// connection in the same slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct ConnId {
     pub lp: usize,
     pub index: usize,
-    pub generation: u64,
+    pub serial: u64,
 }
 
 pub(super) enum Job {

@@ -8,31 +8,26 @@
 //! backend, when the database changed (`PRAGMA data_version`): a valid
 //! path's references never change, so with the daemon a change of root is
 //! the only change that matters.
+//!
+//! Here: the set, how workers see it, and how it is computed; the roots and
+//! the thread that keeps it current are `closure/refresh.rs`.
 
 use std::collections::{HashSet, VecDeque};
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rusqlite::{params_from_iter, Connection, OpenFlags};
+use rusqlite::{params_from_iter, Connection};
 
 use super::local::LocalLocation;
+use super::sqlite::{self, DataVersion};
 use super::{Failure, Generation, NarBody, Store, StoreError};
-use crate::log;
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath, HASH_PART_LEN};
 
-/// Symlinks followed from a root before giving up (Linux's own limit).
-const MAX_LINKS: usize = 40;
-/// How often the watch loop asks whether a root or the store changed: a
-/// switched root is then served within a second (the bound) even
-/// with a recompute of a few hundred milliseconds. A check is a few
-/// `readlink`s and, for the local backend, one pragma.
-pub const CHECK_EVERY: Duration = Duration::from_millis(500);
+mod refresh;
+
+pub use refresh::{resolve_root, Refresher, RootError, Roots, CHECK_EVERY};
 
 /// The hash parts of every path in the closure of the roots.
 #[derive(Debug, Default)]
@@ -113,7 +108,7 @@ impl Store for Filtered<'_> {
     }
 
     /// The store's: a change of closure is the worker's to notice
-    /// (`http::Worker`), since it is not a change of the store.
+    /// (`cache::Worker`), since it is not a change of the store.
     fn generation(&mut self) -> Result<Generation, StoreError> {
         self.inner.generation()
     }
@@ -138,70 +133,6 @@ impl Store for Filtered<'_> {
     fn serves(&self, path: &StorePath) -> bool {
         self.allowed.contains(&path.hash_part()) && self.inner.serves(path)
     }
-}
-
-/// Why a root names no store path now. Not fatal: such a root adds nothing
-/// until it resolves (a profile not made yet, a GC root removed).
-#[derive(Debug, thiserror::Error)]
-pub enum RootError {
-    #[error("{root}: {source}")]
-    Io {
-        root: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{root}: resolves to {target}, which is not in the store {store_dir}")]
-    NotInStore {
-        root: PathBuf,
-        target: PathBuf,
-        store_dir: String,
-    },
-    #[error("{root}: more than {MAX_LINKS} symlinks")]
-    TooManyLinks { root: PathBuf },
-}
-
-/// The store path `root` names: `root` itself, a path inside one, or a
-/// chain of symlinks (`/run/current-system`, a profile and its generation
-/// links, a GC root) ending in one. The chain is followed link by link,
-/// never past the store directory: a store path that is itself a symlink
-/// is the root, not what it points to.
-pub fn resolve_root(root: &Path, store_dir: &StoreDir) -> Result<StorePath, RootError> {
-    let io_err = |source| RootError::Io {
-        root: root.to_owned(),
-        source,
-    };
-    let mut at = root.to_owned();
-    for _ in 0..MAX_LINKS {
-        if let Some(path) = in_store(&at, store_dir) {
-            return Ok(path);
-        }
-        let meta = fs::symlink_metadata(&at).map_err(io_err)?;
-        if !meta.file_type().is_symlink() {
-            // A symlink further up (`/home/u/result/bin`): let the kernel
-            // resolve the whole path, then look again.
-            let real = fs::canonicalize(&at).map_err(io_err)?;
-            return in_store(&real, store_dir).ok_or_else(|| RootError::NotInStore {
-                root: root.to_owned(),
-                target: real,
-                store_dir: store_dir.to_string(),
-            });
-        }
-        let target = fs::read_link(&at).map_err(io_err)?;
-        at = match at.parent() {
-            Some(dir) => dir.join(target),
-            None => target,
-        };
-    }
-    Err(RootError::TooManyLinks {
-        root: root.to_owned(),
-    })
-}
-
-/// The store path `path` lies in, if it starts with `<store_dir>/<base>`.
-fn in_store(path: &Path, store_dir: &StoreDir) -> Option<StorePath> {
-    let rest = path.strip_prefix(store_dir.as_str()).ok()?;
-    let base = rest.components().next()?.as_os_str().to_str()?;
-    StorePath::from_base_name(base).ok()
 }
 
 /// The closure of `roots` through any store, one `path_info` a path
@@ -232,7 +163,11 @@ pub fn closure_by_path_info(
 pub struct LocalClosure {
     conn: Connection,
     loc: LocalLocation,
+    version: DataVersion,
 }
+
+/// How long a closure query may wait on Nix's lock.
+const CLOSURE_BUSY: Duration = Duration::from_secs(1);
 
 /// Every valid path reachable from the roots through `Refs`, in one
 /// recursive query (`union`, not `union all`: each id is visited once, so
@@ -246,20 +181,20 @@ const CLOSURE_TAIL: &str =
 
 impl LocalClosure {
     pub fn open(loc: &LocalLocation) -> Result<Self, StoreError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&loc.db, flags).map_err(|e| sql(loc, e))?;
-        conn.busy_timeout(Duration::from_secs(1))
-            .map_err(|e| sql(loc, e))?;
+        // Off the request path, so it may wait on Nix's lock as a worker's
+        // look-up does; a failure only postpones the recompute.
+        let conn = sqlite::open_read_only(&loc.db, CLOSURE_BUSY).map_err(|e| sql(loc, e))?;
         Ok(LocalClosure {
             conn,
             loc: loc.clone(),
+            version: DataVersion::default(),
         })
     }
 
-    /// A number that changes whenever another connection commits.
-    pub fn data_version(&self) -> Result<i64, StoreError> {
-        self.conn
-            .query_row("pragma data_version", [], |r| r.get(0))
+    /// Whether another connection (Nix) committed since the last call.
+    pub fn changed(&mut self) -> Result<bool, StoreError> {
+        self.version
+            .changed(&self.conn)
             .map_err(|e| sql(&self.loc, e))
     }
 
@@ -337,11 +272,21 @@ impl Source {
         }
     }
 
-    /// What says the store may have changed: `None` when nothing does.
-    fn generation(&self) -> Result<Option<i64>, StoreError> {
+    /// Whether the store may have changed since the last call: never said
+    /// through the daemon, where a valid path's references never change
+    /// and only a change of root matters.
+    fn changed(&mut self) -> Result<bool, StoreError> {
         match self {
-            Source::Local(l) => l.data_version().map(Some),
-            Source::Any(_) => Ok(None),
+            Source::Local(l) => l.changed(),
+            Source::Any(_) => Ok(false),
+        }
+    }
+
+    /// The next [`Self::changed`] says yes: a closure that could not be
+    /// computed is owed.
+    fn forget(&mut self) {
+        if let Source::Local(l) = self {
+            l.version.forget();
         }
     }
 
@@ -360,201 +305,12 @@ impl Source {
     }
 }
 
-/// What the closure was last computed from.
-#[derive(Debug, PartialEq, Eq)]
-struct Seen {
-    targets: Vec<Option<StorePath>>,
-    generation: Option<i64>,
-    /// Roots that resolved to a path the store did not have: each check
-    /// asks whether it has them now (a profile link can come first).
-    missing: Vec<StorePath>,
-}
-
-/// The roots, their source, and what the current closure was made from.
-pub struct Roots {
-    roots: Vec<PathBuf>,
-    source: Source,
-    seen: Option<Seen>,
-}
-
-impl Roots {
-    pub fn new(roots: Vec<PathBuf>, source: Source) -> Self {
-        Roots {
-            roots,
-            source,
-            seen: None,
-        }
-    }
-
-    /// Resolves the roots and computes their closure if anything changed
-    /// since the last one: `Some(closure)` then, `None` when nothing did.
-    /// Roots that resolve to nothing are logged once per change.
-    pub fn refresh(&mut self) -> Result<Option<Closure>, StoreError> {
-        let dir = self.source.store_dir().clone();
-        let resolved: Vec<Result<StorePath, RootError>> =
-            self.roots.iter().map(|r| resolve_root(r, &dir)).collect();
-        let targets: Vec<Option<StorePath>> =
-            resolved.iter().map(|r| r.as_ref().ok().cloned()).collect();
-        let generation = self.source.generation()?;
-        if let Some(seen) = &self.seen {
-            if seen.targets == targets && seen.generation == generation {
-                let mut arrived = false;
-                for p in &seen.missing {
-                    arrived |= self.source.is_valid(p)?;
-                }
-                if !arrived {
-                    return Ok(None);
-                }
-            }
-        }
-        let changed_targets = self.seen.as_ref().map(|s| &s.targets) != Some(&targets);
-        if changed_targets {
-            for e in resolved.iter().filter_map(|r| r.as_ref().err()) {
-                log::warn(&format!("--serve-closure-of {e}: serving nothing from it"));
-            }
-        }
-        let valid: Vec<StorePath> = targets.iter().flatten().cloned().collect();
-        let closure = self.source.closure(&valid)?;
-        let missing = valid
-            .iter()
-            .filter(|p| !closure.contains(&p.hash_part()))
-            .cloned()
-            .collect();
-        self.seen = Some(Seen {
-            targets,
-            generation,
-            missing,
-        });
-        Ok(Some(closure))
-    }
-}
-
-/// The main thread's side: asks the background thread, once every
-/// [`CHECK_EVERY`], to look at the roots and the store. Never waits.
-pub struct Watcher {
-    wake: SyncSender<()>,
-    next: Instant,
-}
-
-impl Watcher {
-    /// Computes the first closure now (so the server never serves
-    /// unfiltered), then starts the thread that keeps it current.
-    pub fn start(mut roots: Roots) -> Result<(Arc<Allowed>, Watcher), StoreError> {
-        let started = Instant::now();
-        let first = roots.refresh()?.unwrap_or_default();
-        log::info(&format!(
-            "--serve-closure-of: {} paths in the closure of {} root(s), computed in {:.1} ms",
-            first.len(),
-            roots.roots.len(),
-            started.elapsed().as_secs_f64() * 1e3
-        ));
-        let allowed = Arc::new(Allowed::new(first));
-        let (wake, woken) = mpsc::sync_channel(1);
-        let shared = allowed.clone();
-        thread::Builder::new()
-            .name("closure".into())
-            .spawn(move || keep_current(roots, &shared, &woken))
-            .map_err(StoreError::Io)?;
-        let watcher = Watcher {
-            wake,
-            next: Instant::now() + CHECK_EVERY,
-        };
-        Ok((allowed, watcher))
-    }
-
-    /// Called from the watch loop at every tick.
-    pub fn tick(&mut self, now: Instant) {
-        if now < self.next {
-            return;
-        }
-        self.next = now + CHECK_EVERY;
-        // Full: a check is still running or queued, so this one is not
-        // needed. Disconnected: the thread is gone (it never returns on its
-        // own); nothing to do from here.
-        match self.wake.try_send(()) {
-            Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
-        }
-    }
-}
-
-/// The background thread: one refresh per wake, until the watcher is gone.
-/// A failure keeps the closure it had (never a wider one) and is tried
-/// again at the next wake.
-fn keep_current(mut roots: Roots, allowed: &Allowed, woken: &Receiver<()>) {
-    let mut failing = false;
-    while woken.recv().is_ok() {
-        let started = Instant::now();
-        match roots.refresh() {
-            Ok(Some(closure)) => {
-                let n = closure.len();
-                allowed.replace(closure);
-                log::info(&format!(
-                    "--serve-closure-of: now {n} paths, recomputed in {:.1} ms",
-                    started.elapsed().as_secs_f64() * 1e3
-                ));
-                failing = false;
-            }
-            Ok(None) => failing = false,
-            Err(e) => {
-                if !failing {
-                    log::warn(&format!(
-                        "--serve-closure-of: cannot recompute the closure, keeping the last one: {e}"
-                    ));
-                }
-                failing = true;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
 
     const A: &str = "wmm9hngfwxsjqpiy50lligndn8n83f6w-a";
     const B: &str = "0a5iwmfqmmbk6dfk6qk3k2xpgjqzg8a7-b";
-
-    fn scratch(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("closure-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    #[test]
-    fn roots_resolve_through_symlink_chains_but_not_past_the_store() {
-        let dir = StoreDir::default();
-        let d = scratch("chain");
-        let a = StorePath::from_base_name(A).unwrap();
-        // A store path and a path inside one name themselves, whether
-        // or not they exist here.
-        let direct = Path::new("/nix/store").join(A);
-        assert_eq!(resolve_root(&direct, &dir).unwrap(), a);
-        assert_eq!(resolve_root(&direct.join("bin/x"), &dir).unwrap(), a);
-        // profile -> profile-2-link -> /nix/store/A, the second link relative.
-        symlink(&direct, d.join("profile-2-link")).unwrap();
-        symlink("profile-2-link", d.join("profile")).unwrap();
-        assert_eq!(resolve_root(&d.join("profile"), &dir).unwrap(), a);
-        // A symlink in the middle of the path.
-        symlink(&d, d.join("up")).unwrap();
-        assert_eq!(resolve_root(&d.join("up/profile"), &dir).unwrap(), a);
-        symlink(d.join("loop"), d.join("loop")).unwrap();
-        assert!(matches!(
-            resolve_root(&d.join("loop"), &dir),
-            Err(RootError::TooManyLinks { .. })
-        ));
-        fs::write(d.join("plain"), "x").unwrap();
-        assert!(matches!(
-            resolve_root(&d.join("plain"), &dir),
-            Err(RootError::NotInStore { .. })
-        ));
-        assert!(matches!(
-            resolve_root(&d.join("missing"), &dir),
-            Err(RootError::Io { .. })
-        ));
-        fs::remove_dir_all(&d).unwrap();
-    }
 
     #[test]
     fn a_swap_is_seen_by_the_next_reader_and_not_by_one_holding_the_old() {

@@ -6,20 +6,19 @@
 //! If the daemon closed an idle connection (it restarted), the op is retried
 //! once on a fresh connection: our ops are read-only, so that is safe.
 
-use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection as Database, OpenFlags};
-
+use crate::bounded::BoundedMap;
 use crate::nix::hash::Sha256;
 use crate::nix::nar::listing::{listing_from_nar, NarParseError};
 use crate::nix::nar::{NarError, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
 
-use super::cache::{DataVersion, InfoCache};
+use super::cache::InfoCache;
+use super::sqlite::{self, ChangeWatch, DataVersion, Look};
 use super::wire;
 use super::{Failure, Generation, NarBody, Store, StoreError};
 
@@ -33,6 +32,7 @@ mod version;
 use connection::{Connection, Op, OpError};
 use valid_path_info::PathInfoError;
 
+#[cfg(feature = "testing")]
 pub use connection::{DaemonInfo, Trust};
 pub use nar_stream::NarStream;
 pub use version::{ProtocolVersion, VersionError};
@@ -49,8 +49,8 @@ pub struct DaemonStore {
     /// Hash part → path, for paths seen valid. A hash part names one path
     /// forever (the name is part of what it hashes), so a remembered one
     /// saves QueryPathFromHashPart: one daemon round trip per narinfo, not
-    /// two. Bounded; absent paths are never remembered (they may appear).
-    paths: HashMap<HashPart, StorePath>,
+    /// two. Absent paths are never remembered (they may appear).
+    paths: BoundedMap<HashPart, StorePath>,
     /// Build logs are files the daemon wrote; read here, as Nix's own
     /// daemon client does (docs/protocols.md §9).
     log_dir: Option<PathBuf>,
@@ -59,8 +59,9 @@ pub struct DaemonStore {
     changes: Changes,
 }
 
-/// Entries [`DaemonStore::paths`] holds before it starts over.
-const PATH_MEMO_CAPACITY: usize = 4096;
+/// Entries [`DaemonStore::paths`] holds before it starts over: a path is
+/// about a hundred bytes, and a worker's hot set of narinfos fits.
+const REMEMBERED_PATHS: usize = 4096;
 
 /// How long a daemon store remembers answers when it has no way to see the
 /// store change (README "Caching"): far below the hour a proxy in front may
@@ -90,10 +91,10 @@ impl DaemonStore {
     /// machine's, `NIX_STATE_DIR`: a daemon on a socket of its own still
     /// serves it). A candidate counts only if its newest path is one the
     /// daemon reports with the same NAR hash and registration time: a socket
-    /// leading to another store (forwarded, in a container) is never watched
-    /// through our own database. Uses this store's connection (one daemon
+    /// leading to another store (forwarded, in a container) never has its
+    /// changes read from our own database. Uses this store's connection (one daemon
     /// handshake at start-up, not two).
-    pub fn watch_database(&mut self, state_dir: &Path) -> Result<ChangeSignal, String> {
+    pub fn find_database(&mut self, state_dir: &Path) -> Result<ChangeSignal, String> {
         let mut candidates: Vec<PathBuf> = Vec::new();
         if let Some(state) = self
             .socket
@@ -110,12 +111,8 @@ impl DaemonStore {
         let mut why = Vec::new();
         for db in candidates {
             match self.verify_database(&db) {
-                Ok((conn, version)) => {
-                    self.changes = Changes::Database {
-                        path: db.clone(),
-                        conn: Some(conn),
-                        version,
-                    };
+                Ok(watch) => {
+                    self.changes = Changes::Database(watch);
                     self.cache.invalidate();
                     return Ok(ChangeSignal::Database(db));
                 }
@@ -126,10 +123,11 @@ impl DaemonStore {
     }
 
     /// Whether `db` is the database of the store this daemon serves (see
-    /// [`Self::watch_database`]), in WAL mode so that its counter is cheap:
-    /// the open connection and the counter as read before the comparison.
-    fn verify_database(&mut self, db: &Path) -> Result<(Database, DataVersion), String> {
-        let conn = open_database(db).map_err(|e| e.to_string())?;
+    /// [`Self::find_database`]), in WAL mode so that its counter is cheap:
+    /// its watch, through the connection that compared, with the counter
+    /// as read before the comparison.
+    fn verify_database(&mut self, db: &Path) -> Result<ChangeWatch, String> {
+        let conn = sqlite::open_read_only(db, DATABASE_BUSY).map_err(|e| e.to_string())?;
         let mode: String = conn
             .query_row("pragma journal_mode", [], |r| r.get(0))
             .map_err(|e| e.to_string())?;
@@ -172,39 +170,31 @@ impl DaemonStore {
                 "its newest path {full} is not the same in the daemon's store"
             ));
         }
-        Ok((conn, version))
+        Ok(ChangeWatch::with_connection(
+            db.to_owned(),
+            DATABASE_BUSY,
+            conn,
+            version,
+        ))
     }
 }
 
-fn open_database(db: &Path) -> rusqlite::Result<Database> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Database::open_with_flags(db, flags)?;
-    conn.busy_timeout(Duration::from_secs(1))?;
-    Ok(conn)
-}
+/// How long a read of the daemon's database may wait on Nix's lock: as long
+/// as a local store's look-up (`local.rs`), since a worker waits either way.
+const DATABASE_BUSY: Duration = Duration::from_secs(1);
 
 /// [`ChangeSignal`] with its state.
 enum Changes {
-    Database {
-        path: PathBuf,
-        /// Opened on first use, dropped (and opened again) after a failure.
-        conn: Option<Database>,
-        version: DataVersion,
-    },
-    Every {
-        period: Duration,
-        since: Instant,
-    },
+    Database(ChangeWatch),
+    Every { period: Duration, since: Instant },
 }
 
 impl Changes {
     fn new(signal: ChangeSignal) -> Self {
         match signal {
-            ChangeSignal::Database(path) => Changes::Database {
-                path,
-                conn: None,
-                version: DataVersion::default(),
-            },
+            ChangeSignal::Database(path) => {
+                Changes::Database(ChangeWatch::new(path, DATABASE_BUSY))
+            }
             ChangeSignal::Every(period) => Changes::Every {
                 period,
                 since: Instant::now(),
@@ -217,23 +207,7 @@ impl Changes {
     /// not be trusted.
     fn changed(&mut self) -> bool {
         match self {
-            Changes::Database {
-                path,
-                conn,
-                version,
-            } => {
-                if conn.is_none() {
-                    *conn = open_database(path).ok();
-                }
-                let Some(db) = conn else {
-                    return true;
-                };
-                version.changed(db).unwrap_or_else(|_| {
-                    *conn = None;
-                    *version = DataVersion::default();
-                    true
-                })
-            }
+            Changes::Database(watch) => watch.look() != Look::Same,
             Changes::Every { period, since } => {
                 let now = Instant::now();
                 let expired = now.duration_since(*since) >= *period;
@@ -250,7 +224,7 @@ impl DaemonStore {
     /// A client of the daemon listening on `socket`, for paths in `store_dir`.
     /// Nothing is opened yet. `timeout` bounds each read and write on the
     /// socket, so a stuck daemon cannot hang a worker; zero means none.
-    /// Remembers no answer unless [`Self::watching`] says how it learns of
+    /// Remembers no answer unless [`Self::with_change_signal`] says how it learns of
     /// changes (the `Opener` always does).
     pub fn new(socket: PathBuf, store_dir: StoreDir, timeout: Duration) -> Self {
         DaemonStore {
@@ -259,7 +233,7 @@ impl DaemonStore {
             timeout: Some(timeout).filter(|t| !t.is_zero()),
             conn: None,
             returned: nar_stream::Home::default(),
-            paths: HashMap::new(),
+            paths: BoundedMap::new(REMEMBERED_PATHS),
             log_dir: None,
             cache: InfoCache::default(),
             changes: Changes::new(ChangeSignal::Every(Duration::ZERO)),
@@ -273,8 +247,8 @@ impl DaemonStore {
     }
 
     /// Learns of changes to the store through `signal` (see
-    /// [`Self::watch_database`]).
-    pub fn watching(mut self, signal: ChangeSignal) -> Self {
+    /// [`Self::find_database`]).
+    pub fn with_change_signal(mut self, signal: ChangeSignal) -> Self {
         self.changes = Changes::new(signal);
         self
     }
@@ -283,10 +257,6 @@ impl DaemonStore {
     /// this machine's (read directly when we can).
     fn files_of(&self, info: &PathInfo) -> PathBuf {
         Path::new(self.store_dir.as_str()).join(info.path.base_name())
-    }
-
-    pub fn socket(&self) -> &Path {
-        &self.socket
     }
 
     /// Connects and does the handshake now, if not connected yet: used at
@@ -423,9 +393,6 @@ impl DaemonStore {
             },
         )?;
         if let Some(info) = &info {
-            if self.paths.len() >= PATH_MEMO_CAPACITY {
-                self.paths.clear();
-            }
             self.paths.insert(*hash, info.path.clone());
         }
         Ok(info)

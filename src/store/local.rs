@@ -1,10 +1,8 @@
 //! Read-only direct access to a local store: SQLite and the store directory (`docs/protocols.md` §8).
 //!
-//! The connection is opened `SQLITE_OPEN_READ_ONLY` and never `immutable=1`: an
-//! immutable reader skips WAL and locking and would serve stale or torn data
-//! while Nix writes (docs/protocols.md §8). A read-only WAL reader does not block Nix's writers;
-//! each look-up is one short read transaction, so checkpoints are never held
-//! back for long.
+//! The connection is opened read-only (`sqlite.rs`). A read-only WAL reader
+//! does not block Nix's writers; each look-up is one short read
+//! transaction, so checkpoints are never held back for long.
 
 use std::fs;
 
@@ -12,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Params};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Params};
 
-use super::cache::{DataVersion, InfoCache};
+use super::cache::InfoCache;
+use super::sqlite::{self, DataVersion};
 use super::{Failure, Generation, NarBody, Store, StoreError};
 use crate::nix::nar::NarReader;
 use crate::nix::path_info::PathInfo;
@@ -75,11 +74,8 @@ impl LocalStore {
     /// Opens the database read-only. Cheap: SQLite reads the schema and the
     /// WAL index on the first query, see [`LocalStore::check`].
     pub fn open(loc: LocalLocation) -> Result<Self, StoreError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn =
-            Connection::open_with_flags(&loc.db, flags).map_err(|e| sql_error(&loc.db, e))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| sql_error(&loc.db, e))?;
+            sqlite::open_read_only(&loc.db, BUSY_TIMEOUT).map_err(|e| sql_error(&loc.db, e))?;
         Ok(LocalStore {
             conn,
             loc,
@@ -93,10 +89,6 @@ impl LocalStore {
     pub fn with_log_dir(mut self, dir: PathBuf) -> Self {
         self.log_dir = Some(dir);
         self
-    }
-
-    pub fn location(&self) -> &LocalLocation {
-        &self.loc
     }
 
     /// Checks once that this store can serve: the database reads, has the
@@ -230,17 +222,8 @@ impl Store for LocalStore {
         let path = self.loc.real_store.join(info.path.base_name());
         let reader = NarReader::open_store_path_at(&path, offset)?;
         if reader.nar_size() != info.nar_size {
-            // Files changed behind Nix's back: never send bytes that do not
-            // match the promised length and hash.
-            return Err(StoreError::Corrupt(
-                format!(
-                    "{}: NAR is {} bytes, the database says {}",
-                    path.display(),
-                    reader.nar_size(),
-                    info.nar_size
-                )
-                .into(),
-            ));
+            // Never send bytes that do not match the promised length and hash.
+            return Err(super::wrong_size(&path, reader.nar_size(), info));
         }
         Ok(NarBody::Files(reader))
     }
@@ -255,7 +238,7 @@ impl Store for LocalStore {
 }
 
 /// A [`LocalStore`] with two holders: the opener, which keeps it open for
-/// the life of the process (`uri.rs`, `KeepOpen`), and the one worker that
+/// the life of the process (`opener.rs`, `KeepOpen`), and the one worker that
 /// serves through it, so the connection start-up checked (schema read,
 /// statements prepared) answers the first request too: the first request
 /// after socket activation opens no database (bench/README.md, "Cold

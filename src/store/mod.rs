@@ -14,19 +14,21 @@ use crate::nix::nar::{NarError, NarReader};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir, StorePath};
 
+pub mod build_log;
 pub mod cache;
 pub mod closure;
 pub mod daemon;
 pub mod local;
-pub mod log;
+pub mod opener;
 pub mod slot;
+pub mod sqlite;
 pub mod upstream;
 pub mod uri;
 pub mod wire;
 
 pub use cache::Generation;
-pub use slot::{Counted, OpenStore, StoreSlot};
-pub use uri::Opener;
+pub use opener::Opener;
+pub use slot::{CountingOpener, OpenStore, StoreSlot};
 
 /// What can go wrong asking the store. The HTTP layer maps each variant to a
 /// status in one exhaustive `match`; the text goes to the log, never the body.
@@ -163,10 +165,10 @@ pub trait Store: Send {
     fn path_info_by_hash(&mut self, hash: &HashPart) -> Result<Option<PathInfo>, StoreError>;
 
     /// The info of `path`, or `None` when it is not valid. Asked for an
-    /// output's deriver (`/log/<output>`, `http/build_log.rs`), for each path
+    /// output's deriver (`/log/<output>`, `cache/build_log.rs`), for each path
     /// of a `--serve-closure-of` closure through the daemon
     /// (`closure::closure_by_path_info`), and by the daemon backend to tell
-    /// whether a database is its daemon's (`DaemonStore::watch_database`).
+    /// whether a database is its daemon's (`DaemonStore::find_database`).
     fn path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, StoreError>;
 
     /// The NAR of the valid path `info`, starting at byte `offset`: exactly
@@ -179,7 +181,7 @@ pub trait Store: Send {
     /// when the files are not here (a daemon's store elsewhere).
     fn nar_listing(&mut self, info: &PathInfo) -> Result<Vec<u8>, StoreError>;
 
-    /// Where Nix keeps this store's build logs ([`log::open`]), if known.
+    /// Where Nix keeps this store's build logs ([`build_log::open`]), if known.
     fn log_dir(&self) -> Option<&Path>;
 
     /// Whether things named by `path` (a derivation's build log, which

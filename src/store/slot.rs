@@ -17,12 +17,12 @@ pub trait OpenStore: Send + Sync {
 
 /// Counts in `metrics` every store connection `inner` opens: a number
 /// rising faster than one per worker and activation is reconnects.
-pub struct Counted {
+pub struct CountingOpener {
     pub inner: Arc<dyn OpenStore>,
     pub metrics: Arc<Metrics>,
 }
 
-impl OpenStore for Counted {
+impl OpenStore for CountingOpener {
     fn open(&self) -> Result<Box<dyn Store>, StoreError> {
         let conn = self.inner.open()?;
         self.metrics.store_connection_opened();

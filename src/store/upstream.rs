@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::log;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::nix::hash::Sha256;
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{HashPart, StoreDir};
@@ -160,10 +160,6 @@ impl Upstream {
                 metrics,
             }),
         })
-    }
-
-    pub fn caches(&self) -> &[CacheUrl] {
-        self.inner.narinfos.caches()
     }
 
     /// For the start-up line: where from, and where to.
@@ -387,7 +383,8 @@ impl Upstream {
     }
 
     /// What pull-through has counted (in the server's metrics).
-    pub fn stats(&self) -> metrics::Upstream {
+    #[cfg(any(test, feature = "testing"))]
+    pub fn stats(&self) -> crate::metrics::Upstream {
         self.inner.metrics.upstream()
     }
 }

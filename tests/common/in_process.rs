@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix_serve_sd::cache::{heavy, Cache, Service};
+use nix_serve_sd::cache::{heavy, Cache, ReplySettings};
 use nix_serve_sd::nix::path_info::PathInfo;
 use nix_serve_sd::nix::signing::SecretKey;
 use nix_serve_sd::nix::store_path::{HashPart, StoreDir, StorePath};
@@ -124,7 +124,7 @@ pub fn start(opener: Opener, workers: usize, keys: Vec<SecretKey>, limits: Limit
         asks: asks.clone(),
         panic_next_open: panic_next_open.clone(),
     });
-    let svc = Arc::new(Service {
+    let svc = Arc::new(ReplySettings {
         keys,
         priority: 30,
         compression: Default::default(),

@@ -29,7 +29,9 @@ mod from_nar;
 pub use from_nar::{listing_from_nar, NarParseError};
 
 /// The listing of the NAR of `path`, and that NAR's size (for the caller to
-/// check against what the store recorded).
+/// check against what the store recorded). For the tests: the server lists
+/// store paths only ([`store_path_listing`]).
+#[cfg(any(test, feature = "testing"))]
 pub fn nar_listing(path: &Path) -> Result<(Vec<u8>, u64), NarError> {
     let plan = Plan::new(path, false)?;
     Ok((render(&plan), plan.size))

@@ -44,7 +44,9 @@ pub enum RequestError {
 }
 
 impl RequestError {
-    /// The status it is answered with (`response::request_error`).
+    /// The status it is answered with (`response::request_error`): for the
+    /// tests and the fuzzer.
+    #[cfg(any(test, feature = "testing"))]
     pub fn status(&self) -> u16 {
         super::response::request_error(self).status
     }

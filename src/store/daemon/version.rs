@@ -55,10 +55,12 @@ impl ProtocolVersion {
     /// Both sides exchange feature sets in the handshake.
     pub const FEATURES: Self = Self::new(1, 38);
 
+    #[cfg(any(test, feature = "testing"))]
     pub fn major(self) -> u8 {
         self.major
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub fn minor(self) -> u8 {
         self.minor
     }

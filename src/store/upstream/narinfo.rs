@@ -7,12 +7,12 @@
 //! upstream's signatures: they sign the fingerprint (path, NAR hash, size,
 //! references), which is unchanged, never the URL.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::client::{CacheUrl, Client, FetchError, MAX_NARINFO};
 use super::decompress::Method;
+use crate::bounded::BoundedMap;
 use crate::log;
 use crate::nix::narinfo::{self, parse::NarInfo};
 use crate::nix::path_info::PathInfo;
@@ -31,8 +31,9 @@ pub const ABSENT_TTL: Duration = Duration::from_secs(60);
 /// not asked again for this long: requests meanwhile count it as failed at
 /// once instead of each waiting for its time-out. Never remembered per path.
 pub const DOWN_FOR: Duration = Duration::from_secs(10);
-/// Answers remembered at most: about 1 KiB each.
-const CAPACITY: usize = 16_384;
+/// Answers remembered at most: about 1 KiB each, 16 MiB in all, shared by
+/// every worker; a miss costs a round trip upstream, not a local look-up.
+const ANSWERS: usize = 16_384;
 
 /// A path an upstream has, and how to fetch its NAR.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,7 +71,7 @@ pub enum Lookup {
 pub struct Narinfos {
     caches: Vec<CacheUrl>,
     store_dir: StoreDir,
-    memory: Mutex<HashMap<HashPart, (Instant, Lookup)>>,
+    memory: Mutex<BoundedMap<HashPart, (Instant, Lookup)>>,
     down_until: Mutex<Vec<Option<Instant>>>,
 }
 
@@ -80,13 +81,9 @@ impl Narinfos {
         Narinfos {
             caches,
             store_dir,
-            memory: Mutex::new(HashMap::new()),
+            memory: Mutex::new(BoundedMap::new(ANSWERS)),
             down_until: Mutex::new(vec![None; n]),
         }
-    }
-
-    pub fn caches(&self) -> &[CacheUrl] {
-        &self.caches
     }
 
     /// The answer for `hash`: remembered (see the TTLs), else asked of each
@@ -213,14 +210,8 @@ impl Narinfos {
 
     fn remember(&self, hash: HashPart, expires: Instant, answer: Lookup) {
         let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-        if memory.len() >= CAPACITY && !memory.contains_key(&hash) {
-            let now = Instant::now();
-            memory.retain(|_, (e, _)| *e > now);
-            if memory.len() >= CAPACITY {
-                memory.clear();
-            }
-        }
-        memory.insert(hash, (expires, answer));
+        let now = Instant::now();
+        memory.insert_or_prune(hash, (expires, answer), |_, (e, _)| *e <= now);
     }
 
     /// Forgets `hash` (its NAR did not match what the narinfo said).
@@ -298,7 +289,7 @@ mod tests {
     }
 
     #[test]
-    fn memory_expires_exactly_and_stays_bounded() {
+    fn memory_expires_exactly() {
         let narinfos = Narinfos::new(vec![], StoreDir::default());
         let h = HashPart::parse("wmm9hngfwxsjqpiy50lligndn8n83f6w").unwrap();
         let now = Instant::now();
@@ -315,12 +306,5 @@ mod tests {
             narinfos.lookup(&client, &h, &|_| {}),
             Lookup::Absent
         ));
-        let far = now + Duration::from_secs(3600);
-        for i in 0..CAPACITY + 10 {
-            let s = format!("{:032}", i);
-            let h = HashPart::parse(&s).unwrap();
-            narinfos.remember(h, far, Lookup::Absent);
-        }
-        assert!(narinfos.memory.lock().unwrap().len() <= CAPACITY);
     }
 }

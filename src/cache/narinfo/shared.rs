@@ -11,10 +11,11 @@
 //! the loop advances, and on two rules:
 //!
 //! 1. The loop, for every request, first reads the store's change signal
-//!    through its own [`Watch`] (its own read-only connection,
-//!    `PRAGMA data_version`), and if it says "changed" it starts a new epoch
-//!    (forgetting every reply) *before* it looks a reply up. A signal it
-//!    cannot read (`Look::Unknown`) sends the request to a worker.
+//!    through its own [`ChangeWatch`](crate::store::sqlite::ChangeWatch)
+//!    (its own read-only connection, `PRAGMA data_version`), and if it says
+//!    "changed" it starts a new epoch (forgetting every reply) *before* it
+//!    looks a reply up. A signal it cannot read (`Look::Unknown`) sends the
+//!    request to a worker.
 //! 2. A worker takes a [`Ticket`] (the epoch now) *before* its own look-up
 //!    (before it even reads its store's generation), and its reply is filed
 //!    only if the epoch is still that one when it files.
@@ -26,7 +27,7 @@
 //! connection committed in between, so L started an epoch e_L. Epochs only
 //! grow, and a reply is filed only under the epoch current when it is filed
 //! and is forgotten when the next one starts; the reply is still there at R,
-//! so e >= e_L. The worker read e from [`Replies::ticket`], which the loop
+//! so e >= e_L. The worker read e from [`SharedNarinfos::ticket`], which the loop
 //! published (release; the worker acquires) after L; so the worker's
 //! look-up, which followed its ticket, started after L and hence after C
 //! committed, and saw C: its reply is no older than C. A worker whose
@@ -45,24 +46,27 @@
 //! same `Arc`, never freed while held here) is current; a new closure starts
 //! a new epoch as a change of the store does.
 //!
-//! Bounded as a worker's `Memo` is: [`super::CAPACITY`] replies, then it
-//! starts over.
+//! Bounded as a worker's `WorkerNarinfos` is: [`SHARED_REPLIES`] replies,
+//! then it starts over.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::bounded::BoundedMap;
 use crate::nix::store_path::HashPart;
 use crate::store::closure::Closure;
 use crate::store::daemon::ChangeSignal;
 
-use super::CAPACITY;
+/// Replies held for all the loops before they start over: a rendered
+/// narinfo is about 500 bytes, so a couple of megabytes in all, and the
+/// hot set of a busy cache (a closure's few thousand paths) fits.
+const SHARED_REPLIES: usize = 4096;
 
 /// The replies, shared by the workers (who file) and the loop (who reads).
 /// One lock, held for a map operation: the loop takes it once a request,
 /// a worker once a miss.
-pub struct Replies {
+pub struct SharedNarinfos {
     /// The current epoch, for the workers' tickets without the lock.
     epoch: AtomicU64,
     state: Mutex<State>,
@@ -74,7 +78,7 @@ struct State {
     epoch: u64,
     /// The closure the replies were filtered by (`--serve-closure-of`).
     closure: Option<Arc<Closure>>,
-    by_hash: HashMap<HashPart, Entry>,
+    by_hash: BoundedMap<HashPart, Entry>,
 }
 
 struct Entry {
@@ -98,25 +102,25 @@ fn same(a: &Option<Arc<Closure>>, b: &Option<Arc<Closure>>) -> bool {
     }
 }
 
-impl Replies {
+impl SharedNarinfos {
     /// The replies for a store that tells of its changes by `signal`: with
     /// a database to read, kept until a change; without, for at most the
     /// signal's period.
     pub fn for_signal(signal: &ChangeSignal) -> Self {
-        Replies::new(match signal {
+        SharedNarinfos::new(match signal {
             ChangeSignal::Database(_) => None,
             ChangeSignal::Every(period) => Some(*period),
         })
     }
 
-    /// `max_age`: see [`Replies::max_age`].
+    /// `max_age`: see [`SharedNarinfos::max_age`].
     pub fn new(max_age: Option<Duration>) -> Self {
-        Replies {
+        SharedNarinfos {
             epoch: AtomicU64::new(0),
             state: Mutex::new(State {
                 epoch: 0,
                 closure: None,
-                by_hash: HashMap::new(),
+                by_hash: BoundedMap::new(SHARED_REPLIES),
             }),
             max_age,
         }
@@ -142,9 +146,6 @@ impl Replies {
         let mut s = self.state();
         if s.epoch != ticket.epoch || !same(&s.closure, &ticket.closure) {
             return;
-        }
-        if s.by_hash.len() >= CAPACITY && !s.by_hash.contains_key(&hash) {
-            s.by_hash.clear();
         }
         s.by_hash.insert(hash, Entry { body, as_of });
     }
@@ -199,72 +200,50 @@ impl Replies {
 mod tests {
     use super::*;
 
-    fn hash(c: char) -> HashPart {
-        HashPart::parse(&c.to_string().repeat(32)).unwrap()
-    }
-
     #[test]
     fn a_reply_computed_before_a_change_is_never_filed_after_it() {
-        let r = Replies::new(None);
+        let a = HashPart::repeating('a');
+        let r = SharedNarinfos::new(None);
         let now = Instant::now();
         // The loop's first look always says "changed".
-        assert_eq!(r.get(&hash('a'), true, None, now), None);
+        assert_eq!(r.get(&a, true, None, now), None);
         let before = r.ticket(None);
-        r.file(r.ticket(None), hash('a'), Some(b"old".to_vec()), now);
-        assert_eq!(
-            r.get(&hash('a'), false, None, now),
-            Some(Some(b"old".to_vec()))
-        );
+        r.file(r.ticket(None), a, Some(b"old".to_vec()), now);
+        assert_eq!(r.get(&a, false, None, now), Some(Some(b"old".to_vec())));
         // A commit, seen by the loop: forgotten, and a late filing of a
         // look-up that started before it is refused.
-        assert_eq!(r.get(&hash('a'), true, None, now), None);
-        r.file(before, hash('a'), Some(b"old".to_vec()), now);
-        assert_eq!(r.get(&hash('a'), false, None, now), None);
-        r.file(r.ticket(None), hash('a'), None, now);
-        assert_eq!(r.get(&hash('a'), false, None, now), Some(None));
+        assert_eq!(r.get(&a, true, None, now), None);
+        r.file(before, a, Some(b"old".to_vec()), now);
+        assert_eq!(r.get(&a, false, None, now), None);
+        r.file(r.ticket(None), a, None, now);
+        assert_eq!(r.get(&a, false, None, now), Some(None));
     }
 
     #[test]
     fn another_closure_is_another_epoch() {
-        let r = Replies::new(None);
+        let a = HashPart::repeating('a');
+        let r = SharedNarinfos::new(None);
         let now = Instant::now();
         let (c1, c2) = (Arc::new(Closure::default()), Arc::new(Closure::default()));
-        assert_eq!(r.get(&hash('a'), true, Some(c1.clone()), now), None);
-        r.file(r.ticket(Some(c2.clone())), hash('a'), None, now);
-        assert_eq!(r.get(&hash('a'), false, Some(c1.clone()), now), None);
-        r.file(r.ticket(Some(c1.clone())), hash('a'), None, now);
-        assert_eq!(r.get(&hash('a'), false, Some(c1.clone()), now), Some(None));
-        assert_eq!(r.get(&hash('a'), false, Some(c2), now), None, "switched");
-        assert_eq!(r.get(&hash('a'), false, Some(c1), now), None);
+        assert_eq!(r.get(&a, true, Some(c1.clone()), now), None);
+        r.file(r.ticket(Some(c2.clone())), a, None, now);
+        assert_eq!(r.get(&a, false, Some(c1.clone()), now), None);
+        r.file(r.ticket(Some(c1.clone())), a, None, now);
+        assert_eq!(r.get(&a, false, Some(c1.clone()), now), Some(None));
+        assert_eq!(r.get(&a, false, Some(c2), now), None, "switched");
+        assert_eq!(r.get(&a, false, Some(c1), now), None);
     }
 
     #[test]
     fn without_a_signal_a_reply_ages_out() {
-        let r = Replies::new(Some(Duration::from_secs(1)));
+        let a = HashPart::repeating('a');
+        let r = SharedNarinfos::new(Some(Duration::from_secs(1)));
         let born = Instant::now();
-        r.file(r.ticket(None), hash('a'), None, born);
-        assert_eq!(r.get(&hash('a'), false, None, born), Some(None));
+        r.file(r.ticket(None), a, None, born);
+        assert_eq!(r.get(&a, false, None, born), Some(None));
         let later = born + Duration::from_millis(999);
-        assert_eq!(r.get(&hash('a'), false, None, later), Some(None));
+        assert_eq!(r.get(&a, false, None, later), Some(None));
         let late = born + Duration::from_secs(1);
-        assert_eq!(r.get(&hash('a'), false, None, late), None);
-    }
-
-    #[test]
-    fn stays_bounded() {
-        let r = Replies::new(None);
-        let alphabet = "0123456789abcdfghijklmnpqrsvwxyz".as_bytes();
-        for i in 0..CAPACITY + 10 {
-            let s: String = (0..32)
-                .map(|k| alphabet[(i >> (5 * (k % 4))) % 32] as char)
-                .collect();
-            r.file(
-                r.ticket(None),
-                HashPart::parse(&s).unwrap(),
-                None,
-                Instant::now(),
-            );
-            assert!(r.state().by_hash.len() <= CAPACITY);
-        }
+        assert_eq!(r.get(&a, false, None, late), None);
     }
 }
