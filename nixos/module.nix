@@ -202,9 +202,11 @@ in
       example = "daemon";
       description = ''
         The store to serve (the server's `--store`). `auto` reads the store's
-        database directly when the service's user can (while Nix has it
-        open), which is faster, and asks the nix-daemon otherwise; the
-        start-up log line and `systemctl status` (`STATUS=`) say which.
+        database directly when the service's user can, which is faster (on
+        an idle machine it first opens a connection to the nix-daemon, whose
+        worker holds the database open for the server's life), and asks the
+        nix-daemon otherwise; the start-up log line and `systemctl status`
+        (`STATUS=`) say which.
         `daemon` always asks the nix-daemon (upstream's `NIX_REMOTE=daemon`);
         `local` only reads the database; `unix:///path/to/socket` names
         another daemon socket.

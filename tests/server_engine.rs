@@ -282,6 +282,7 @@ struct Engine {
     addr: SocketAddr,
     server: Option<Server>,
     handlers_made: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
 }
 
 fn start_with(workers: usize, limits: Limits, max_connections: Option<usize>) -> Engine {
@@ -299,17 +300,19 @@ fn start_with(workers: usize, limits: Limits, max_connections: Option<usize>) ->
         access_log: false,
         max_connections,
     };
+    let metrics = Arc::new(Metrics::default());
     let server = Server::start(
         vec![Listener::Tcp(listener)],
         app,
         settings,
-        Arc::new(Metrics::default()),
+        metrics.clone(),
     )
     .unwrap();
     Engine {
         addr,
         server: Some(server),
         handlers_made,
+        metrics,
     }
 }
 
@@ -571,6 +574,44 @@ fn drain_answers_what_was_asked_and_closes_the_rest_at_once() {
         drained.join().unwrap(),
         "the drain did not finish everything"
     );
+}
+
+/// At the drain's deadline what is still going out is cut, and counted as
+/// sent so far: the exit line (the run's summary) and the metrics say the
+/// same bytes (they once said 0 and 7.8 MB).
+#[test]
+fn a_body_cut_at_the_drain_bound_is_counted_once() {
+    let mut e = start();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(64 * 1024).unwrap();
+    sock.connect(&e.addr.into()).unwrap();
+    let mut slow: TcpStream = sock.into();
+    slow.set_read_timeout(Some(LIMIT)).unwrap();
+    slow.write_all(&request("/file/40000000", false)).unwrap();
+    let mut got = vec![0u8; 256 * 1024];
+    slow.read_exact(&mut got).unwrap();
+    let reader = thread::spawn(move || {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = slow.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let server = e.server.take().unwrap();
+    assert!(!server.drain(Instant::now() + Duration::from_secs(1)));
+    let run = e.metrics.run_summary();
+    let text = e.metrics.render();
+    let sent: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("nix_serve_sent_bytes_total{route=\"other\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sent bytes in\n{text}"));
+    assert!(run.bytes > 256 * 1024, "{} bytes counted", run.bytes);
+    assert_eq!(run.bytes, sent, "exit summary and metrics disagree");
+    assert_eq!(run.requests, 1);
+    reader.join().unwrap();
 }
 
 /// A stop must not wait `read_timeout` for a client that sends nothing or

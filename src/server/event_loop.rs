@@ -143,15 +143,19 @@ pub(super) struct EventLoop {
     date_second: u64,
 }
 
-/// Runs `l` until it is drained; a panic ends the process.
-pub(super) fn run_or_exit(l: EventLoop) {
+/// Runs `l` until it is drained: whether everything finished (nothing
+/// was cut at the drain's deadline). A panic ends the process.
+pub(super) fn run_or_exit(l: EventLoop) -> bool {
     let index = l.index;
-    if panic::catch_unwind(AssertUnwindSafe(|| l.run())).is_err() {
-        log::error(&format!(
-            "event loop {index} panicked: exiting (status {PANIC_EXIT}) so that a new process serves its clients"
-        ));
-        log::flush();
-        std::process::exit(PANIC_EXIT);
+    match panic::catch_unwind(AssertUnwindSafe(|| l.run())) {
+        Ok(finished) => finished,
+        Err(_) => {
+            log::error(&format!(
+                "event loop {index} panicked: exiting (status {PANIC_EXIT}) so that a new process serves its clients"
+            ));
+            log::flush();
+            std::process::exit(PANIC_EXIT);
+        }
     }
 }
 
@@ -224,8 +228,8 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Runs until drained.
-    fn run(mut self) {
+    /// Runs until drained; false when the drain's deadline cut something.
+    fn run(mut self) -> bool {
         if let Some(fast) = &mut self.settings.fast {
             fast.start();
         }
@@ -282,11 +286,11 @@ impl EventLoop {
             }
             if let Some((_, deadline)) = self.drain {
                 if self.open == 0 {
-                    return;
+                    return true;
                 }
                 if now >= deadline {
                     self.cut_all();
-                    return;
+                    return false;
                 }
             }
         }

@@ -164,7 +164,8 @@ pub struct Server {
 struct LoopHandle {
     ctl: Sender<Ctl>,
     waker: Arc<mio::Waker>,
-    thread: Option<JoinHandle<()>>,
+    /// Ends with whether its connections all finished.
+    thread: Option<JoinHandle<bool>>,
 }
 
 impl Server {
@@ -313,7 +314,7 @@ impl Server {
                 thread::sleep(Duration::from_millis(5));
             }
             if thread.is_finished() {
-                let _ = thread.join();
+                all &= thread.join().unwrap_or(false);
             }
         }
         all && self.activity.idle_for().is_some()
