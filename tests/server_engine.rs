@@ -587,7 +587,8 @@ fn a_body_cut_at_the_drain_bound_is_counted_once() {
     sock.connect(&e.addr.into()).unwrap();
     let mut slow: TcpStream = sock.into();
     slow.set_read_timeout(Some(LIMIT)).unwrap();
-    slow.write_all(&request("/file/40000000", false)).unwrap();
+    slow.write_all(&Request::get("/file/40000000").keep_alive().bytes())
+        .unwrap();
     let mut got = vec![0u8; 256 * 1024];
     slow.read_exact(&mut got).unwrap();
     let reader = thread::spawn(move || {
