@@ -25,11 +25,11 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 use common::binary::{start_on_any_port, wait_log, Running};
-use common::routes::{self, hash_part, nar_hash, Reply};
-use common::{htpasswd, run, Fixtures, Scratch};
+use common::http::{Reply, Request};
+use common::routes::{every_route, nar_hash};
+use common::{hash_part, htpasswd, run, Fixtures, Scratch, ABSENT};
 
 const LIMIT: Duration = Duration::from_secs(60);
-const ABSENT: &str = "00000000000000000000000000000000";
 
 /// `Basic base64(user:password)`, as curl and Nix send it.
 fn basic(user_password: &str) -> String {
@@ -38,18 +38,11 @@ fn basic(user_password: &str) -> String {
 
 /// One request on a fresh connection, with `Authorization: <auth>`.
 fn ask(addr: SocketAddr, method: &str, target: &str, auth: Option<&str>) -> Reply {
-    let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
-    routes::request(addr, method, target, &headers, false)
-}
-
-/// The reply but its `Date:` line.
-fn without_date(r: &Reply) -> (u16, String, Vec<u8>) {
-    let head: Vec<&str> = r
-        .head
-        .split("\r\n")
-        .filter(|l| !l.starts_with("Date: "))
-        .collect();
-    (r.status, head.join("\r\n"), r.body.clone())
+    let request = Request::new(method, target);
+    match auth {
+        Some(a) => request.header("Authorization", a).send(addr),
+        None => request.send(addr),
+    }
 }
 
 fn assert_unauthorized(r: &Reply, what: &str) {
@@ -64,7 +57,7 @@ fn assert_unauthorized(r: &Reply, what: &str) {
 
 /// Every route of a path, and the routes that are no path's.
 fn all_routes(path: &str) -> Vec<String> {
-    let mut all = routes::every_route(hash_part(path), &nar_hash(path));
+    let mut all = every_route(hash_part(path), &nar_hash(path));
     all.extend([
         format!("/{ABSENT}.narinfo"),
         "/metrics".to_owned(),
@@ -118,8 +111,8 @@ fn every_route_asks_for_credentials_but_nix_cache_info() {
             for (what, value) in &refused {
                 let r = ask(addr, method, &target, Some(value));
                 assert_eq!(
-                    without_date(&r),
-                    without_date(&none),
+                    r.without_date(),
+                    none.without_date(),
                     "{method} {target}, {what}: not the same 401"
                 );
             }
@@ -141,13 +134,13 @@ fn every_route_asks_for_credentials_but_nix_cache_info() {
     for method in ["GET", "HEAD"] {
         for target in all_routes(path).into_iter().filter(|t| t != "/metrics") {
             let user = ask(addr, method, &target, Some(&good));
-            let mut open = ask(open_addr, method, &target, None);
-            open.head = open
-                .head
+            let mut open = ask(open_addr, method, &target, None).without_date();
+            open.1 = open
+                .1
                 .replace("Cache-Control: public", "Cache-Control: private");
             assert_eq!(
-                without_date(&user),
-                without_date(&open),
+                user.without_date(),
+                open,
                 "{method} {target}: a user's reply differs from the open server's"
             );
         }
@@ -297,11 +290,11 @@ fn with_serve_closure_of_anonymous_clients_get_the_closure_and_users_the_store()
     // replies (the workers' or the loop's) leak into the other's.
     let outside_ni = format!("/{}.narinfo", hash_part(outside));
     let inside_ni = format!("/{}.narinfo", hash_part(top));
-    let absent = without_date(&ask(addr, "GET", &format!("/{ABSENT}.narinfo"), None));
+    let absent = ask(addr, "GET", &format!("/{ABSENT}.narinfo"), None).without_date();
     for _ in 0..2 {
         assert_eq!(ask(addr, "GET", &outside_ni, Some(&good)).status, 200);
         let anonymous = ask(addr, "GET", &outside_ni, None);
-        assert_eq!(absent, without_date(&anonymous), "outside, anonymous");
+        assert_eq!(absent, anonymous.without_date(), "outside, anonymous");
         // The closure is public; what a user sees, no shared cache keeps.
         let anonymous = ask(addr, "GET", &inside_ni, None);
         assert_eq!(anonymous.status, 200);

@@ -9,8 +9,8 @@ mod common;
 use std::process::Command;
 
 use common::binary::{start_on_any_port, tmpdir, wait_log};
-use common::routes::{get, hash_part, request};
-use common::{nix_fresh_cache, nix_store_dump, output_of, succeeded, Fixtures};
+use common::http::{get, Request};
+use common::{hash_part, nix_fresh_cache, nix_store_dump, output_of, succeeded, Fixtures};
 
 fn url_of(narinfo: &str) -> &str {
     narinfo
@@ -91,12 +91,9 @@ fn compressed_and_plain_urls() {
         assert_eq!(r.header("Content-Encoding"), None);
         assert!(zstd::decode_all(&r.body[..]).unwrap() == want, "{path}");
         // HTTP/1.0: no chunks, the close ends the body.
-        let r = request(addr, "GET", &format!("/{zst}"), &[], true);
+        let r = Request::get(&format!("/{zst}")).http10().send(addr);
         assert!(zstd::decode_all(&r.body[..]).unwrap() == want, "{path}");
-        assert_eq!(
-            request(addr, "HEAD", &format!("/{zst}"), &[], false).status,
-            200
-        );
+        assert_eq!(Request::head(&format!("/{zst}")).send(addr).status, 200);
 
         let plain = format!("/{}", zst.strip_suffix(".zst").unwrap());
         // Plain curl and Nix 2.8 send no Accept-Encoding: identity bytes.
@@ -104,16 +101,19 @@ fn compressed_and_plain_urls() {
         assert_eq!(r.header("Content-Encoding"), None);
         assert_eq!(r.header("Vary"), Some("Accept-Encoding"));
         assert!(r.body == want, "{path}");
-        let ae = [("Accept-Encoding", "gzip, zstd")];
-        let r = request(addr, "GET", &plain, &ae, false);
+        let r = (Request::get(&plain))
+            .header("Accept-Encoding", "gzip, zstd")
+            .send(addr);
         assert_eq!(r.header("Content-Encoding"), Some("zstd"), "{path}");
         assert!(zstd::decode_all(&r.body[..]).unwrap() == want, "{path}");
-        let r = request(addr, "GET", &plain, &[("Accept-Encoding", "gzip")], false);
+        let r = (Request::get(&plain))
+            .header("Accept-Encoding", "gzip")
+            .send(addr);
         assert_eq!(r.header("Content-Encoding"), None);
         // A range names bytes of the NAR itself, compression or not.
         if want.len() > 10 {
             let ranged = [("Accept-Encoding", "zstd"), ("Range", "bytes=3-9")];
-            let r = request(addr, "GET", &plain, &ranged, false);
+            let r = Request::get(&plain).headers(&ranged).send(addr);
             assert_eq!((r.status, r.header("Content-Encoding")), (206, None));
             assert_eq!(r.body, &want[3..10]);
         }
@@ -132,13 +132,9 @@ fn off_by_default() {
     assert!(info.contains("\nCompression: none\n"), "{info}");
     let url = url_of(&info);
     assert!(url.ends_with(".nar"), "{info}");
-    let r = request(
-        addr,
-        "GET",
-        &format!("/{url}"),
-        &[("Accept-Encoding", "zstd")],
-        false,
-    );
+    let r = (Request::get(&format!("/{url}")))
+        .header("Accept-Encoding", "zstd")
+        .send(addr);
     assert_eq!(
         (r.header("Content-Encoding"), r.header("Vary")),
         (None, None)
@@ -160,22 +156,16 @@ fn off_by_default() {
 #[test]
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn stalled_compressed_downloads_are_bounded() {
-    use std::io::{Read, Write};
     use std::time::Duration;
     let fx = Fixtures::load();
     let (server, addr, _) = start_on_any_port(&["--compression", "zstd:19"]);
     let path = fx.path("big-10M");
     let info = get(addr, &format!("/{}.narinfo", hash_part(path))).text();
     let url = url_of(&info).to_owned();
+    // Each reads the head of its reply and nothing more.
     let ask = || {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        s.write_all(format!("GET /{url} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .unwrap();
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head).unwrap();
-        let status: u16 = std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap();
-        (status, s)
+        let (reply, s) = Request::get(&format!("/{url}")).keep_alive().open(addr);
+        (reply.status, s)
     };
     let mut stalled = Vec::new();
     let mut refused = 0;

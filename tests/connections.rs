@@ -11,59 +11,19 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::binary::{get, start_on_any_port, Running};
-use common::Fixtures;
-
-fn hash_of(fx: &Fixtures, name: &str) -> String {
-    fx.path(name)["/nix/store/".len()..][..32].to_owned()
-}
+use common::binary::{start_on_any_port, wait_log, Running};
+use common::http::{connect, get, read_head, read_reply, send_raw, status_of, Request};
+use common::sockets::{wait_accepted, wait_accepted_and_read, wait_no_connection};
+use common::{hash_part, Fixtures};
 
 fn serve(args: &[&str]) -> (Running, SocketAddr) {
     let (running, addr, _) = start_on_any_port(args);
     (running, addr)
 }
 
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s
-}
-
-/// Sends `raw` in one write and reads everything until the server closes.
-fn send_raw(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
-    let mut s = connect(addr);
-    s.write_all(raw).unwrap();
-    let mut got = Vec::new();
-    let _ = s.read_to_end(&mut got);
-    got
-}
-
-fn status_of(reply: &[u8]) -> u16 {
-    std::str::from_utf8(reply.get(9..12).unwrap_or(b"000"))
-        .unwrap_or("0")
-        .parse()
-        .unwrap_or(0)
-}
-
-/// One response, read by its Content-Length.
-fn read_one(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1, "closed inside a head");
-        head.push(b[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .expect("Content-Length")
-        .trim()
-        .parse()
-        .unwrap();
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).unwrap();
-    (status_of(head.as_bytes()), head, body)
+/// `GET target` for a connection that stays open.
+fn kept(target: &str) -> Vec<u8> {
+    Request::get(target).keep_alive().bytes()
 }
 
 /// A request head sent in one write gets `status`; errors close.
@@ -148,7 +108,10 @@ fn tls_client_hello_is_refused_at_once() {
 fn hundred_pipelined_requests_in_one_write_are_answered_in_order() {
     let fx = Fixtures::load();
     let (_server, addr) = serve(&[]);
-    let hashes = [hash_of(&fx, "dep-top"), hash_of(&fx, "hello-exe")];
+    let hashes = [
+        hash_part(fx.path("dep-top")),
+        hash_part(fx.path("hello-exe")),
+    ];
     let mut raw = Vec::new();
     for i in 0..100 {
         let target = match i % 3 {
@@ -156,14 +119,14 @@ fn hundred_pipelined_requests_in_one_write_are_answered_in_order() {
             1 => format!("/{}.narinfo", hashes[0]),
             _ => format!("/{}.narinfo", hashes[1]),
         };
-        raw.extend_from_slice(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        raw.extend_from_slice(&kept(&target));
     }
     let mut s = connect(addr);
     s.write_all(&raw).unwrap();
     for i in 0..100 {
-        let (status, _, body) = read_one(&mut s);
-        assert_eq!(status, 200, "reply {i}");
-        let body = String::from_utf8(body).unwrap();
+        let r = read_reply(&mut s, false);
+        assert_eq!(r.status, 200, "reply {i}");
+        let body = String::from_utf8(r.body).unwrap();
         let want = match i % 3 {
             0 => "StoreDir: /nix/store".to_owned(),
             1 => format!("StorePath: {}", fx.path("dep-top")),
@@ -180,13 +143,13 @@ fn a_request_in_one_byte_writes_is_served() {
     let (_server, addr) = serve(&[]);
     let mut s = connect(addr);
     s.set_nodelay(true).unwrap();
-    for b in b"GET /nix-cache-info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" {
-        s.write_all(&[*b]).unwrap();
+    for b in Request::get("/nix-cache-info").bytes() {
+        s.write_all(&[b]).unwrap();
         thread::sleep(Duration::from_millis(2));
     }
-    let (status, _, body) = read_one(&mut s);
-    assert_eq!(status, 200);
-    assert!(body.starts_with(b"StoreDir: "));
+    let r = read_reply(&mut s, false);
+    assert_eq!(r.status, 200);
+    assert!(r.body.starts_with(b"StoreDir: "));
 }
 
 /// Two clients that ask for a NAR and never read it, with two workers:
@@ -196,16 +159,18 @@ fn a_request_in_one_byte_writes_is_served() {
 fn clients_that_never_read_do_not_starve_others() {
     let fx = Fixtures::load();
     let (_server, addr) = serve(&["--workers", "2"]);
-    let big = hash_of(&fx, "big-10M");
+    let big = hash_part(fx.path("big-10M"));
     let stuck: Vec<TcpStream> = (0..4)
         .map(|_| {
             let mut s = connect(addr);
-            s.write_all(format!("GET /nar/{big}.nar HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .unwrap();
+            s.write_all(&kept(&format!("/nar/{big}.nar"))).unwrap();
             s
         })
         .collect();
-    thread::sleep(Duration::from_millis(300));
+    // Each NAR under way: its head came (a few bytes of its 10 MiB).
+    for mut s in &stuck {
+        assert_eq!(read_head(&mut s).status, 200);
+    }
     for _ in 0..20 {
         assert_eq!(get(addr, "/nix-cache-info").status, 200);
     }
@@ -219,18 +184,17 @@ fn clients_that_never_read_do_not_starve_others() {
 fn idle_and_slowloris_connections_hold_no_worker() {
     let fx = Fixtures::load();
     let (_server, addr) = serve(&["--workers", "1", "--keepalive-timeout", "30"]);
-    let hash = hash_of(&fx, "dep-top");
+    let hash = hash_part(fx.path("dep-top"));
     let mut idle = Vec::new();
     for _ in 0..30 {
         let mut s = connect(addr);
-        s.write_all(b"GET /nix-cache-info HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        assert_eq!(read_one(&mut s).0, 200);
+        s.write_all(&kept("/nix-cache-info")).unwrap();
+        assert_eq!(read_reply(&mut s, false).status, 200);
         idle.push(s);
     }
     let mut slow: Vec<TcpStream> = (0..30).map(|_| connect(addr)).collect();
-    let head = format!("GET /{hash}.narinfo HTTP/1.1\r\nHost: x\r\n");
-    for b in head.as_bytes().iter().take(10) {
+    let head = kept(&format!("/{hash}.narinfo"));
+    for b in head.iter().take(10) {
         for s in &mut slow {
             s.write_all(&[*b]).unwrap();
         }
@@ -238,9 +202,8 @@ fn idle_and_slowloris_connections_hold_no_worker() {
     }
     // The idle ones are still usable.
     for s in &mut idle {
-        s.write_all(b"GET /nix-cache-info HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        assert_eq!(read_one(s).0, 200);
+        s.write_all(&kept("/nix-cache-info")).unwrap();
+        assert_eq!(read_reply(s, false).status, 200);
     }
 }
 
@@ -251,14 +214,13 @@ fn idle_and_slowloris_connections_hold_no_worker() {
 fn a_reader_below_the_minimum_rate_is_cut() {
     let fx = Fixtures::load();
     let (_server, addr) = serve(&["--timeout", "2"]);
-    let big = hash_of(&fx, "big-10M");
+    let big = hash_part(fx.path("big-10M"));
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(16 * 1024).unwrap();
     sock.connect(&addr.into()).unwrap();
     let mut s: TcpStream = sock.into();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(format!("GET /nar/{big}.nar HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .unwrap();
+    s.write_all(&kept(&format!("/nar/{big}.nar"))).unwrap();
     // About 500 bytes a second for 8 s (four windows of 2 s): below 1 KiB/s.
     let mut got = 0usize;
     let mut buf = vec![0u8; 256];
@@ -295,7 +257,7 @@ fn a_reader_below_the_minimum_rate_is_cut() {
 fn sigterm_answers_every_request_already_received() {
     let fx = Fixtures::load();
     let (server, addr) = serve(&["--workers", "1"]);
-    let hash = hash_of(&fx, "many-files");
+    let hash = hash_part(fx.path("many-files"));
     let mut conns: Vec<TcpStream> = (0..60)
         .map(|i| {
             let mut s = connect(addr);
@@ -304,19 +266,19 @@ fn sigterm_answers_every_request_already_received() {
             } else {
                 format!("/nar/{hash}.nar")
             };
-            s.write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .unwrap();
+            s.write_all(&kept(&target)).unwrap();
             s
         })
         .collect();
-    thread::sleep(Duration::from_millis(100));
+    // Every request received: accepted, and its bytes read.
+    wait_accepted_and_read(addr, 60);
     server.signal_term();
     let want_nar = common::nix_store_dump(fx.path("many-files"));
     for (i, s) in conns.iter_mut().enumerate() {
-        let (status, head, body) = read_one(s);
-        assert_eq!(status, 200, "connection {i}: {head}");
+        let r = read_reply(s, false);
+        assert_eq!(r.status, 200, "connection {i}: {}", r.head);
         if i % 2 == 1 {
-            assert!(body == want_nar, "connection {i}: NAR differs");
+            assert!(r.body == want_nar, "connection {i}: NAR differs");
         }
     }
     let mut server = server;
@@ -332,7 +294,7 @@ fn sigterm_with_many_silent_connections_exits_within_the_bound() {
     let _fx = Fixtures::load();
     let (server, addr) = serve(&["--workers", "1"]);
     let conns: Vec<TcpStream> = (0..300).map(|_| connect(addr)).collect();
-    thread::sleep(Duration::from_millis(200));
+    wait_accepted_and_read(addr, 300);
     server.signal_term();
     let mut server = server;
     let st = common::binary::wait_exit(&mut server.child, Duration::from_secs(35));
@@ -372,7 +334,7 @@ fn proc_status(pid: u32, field: &str) -> u64 {
 fn one_request_at_a_time_needs_one_worker_thread() {
     let fx = Fixtures::load();
     let (server, addr) = serve(&["--workers", "8", "--event-loops", "2"]);
-    let hash = hash_of(&fx, "dep-top");
+    let hash = hash_part(fx.path("dep-top"));
     for _ in 0..50 {
         assert_eq!(get(addr, &format!("/{hash}.narinfo")).status, 200);
     }
@@ -399,14 +361,13 @@ fn idle_slowloris_and_slow_readers_at_once() {
         "60",
     ]);
     let pid = server.child.id();
-    let hash = hash_of(&fx, "dep-top");
-    let big = hash_of(&fx, "big-10M");
+    let hash = hash_part(fx.path("dep-top"));
+    let big = hash_part(fx.path("big-10M"));
     let mut idle = Vec::new();
     for _ in 0..1000 {
         let mut s = connect(addr);
-        s.write_all(b"GET /nix-cache-info HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        assert_eq!(read_one(&mut s).0, 200);
+        s.write_all(&kept("/nix-cache-info")).unwrap();
+        assert_eq!(read_reply(&mut s, false).status, 200);
         idle.push(s);
     }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -430,8 +391,7 @@ fn idle_slowloris_and_slow_readers_at_once() {
         .map(|_| {
             let stop = stop.clone();
             let mut s = connect(addr);
-            s.write_all(format!("GET /nar/{big}.nar HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .unwrap();
+            s.write_all(&kept(&format!("/nar/{big}.nar"))).unwrap();
             thread::spawn(move || {
                 let mut buf = vec![0u8; 64 * 1024];
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -444,7 +404,8 @@ fn idle_slowloris_and_slow_readers_at_once() {
             })
         })
         .collect();
-    thread::sleep(Duration::from_secs(1));
+    // All of it in place: every connection accepted.
+    wait_accepted(addr, 1000 + 500 + 64);
     for _ in 0..200 {
         let r = get(addr, &format!("/{hash}.narinfo"));
         assert_eq!(r.status, 200);
@@ -482,7 +443,7 @@ fn client_resets_cost_no_daemon_connection() {
         vec![],
         common::in_process::limits(),
     );
-    let hash = hash_of(&fx, "dep-top");
+    let hash = hash_part(fx.path("dep-top"));
     for _ in 0..300 {
         let sock =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -490,11 +451,9 @@ fn client_resets_cost_no_daemon_connection() {
         // Close with a reset, not a FIN.
         sock.set_linger(Some(Duration::ZERO)).unwrap();
         let mut s: TcpStream = sock.into();
-        s.write_all(format!("GET /{hash}.narinfo HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .unwrap();
-        let mut first = [0u8; 12];
-        s.read_exact(&mut first).unwrap();
-        assert_eq!(&first, b"HTTP/1.1 200");
+        s.write_all(&kept(&format!("/{hash}.narinfo"))).unwrap();
+        let r = read_head(&mut s);
+        assert!(r.head.starts_with("HTTP/1.1 200 "), "{}", r.head);
     }
     let opens = h.opens.load(std::sync::atomic::Ordering::SeqCst);
     assert!(opens <= 2, "{opens} store connections for 2 workers");
@@ -511,13 +470,13 @@ fn past_the_descriptor_limit_clients_are_refused_cleanly() {
         &["prlimit", "--nofile=128:128"],
         &["--workers", "1"],
     );
-    let hash = hash_of(&fx, "dep-top");
+    let hash = hash_part(fx.path("dep-top"));
     let mut conns = Vec::new();
     let (mut ok, mut busy) = (0, 0);
     for _ in 0..200 {
         let mut s = connect(addr);
-        let _ = s.write_all(format!("GET /{hash}.narinfo HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
-        match read_one(&mut s).0 {
+        let _ = s.write_all(&kept(&format!("/{hash}.narinfo")));
+        match read_reply(&mut s, false).status {
             200 => ok += 1,
             503 => busy += 1,
             other => panic!("status {other}"),
@@ -526,7 +485,8 @@ fn past_the_descriptor_limit_clients_are_refused_cleanly() {
     }
     assert!(ok >= 20 && busy >= 1, "{ok} served, {busy} refused");
     drop(conns);
-    thread::sleep(Duration::from_millis(300));
+    // Their descriptors given back: the server closed each in turn.
+    wait_no_connection(addr);
     assert_eq!(get(addr, &format!("/{hash}.narinfo")).status, 200);
 }
 
@@ -537,19 +497,19 @@ fn past_the_descriptor_limit_clients_are_refused_cleanly() {
 fn a_close_with_unread_pipelined_bytes_still_delivers_the_reply() {
     let fx = Fixtures::load();
     let (_server, addr) = serve(&[]);
-    let big = hash_of(&fx, "big-10M");
+    let big = hash_part(fx.path("big-10M"));
     let mut s = connect(addr);
-    let mut raw =
-        format!("GET /nar/{big}.nar HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes();
+    let mut raw = Request::get(&format!("/nar/{big}.nar")).bytes();
     for _ in 0..500 {
-        raw.extend_from_slice(b"GET /nix-cache-info HTTP/1.1\r\nHost: x\r\n\r\n");
+        raw.extend_from_slice(&kept("/nix-cache-info"));
     }
     s.write_all(&raw).unwrap();
-    // Read slowly at first, so the close comes while the bytes are unread.
+    // A slow reader at first (it paces the client, it waits for nothing):
+    // the close comes while the bytes are unread.
     thread::sleep(Duration::from_millis(300));
-    let (status, _, body) = read_one(&mut s);
-    assert_eq!(status, 200);
-    assert!(body == common::nix_store_dump(fx.path("big-10M")));
+    let r = read_reply(&mut s, false);
+    assert_eq!(r.status, 200);
+    assert!(r.body == common::nix_store_dump(fx.path("big-10M")));
     let mut rest = Vec::new();
     assert!(s.read_to_end(&mut rest).is_ok(), "reset after the reply");
     assert!(
@@ -566,18 +526,19 @@ fn a_close_with_unread_pipelined_bytes_still_delivers_the_reply() {
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn sigterm_answers_connections_accepted_before_their_request() {
     let fx = Fixtures::load();
-    let (server, addr) = serve(&["--workers", "1"]);
-    let hash = hash_of(&fx, "dep-top");
+    let (server, addr, log) = start_on_any_port(&["--workers", "1"]);
+    let hash = hash_part(fx.path("dep-top"));
     let mut conns: Vec<TcpStream> = (0..20).map(|_| connect(addr)).collect();
-    thread::sleep(Duration::from_millis(200));
+    wait_accepted_and_read(addr, 20);
     server.signal_term();
-    thread::sleep(Duration::from_millis(200));
+    wait_log(&log, "the drain to begin", |l| {
+        l.contains("Stopping: finishing requests in flight")
+    });
     for (i, s) in conns.iter_mut().enumerate() {
-        s.write_all(format!("GET /{hash}.narinfo HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .unwrap();
-        let (status, head, _) = read_one(s);
-        assert_eq!(status, 200, "connection {i}");
-        assert!(head.contains("Connection: close"), "{head}");
+        s.write_all(&kept(&format!("/{hash}.narinfo"))).unwrap();
+        let r = read_reply(s, false);
+        assert_eq!(r.status, 200, "connection {i}");
+        assert_eq!(r.header("Connection"), Some("close"), "{}", r.head);
     }
     let mut server = server;
     let st = common::binary::wait_exit(&mut server.child, Duration::from_secs(40));

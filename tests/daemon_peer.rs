@@ -272,21 +272,24 @@ fn nonzero_padding_is_a_protocol_error() {
 
 #[test]
 fn close_mid_reply_is_an_error_and_not_retried() {
-    let peer = Peer::new(|l| {
+    let (answered, client_done) = mpsc::channel();
+    let peer = Peer::new(move |l| {
         let (mut c, _) = l.accept().unwrap();
         handshake(&mut c, 34);
         expect(&mut c, &[u(26), s(PATH)].concat());
         let reply = path_info_reply(120);
         send(&mut c, &reply[..reply.len() / 2]);
         drop(c);
-        // The client must not resend a request whose reply had begun.
-        std::thread::sleep(Duration::from_millis(100));
+        // The client must not resend a request whose reply had begun: once
+        // its call has returned, no second connection waits.
+        client_done.recv().unwrap();
         assert_no_reconnect(&l);
     });
     match peer.store().path_info(&hello()) {
         Err(StoreError::Unavailable(m)) => assert!(chain(&m).contains("closed"), "{m:?}"),
         other => panic!("{other:?}"),
     }
+    answered.send(()).unwrap();
     peer.finish();
 }
 

@@ -17,7 +17,7 @@
 //!   to a heading there;
 //! - the developer notes kept outside the repository are never cited: a
 //!   clone has none of them. Those are the names in `OUTSIDE` and the
-//!   directory `../shared`, except the two inputs `tests/nixos.rs` looks up
+//!   directory `../shared`, except the two inputs `tests/nixos_module.rs` looks up
 //!   there with fallbacks (`SHARED_INPUTS`), which are not documents.
 //!
 //! Comment continuation lines are joined before scanning, so a citation

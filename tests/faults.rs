@@ -7,11 +7,13 @@
 mod common;
 
 use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::http::{get, head, Request, LIMIT};
 use common::in_process::*;
-use common::{ChrootStore, Fixtures, TestDaemon};
+use common::{hash_part, wait_until, ChrootStore, Fixtures, TestDaemon};
 use nix_serve_sd::store::Opener;
 
 /// HEAD and GET agree on a NAR whose files are gone behind Nix's back: both
@@ -24,7 +26,7 @@ fn head_and_get_agree_when_the_files_are_gone() {
     let gone = store.add("gone.txt", b"soon gone\n");
     std::fs::remove_file(store.writable_file(&gone)).unwrap();
     let h = start(opener(&store.uri()), 1, vec![], limits());
-    let target = format!("/nar/{}.nar", hash_of(&gone));
+    let target = format!("/nar/{}.nar", hash_part(&gone));
     assert_eq!(head(h.addr, &target).status, 500);
     assert_eq!(get(h.addr, &target).status, 500);
 }
@@ -47,11 +49,11 @@ fn through_the_daemon_a_nar_whose_files_are_gone_is_a_502_not_a_short_200() {
     let daemon = TestDaemon::serving(&store.uri());
     let uri = format!("unix://{}", daemon.socket().display());
     let h = start(opener(&uri), 1, vec![], limits());
-    let target = format!("/nar/{}.nar", hash_of(&gone));
+    let target = format!("/nar/{}.nar", hash_part(&gone));
     assert_eq!(get(h.addr, &target).status, 502);
     assert_eq!(head(h.addr, &target).status, 502);
     // The worker reconnects: the next NAR is whole.
-    let r = get(h.addr, &format!("/nar/{}.nar", hash_of(&kept)));
+    let r = get(h.addr, &format!("/nar/{}.nar", hash_part(&kept)));
     assert_eq!(r.status, 200);
     let real = store.root().join(kept.trim_start_matches('/'));
     assert_eq!(r.body, common::nix_store_dump(real));
@@ -66,7 +68,7 @@ fn a_path_collected_between_narinfo_and_nar_is_404() {
     let store = ChrootStore::new("faults-gc");
     let doomed = store.add("doomed.txt", b"collected soon\n");
     let h = start(opener(&store.uri()), 1, vec![], limits());
-    let narinfo = get(h.addr, &format!("/{}.narinfo", hash_of(&doomed)));
+    let narinfo = get(h.addr, &format!("/{}.narinfo", hash_part(&doomed)));
     assert_eq!(narinfo.status, 200);
     let url = String::from_utf8(narinfo.body)
         .unwrap()
@@ -82,7 +84,10 @@ fn a_path_collected_between_narinfo_and_nar_is_404() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for target in [format!("/{url}"), format!("/nar/{}.nar", hash_of(&doomed))] {
+    for target in [
+        format!("/{url}"),
+        format!("/nar/{}.nar", hash_part(&doomed)),
+    ] {
         let r = get(h.addr, &target);
         assert_eq!(
             (r.status, r.body.as_slice()),
@@ -106,11 +111,12 @@ fn a_stopped_daemon_is_503_within_its_timeout_and_recovers() {
     let uri = format!("unix://{}", daemon.socket().display());
     let opener = Opener::resolve_with_timeout(&uri, &env, Duration::from_secs(2)).unwrap();
     let h = start(opener, 2, vec![], limits());
-    let first = hash_of(fx.path("dep-top")).to_owned();
-    let second = hash_of(fx.path("hello-exe")).to_owned();
+    let first = hash_part(fx.path("dep-top")).to_owned();
+    let second = hash_part(fx.path("hello-exe")).to_owned();
     assert_eq!(get(h.addr, &format!("/{first}.narinfo")).status, 200);
 
     daemon.signal("STOP");
+    let asked = h.asks.load(Ordering::SeqCst);
     let stalled = {
         let (addr, second) = (h.addr, second.clone());
         thread::spawn(move || {
@@ -118,7 +124,10 @@ fn a_stopped_daemon_is_503_within_its_timeout_and_recovers() {
             (get(addr, &format!("/{second}.narinfo")), t.elapsed())
         })
     };
-    thread::sleep(Duration::from_millis(200));
+    // The look-up has reached a worker, which waits for the daemon.
+    wait_until("the look-up to reach a worker", LIMIT, || {
+        h.asks.load(Ordering::SeqCst) > asked
+    });
     // The other worker, and the event loop, go on.
     assert_alive(h.addr);
     let (r, took) = stalled.join().unwrap();
@@ -128,15 +137,9 @@ fn a_stopped_daemon_is_503_within_its_timeout_and_recovers() {
     assert!(took < Duration::from_secs(20), "took {took:?}");
 
     // Recovered: a fresh connection to the daemon answers.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = get(h.addr, &format!("/{second}.narinfo"));
-        if r.status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no recovery: {}", r.status);
-        thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("a recovery (a 200)", Duration::from_secs(20), || {
+        get(h.addr, &format!("/{second}.narinfo")).status == 200
+    });
 }
 
 /// The database held by a writer's exclusive transaction for 5 s (what a
@@ -152,7 +155,7 @@ fn a_writer_holding_the_database_for_5s_never_makes_a_404() {
     let store = ChrootStore::new("faults-lock");
     let path = store.add("locked.txt", b"behind a lock\n");
     let h = start(opener(&store.uri()), 2, vec![], limits());
-    let target = format!("/{}.narinfo", hash_of(&path));
+    let target = format!("/{}.narinfo", hash_part(&path));
     assert_eq!(get(h.addr, &target).status, 200);
 
     let db = store.root().join("nix/var/nix/db/db.sqlite");
@@ -193,7 +196,7 @@ fn a_writer_holding_the_database_for_5s_never_makes_a_404() {
 #[test]
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn under_a_64_mib_memory_limit_256_concurrent_nar_downloads_all_complete() {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let fx = Fixtures::load();
     let (server, addr, _) = common::binary::start_on_any_port_wrapped(
         &["prlimit", "--as=67108864"],
@@ -201,32 +204,26 @@ fn under_a_64_mib_memory_limit_256_concurrent_nar_downloads_all_complete() {
     );
     let big = fx.path("big-10M").to_owned();
     let want = common::nix_store_dump(&big).len();
-    let hash = hash_of(&big).to_owned();
+    let hash = hash_part(&big).to_owned();
     let clients: Vec<_> = (0..256)
         .map(|i| {
             let hash = hash.clone();
             thread::spawn(move || {
-                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                let (_, mut s) = Request::get(&format!("/nar/{hash}.nar")).open(addr);
                 s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-                s.write_all(
-                    format!("GET /nar/{hash}.nar HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                        .as_bytes(),
-                )
-                .unwrap();
-                let mut all = Vec::new();
+                let mut got = 0;
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
                     match s.read(&mut buf) {
                         Ok(0) | Err(_) => break,
-                        Ok(n) => all.extend_from_slice(&buf[..n]),
+                        Ok(n) => got += n,
                     }
                     if i % 4 == 0 {
                         // Some read slowly, so all are open at once.
                         thread::sleep(Duration::from_millis(2));
                     }
                 }
-                let body = all.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
-                body.map_or(0, |b| all.len() - b)
+                got
             })
         })
         .collect();

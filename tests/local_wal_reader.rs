@@ -27,8 +27,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::binary::{free_port, get, start_on_any_port_with, wait_listening, Running, BIN};
-use common::{wait_until, ChrootStore, TestDaemon};
+use common::binary::{free_port, start_on_any_port_with, wait_listening, Running, BIN};
+use common::http::get;
+use common::{hash_part, wait_until, ChrootStore, TestDaemon};
 
 /// Runs the server as `nobody`, who may read the store's database but not
 /// write its directory (as a `DynamicUser=` service).
@@ -60,8 +61,7 @@ fn idle_store(tag: &str) -> (ChrootStore, String, PathBuf, PathBuf) {
 /// Asserts that the server at `addr` answers the narinfo of `path` (a full
 /// store path) with that path's; `when` says in which state of the test.
 fn assert_served(addr: SocketAddr, path: &str, when: &str) {
-    let base = path.rsplit('/').next().expect("a store path");
-    let reply = get(addr, &format!("/{}.narinfo", &base[..32]));
+    let reply = get(addr, &format!("/{}.narinfo", hash_part(path)));
     let body = reply.text();
     assert_eq!(reply.status, 200, "{when}: {body}");
     assert!(

@@ -4,22 +4,20 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::binary::{tmpdir, wait_exit};
+use common::http::send_raw;
 use common::logs::{counted, read, start_on_free_port, wait_for};
 
 /// A head with two `Host` lines: 400, and one `bad request from …` line.
 fn bad_request(addr: SocketAddr) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(b"GET /nix-cache-info HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
-        .unwrap();
-    let mut reply = Vec::new();
-    let _ = s.read_to_end(&mut reply);
+    let reply = send_raw(
+        addr,
+        b"GET /nix-cache-info HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    );
     assert!(
         reply.starts_with(b"HTTP/1.1 400 "),
         "{}",

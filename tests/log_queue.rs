@@ -12,9 +12,10 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
 
-use common::binary::{get, tmpdir, wait_exit};
+use common::binary::{tmpdir, wait_exit};
+use common::http::get;
 use common::logs::{counted, drain, read, start_on_free_port, unread_fifo, wait_for};
-use common::{wait_until, ChrootStore, Fixtures};
+use common::{hash_part, wait_until, ChrootStore, Fixtures};
 
 /// What a long query adds to each request: every line the server logs
 /// about it is about 4 KiB, so the pipe (64 KiB) and the log's queues fill
@@ -100,7 +101,7 @@ fn a_stalled_error_log_delays_no_request_and_counts_what_it_dropped() {
     let store = ChrootStore::new("log-stalled-error");
     let gone = store.add("gone.txt", b"soon gone\n");
     std::fs::remove_file(store.writable_file(&gone)).unwrap();
-    let hash = &gone["/nix/store/".len()..][..32];
+    let hash = hash_part(&gone);
     let dir = tmpdir("log-stalled-error");
     let fifo = dir.join("error.fifo");
     let pipe = unread_fifo(&fifo);
@@ -133,6 +134,9 @@ fn a_stalled_error_log_delays_no_request_and_counts_what_it_dropped() {
     // The FIFO is read only a moment after the signal: the main thread
     // (which looks at signals every 100 ms) has then logged its last line,
     // and a process that did not wait would be gone with it unwritten.
+    // A sleep, not a wait: that last line sits in the process's own queue,
+    // and nothing outside shows it there until the FIFO is read; 300 ms is
+    // three of the main thread's looks, and well within the 2 s it waits.
     let mut server = server;
     server.signal_term();
     thread::sleep(Duration::from_millis(300));

@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use common::binary::{get, tmpdir, Running};
+use common::binary::{tmpdir, Running};
+use common::http::{get, send_raw};
 use common::logs::{read, start_on_free_port, wait_for, wait_for_n};
 
 /// Starts the server on a free port with both logs in `dir`.
@@ -86,12 +85,7 @@ fn sighup_reopens_renamed_logs_and_keeps_serving() {
 
 /// Sends `head` as is and reads the reply to the end.
 fn raw(addr: SocketAddr, head: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(head).unwrap();
-    let mut reply = Vec::new();
-    let _ = s.read_to_end(&mut reply);
-    String::from_utf8_lossy(&reply).into_owned()
+    String::from_utf8_lossy(&send_raw(addr, head)).into_owned()
 }
 
 #[test]

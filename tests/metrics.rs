@@ -6,33 +6,18 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::binary::{
-    exchange, get, socket_activate, start_on_any_port, wait_exit, wait_log, Reply,
-};
-use common::{ChrootStore, Fixtures, Scratch};
+use common::binary::{socket_activate, start_on_any_port, wait_exit, wait_log};
+use common::http::{get, Request};
+use common::{hash_part, ChrootStore, Fixtures, Scratch, ABSENT};
 use nix_serve_sd::metrics::Metrics;
 
 const LIMIT: Duration = Duration::from_secs(60);
-/// A hash part no store holds.
-const ABSENT: &str = "00000000000000000000000000000000";
-
-fn hash_of(path: &str) -> &str {
-    &path.rsplit('/').next().unwrap()[..32]
-}
-
-fn request(addr: SocketAddr, method: &str, target: &str) -> Reply {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    exchange(s, method, target).unwrap()
-}
 
 /// The value of the sample line `series` (name and labels, as rendered).
 fn value(text: &str, series: &str) -> Option<u64> {
@@ -69,18 +54,18 @@ fn counts_after_a_known_sequence_of_requests() {
 
     let sequence = [
         ("GET", "/nix-cache-info".to_owned(), 200),
-        ("GET", format!("/{}.narinfo", hash_of(&good)), 200),
-        ("HEAD", format!("/{}.narinfo", hash_of(&good)), 200),
+        ("GET", format!("/{}.narinfo", hash_part(&good)), 200),
+        ("HEAD", format!("/{}.narinfo", hash_part(&good)), 200),
         ("GET", format!("/{ABSENT}.narinfo"), 404),
         ("GET", "/foo.narinfo".to_owned(), 400),
-        ("GET", format!("/nar/{}.nar", hash_of(&good)), 200),
-        ("GET", format!("/nar/{}.nar", hash_of(&gone)), 500),
+        ("GET", format!("/nar/{}.nar", hash_part(&good)), 200),
+        ("GET", format!("/nar/{}.nar", hash_part(&gone)), 500),
         ("DELETE", "/nix-cache-info".to_owned(), 405),
         ("GET", "/index.html".to_owned(), 404),
     ];
     for (method, target, status) in &sequence {
         assert_eq!(
-            request(addr, method, target).status,
+            Request::new(method, target).send(addr).status,
             *status,
             "{method} {target}"
         );
@@ -167,9 +152,8 @@ fn one_activation(sock: &Path, file: &Path, requests: usize) {
     let mut child = socket_activate(&listen, &["--metrics-file", file])
         .expect("systemd-socket-activate listens on a fresh socket path");
     for _ in 0..requests {
-        let s = UnixStream::connect(sock).unwrap();
-        s.set_read_timeout(Some(LIMIT)).unwrap();
-        assert_eq!(exchange(s, "GET", "/nix-cache-info").unwrap().status, 200);
+        let r = Request::get("/nix-cache-info").send_unix(sock);
+        assert_eq!(r.status, 200);
     }
     let status = wait_exit(&mut child.child, LIMIT).expect("exits once idle");
     assert!(status.success(), "idle exit is status 0: {status}");

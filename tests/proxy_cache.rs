@@ -7,36 +7,23 @@ mod common;
 #[path = "support/markdown.rs"]
 mod markdown;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::binary::free_port;
-use common::nginx::{self, wait_for_port, Reaper};
-use common::Fixtures;
+use common::binary::{free_port, wait_listening};
+use common::http::{Reply, Request};
+use common::nginx::{self, Reaper};
+use common::{hash_part, Fixtures, ABSENT};
 
-/// One HTTP/1.0 GET: (status, the header block in lower case, body).
-fn get(port: u16, path: &str) -> (u16, String, Vec<u8>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete header");
-    let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
-    let status = head[9..12].parse().unwrap();
-    (status, head, raw[split + 4..].to_vec())
+/// One HTTP/1.0 GET on `port`, as a plain client sends it.
+fn get(port: u16, path: &str) -> Reply {
+    Request::get(path).http10().send(local(port))
 }
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-        .map(str::trim)
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 fn nginx_block(dir: &Path, nginx_port: u16, server_port: u16) -> String {
@@ -69,37 +56,52 @@ fn nginx_caches_narinfo_but_not_404() {
             .spawn()
             .expect("start nix-serve"),
     );
-    wait_for_port(server_port);
+    wait_listening(local(server_port), Duration::from_secs(20));
 
     let nginx_port = free_port();
     let _nginx = nginx::start(&dir, &nginx_block(&dir, nginx_port, server_port));
-    wait_for_port(nginx_port);
+    wait_listening(local(nginx_port), Duration::from_secs(20));
 
     let path = fixtures.path("dep-top");
-    let hash = &path["/nix/store/".len()..][..32];
-    let narinfo = format!("/{hash}.narinfo");
-    let (s1, h1, b1) = get(nginx_port, &narinfo);
-    let (s2, h2, b2) = get(nginx_port, &narinfo);
-    assert_eq!((s1, s2), (200, 200));
-    assert_eq!(header(&h1, "x-cache-status"), Some("miss"), "{h1}");
-    assert_eq!(header(&h2, "x-cache-status"), Some("hit"), "{h2}");
-    assert_eq!(b1, b2);
-    let (_, _, direct) = get(server_port, &narinfo);
-    assert_eq!(b1, direct, "nginx passes our narinfo through unchanged");
+    let narinfo = format!("/{}.narinfo", hash_part(path));
+    let first = get(nginx_port, &narinfo);
+    let second = get(nginx_port, &narinfo);
+    assert_eq!((first.status, second.status), (200, 200));
+    // nginx's $upstream_cache_status, in its own capitals.
+    let cache_status = |r: &Reply| r.header("X-Cache-Status").map(str::to_owned);
+    assert_eq!(
+        cache_status(&first).as_deref(),
+        Some("MISS"),
+        "{}",
+        first.head
+    );
+    assert_eq!(
+        cache_status(&second).as_deref(),
+        Some("HIT"),
+        "{}",
+        second.head
+    );
+    assert_eq!(first.body, second.body);
+    let direct = get(server_port, &narinfo);
+    assert_eq!(
+        first.body, direct.body,
+        "nginx passes our narinfo through unchanged"
+    );
 
-    let absent = "/00000000000000000000000000000000.narinfo";
+    let absent = format!("/{ABSENT}.narinfo");
     for _ in 0..2 {
-        let (s, h, _) = get(nginx_port, absent);
-        assert_eq!(s, 404);
+        let r = get(nginx_port, &absent);
+        assert_eq!(r.status, 404);
         assert_ne!(
-            header(&h, "x-cache-status"),
+            cache_status(&r).as_deref(),
             Some("HIT"),
-            "a 404 was cached: {h}"
+            "a 404 was cached: {}",
+            r.head
         );
     }
 
     // The NAR through the cache, twice: identical to nix-store --dump.
-    let url = String::from_utf8(b1)
+    let url = String::from_utf8(first.body)
         .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix("URL: ").map(str::to_owned))
@@ -110,9 +112,12 @@ fn nginx_caches_narinfo_but_not_404() {
         .unwrap()
         .stdout;
     for round in 0..2 {
-        let (s, _, nar) = get(nginx_port, &format!("/{url}"));
-        assert_eq!(s, 200);
-        assert!(nar == want, "NAR through nginx differs (round {round})");
+        let nar = get(nginx_port, &format!("/{url}"));
+        assert_eq!(nar.status, 200);
+        assert!(
+            nar.body == want,
+            "NAR through nginx differs (round {round})"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

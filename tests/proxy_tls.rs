@@ -11,9 +11,9 @@ mod markdown;
 use std::path::Path;
 use std::process::Command;
 
-use common::binary::{free_port, start_on_any_port};
-use common::nginx::{self, wait_for_port};
-use common::{htpasswd, output_of, run, Fixtures, Scratch};
+use common::binary::{free_port, start_on_any_port, wait_listening};
+use common::nginx;
+use common::{hash_part, htpasswd, output_of, run, Fixtures, Scratch};
 
 /// A self-signed certificate for 127.0.0.1 (the address the clients use).
 fn certificate(dir: &Path) -> (String, String) {
@@ -63,10 +63,11 @@ fn readme_tls_block_carries_credentials_to_the_server() {
          and 127.0.0.1:5000:\n{block}"
     );
     let _nginx = nginx::start(work.path(), &block);
-    wait_for_port(port);
+    let at = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(at, std::time::Duration::from_secs(20));
 
     let base = format!("https://127.0.0.1:{port}");
-    let narinfo = format!("{base}/{}.narinfo", &path["/nix/store/".len()..][..32]);
+    let narinfo = format!("{base}/{}.narinfo", hash_part(path));
     let curl = |user: Option<&str>| {
         let mut c = Command::new("curl");
         c.args([

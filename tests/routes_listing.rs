@@ -13,8 +13,11 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use common::binary::{start_on_any_port, tmpdir, wait_log};
-use common::routes::{get, hash_part, request};
-use common::{nix_fresh_cache, run, succeeded, write_file, ChrootStore, Fixtures, TestDaemon};
+use common::http::{get, Request};
+use common::{
+    hash_part, nix_fresh_cache, run, succeeded, write_file, ChrootStore, Fixtures, TestDaemon,
+    ABSENT,
+};
 
 /// Every regular file in a listing: path inside the store path, size, offset.
 fn files(node: &Value, at: PathBuf, out: &mut Vec<(PathBuf, u64, u64)>) {
@@ -100,7 +103,8 @@ fn check_offsets(addr: SocketAddr, name: &str, path: &str, real: &Path, listing:
     let mut all = Vec::new();
     files(&listing["root"], PathBuf::new(), &mut all);
     let nar_url = format!("/nar/{}.nar", hash_part(path));
-    let total: u64 = request(addr, "HEAD", &nar_url, &[], false)
+    let total: u64 = Request::head(&nar_url)
+        .send(addr)
         .header("Content-Length")
         .unwrap()
         .parse()
@@ -120,7 +124,7 @@ fn check_offsets(addr: SocketAddr, name: &str, path: &str, real: &Path, listing:
             continue;
         }
         let range = format!("bytes={offset}-{}", offset + size - 1);
-        let got = request(addr, "GET", &nar_url, &[("Range", &range)], false);
+        let got = Request::get(&nar_url).header("Range", &range).send(addr);
         assert_eq!(got.status, 206, "{name}/{}", inner.display());
         assert!(
             got.body == std::fs::read(&file).unwrap(),
@@ -264,30 +268,22 @@ fn head_and_refusals() {
     let (_server, addr, _) = start_on_any_port(&[]);
     let tree = hash_part(fx.path("tree"));
     let full = get(addr, &format!("/{tree}.ls"));
-    let head = request(addr, "HEAD", &format!("/{tree}.ls"), &[], false);
+    let head = Request::head(&format!("/{tree}.ls")).send(addr);
     assert_eq!(head.status, 200);
     assert_eq!(
         head.header("Content-Length"),
         Some(full.body.len().to_string().as_str())
     );
-    let part = request(
-        addr,
-        "GET",
-        &format!("/{tree}.ls"),
-        &[("Range", "bytes=0-9")],
-        false,
-    );
+    let part = Request::get(&format!("/{tree}.ls"))
+        .header("Range", "bytes=0-9")
+        .send(addr);
     assert_eq!((part.status, &part.body[..]), (206, &full.body[..10]));
     let past = format!("bytes={}-", full.body.len());
-    let none = request(
-        addr,
-        "GET",
-        &format!("/{tree}.ls"),
-        &[("Range", &past)],
-        false,
-    );
+    let none = Request::get(&format!("/{tree}.ls"))
+        .header("Range", &past)
+        .send(addr);
     assert_eq!(none.status, 416);
-    let absent = get(addr, "/00000000000000000000000000000000.ls");
+    let absent = get(addr, &format!("/{ABSENT}.ls"));
     assert_eq!(
         (absent.status, absent.text().as_str()),
         (404, "No such path.\n")

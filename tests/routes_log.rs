@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::binary::{start_on_any_port, tmpdir};
-use common::routes::{get, hash_part, request};
-use common::{nix_fresh_cache, run, succeeded, ChrootStore, Fixtures};
+use common::http::{get, Request};
+use common::{hash_part, nix_fresh_cache, run, succeeded, ChrootStore, Fixtures};
 
 /// A fresh derivation (the nonce makes it new, so it really builds) whose
 /// log is `line` and one more line: its `.drv` and output paths.
@@ -87,11 +87,13 @@ fn check_log(addr: SocketAddr, drv: &str, out: &str, want: &str, bz2: bool, xdg:
                 Some(want.len().to_string().as_str())
             );
         }
-        let h = request(addr, "HEAD", &target, &[], false);
+        let h = Request::head(&target).send(addr);
         assert_eq!(h.status, 200);
         assert_eq!(h.header("Content-Length"), r.header("Content-Length"));
         // A plain log takes a range (its end, here); a .bz2 one is whole.
-        let tail = request(addr, "GET", &target, &[("Range", "bytes=-12")], false);
+        let tail = Request::get(&target)
+            .header("Range", "bytes=-12")
+            .send(addr);
         if bz2 {
             assert_eq!((tail.status, tail.text().as_str()), (200, want));
         } else {
@@ -111,7 +113,7 @@ fn check_log(addr: SocketAddr, drv: &str, out: &str, want: &str, bz2: bool, xdg:
             );
         }
         // HTTP/1.0 has no chunks: the body ends with the connection.
-        let old = request(addr, "GET", &target, &[], true);
+        let old = Request::get(&target).http10().send(addr);
         assert_eq!((old.status, old.text().as_str()), (200, want), "{target}");
         assert_eq!(old.header("Transfer-Encoding"), None);
     }
@@ -185,7 +187,9 @@ fn nothing_outside_the_log_directory() {
     // for GET and HEAD alike, never a 200 cut short.
     let r = get(addr, &format!("/log/{corrupt}"));
     assert_eq!((r.status, r.text().as_str()), (500, "Internal error.\n"));
-    let r = request(addr, "HEAD", &format!("/log/{corrupt}"), &[], true);
+    let r = Request::head(&format!("/log/{corrupt}"))
+        .http10()
+        .send(addr);
     assert_eq!(r.status, 500);
     // A valid path without a deriver has no log.
     let r = get(addr, &format!("/log/{}", base(&valid)));

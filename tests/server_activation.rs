@@ -5,51 +5,36 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::binary::{exchange, get, tmpdir, wait_exit, Reply, Running, BIN};
-use common::Fixtures;
+use common::binary::{tmpdir, wait_exit, Running, BIN};
+use common::http::{get, Reply, Request, LIMIT};
+use common::{hash_part, wait_until, Fixtures};
 
-const LIMIT: Duration = Duration::from_secs(60);
-
-/// Connects, retrying while nobody listens yet; the first connection that
-/// succeeds is the request itself (with socket activation, any connection
-/// starts the server).
-fn get_when_listening(addr: SocketAddr, target: &str) -> Reply {
-    let start = Instant::now();
-    loop {
-        match TcpStream::connect(addr) {
-            Ok(s) => {
-                s.set_read_timeout(Some(LIMIT)).unwrap();
-                return exchange(s, "GET", target).unwrap();
-            }
-            Err(e) => assert!(start.elapsed() < LIMIT, "connect {addr}: {e}"),
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn get_unix_when_listening(path: &Path, target: &str) -> Reply {
-    let start = Instant::now();
-    loop {
-        match std::os::unix::net::UnixStream::connect(path) {
-            Ok(s) => {
-                s.set_read_timeout(Some(LIMIT)).unwrap();
-                return exchange(s, "GET", target).unwrap();
-            }
-            Err(e) => assert!(start.elapsed() < LIMIT, "connect {}: {e}", path.display()),
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+/// `GET target` on the first connection `connect` makes, retrying while
+/// nobody listens yet: that connection is the request itself (with socket
+/// activation, any connection starts the server).
+fn get_when_listening<S: Read + Write>(
+    at: &str,
+    target: &str,
+    mut connect: impl FnMut() -> std::io::Result<S>,
+) -> Reply {
+    let mut stream = None;
+    wait_until(format!("something to listen on {at}"), LIMIT, || {
+        stream = connect().ok();
+        stream.is_some()
+    });
+    Request::get(target).send_on(stream.unwrap())
 }
 
 /// Starts `systemd-socket-activate -l LISTEN` (killed when dropped) once it
@@ -72,7 +57,7 @@ fn systemd_socket_activate_tcp_first_connection_then_idle_exit() {
     let (mut sa, at) =
         socket_activate(|| vec![format!("127.0.0.1:{}", common::binary::free_port())]);
     let addr: SocketAddr = at[0].parse().unwrap();
-    let r = get_when_listening(addr, "/nix-cache-info");
+    let r = get_when_listening(&at[0], "/nix-cache-info", || TcpStream::connect(addr));
     assert_eq!(r.status, 200);
     assert!(r.text().starts_with("StoreDir: /nix/store\n"));
     let status = wait_exit(&mut sa.child, LIMIT).expect("exits once idle");
@@ -85,8 +70,8 @@ fn systemd_socket_activate_unix_first_connection_then_idle_exit() {
     let _fx = Fixtures::load();
     let dir = tmpdir("activate-unix");
     let sock = dir.join("http.sock");
-    let (mut sa, _) = socket_activate(|| vec![sock.to_str().unwrap().to_owned()]);
-    let r = get_unix_when_listening(&sock, "/nix-cache-info");
+    let (mut sa, at) = socket_activate(|| vec![sock.to_str().unwrap().to_owned()]);
+    let r = get_when_listening(&at[0], "/nix-cache-info", || UnixStream::connect(&sock));
     assert_eq!(r.status, 200);
     let status = wait_exit(&mut sa.child, LIMIT).expect("exits once idle");
     assert!(status.success(), "idle exit is status 0: {status}");
@@ -107,15 +92,13 @@ fn systemd_socket_activate_tcp_and_unix_together() {
         ]
     });
     // Both connect before the process runs: it must accept from both.
-    let unix = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let unix = UnixStream::connect(&sock).unwrap();
     let tcp = TcpStream::connect(at[0].parse::<SocketAddr>().unwrap()).unwrap();
     unix.set_read_timeout(Some(LIMIT)).unwrap();
     tcp.set_read_timeout(Some(LIMIT)).unwrap();
-    assert_eq!(
-        exchange(unix, "GET", "/nix-cache-info").unwrap().status,
-        200
-    );
-    assert_eq!(exchange(tcp, "GET", "/nix-cache-info").unwrap().status, 200);
+    let cache_info = Request::get("/nix-cache-info");
+    assert_eq!(cache_info.send_on(unix).status, 200);
+    assert_eq!(cache_info.send_on(tcp).status, 200);
     let status = wait_exit(&mut sa.child, LIMIT).expect("exits once idle");
     assert!(status.success(), "idle exit is status 0: {status}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -285,16 +268,9 @@ impl Activator {
             .count()
     }
 
+    /// Waits until `cond` holds; on a time-out, says what happened so far.
     fn wait_for(&self, what: &str, cond: impl Fn(&Activator) -> bool) {
-        let start = Instant::now();
-        while !cond(self) {
-            assert!(
-                start.elapsed() < LIMIT,
-                "timed out waiting for {what}: {:?}",
-                self.events.lock().unwrap()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(Seen(what, &self.events), LIMIT, || cond(self));
     }
 
     fn stop(&mut self) {
@@ -307,6 +283,15 @@ impl Activator {
         for t in threads {
             let _ = t.join();
         }
+    }
+}
+
+/// What a wait is for, and the events so far, formatted when it times out.
+struct Seen<'a>(&'a str, &'a Mutex<Vec<Event>>);
+
+impl std::fmt::Display for Seen<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {:?}", self.0, self.1.lock().unwrap())
     }
 }
 
@@ -341,13 +326,9 @@ fn playing_systemd_idle_exit_and_reactivation_lose_nothing() {
     // A request that outlasts the idle timeout is never cut: a 10 MB NAR
     // read slowly, for longer than the timeout.
     let big = fx.path("big-10M");
-    let hash = &big["/nix/store/".len()..][..32];
-    let mut s = TcpStream::connect(sd.addr).unwrap();
-    std::io::Write::write_all(
-        &mut s,
-        format!("GET /nar/{hash}.nar HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .unwrap();
+    let nar = Request::get(&format!("/nar/{}.nar", hash_part(big)));
+    let (reply, mut s) = nar.open(sd.addr);
+    assert_eq!(reply.status, 200);
     let mut got = 0usize;
     let mut buf = vec![0u8; 1 << 20];
     let slow_start = Instant::now();
@@ -363,12 +344,14 @@ fn playing_systemd_idle_exit_and_reactivation_lose_nothing() {
     }
     let size = std::fs::metadata(big).unwrap().len();
     assert!(
-        got as u64 > size,
+        got as u64 > size && Some(got) == reply.content_length(),
         "NAR cut short: {got} bytes for a {size}-byte file"
     );
 
     // Clients arriving just as the idle timeout runs out, alone and in
-    // pairs: every one is answered, by the old process or a new one.
+    // pairs: every one is answered, by the old process or a new one. (The
+    // sleeps time their arrivals around the 1 s timeout; they wait for
+    // nothing.)
     for i in 0..16u64 {
         thread::sleep(Duration::from_millis(900 + (i % 5) * 50));
         if i % 3 == 0 {

@@ -7,7 +7,6 @@ mod common;
 use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use common::binary::{tmpdir, BIN};
 
@@ -166,9 +165,7 @@ fn address_in_use_is_one_line_and_status_1() {
         "{stderr}"
     );
     assert!(msgs.is_empty(), "{msgs:?}");
-    // Give the kernel no reason to keep anything around.
     drop(taken);
-    std::thread::sleep(Duration::from_millis(10));
 }
 
 #[test]

@@ -16,8 +16,10 @@ use nix_serve_sd::nix::hash::Sha256;
 use nix_serve_sd::nix::signing::SecretKey;
 use nix_serve_sd::nix::store_path::StoreDir;
 
+use common::http::{connect, get, head, read_head, read_reply, send, Request, LIMIT};
 use common::in_process::*;
-use common::{nix_path_info, wait_until, ChrootStore, Fixtures, TestDaemon};
+use common::sockets::wait_waiting;
+use common::{hash_part, nix_path_info, wait_until, ChrootStore, Fixtures, TestDaemon, ABSENT};
 
 /// A chroot store holding `hello.txt`, signed with the fixtures' wrong key
 /// (a signature stored in the database, served when we have no key).
@@ -63,7 +65,7 @@ fn cache_info_and_narinfo() {
     );
     assert_eq!(r.header("Content-Type"), Some("text/x-nix-cache-info"));
 
-    let hash = hash_of(&hello);
+    let hash = hash_part(&hello);
     let r = get(h.addr, &format!("/{hash}.narinfo"));
     assert_eq!(r.status, 200);
     assert_eq!(r.header("Content-Type"), Some("text/x-nix-narinfo"));
@@ -111,7 +113,7 @@ fn narinfo_signed_with_our_keys_and_the_stores() {
     let public = key.public_key();
     let h = start(opener(&store.uri()), 1, vec![key], limits());
     let text =
-        String::from_utf8(get(h.addr, &format!("/{}.narinfo", hash_of(&hello))).body).unwrap();
+        String::from_utf8(get(h.addr, &format!("/{}.narinfo", hash_part(&hello))).body).unwrap();
     let sigs: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("Sig: "))
@@ -134,7 +136,7 @@ fn nar_urls_ranges_and_head() {
     let _fx = Fixtures::load();
     let (store, big_path, big) = big_store();
     let h = start(opener(&store.uri()), 2, vec![], limits());
-    let big_hash = hash_of(&big_path);
+    let big_hash = hash_part(&big_path);
     let nar32 = nar32(&store, &big_path);
     for target in [
         format!("/nar/{big_hash}-{nar32}.nar"),
@@ -173,13 +175,9 @@ fn nar_urls_ranges_and_head() {
     );
 
     let ranged = |range: &str| {
-        send(
-            h.addr,
-            format!(
-                "GET /nar/{big_hash}.nar HTTP/1.1\r\nHost: x\r\nRange: {range}\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
+        (Request::get(&format!("/nar/{big_hash}.nar")))
+            .header("Range", range)
+            .send(h.addr)
     };
     let total = big.len();
     let r = ranged("bytes=1000-");
@@ -207,7 +205,7 @@ fn head_on_every_route() {
     let fx = Fixtures::load();
     let (store, hello) = hello_store(&fx);
     let h = start(opener(&store.uri()), 2, vec![], limits());
-    let hash = hash_of(&hello);
+    let hash = hash_part(&hello);
     for target in [
         "/nix-cache-info".to_owned(),
         format!("/{hash}.narinfo"),
@@ -239,7 +237,7 @@ fn bad_input_gets_its_status_and_the_server_goes_on() {
     let fx = Fixtures::load();
     let (store, hello) = hello_store(&fx);
     let h = start(opener(&store.uri()), 2, vec![], limits());
-    let hash = hash_of(&hello);
+    let hash = hash_part(&hello);
     let cases: Vec<(Vec<u8>, u16)> = vec![
         (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 404),
         (b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 404),
@@ -323,7 +321,7 @@ fn store_trouble_is_5xx_and_the_connection_is_reopened() {
     let uri = format!("unix://{}", daemon.socket().display());
     let h = start(opener(&uri), 1, vec![], limits());
     let top = fx.path("dep-top");
-    let narinfo = format!("/{}.narinfo", hash_of(top));
+    let narinfo = format!("/{}.narinfo", hash_part(top));
     assert_eq!(get(h.addr, &narinfo).status, 200, "served by the daemon");
 
     daemon.kill();
@@ -332,7 +330,7 @@ fn store_trouble_is_5xx_and_the_connection_is_reopened() {
     // A path not asked for yet: the one above may be answered from the
     // worker's narinfo cache for up to `STALE_BOUND` (README "Caching").
     let mid = fx.path("dep-mid");
-    let r = get(h.addr, &format!("/{}.narinfo", hash_of(mid)));
+    let r = get(h.addr, &format!("/{}.narinfo", hash_part(mid)));
     assert_eq!(r.status, 503);
     assert_eq!(r.body, b"Store unavailable.\n", "no internals in the body");
     assert_eq!(r.header("Cache-Control"), Some("no-store"));
@@ -372,24 +370,11 @@ fn short_nar_aborts_the_connection() {
     let h = start(opener(&store.uri()), 1, vec![], limits());
 
     let mut s = connect_small_buffer(h.addr);
-    s.write_all(
-        format!(
-            "GET /nar/{}.nar HTTP/1.1\r\nHost: x\r\n\r\n",
-            hash_of(&path)
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let mut all = Vec::new();
-    while !all.windows(4).any(|w| w == b"\r\n\r\n") {
-        let mut chunk = [0u8; 1000];
-        let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "closed before the head");
-        all.extend_from_slice(&chunk[..n]);
-    }
-    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert!(String::from_utf8_lossy(&all[..head_end])
-        .contains(&format!("Content-Length: {}\r\n", nar.len())));
+    let nar_url = format!("/nar/{}.nar", hash_part(&path));
+    s.write_all(&Request::get(&nar_url).keep_alive().bytes())
+        .unwrap();
+    let reply = read_head(&mut s);
+    assert_eq!(reply.content_length(), Some(nar.len()), "{}", reply.head);
     // The head is out, so the NAR was planned at its full size: now shrink
     // the file to half.
     let file = store.writable_file(&path);
@@ -399,13 +384,13 @@ fn short_nar_aborts_the_connection() {
         .unwrap()
         .set_len(contents.len() as u64 / 2)
         .unwrap();
-    let _ = s.read_to_end(&mut all);
-    let body = &all[head_end..];
+    let mut body = Vec::new();
+    let _ = s.read_to_end(&mut body);
     assert!(
         body.len() < nar.len(),
         "the connection must end short, never pad"
     );
-    assert!(body == &nar[..body.len()], "bytes other than the NAR's");
+    assert!(body == nar[..body.len()], "bytes other than the NAR's");
     assert_alive(h.addr);
 }
 
@@ -417,14 +402,9 @@ fn client_disconnecting_mid_nar() {
     let h = start(opener(&store.uri()), 1, vec![], limits());
     for _ in 0..3 {
         let mut s = connect(h.addr);
-        s.write_all(
-            format!(
-                "GET /nar/{}.nar HTTP/1.1\r\nHost: x\r\n\r\n",
-                hash_of(&big_path)
-            )
-            .as_bytes(),
-        )
-        .unwrap();
+        let nar_url = format!("/nar/{}.nar", hash_part(&big_path));
+        s.write_all(&Request::get(&nar_url).keep_alive().bytes())
+            .unwrap();
         let mut some = [0u8; 1000];
         s.read_exact(&mut some).unwrap();
         drop(s);
@@ -439,20 +419,15 @@ fn keep_alive_and_pipelining() {
     let (store, hello) = hello_store(&fx);
     let h = start(opener(&store.uri()), 1, vec![], limits());
     let mut s = connect(h.addr);
-    s.write_all(b"GET /nix-cache-info HTTP/1.1\r\nHost: x\r\n\r\nHEAD /nix-cache-info HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
+    let mut two = Request::get("/nix-cache-info").keep_alive().bytes();
+    two.extend(Request::head("/nix-cache-info").keep_alive().bytes());
+    s.write_all(&two).unwrap();
     let a = read_reply(&mut s, false);
     let b = read_reply(&mut s, true);
     assert_eq!((a.status, b.status), (200, 200));
     assert_eq!(a.header("Connection"), Some("keep-alive"));
-    s.write_all(
-        format!(
-            "GET /{}.narinfo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            hash_of(&hello)
-        )
-        .as_bytes(),
-    )
-    .unwrap();
+    s.write_all(&Request::get(&format!("/{}.narinfo", hash_part(&hello))).bytes())
+        .unwrap();
     let c = read_reply(&mut s, false);
     assert_eq!((c.status, c.header("Connection")), (200, Some("close")));
 }
@@ -483,8 +458,12 @@ fn slow_client_loses_its_worker() {
         let _ = slow.read_to_end(&mut got);
         got
     });
-    // Served although the only worker was first taken by the slow client.
-    thread::sleep(Duration::from_millis(200));
+    // Served although the only worker was first taken by the slow client
+    // (accepted: the server counts a connection).
+    let server = h.server.as_ref().unwrap();
+    wait_until("the slow client's connection", LIMIT, || {
+        server.activity().idle_for().is_none()
+    });
     assert_alive(h.addr);
     let got = dribble.join().unwrap();
     assert!(
@@ -504,7 +483,7 @@ fn activity_counts_connections_and_stopping_accept_loses_nothing() {
     let server = h.server.as_mut().unwrap();
     // Closed connections are counted once the worker lets go of them.
     let mut open = connect(h.addr);
-    open.write_all(b"GET /nix-cache-info HTTP/1.1\r\nHost: x\r\n\r\n")
+    open.write_all(&Request::get("/nix-cache-info").keep_alive().bytes())
         .unwrap();
     let _ = read_reply(&mut open, false);
     assert!(
@@ -520,9 +499,9 @@ fn activity_counts_connections_and_stopping_accept_loses_nothing() {
     server.stop_accepting();
     let mut waiting = connect(h.addr);
     waiting
-        .write_all(b"GET /nix-cache-info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .write_all(&Request::get("/nix-cache-info").bytes())
         .unwrap();
-    thread::sleep(Duration::from_millis(300));
+    wait_waiting(h.addr, 1);
     assert!(
         server.activity().idle_for().is_some(),
         "nothing was accepted"
@@ -547,7 +526,7 @@ fn a_panicking_handler_costs_one_connection_not_the_worker() {
     let gone = store.add("gone.txt", b"soon gone\n");
     std::fs::remove_file(store.writable_file(&gone)).unwrap();
     let h = start(opener(&store.uri()), 1, vec![], limits());
-    let r = get(h.addr, &format!("/nar/{}.nar", hash_of(&gone)));
+    let r = get(h.addr, &format!("/nar/{}.nar", hash_part(&gone)));
     assert_eq!(
         (r.status, r.body.as_slice()),
         (500, &b"Internal error.\n"[..])
@@ -556,11 +535,9 @@ fn a_panicking_handler_costs_one_connection_not_the_worker() {
     h.panic_next_open.store(true, Ordering::SeqCst);
     let mut s = connect(h.addr);
     s.write_all(
-        format!(
-            "GET /{}.narinfo HTTP/1.1\r\nHost: x\r\n\r\n",
-            hash_of(&hello)
-        )
-        .as_bytes(),
+        &(Request::get(&format!("/{}.narinfo", hash_part(&hello))))
+            .keep_alive()
+            .bytes(),
     )
     .unwrap();
     let mut got = Vec::new();

@@ -8,10 +8,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::binary::{
-    free_port, get, start_on_any_port, tmpdir, wait_listening, wait_log, Running,
-};
-use common::{nix_copy_from, nix_fresh_cache, succeeded, Fixtures};
+use common::binary::{free_port, start_on_any_port, tmpdir, wait_listening, wait_log, Running};
+use common::http::{get, Request};
+use common::{hash_part, nix_copy_from, nix_fresh_cache, succeeded, Fixtures, TestDaemon};
 
 /// The closure we copy: input-addressed paths (so a wrong key must be
 /// refused), references, a multi-output derivation, a big file.
@@ -132,8 +131,7 @@ fn served_nars_are_byte_identical() {
         if name.ends_with(".drv") {
             continue;
         }
-        let hash = &path["/nix/store/".len()..][..32];
-        let narinfo = get(addr, &format!("/{hash}.narinfo"));
+        let narinfo = get(addr, &format!("/{}.narinfo", hash_part(path)));
         assert_eq!(narinfo.status, 200, "{name}");
         let text = narinfo.text();
         let url = text
@@ -172,7 +170,7 @@ fn drop_in_command_line() {
         info.text(),
         "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"
     );
-    let hash = &fx.path("dep-top")["/nix/store/".len()..][..32];
+    let hash = hash_part(fx.path("dep-top"));
     assert_eq!(get(addr, &format!("/{hash}.narinfo")).status, 200);
     let status = server.terminate();
     assert!(status.success(), "SIGTERM is a clean exit: {status}");
@@ -256,64 +254,18 @@ fn unreachable_store_fails_before_ready() {
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn daemon_restart_is_503_then_recovers() {
     let fx = Fixtures::load();
-    let dir = tmpdir("daemon-restart");
-    let socket = dir.join("daemon.sock");
-    let start_daemon = || {
-        let _ = std::fs::remove_file(&socket);
-        let child = Command::new("nix-daemon")
-            .env("NIX_DAEMON_SOCKET_PATH", &socket)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("nix-daemon");
-        let start = std::time::Instant::now();
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "nix-daemon did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
-    };
-    let stop_daemon = |mut child: std::process::Child| {
-        // Its per-connection processes run in sessions of their own and
-        // outlive SIGTERM (Nix 2.8): kill those by pid (children of this
-        // daemon only), then stop the daemon.
-        let workers = children_of(child.id());
-        for pid in &workers {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        child.wait().unwrap();
-        let start = std::time::Instant::now();
-        while workers
-            .iter()
-            .any(|p| Path::new(&format!("/proc/{p}/stat")).exists())
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "daemon processes linger"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    let daemon = start_daemon();
+    let mut daemon = TestDaemon::start();
+    let socket = daemon.socket();
     let uri = format!("unix://{}", socket.display());
     let (_server, addr, log) = start_on_any_port(&["--store", &uri, "--workers", "1"]);
-    let hash = &fx.path("dep-top")["/nix/store/".len()..][..32];
-    let narinfo = format!("/{hash}.narinfo");
+    let narinfo = format!("/{}.narinfo", hash_part(fx.path("dep-top")));
     assert_eq!(get(addr, &narinfo).status, 200);
 
-    stop_daemon(daemon);
+    daemon.kill();
     // A path not asked for yet: the one above may still be answered from
     // the worker's narinfo cache, since the store has not changed (README
     // "Caching").
-    let mid = &fx.path("dep-mid")["/nix/store/".len()..][..32];
-    let unseen = format!("/{mid}.narinfo");
+    let unseen = format!("/{}.narinfo", hash_part(fx.path("dep-mid")));
     for _ in 0..2 {
         let r = get(addr, &unseen);
         assert_eq!(r.status, 503, "{}", r.text());
@@ -328,7 +280,7 @@ fn daemon_restart_is_503_then_recovers() {
             .any(|l| l.contains(&unseen) && l.contains(&connect) && l.contains("(os error"))
     });
 
-    let daemon = start_daemon();
+    daemon.spawn();
     for target in [&narinfo, &unseen] {
         assert_eq!(
             get(addr, target).status,
@@ -336,29 +288,6 @@ fn daemon_restart_is_503_then_recovers() {
             "service resumes with the daemon: {target}"
         );
     }
-    stop_daemon(daemon);
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The pids whose parent is `parent`, from /proc.
-fn children_of(parent: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
-        if ppid.and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 /// SIGTERM while a NAR is being sent: the transfer completes, then the
@@ -366,26 +295,17 @@ fn children_of(parent: u32) -> Vec<u32> {
 #[test]
 #[ignore = "needs real Nix and fixtures: run scripts/test"]
 fn sigterm_finishes_the_request_in_flight() {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let fx = Fixtures::load();
     let (server, addr) = serve(&fx, &[]);
     let big = fx.path("big-10M");
-    let hash = &big["/nix/store/".len()..][..32];
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    s.write_all(
-        format!("GET /nar/{hash}.nar HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .unwrap();
-    let mut first = vec![0u8; 64 * 1024];
-    s.read_exact(&mut first).unwrap();
+    let nar = Request::get(&format!("/nar/{}.nar", hash_part(big)));
+    let (_, mut s) = nar.open(addr);
+    let mut body = vec![0u8; 64 * 1024];
+    s.read_exact(&mut body).unwrap();
 
     server.signal_term();
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest).unwrap();
-    let mut all = first;
-    all.extend_from_slice(&rest);
-    let body = &all[all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    s.read_to_end(&mut body).unwrap();
     assert!(
         body == dump(None, big),
         "the NAR in flight was cut or changed"

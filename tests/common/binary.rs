@@ -1,16 +1,14 @@
 //! The built binary, for the tests that run it (tests/server_activation.rs,
-//! server_cli.rs, server_nix.rs): free ports, a child server that is killed
-//! when dropped, a minimal HTTP client (a test should not trust the server's
-//! own code to check it).
+//! server_cli.rs, server_nix.rs, …): free ports, a child server that is
+//! killed when dropped, its log, its exit. Its HTTP client is `http.rs`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nix-serve");
 
@@ -28,71 +26,6 @@ pub fn tmpdir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub head: String,
-    pub body: Vec<u8>,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.head.split("\r\n").skip(1).find_map(|l| {
-            let (n, v) = l.split_once(": ")?;
-            n.eq_ignore_ascii_case(name).then_some(v)
-        })
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// Sends `GET target` with `Connection: close` and reads to the end.
-pub fn exchange(mut s: impl Read + Write, method: &str, target: &str) -> std::io::Result<Reply> {
-    s.write_all(
-        format!("{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-    )?;
-    let mut all = Vec::new();
-    s.read_to_end(&mut all)?;
-    let end = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no response head in {} bytes", all.len())))?;
-    let head = String::from_utf8_lossy(&all[..end]).into_owned();
-    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let reply = Reply {
-        status,
-        head,
-        body: all[end + 4..].to_vec(),
-    };
-    if method != "HEAD" {
-        let len: usize = reply
-            .header("Content-Length")
-            .expect("Content-Length")
-            .parse()
-            .unwrap();
-        assert_eq!(
-            reply.body.len(),
-            len,
-            "body length differs from Content-Length"
-        );
-    }
-    Ok(reply)
-}
-
-pub fn get(addr: SocketAddr, target: &str) -> Reply {
-    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    exchange(s, "GET", target).unwrap()
-}
-
-pub fn get_unix(path: &Path, target: &str) -> Reply {
-    let s = UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    exchange(s, "GET", target).unwrap()
 }
 
 /// `systemd-socket-activate` (Debian's systemd package) listening on each
@@ -280,22 +213,17 @@ pub fn wait_log(log: &Mutex<String>, what: &str, found: impl Fn(&str) -> bool) -
 
 /// Waits until `addr` accepts connections, panicking after `limit`.
 pub fn wait_listening(addr: SocketAddr, limit: Duration) {
-    let start = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(start.elapsed() < limit, "nothing listens on {addr}");
-        thread::sleep(Duration::from_millis(20));
-    }
+    let what = format!("something to listen on {addr}");
+    super::wait_until(&what, limit, || TcpStream::connect(addr).is_ok());
 }
 
+/// The exit status of `child`, once it has exited; `None` if it still runs
+/// after `limit`.
 pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some(st);
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    let mut status = None;
+    super::poll_until(limit, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status
 }

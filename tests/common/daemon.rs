@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix_serve_sd::nix::store_path::StoreDir;
 use nix_serve_sd::store::daemon::DaemonStore;
@@ -91,14 +91,9 @@ impl TestDaemon {
             .spawn()
             .expect("cannot run nix-daemon");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if self.store().check().is_ok() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "test nix-daemon did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_until("the test nix-daemon to answer", TIMEOUT, || {
+            self.store().check().is_ok()
+        });
     }
 
     /// Kills the daemon and its workers: every connection to it breaks.
@@ -159,7 +154,7 @@ impl Drop for TestDaemon {
 }
 
 /// Processes whose parent is `pid`, from `/proc/<pid>/stat` field 4.
-pub(super) fn workers_of(pid: u32) -> Vec<String> {
+pub fn workers_of(pid: u32) -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {

@@ -31,6 +31,17 @@ pub const SETUP_NIX_FIXTURES: &[&str] = &[
     "multi-output.drv",
 ];
 
+/// A hash part no store holds.
+pub const ABSENT: &str = "00000000000000000000000000000000";
+
+/// The hash part of a full store path: the first 32 characters of its base
+/// name, what a narinfo URL is named by.
+pub fn hash_part(full: &str) -> &str {
+    let base = full.rsplit('/').next().unwrap_or_default();
+    base.get(..32)
+        .unwrap_or_else(|| panic!("{full:?} is not a store path"))
+}
+
 /// The fixture directory (`$NIX_SERVE_SD_FIXTURES`).
 pub struct Fixtures {
     pub dir: PathBuf,

@@ -1,9 +1,9 @@
 //! The server started in process the way `main` starts it, on a real store
-//! (a chroot store real Nix made, or a test nix-daemon), with a raw HTTP
-//! client, for tests/server_http.rs.
+//! (a chroot store real Nix made, or a test nix-daemon), for
+//! tests/server_http.rs and others: the test sees the store connections it
+//! makes and the requests that reach a worker.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,15 +15,6 @@ use nix_serve_sd::nix::signing::SecretKey;
 use nix_serve_sd::nix::store_path::{HashPart, StoreDir, StorePath};
 use nix_serve_sd::server::{Limits, Listener, Server, Settings};
 use nix_serve_sd::store::{Generation, NarBody, OpenStore, Opener, Store, StoreError};
-
-/// A hash part no store here has.
-pub const ABSENT: &str = "00000000000000000000000000000000";
-
-/// The first 32 characters of a store path's base name.
-pub fn hash_of(full: &str) -> &str {
-    let base = full.rsplit('/').next().unwrap();
-    &base[..32]
-}
 
 pub struct Harness {
     pub addr: SocketAddr,
@@ -160,105 +151,9 @@ pub fn limits() -> Limits {
     }
 }
 
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Reads one response; `head_only` for replies to HEAD (no body follows).
-pub fn read_reply(s: &mut impl Read, head_only: bool) -> Reply {
-    let mut raw = Vec::new();
-    let mut byte = [0u8; 1];
-    while !raw.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut byte).unwrap();
-        assert_eq!(
-            n,
-            1,
-            "connection closed inside the head: {:?}",
-            String::from_utf8_lossy(&raw)
-        );
-        raw.push(byte[0]);
-    }
-    let text = String::from_utf8(raw).unwrap();
-    let mut lines = text.split("\r\n");
-    let status: u16 = lines.next().unwrap()[9..12].parse().unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let (n, v) = l.split_once(": ").unwrap();
-            (n.to_owned(), v.to_owned())
-        })
-        .collect();
-    let mut reply = Reply {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    let len: usize = reply
-        .header("Content-Length")
-        .expect("Content-Length on every reply")
-        .parse()
-        .unwrap();
-    if !head_only {
-        reply.body = vec![0u8; len];
-        s.read_exact(&mut reply.body).unwrap();
-    }
-    reply
-}
-
-/// How long a test waits for the server (a read, a state change) before it
-/// fails: a bug must fail the test, not hang the run.
-pub const LIMIT: Duration = Duration::from_secs(60);
-
-/// A client connection whose reads give up after [`LIMIT`].
-pub fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    s
-}
-
-pub fn send(addr: SocketAddr, raw: &[u8]) -> Reply {
-    let mut s = connect(addr);
-    s.write_all(raw).unwrap();
-    let head_only = raw.starts_with(b"HEAD ");
-    let r = read_reply(&mut s, head_only);
-    if r.header("Connection") == Some("close") {
-        // Nothing after the promised bytes, and the connection closes.
-        let mut rest = Vec::new();
-        let _ = s.read_to_end(&mut rest);
-        assert!(rest.is_empty(), "bytes after the body: {}", rest.len());
-    }
-    r
-}
-
-pub fn get(addr: SocketAddr, target: &str) -> Reply {
-    send(
-        addr,
-        format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-}
-
-pub fn head(addr: SocketAddr, target: &str) -> Reply {
-    send(
-        addr,
-        format!("HEAD {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-}
-
 pub fn assert_alive(addr: SocketAddr) {
     assert_eq!(
-        get(addr, "/nix-cache-info").status,
+        super::http::get(addr, "/nix-cache-info").status,
         200,
         "server stopped serving"
     );

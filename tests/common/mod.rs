@@ -1,6 +1,10 @@
 //! Shared by the integration tests: the fixtures that `scripts/setup-nix`
-//! makes, real Nix as an oracle, and scratch directories. A test that needs
-//! the fixtures and finds none fails: it never passes without having run.
+//! makes, real Nix as an oracle, scratch directories, the one HTTP client
+//! (`http.rs`), a server's sockets as the kernel sees them (`sockets.rs`),
+//! and the one way to wait for something ([`wait_until`]): a test waits for
+//! the event that proves what it checks, never a fixed time. A test that
+//! needs the fixtures and finds none fails: it never passes without having
+//! run.
 //!
 //! Each test binary that says `mod common;` compiles all of it and uses a
 //! part, hence the allowances.
@@ -10,12 +14,14 @@ pub mod binary;
 mod chroot;
 mod daemon;
 mod fixtures;
+pub mod http;
 pub mod in_process;
 pub mod logs;
 pub mod nginx;
 mod nix;
 pub mod routes;
 mod scratch;
+pub mod sockets;
 mod upstream;
 
 use std::path::{Path, PathBuf};
@@ -24,8 +30,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub use chroot::ChrootStore;
-pub use daemon::TestDaemon;
-pub use fixtures::{Fixtures, SETUP_NIX_FIXTURES};
+pub use daemon::{workers_of, TestDaemon};
+pub use fixtures::{hash_part, Fixtures, ABSENT, SETUP_NIX_FIXTURES};
 pub use nix::{
     nix_command, nix_copy_from, nix_fresh_cache, nix_on, nix_path_info, nix_path_infos,
     nix_store_dump, output_of, run, succeeded,
@@ -45,17 +51,30 @@ pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-/// Polls `cond` until it holds; panics naming `what` after `limit`, so that
-/// a wait that never ends fails the test instead of hanging the run.
-pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+/// Polls `cond` every 20 ms until it holds, for at most `limit`: how long
+/// it took, or `None` if it never held.
+pub fn poll_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();
     while !cond() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        if start.elapsed() >= limit {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+    Some(start.elapsed())
+}
+
+/// Waits until `cond` holds, and returns how long that took; panics naming
+/// `what` after `limit`, so that a wait that never ends fails the test
+/// instead of hanging the run. `what` is formatted only then (it may say
+/// what the test saw meanwhile).
+pub fn wait_until(
+    what: impl std::fmt::Display,
+    limit: Duration,
+    cond: impl FnMut() -> bool,
+) -> Duration {
+    poll_until(limit, cond)
+        .unwrap_or_else(|| panic!("timed out after {limit:?} waiting for {what}"))
 }
 
 /// An empty chroot store `tag` and a nix-daemon of its own for it that

@@ -5,8 +5,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::binary::free_port;
 use super::nginx::{self, Reaper};
 use super::{nix_command, output_of, Scratch};
 
@@ -15,14 +16,6 @@ pub struct UpstreamServer {
     nginx: Reaper,
     pub http_port: u16,
     pub https_port: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -44,27 +37,19 @@ fn launch(dir: &Path) -> Option<(Reaper, u16, u16)> {
         d = dir.display(),
     );
     let mut nginx = nginx::start(dir, &block);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let mut failed = false;
+    let what = format!("nginx to start (see {})", errors.display());
+    super::wait_until(&what, Duration::from_secs(20), || {
         // nginx binds every socket before it serves, and logs a failed
         // bind at once (it retries for a few seconds before it exits).
-        let failed = std::fs::read_to_string(&errors).is_ok_and(|l| l.contains("bind()"));
-        if failed || nginx.0.try_wait().unwrap().is_some() {
-            return None;
-        }
-        let up = [http_port, https_port]
-            .iter()
-            .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok());
-        if up {
-            return Some((nginx, http_port, https_port));
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nginx does not start (see {})",
-            errors.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        failed = std::fs::read_to_string(&errors).is_ok_and(|l| l.contains("bind()"))
+            || nginx.0.try_wait().unwrap().is_some();
+        failed
+            || [http_port, https_port]
+                .iter()
+                .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+    });
+    (!failed).then_some((nginx, http_port, https_port))
 }
 
 impl UpstreamServer {

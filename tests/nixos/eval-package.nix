@@ -1,6 +1,6 @@
 # Evaluates nixos/package.nix and flake.nix with nixpkgs' lib and stand-ins
 # for the parts of nixpkgs they call (rustPlatform, callPackage), and returns
-# what tests/nixos.rs checks. Nothing is built.
+# what tests/nixos_module.rs checks. Nothing is built.
 { lib }:
 
 let

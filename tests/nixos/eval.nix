@@ -1,5 +1,5 @@
 # Evaluates the upstream services.nix-serve module together with ours and the
-# option stubs, for one user configuration, and returns what tests/nixos.rs
+# option stubs, for one user configuration, and returns what tests/nixos_module.rs
 # checks: the generated socket and service, and the failed assertions.
 #
 #   nix-instantiate --eval --strict --json tests/nixos/eval.nix \

@@ -1,5 +1,5 @@
-//! Finding Nix's inputs for tests/nixos.rs and running nix-instantiate.
-//! Lookup order and the skip rule are described at the top of tests/nixos.rs.
+//! Finding Nix's inputs for tests/nixos_module.rs and running nix-instantiate.
+//! Lookup order and the skip rule are described at the top of tests/nixos_module.rs.
 
 use std::env;
 use std::path::{Path, PathBuf};

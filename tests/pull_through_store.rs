@@ -23,8 +23,8 @@ use nix_serve_sd::store::upstream::{
 use nix_serve_sd::store::Store;
 
 use common::{
-    corrupt_nar, nix_path_info, nix_store_dump, run, store_trusting_test_key, ChrootStore,
-    Fixtures, Scratch, TestDaemon, UpstreamServer,
+    corrupt_nar, hash_part, nix_path_info, nix_store_dump, run, store_trusting_test_key,
+    ChrootStore, Fixtures, Scratch, TestDaemon, UpstreamServer, ABSENT,
 };
 
 /// Pull-through from `cache` into an empty store of its own.
@@ -83,8 +83,9 @@ fn upstream(
     .unwrap()
 }
 
-fn hash_of(full: &str) -> HashPart {
-    StoreDir::default().parse_path(full).unwrap().hash_part()
+/// The hash part of a full store path, as the store layer takes it.
+fn hash(full: &str) -> HashPart {
+    HashPart::parse(hash_part(full)).unwrap()
 }
 
 /// The closure of `path`, references first (`nix-store -qR` order).
@@ -130,7 +131,7 @@ fn a_closure_comes_through_once_and_into_the_store_whatever_the_compression() {
         server.add_cache(compression, compression, Some(&fx.key("secret")), &[top]);
         let t = importing(&fx, &server.url(compression));
         for full in &paths {
-            let hash = hash_of(full);
+            let hash = hash(full);
             let Lookup::Found(found) = t.up.narinfo(&hash) else {
                 panic!("{compression}: {full} not found upstream");
             };
@@ -165,7 +166,7 @@ fn a_closure_comes_through_once_and_into_the_store_whatever_the_compression() {
         }
         for full in &paths {
             let added = nix_path_info(Some(t.store.root()), full);
-            let hash = hash_of(full);
+            let hash = hash(full);
             let Lookup::Found(found) = t.up.narinfo(&hash) else {
                 unreachable!()
             };
@@ -205,7 +206,7 @@ fn a_closure_fetched_as_a_client_does_is_imported_whole() {
     for round in 0..3 {
         let t = importing(&fx, &server.url("xz"));
         for full in &paths {
-            let nar = t.up.nar(&hash_of(full), None).unwrap();
+            let nar = t.up.nar(&hash(full), None).unwrap();
             let (bytes, err) = read_all(nar.reader);
             assert!(err.is_none() && bytes.len() as u64 == nar.info.nar_size);
         }
@@ -228,7 +229,7 @@ fn two_readers_at_once_share_one_download() {
     let fx = Fixtures::load();
     let path = fx.path("compressible-10M");
     let (server, t) = signed_xz(&fx, &[path]);
-    let hash = hash_of(path);
+    let hash = hash(path);
     let first = t.up.nar(&hash, None).unwrap();
     let second = t.up.nar(&hash, None).unwrap();
     let want = nix_store_dump(path);
@@ -254,7 +255,7 @@ fn a_corrupted_nar_reaches_no_reader_whole_and_nothing_is_imported() {
     let dir = server.add_cache("bad", "none", Some(&fx.key("secret")), &[path]);
     corrupt_nar(&dir, &source.nar_hash.to_nix32());
     let t = importing(&fx, &server.url("bad"));
-    let hash = hash_of(path);
+    let hash = hash(path);
     let readers: Vec<_> = (0..2)
         .map(|_| {
             let nar = t.up.nar(&hash, None).unwrap();
@@ -289,7 +290,7 @@ fn unsigned_or_wrongly_signed_paths_are_served_but_not_imported() {
     let want = nix_store_dump(path);
     for cache in ["unsigned", "wrong"] {
         let t = importing(&fx, &server.url(cache));
-        let nar = t.up.nar(&hash_of(path), None).unwrap();
+        let nar = t.up.nar(&hash(path), None).unwrap();
         let (bytes, err) = read_all(nar.reader);
         assert!(
             err.is_none() && bytes == want,
@@ -308,7 +309,7 @@ fn a_reference_not_valid_here_is_served_and_not_imported() {
     let fx = Fixtures::load();
     let mid = fx.path("dep-mid");
     let (_server, t) = signed_xz(&fx, &[mid]);
-    let nar = t.up.nar(&hash_of(mid), None).unwrap();
+    let nar = t.up.nar(&hash(mid), None).unwrap();
     let (bytes, err) = read_all(nar.reader);
     assert!(err.is_none() && bytes == nix_store_dump(mid));
     wait_idle(&t.up);
@@ -328,7 +329,7 @@ fn absent_only_when_every_upstream_says_so() {
         format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
     };
     let tmp = Scratch::new("pull-through-tmp");
-    let absent = HashPart::parse("00000000000000000000000000000000").unwrap();
+    let absent = HashPart::parse(ABSENT).unwrap();
 
     let good = upstream(&[server.url("xz")], None, None, &tmp);
     assert!(matches!(good.narinfo(&absent), Lookup::Absent));
@@ -338,7 +339,7 @@ fn absent_only_when_every_upstream_says_so() {
     ));
 
     let both = upstream(&[down.clone(), server.url("xz")], None, None, &tmp);
-    assert!(matches!(both.narinfo(&hash_of(leaf)), Lookup::Found(_)));
+    assert!(matches!(both.narinfo(&hash(leaf)), Lookup::Found(_)));
     match both.narinfo(&absent) {
         Lookup::Failed(why) => assert!(why.contains(&down), "{why}"),
         other => panic!("{other:?}"),
@@ -351,7 +352,7 @@ fn absent_only_when_every_upstream_says_so() {
     // A NAR hash that is not the upstream's: as for a path recreated since.
     let other = nix_path_info(None, fx.path("empty")).nar_hash;
     assert!(matches!(
-        good.nar(&hash_of(leaf), Some(&other)),
+        good.nar(&hash(leaf), Some(&other)),
         Err(UpstreamError::OtherNar)
     ));
     let stats = both.stats();
@@ -374,7 +375,7 @@ fn https_with_the_ca_bundle_given_and_not_without_it() {
         Some(&server.ca_file()),
         &tmp,
     );
-    let nar = up.nar(&hash_of(leaf), None).unwrap();
+    let nar = up.nar(&hash(leaf), None).unwrap();
     let (bytes, err) = read_all(nar.reader);
     assert!(err.is_none() && bytes == nix_store_dump(leaf), "{err:?}");
 
@@ -388,7 +389,7 @@ fn https_with_the_ca_bundle_given_and_not_without_it() {
         .args(["-subj", "/CN=another CA", "-keyout", "other-ca.key", "-out"])
         .arg(&other));
     let up = upstream(&[url], None, Some(&other), &tmp);
-    match up.narinfo(&hash_of(leaf)) {
+    match up.narinfo(&hash(leaf)) {
         Lookup::Failed(why) => assert!(why.to_lowercase().contains("certificate"), "{why}"),
         other => panic!("an unknown CA was trusted: {other:?}"),
     }
@@ -433,17 +434,17 @@ fn past_the_most_downloads_a_new_one_is_refused_and_one_under_way_is_joined() {
     .unwrap();
     // Both narinfos are remembered; then the upstream stops answering.
     for p in [leaf, empty] {
-        assert!(matches!(up.narinfo(&hash_of(p)), Lookup::Found(_)));
+        assert!(matches!(up.narinfo(&hash(p)), Lookup::Found(_)));
     }
     server.signal("STOP");
-    let stalled = up.nar(&hash_of(leaf), None).unwrap();
+    let stalled = up.nar(&hash(leaf), None).unwrap();
     assert!(up.busy());
-    match up.nar(&hash_of(empty), None) {
+    match up.nar(&hash(empty), None) {
         Err(UpstreamError::Busy(1)) => {}
         other => panic!("{:?}", other.map(|n| n.info)),
     }
     // The one under way is joined, not counted again.
-    let joined = up.nar(&hash_of(leaf), None).unwrap();
+    let joined = up.nar(&hash(leaf), None).unwrap();
     server.signal("CONT");
     for r in [stalled.reader, joined.reader] {
         let (bytes, err) = read_all(r);
@@ -451,7 +452,7 @@ fn past_the_most_downloads_a_new_one_is_refused_and_one_under_way_is_joined() {
     }
     wait_idle(&up);
     assert!(!up.busy());
-    let nar = up.nar(&hash_of(empty), None).unwrap();
+    let nar = up.nar(&hash(empty), None).unwrap();
     assert_eq!(read_all(nar.reader).0, nix_store_dump(empty));
     assert_eq!(up.stats().import("serve-only"), 2);
 }
@@ -510,12 +511,12 @@ fn a_download_takes_its_memory_from_the_budget_and_gives_it_back() {
     };
     let none = up(0);
     assert!(matches!(
-        none.nar(&hash_of(leaf), None),
+        none.nar(&hash(leaf), None),
         Err(UpstreamError::NoMemory)
     ));
     assert_eq!(server.requests("/xz/nar/"), 0, "fetched without memory");
     let ample = up(1 << 30);
-    let nar = ample.nar(&hash_of(leaf), None).unwrap();
+    let nar = ample.nar(&hash(leaf), None).unwrap();
     assert_eq!(read_all(nar.reader).0, nix_store_dump(leaf));
     wait_idle(&ample);
     assert!(most.load(Ordering::SeqCst) >= XZ_MEMORY, "the xz window");

@@ -12,7 +12,7 @@ use nix_serve_sd::nix::store_path::{HashPart, StoreDir, StorePath};
 use nix_serve_sd::store::daemon::DaemonStore;
 use nix_serve_sd::store::{Store, StoreError};
 
-use common::{nix_path_info, nix_store_dump, open_fds, serial, Fixtures, TestDaemon};
+use common::{nix_path_info, nix_store_dump, open_fds, serial, Fixtures, TestDaemon, ABSENT};
 
 const SYSTEM_SOCKET: &str = "/nix/var/nix/daemon-socket/socket";
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,8 +36,6 @@ fn stores(test: &TestDaemon) -> Vec<(&'static str, DaemonStore)> {
     }
     out
 }
-
-const ABSENT: &str = "00000000000000000000000000000000";
 
 #[test]
 #[ignore = "needs real Nix and fixtures: run scripts/test"]

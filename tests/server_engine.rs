@@ -17,12 +17,14 @@ use std::time::{Duration, Instant};
 
 use nix_serve_sd::metrics::Metrics;
 use nix_serve_sd::server::app::{
-    Application, Body, FastPath, Handler, Request, Response, Segment, Segments,
+    self, Application, Body, FastPath, Handler, Response, Segment, Segments,
 };
 use nix_serve_sd::server::life::{self, Exit, Manager, Supervision};
 use nix_serve_sd::server::{Limits, Listener, Server, Settings};
 
-use common::in_process::{connect, read_reply, send, Reply};
+use common::binary::wait_exit;
+use common::http::{connect, get, read_head, read_reply, send, Request};
+use common::sockets::{wait_accepted_and_read, wait_waiting};
 use common::wait_until;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -55,7 +57,7 @@ fn pattern(i: u64) -> u8 {
 }
 
 impl Handler for TestHandler {
-    fn respond(&mut self, r: &Request) -> Response {
+    fn respond(&mut self, r: &app::Request) -> Response {
         let t = r.target.as_str();
         if t == "/hello" {
             return Response::new(
@@ -141,7 +143,7 @@ impl Handler for TestHandler {
     fn reset(&mut self) {}
 }
 
-fn body_response(r: &Request, body: Body) -> Response {
+fn body_response(r: &app::Request, body: Body) -> Response {
     let body = match body {
         b if r.is_head() => Body::Omitted { len: b.length() },
         b => b,
@@ -228,7 +230,7 @@ impl Segments for FileBody {
 struct TestFast;
 
 impl FastPath for TestFast {
-    fn answer(&mut self, r: &Request) -> Option<Response> {
+    fn answer(&mut self, r: &app::Request) -> Option<Response> {
         match r.target.as_str() {
             "/fast" => Some(Response::text(200, "from the loop\n")),
             "/fast-panic" => panic!("a fast-path bug, on purpose"),
@@ -318,58 +320,10 @@ fn start() -> Engine {
     start_with(2, limits(), None)
 }
 
-fn request(target: &str, close: bool) -> Vec<u8> {
-    let conn = if close { "Connection: close\r\n" } else { "" };
-    format!("GET {target} HTTP/1.1\r\nHost: x\r\n{conn}\r\n").into_bytes()
-}
-
-fn get(addr: SocketAddr, target: &str) -> Reply {
-    send(addr, &request(target, true))
-}
-
 fn check_pattern(body: &[u8]) {
     for (i, b) in body.iter().enumerate() {
         assert_eq!(*b, pattern(i as u64), "byte {i}");
     }
-}
-
-/// Reads a chunked body after its head.
-fn read_chunked(s: &mut impl Read) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let mut line = Vec::new();
-        let mut b = [0u8];
-        while !line.ends_with(b"\r\n") {
-            s.read_exact(&mut b).unwrap();
-            line.push(b[0]);
-        }
-        let n = usize::from_str_radix(std::str::from_utf8(&line[..line.len() - 2]).unwrap(), 16)
-            .unwrap();
-        let mut chunk = vec![0u8; n + 2];
-        s.read_exact(&mut chunk).unwrap();
-        if n == 0 {
-            return out;
-        }
-        out.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// Reads a head that may have no `Content-Length`: its status line and
-/// headers, lower-cased names.
-fn read_head_only(s: &mut impl Read) -> Vec<(String, String)> {
-    let mut raw = Vec::new();
-    let mut b = [0u8];
-    while !raw.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).unwrap();
-        raw.push(b[0]);
-    }
-    String::from_utf8(raw)
-        .unwrap()
-        .split("\r\n")
-        .skip(1)
-        .filter_map(|l| l.split_once(": "))
-        .map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned()))
-        .collect()
 }
 
 #[test]
@@ -377,26 +331,30 @@ fn keep_alive_serves_every_kind_of_body_on_one_connection() {
     let e = start();
     let mut s = connect(e.addr);
     for _ in 0..3 {
-        s.write_all(&request("/hello", false)).unwrap();
+        s.write_all(&Request::get("/hello").keep_alive().bytes())
+            .unwrap();
         let r = read_reply(&mut s, false);
         assert_eq!((r.status, &r.body[..]), (200, &b"hello\n"[..]));
         assert_eq!(r.header("Connection"), Some("keep-alive"));
-        s.write_all(&request("/file/3000000", false)).unwrap();
+        s.write_all(&Request::get("/file/3000000").keep_alive().bytes())
+            .unwrap();
         let r = read_reply(&mut s, false);
         assert_eq!(r.body.len(), 3_000_032);
         check_pattern(&r.body);
-        s.write_all(&request("/stream/200000", false)).unwrap();
+        s.write_all(&Request::get("/stream/200000").keep_alive().bytes())
+            .unwrap();
         let r = read_reply(&mut s, false);
         assert_eq!(r.body.len(), 200_000);
         check_pattern(&r.body);
-        s.write_all(&request("/fast", false)).unwrap();
+        s.write_all(&Request::get("/fast").keep_alive().bytes())
+            .unwrap();
         assert_eq!(read_reply(&mut s, false).body, b"from the loop\n");
-        s.write_all(&request("/chunked/100000", false)).unwrap();
-        let head = read_head_only(&mut s);
-        assert!(head.contains(&("transfer-encoding".into(), "chunked".into())));
-        let body = read_chunked(&mut s);
-        assert_eq!(body.len(), 100_000);
-        check_pattern(&body);
+        s.write_all(&Request::get("/chunked/100000").keep_alive().bytes())
+            .unwrap();
+        let r = read_reply(&mut s, false);
+        assert_eq!(r.header("Transfer-Encoding"), Some("chunked"));
+        assert_eq!(r.body.len(), 100_000);
+        check_pattern(&r.body);
     }
 }
 
@@ -406,15 +364,10 @@ fn keep_alive_serves_every_kind_of_body_on_one_connection() {
 #[test]
 fn if_range_and_host_rules() {
     let e = start();
-    let ask = |extra: &str| {
-        send(
-            e.addr,
-            format!("GET /echo-range HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n")
-                .as_bytes(),
-        )
-    };
-    assert_eq!(ask("Range: bytes=1-\r\n").body, b"bytes=1-");
-    assert_eq!(ask("Range: bytes=1-\r\nIf-Range: \"x\"\r\n").body, b"none");
+    let ask = |extra: &[(&str, &str)]| Request::get("/echo-range").headers(extra).send(e.addr);
+    assert_eq!(ask(&[("Range", "bytes=1-")]).body, b"bytes=1-");
+    let with_if_range = [("Range", "bytes=1-"), ("If-Range", "\"x\"")];
+    assert_eq!(ask(&with_if_range).body, b"none");
     let r = send(
         e.addr,
         b"GET /hello HTTP/1.1\r\nHost: exa mple\r\nConnection: close\r\n\r\n",
@@ -436,7 +389,7 @@ fn pipelined_requests_are_answered_in_order() {
         })
         .collect();
     for t in &targets {
-        all.extend_from_slice(&request(t, false));
+        all.extend_from_slice(&Request::get(t).keep_alive().bytes());
     }
     s.write_all(&all).unwrap();
     for (i, t) in targets.iter().enumerate() {
@@ -456,7 +409,7 @@ fn a_head_sent_a_byte_at_a_time_is_answered() {
     let e = start();
     let mut s = connect(e.addr);
     s.set_nodelay(true).unwrap();
-    for b in request("/file/100", true) {
+    for b in Request::get("/file/100").bytes() {
         s.write_all(&[b]).unwrap();
         thread::sleep(Duration::from_millis(1));
     }
@@ -473,7 +426,8 @@ fn silent_and_idle_clients_do_not_stall_others() {
     let mut idle = Vec::new();
     for _ in 0..50 {
         let mut s = connect(e.addr);
-        s.write_all(&request("/hello", false)).unwrap();
+        s.write_all(&Request::get("/hello").keep_alive().bytes())
+            .unwrap();
         read_reply(&mut s, false);
         idle.push(s);
     }
@@ -499,11 +453,15 @@ fn clients_that_never_read_hold_no_thread() {
     let stalled: Vec<TcpStream> = (0..8)
         .map(|_| {
             let mut s = connect(e.addr);
-            s.write_all(&request("/file/20000000", false)).unwrap();
+            s.write_all(&Request::get("/file/20000000").keep_alive().bytes())
+                .unwrap();
             s
         })
         .collect();
-    thread::sleep(Duration::from_millis(300));
+    // Each reply under way: its head came (a few bytes of its 20 MiB).
+    for mut s in &stalled {
+        assert_eq!(read_head(&mut s).status, 200);
+    }
     for _ in 0..10 {
         assert_eq!(get(e.addr, "/sleep/1").status, 200);
         let r = get(e.addr, "/file/5000000");
@@ -529,7 +487,7 @@ fn the_slow_reader_rule_measures_the_reader() {
         sock.connect(&e.addr.into()).unwrap();
         let mut s: TcpStream = sock.into();
         s.set_read_timeout(Some(LIMIT)).unwrap();
-        s.write_all(&request(&format!("/file/{body}"), true))
+        s.write_all(&Request::get(&format!("/file/{body}")).bytes())
             .unwrap();
         let started = Instant::now();
         let mut got = 0u64;
@@ -562,7 +520,8 @@ fn past_the_connection_limit_clients_get_a_503() {
     let held: Vec<TcpStream> = (0..3)
         .map(|_| {
             let mut s = connect(e.addr);
-            s.write_all(&request("/hello", false)).unwrap();
+            s.write_all(&Request::get("/hello").keep_alive().bytes())
+                .unwrap();
             read_reply(&mut s, false);
             s
         })
@@ -575,7 +534,7 @@ fn past_the_connection_limit_clients_get_a_503() {
     drop(held);
     wait_until("a slot to be free", LIMIT, || {
         let mut s = connect(e.addr);
-        s.write_all(&request("/hello", true)).unwrap();
+        s.write_all(&Request::get("/hello").bytes()).unwrap();
         read_reply(&mut s, false).status == 200
     });
 }
@@ -585,17 +544,21 @@ fn drain_answers_what_was_asked_and_closes_the_rest_at_once() {
     let mut e = start();
     // In flight: a slow handler and a long body.
     let mut busy = connect(e.addr);
-    busy.write_all(&request("/sleep/700", false)).unwrap();
+    busy.write_all(&Request::get("/sleep/700").keep_alive().bytes())
+        .unwrap();
     let mut long = connect(e.addr);
-    long.write_all(&request("/file/30000000", false)).unwrap();
+    long.write_all(&Request::get("/file/30000000").keep_alive().bytes())
+        .unwrap();
     // Idle after a reply, silent, half a head.
     let mut idle = connect(e.addr);
-    idle.write_all(&request("/hello", false)).unwrap();
+    idle.write_all(&Request::get("/hello").keep_alive().bytes())
+        .unwrap();
     read_reply(&mut idle, false);
     let mut silent = connect(e.addr);
     let mut half = connect(e.addr);
     half.write_all(b"GET /hello HTTP/1.1\r\n").unwrap();
-    thread::sleep(Duration::from_millis(100));
+    // What each asked has reached the server before it is told to drain.
+    wait_accepted_and_read(e.addr, 5);
     let server = e.server.take().unwrap();
     let drained = thread::spawn(move || server.drain(Instant::now() + LIMIT));
     let r = read_reply(&mut busy, false);
@@ -624,7 +587,8 @@ fn a_body_cut_at_the_drain_bound_is_counted_once() {
     sock.connect(&e.addr.into()).unwrap();
     let mut slow: TcpStream = sock.into();
     slow.set_read_timeout(Some(LIMIT)).unwrap();
-    slow.write_all(&request("/file/40000000", false)).unwrap();
+    slow.write_all(&Request::get("/file/40000000").keep_alive().bytes())
+        .unwrap();
     let mut got = vec![0u8; 256 * 1024];
     slow.read_exact(&mut got).unwrap();
     let reader = thread::spawn(move || {
@@ -661,7 +625,7 @@ fn drain_is_not_held_by_silent_or_slow_heads() {
     let _silent = connect(e.addr);
     let mut slow = connect(e.addr);
     slow.write_all(b"G").unwrap();
-    thread::sleep(Duration::from_millis(100));
+    wait_accepted_and_read(e.addr, 2);
     let started = Instant::now();
     assert!(e.server.take().unwrap().drain(Instant::now() + LIMIT));
     assert!(
@@ -671,27 +635,53 @@ fn drain_is_not_held_by_silent_or_slow_heads() {
     );
 }
 
+/// The service manager as the watch sees it, recording when it was
+/// pinged, and when the watch last looked (its chores, every tick, after
+/// the idle check).
 struct Recorder {
-    pings: AtomicUsize,
+    pings: Mutex<Vec<Instant>>,
+    looked: Mutex<Option<Instant>>,
     period: Duration,
 }
 
 impl Manager for Recorder {
     fn status(&self, _: &str) {}
     fn ping(&self) {
-        self.pings.fetch_add(1, Ordering::SeqCst);
+        self.pings.lock().unwrap().push(Instant::now());
     }
     fn watchdog_period(&self) -> Option<Duration> {
         Some(self.period)
     }
 }
 
+impl Recorder {
+    fn new(period: Duration) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            pings: Mutex::new(Vec::new()),
+            looked: Mutex::new(None),
+            period,
+        })
+    }
+
+    fn pings(&self) -> usize {
+        self.pings.lock().unwrap().len()
+    }
+
+    /// Pings from `from` to `to`.
+    fn pings_between(&self, from: Instant, to: Instant) -> usize {
+        let pings = self.pings.lock().unwrap();
+        pings.iter().filter(|t| (from..=to).contains(*t)).count()
+    }
+
+    /// Whether the watch has looked at the server at `at` or later.
+    fn looked_at(&self, at: Instant) -> bool {
+        self.looked.lock().unwrap().is_some_and(|t| t >= at)
+    }
+}
+
 /// A manager whose watchdog period is far beyond a test's length.
 fn unwatched() -> Arc<Recorder> {
-    Arc::new(Recorder {
-        pings: AtomicUsize::new(0),
-        period: Duration::from_secs(60),
-    })
+    Recorder::new(Duration::from_secs(60))
 }
 
 fn supervise_on_thread(
@@ -719,7 +709,7 @@ fn supervise_busy_on_thread(
                 stop: &stop,
                 manager: &*manager,
                 describe: "test",
-                chores: &mut |_| {},
+                chores: &mut |now| *manager.looked.lock().unwrap() = Some(now),
                 busy: &*busy,
             },
         );
@@ -758,9 +748,11 @@ fn idle_exit_waits_for_the_applications_work() {
 fn idle_exit_waits_for_the_last_connection_and_loses_nothing() {
     let mut e = start();
     let manager = unwatched();
+    let watch = manager.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let mut s = connect(e.addr);
-    s.write_all(&request("/hello", false)).unwrap();
+    s.write_all(&Request::get("/hello").keep_alive().bytes())
+        .unwrap();
     read_reply(&mut s, false);
     let watching = supervise_on_thread(
         e.server.take().unwrap(),
@@ -768,10 +760,14 @@ fn idle_exit_waits_for_the_last_connection_and_loses_nothing() {
         stop,
         manager,
     );
-    // An open connection keeps the server: well past the idle timeout.
-    thread::sleep(Duration::from_millis(1200));
+    // An open connection keeps the server: the watch looks well past the
+    // idle timeout, and stays.
+    let past = Instant::now() + Duration::from_millis(1200);
+    wait_until("the watch to look past the idle timeout", LIMIT, || {
+        watch.looked_at(past)
+    });
     assert!(!watching.is_finished(), "exited with a connection open");
-    s.write_all(&request("/hello", true)).unwrap();
+    s.write_all(&Request::get("/hello").bytes()).unwrap();
     assert_eq!(read_reply(&mut s, false).status, 200);
     drop(s);
     let (exit, mut server) = watching.join().unwrap();
@@ -779,17 +775,13 @@ fn idle_exit_waits_for_the_last_connection_and_loses_nothing() {
     // Stopped accepting: a client now waits in the socket's queue for the
     // next process; resumed, it is served.
     let mut waiting = connect(e.addr);
-    waiting.write_all(&request("/hello", true)).unwrap();
-    waiting
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let mut b = [0u8; 1];
+    waiting.write_all(&Request::get("/hello").bytes()).unwrap();
+    wait_waiting(e.addr, 1);
     assert!(
-        waiting.read(&mut b).is_err(),
-        "served after the loops stopped accepting"
+        server.activity().idle_for().is_some(),
+        "accepted after the loops stopped accepting"
     );
     server.resume_accepting();
-    waiting.set_read_timeout(Some(LIMIT)).unwrap();
     assert_eq!(read_reply(&mut waiting, false).status, 200);
 }
 
@@ -798,7 +790,8 @@ fn a_handler_panic_costs_its_connection_only() {
     let e = start_with(1, limits(), None);
     for _ in 0..5 {
         let mut s = connect(e.addr);
-        s.write_all(&request("/panic", false)).unwrap();
+        s.write_all(&Request::get("/panic").keep_alive().bytes())
+            .unwrap();
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest);
         assert!(rest.is_empty());
@@ -815,7 +808,8 @@ fn a_panic_in_a_body_costs_its_connection_only() {
     for target in ["/panic-stream", "/panic-segments"] {
         for _ in 0..3 {
             let mut s = connect(e.addr);
-            s.write_all(&request(target, false)).unwrap();
+            s.write_all(&Request::get(target).keep_alive().bytes())
+                .unwrap();
             let mut all = Vec::new();
             let _ = s.read_to_end(&mut all);
             assert!(
@@ -830,10 +824,7 @@ fn a_panic_in_a_body_costs_its_connection_only() {
 #[test]
 fn the_watchdog_is_pinged_only_while_every_loop_turns() {
     let mut e = start();
-    let manager = Arc::new(Recorder {
-        pings: AtomicUsize::new(0),
-        period: Duration::from_millis(200),
-    });
+    let manager = Recorder::new(Duration::from_millis(200));
     let stop = Arc::new(AtomicBool::new(false));
     let watching = supervise_on_thread(
         e.server.take().unwrap(),
@@ -841,22 +832,23 @@ fn the_watchdog_is_pinged_only_while_every_loop_turns() {
         stop.clone(),
         manager.clone(),
     );
-    wait_until("pings", LIMIT, || manager.pings.load(Ordering::SeqCst) >= 3);
-    // One loop hangs for 3 s in its fast path: no pings meanwhile.
-    let addr = e.addr;
-    let hang = thread::spawn(move || get(addr, "/fast-hang/3000"));
-    thread::sleep(Duration::from_millis(700));
-    let before = manager.pings.load(Ordering::SeqCst);
-    thread::sleep(Duration::from_millis(1500));
+    wait_until("pings", LIMIT, || manager.pings() >= 3);
+    // One loop hangs for 3 s in its fast path: no pings meanwhile, from
+    // 0.7 s in (the watch has seen the loop stand still by then) to 2.2 s,
+    // as the pings recorded say once the reply has come.
+    let sent = Instant::now();
+    assert_eq!(get(e.addr, "/fast-hang/3000").status, 200);
+    let (from, to) = (
+        sent + Duration::from_millis(700),
+        sent + Duration::from_millis(2200),
+    );
     assert_eq!(
-        manager.pings.load(Ordering::SeqCst),
-        before,
+        manager.pings_between(from, to),
+        0,
         "pinged while a loop hung"
     );
-    assert_eq!(hang.join().unwrap().status, 200);
-    wait_until("pings again", LIMIT, || {
-        manager.pings.load(Ordering::SeqCst) > before + 2
-    });
+    let after = manager.pings();
+    wait_until("pings again", LIMIT, || manager.pings() > after + 2);
     stop.store(true, Ordering::SeqCst);
     assert_eq!(watching.join().unwrap().0, Exit::Signal);
 }
@@ -901,14 +893,7 @@ fn a_loop_panic_ends_the_process() {
         }
     };
     let mut s = connect(addr);
-    s.write_all(&request("/fast-panic", true)).unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(started.elapsed() < LIMIT, "the child did not exit");
-        thread::sleep(Duration::from_millis(20));
-    };
+    s.write_all(&Request::get("/fast-panic").bytes()).unwrap();
+    let status = wait_exit(&mut child, LIMIT).expect("the child exits");
     assert_eq!(status.code(), Some(70));
 }

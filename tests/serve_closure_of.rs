@@ -8,39 +8,22 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::thread;
 use std::time::{Duration, Instant};
 
-use common::binary::{exchange, start_on_any_port, Reply, Running};
-use common::routes::{every_route, hash_part, nar_hash};
-use common::{nix_fresh_cache, run, succeeded, Fixtures, Scratch};
-
-const LIMIT: Duration = Duration::from_secs(60);
-/// A hash part no store holds.
-const ABSENT: &str = "00000000000000000000000000000000";
+use common::binary::{start_on_any_port, wait_log, Running};
+use common::http::{Reply, Request};
+use common::routes::{every_route, nar_hash};
+use common::{hash_part, nix_fresh_cache, run, succeeded, wait_until, Fixtures, Scratch, ABSENT};
 /// The issue asks for "within a second"; the watch loop looks every second
 /// and the recompute is milliseconds, so this margin only absorbs a loaded
 /// machine.
 const SWITCH_BOUND: Duration = Duration::from_secs(3);
 
 fn request(addr: SocketAddr, method: &str, target: &str) -> Reply {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    exchange(s, method, target).unwrap()
-}
-
-/// The whole reply but its `Date:` line, which only says when.
-fn without_date(r: &Reply) -> (u16, String, Vec<u8>) {
-    let head = r
-        .head
-        .split("\r\n")
-        .filter(|l| !l.starts_with("Date: "))
-        .collect::<Vec<_>>()
-        .join("\r\n");
-    (r.status, head, r.body.clone())
+    Request::new(method, target).send(addr)
 }
 
 fn serve(store: &str, roots: &[&str]) -> (Running, SocketAddr) {
@@ -71,8 +54,8 @@ fn outside_paths_answer_as_absent_on_every_route() {
                 let refused = request(addr, method, out);
                 assert_eq!(refused.status, 404, "{store} {method} {out}");
                 assert_eq!(
-                    without_date(&refused),
-                    without_date(&request(addr, method, &absent)),
+                    refused.without_date(),
+                    request(addr, method, &absent).without_date(),
                     "{store} {method} {out}: not the reply of an absent path"
                 );
             }
@@ -137,8 +120,8 @@ fn a_build_log_is_served_only_when_its_derivation_is_in_the_closure() {
                 let refused = request(addr, method, &format!("/log/{name}"));
                 assert_eq!(refused.status, 404, "{store} {method} /log/{name}");
                 assert_eq!(
-                    without_date(&refused),
-                    without_date(&request(addr, method, &format!("/log/{absent}"))),
+                    refused.without_date(),
+                    request(addr, method, &format!("/log/{absent}")).without_date(),
                     "{store} {method} /log/{name}: not the reply of an absent log"
                 );
             }
@@ -148,19 +131,6 @@ fn a_build_log_is_served_only_when_its_derivation_is_in_the_closure() {
         assert_eq!(served.status, 200, "{store}: the .drv is the root");
         assert!(served.text().starts_with("log of "), "{}", served.text());
     }
-}
-
-/// Polls `done` until it holds, for at most [`SWITCH_BOUND`]: how long it took.
-fn within_bound(what: &str, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < SWITCH_BOUND,
-            "{what} after {SWITCH_BOUND:?}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-    start.elapsed()
 }
 
 /// Replaces the symlink `link` with one to `target` in one rename, as
@@ -190,8 +160,9 @@ fn a_switched_root_is_honoured_within_a_second() {
         let status = |p: &str| request(addr, "GET", &format!("/{}.narinfo", hash_part(p))).status;
         assert_eq!((status(first), status(second)), (200, 404), "{store}");
         switch(&generation, second);
-        let took = within_bound(
-            &format!("{store}: the switched root is not honoured"),
+        let took = wait_until(
+            format!("{store}: the switched root to be honoured"),
+            SWITCH_BOUND,
             || (status(first), status(second)) == (404, 200),
         );
         eprintln!("{store}: switch honoured after {took:?}");
@@ -231,14 +202,22 @@ fn a_root_that_appears_later_is_honoured() {
         ]);
         assert!(log.lock().unwrap().contains("serving nothing from it"));
         let status = || request(addr, "GET", &format!("/{}.narinfo", hash_part(path))).status;
+        let recomputed = |l: &str| l.matches("--serve-closure-of: now ").count();
+        let before = recomputed(&log.lock().unwrap());
         std::os::unix::fs::symlink(path, &root).unwrap();
-        thread::sleep(Duration::from_secs(1));
+        // The watch has seen the root name the path (a closure computed
+        // again, of nothing yet): the path is still refused.
+        wait_log(&log, "the closure computed with the new root", |l| {
+            recomputed(l) > before
+        });
         assert_eq!(status(), 404, "{store}: not in the store yet");
         let added = run(Command::new("nix-store").arg("--add").arg(&file));
         assert_eq!(added.trim(), path);
-        within_bound(&format!("{store}: the added root is not served"), || {
-            status() == 200
-        });
+        wait_until(
+            format!("{store}: the added root to be served"),
+            SWITCH_BOUND,
+            || status() == 200,
+        );
     }
 }
 

@@ -21,7 +21,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use common::binary::start_on_any_port;
-use common::{ChrootStore, Fixtures};
+use common::http::{read_head, Request, LIMIT};
+use common::{hash_part, ChrootStore, Fixtures};
 
 /// Far larger than what the kernel buffers between the server and a client
 /// with a small receive buffer (loopback send buffers grow to 4 MiB), so a
@@ -41,43 +42,33 @@ fn overwrite_in_place(file: &Path, seed: u8) {
     f.sync_all().unwrap();
 }
 
+/// The NAR of `hash` asked for on a connection with a small receive buffer.
 fn request(addr: SocketAddr, hash: &str) -> TcpStream {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     s.set_recv_buffer_size(16 << 10).unwrap();
     s.connect(&addr.into()).unwrap();
     let mut s: TcpStream = s.into();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.write_all(&Request::get(&format!("/nar/{hash}.nar")).bytes())
         .unwrap();
-    s.write_all(
-        format!("GET /nar/{hash}.nar HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .unwrap();
     s
 }
 
-/// Reads the head, then `before` body bytes, calls `between`, reads the rest:
-/// (status, body).
+/// Reads the head, then `before` body bytes, calls `between`, reads the rest
+/// until the server closes: (status, body).
 fn download(mut s: TcpStream, before: usize, between: impl FnOnce()) -> (u16, Vec<u8>) {
-    let mut all = Vec::new();
+    let status = read_head(&mut s).status;
+    let mut body = Vec::new();
     let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(p) = all.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
-        let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "closed before the head");
-        all.extend_from_slice(&chunk[..n]);
-    };
-    let status = String::from_utf8_lossy(&all[9..12]).parse().unwrap();
-    while all.len() - head_end < before {
+    while body.len() < before {
         match s.read(&mut chunk) {
             Ok(0) | Err(_) => break,
-            Ok(n) => all.extend_from_slice(&chunk[..n]),
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
         }
     }
     between();
-    let _ = s.read_to_end(&mut all);
-    (status, all[head_end..].to_vec())
+    let _ = s.read_to_end(&mut body);
+    (status, body)
 }
 
 /// The one thing that must never happen.
@@ -96,7 +87,7 @@ fn file_overwritten_in_place_with_the_same_size_never_completes_a_download() {
     let store = ChrootStore::new("faults-overwrite");
     let path = store.add("victim.bin", &contents(0));
     let nar = store.dump(&path);
-    let hash = &path.rsplit('/').next().unwrap()[..32];
+    let hash = hash_part(&path);
     let file = store.writable_file(&path);
     let (_server, addr, _log) = start_on_any_port(&["--store", &store.uri()]);
 
